@@ -1,0 +1,110 @@
+/* fastio.h: the one private header of fastio._core.
+ *
+ * Every .c file includes it first. It holds the module state, the type specs
+ * and method tables each file contributes, the region (the one buffer
+ * exporter) and the error helpers. Non-static symbols start with fastio_.
+ */
+#ifndef FASTIO_H
+#define FASTIO_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------------ */
+/* Module state (multi-phase init, PEP 489): heap types and exceptions. */
+
+typedef struct {
+    PyTypeObject *mmap_type;    /* fastio._core.mmap (mmap.c) */
+    PyTypeObject *buffer_type;  /* fastio._core.Buffer (buffer.c) */
+    PyObject *FastIOError;      /* base of the library's own exceptions */
+} fastio_state;
+
+fastio_state *fastio_get_state(PyObject *module);
+/* The state reached from an instance of one of our heap types (works for
+ * Python subclasses too: walks the MRO to the defining class). */
+fastio_state *fastio_state_from_type(PyTypeObject *tp);
+
+/* Each file contributes a spec or a method table; module.c registers them. */
+extern PyType_Spec fastio_mmap_spec;     /* mmap.c */
+extern PyType_Spec fastio_buffer_spec;   /* buffer.c */
+extern PyMethodDef fastio_rw_methods[];      /* rw.c: pread, pwrite, ... */
+extern PyMethodDef fastio_memory_methods[];  /* buffer.c: heap_info, ... */
+
+/* ------------------------------------------------------------------ */
+/* errors.c: the only place an OSError is built from an errno.
+ *
+ * Syscall helpers return -errno and touch nothing else; the Python-facing
+ * caller passes that value here. The exception is the right OSError
+ * subclass (FileNotFoundError, PermissionError, ...) and its message names
+ * the system call: "[Errno 22] Invalid argument (mmap)". Returns NULL. */
+PyObject *fastio_oserror(int neg_errno, const char *syscall, PyObject *filename);
+/* The same with errno as it stands (for calls made with the GIL held). */
+PyObject *fastio_oserror_errno(const char *syscall, PyObject *filename);
+
+/* ------------------------------------------------------------------ */
+/* region.c: memory that fastio exports through the buffer protocol.
+ *
+ * A region is embedded in each exporting object (mmap, Buffer, later the
+ * shared-memory types). It counts its buffer exports and the operations in
+ * progress with the GIL released ("pins"). close() releases the object's
+ * handle at once; the memory itself is freed only when exports and pins
+ * are both zero, so a numpy array or memoryview over it never dangles and
+ * a thread copying out of it with the GIL released never faults because
+ * another thread closed it. */
+
+typedef enum {
+    FASTIO_MEM_NONE = 0,   /* nothing owned (closed, or length 0) */
+    FASTIO_MEM_MMAP,       /* munmap(base, alloc_size) */
+    FASTIO_MEM_HEAP,       /* free(base) (posix_memalign) */
+} fastio_mem_kind;
+
+typedef struct {
+    char *base;             /* what munmap/free takes */
+    size_t alloc_size;      /* what munmap takes (page-rounded mapping length) */
+    char *data;             /* the user's byte 0: base + the in-page delta */
+    Py_ssize_t size;        /* the user-visible length in bytes */
+    fastio_mem_kind kind;
+    int readonly;           /* exports are read-only */
+    int closed;             /* the owner was closed: no new use */
+    Py_ssize_t exports;     /* live Py_buffer exports */
+    Py_ssize_t pins;        /* operations in progress with the GIL released */
+} fastio_region;
+
+/* Fill view over [data, data+size). Counts the export. */
+int fastio_region_getbuffer(PyObject *owner, fastio_region *r, Py_buffer *view,
+                            int flags);
+/* bf_releasebuffer: uncount, and free the memory if closed and now unused. */
+void fastio_region_releasebuffer(fastio_region *r, Py_buffer *view);
+/* Mark closed; free now if nothing uses the memory, else when the last export
+ * or pin goes. Idempotent. munmap runs with the GIL released. */
+void fastio_region_close(fastio_region *r);
+/* Free the memory now, unconditionally (for dealloc, where exports are
+ * necessarily 0 because each export holds a reference to the owner). */
+void fastio_region_free(fastio_region *r);
+/* Raise ValueError(msg) and return -1 if closed. */
+int fastio_region_check(fastio_region *r, const char *msg);
+/* Hold the memory across a GIL-released operation (call with the GIL). */
+static inline void fastio_region_pin(fastio_region *r) { r->pins++; }
+/* Release a pin (call with the GIL); frees deferred memory if last. */
+void fastio_region_unpin(fastio_region *r);
+
+/* Allocate page-aligned memory as an anonymous mapping (private or shared),
+ * with MADV_HUGEPAGE when asked. Returns 0 or -errno. */
+int fastio_map_anonymous(size_t size, int shared, int hugepages, void **out);
+
+/* Copy with the GIL released when large (threshold in region.c). */
+void fastio_memcpy(void *dst, const void *src, size_t n);
+#define FASTIO_NOGIL_COPY_THRESHOLD (1 << 20)
+
+/* The system page size, read once at module init. */
+extern long fastio_pagesize;
+
+#endif /* FASTIO_H */

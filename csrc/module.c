@@ -1,0 +1,216 @@
+/* module.c: fastio._core, multi-phase init (PEP 489).
+ *
+ * Creates the heap types each file defines, the library's exceptions and the
+ * constants of the stdlib mmap module (same names, same values), so that
+ * fastio can stand in for `mmap` in code written against the stdlib.
+ */
+#include "fastio.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+static struct PyModuleDef fastio_module;
+
+fastio_state *
+fastio_get_state(PyObject *module)
+{
+    return (fastio_state *)PyModule_GetState(module);
+}
+
+fastio_state *
+fastio_state_from_type(PyTypeObject *tp)
+{
+    /* PyType_GetModuleByDef is 3.11+; walk the MRO ourselves so that a
+     * Python subclass of one of our types finds the defining module. */
+    PyObject *mro = tp->tp_mro;
+    Py_ssize_t n = mro ? PyTuple_GET_SIZE(mro) : 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTypeObject *t = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (!PyType_HasFeature(t, Py_TPFLAGS_HEAPTYPE)) {
+            continue;
+        }
+        PyObject *mod = ((PyHeapTypeObject *)t)->ht_module;
+        if (mod != NULL && PyModule_GetDef(mod) == &fastio_module) {
+            return fastio_get_state(mod);
+        }
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Constants */
+
+typedef struct {
+    const char *name;
+    long value;
+} fastio_constant;
+
+static const fastio_constant constants[] = {
+    /* access modes: the stdlib's values */
+    {"ACCESS_DEFAULT", 0}, {"ACCESS_READ", 1}, {"ACCESS_WRITE", 2},
+    {"ACCESS_COPY", 3},
+    {"PROT_READ", PROT_READ}, {"PROT_WRITE", PROT_WRITE}, {"PROT_EXEC", PROT_EXEC},
+    {"MAP_SHARED", MAP_SHARED}, {"MAP_PRIVATE", MAP_PRIVATE},
+    {"MAP_ANON", MAP_ANONYMOUS}, {"MAP_ANONYMOUS", MAP_ANONYMOUS},
+#ifdef MAP_DENYWRITE
+    {"MAP_DENYWRITE", MAP_DENYWRITE},
+#endif
+#ifdef MAP_EXECUTABLE
+    {"MAP_EXECUTABLE", MAP_EXECUTABLE},
+#endif
+#ifdef MAP_POPULATE
+    {"MAP_POPULATE", MAP_POPULATE},
+#endif
+#ifdef MAP_STACK
+    {"MAP_STACK", MAP_STACK},
+#endif
+#ifdef MAP_NORESERVE
+    {"MAP_NORESERVE", MAP_NORESERVE},
+#endif
+#ifdef MAP_HUGETLB
+    {"MAP_HUGETLB", MAP_HUGETLB},
+#endif
+#ifdef MAP_LOCKED
+    {"MAP_LOCKED", MAP_LOCKED},
+#endif
+    {"MADV_NORMAL", MADV_NORMAL}, {"MADV_RANDOM", MADV_RANDOM},
+    {"MADV_SEQUENTIAL", MADV_SEQUENTIAL}, {"MADV_WILLNEED", MADV_WILLNEED},
+    {"MADV_DONTNEED", MADV_DONTNEED},
+#ifdef MADV_REMOVE
+    {"MADV_REMOVE", MADV_REMOVE},
+#endif
+#ifdef MADV_DONTFORK
+    {"MADV_DONTFORK", MADV_DONTFORK}, {"MADV_DOFORK", MADV_DOFORK},
+#endif
+#ifdef MADV_HWPOISON
+    {"MADV_HWPOISON", MADV_HWPOISON},
+#endif
+#ifdef MADV_MERGEABLE
+    {"MADV_MERGEABLE", MADV_MERGEABLE}, {"MADV_UNMERGEABLE", MADV_UNMERGEABLE},
+#endif
+#ifdef MADV_HUGEPAGE
+    {"MADV_HUGEPAGE", MADV_HUGEPAGE}, {"MADV_NOHUGEPAGE", MADV_NOHUGEPAGE},
+#endif
+#ifdef MADV_DONTDUMP
+    {"MADV_DONTDUMP", MADV_DONTDUMP}, {"MADV_DODUMP", MADV_DODUMP},
+#endif
+#ifdef MADV_FREE
+    {"MADV_FREE", MADV_FREE},
+#endif
+    /* Newer advice values: defined by number where an old libc header lacks
+     * them; the kernel answers EINVAL if it does not know one. */
+    {"MADV_WIPEONFORK", 18}, {"MADV_KEEPONFORK", 19},
+    {"MADV_COLD", 20}, {"MADV_PAGEOUT", 21},
+    {"MADV_POPULATE_READ", 22}, {"MADV_POPULATE_WRITE", 23},
+    {"MADV_DONTNEED_LOCKED", 24}, {"MADV_COLLAPSE", 25},
+    {"MS_ASYNC", MS_ASYNC}, {"MS_SYNC", MS_SYNC}, {"MS_INVALIDATE", MS_INVALIDATE},
+    {NULL, 0},
+};
+
+/* ------------------------------------------------------------------ */
+/* Module lifecycle */
+
+static int
+add_type(PyObject *module, PyType_Spec *spec, PyObject *bases,
+         PyTypeObject **slot)
+{
+    PyObject *tp = PyType_FromModuleAndSpec(module, spec, bases);
+    if (tp == NULL) {
+        return -1;
+    }
+    *slot = (PyTypeObject *)tp;
+    return PyModule_AddType(module, (PyTypeObject *)tp);
+}
+
+static int
+fastio_exec(PyObject *module)
+{
+    fastio_state *st = fastio_get_state(module);
+    long ps = sysconf(_SC_PAGESIZE);
+    if (ps > 0) {
+        fastio_pagesize = ps;
+    }
+
+    st->FastIOError = PyErr_NewExceptionWithDoc(
+        "fastio.FastIOError",
+        "Base class of the exceptions fastio defines itself; each also "
+        "inherits the built-in exception that fits.",
+        NULL, NULL);
+    if (st->FastIOError == NULL ||
+        PyModule_AddObjectRef(module, "FastIOError", st->FastIOError) < 0) {
+        return -1;
+    }
+    /* The stdlib's mmap.error is OSError itself. */
+    if (PyModule_AddObjectRef(module, "error", PyExc_OSError) < 0) {
+        return -1;
+    }
+
+    if (add_type(module, &fastio_mmap_spec, NULL, &st->mmap_type) < 0 ||
+        add_type(module, &fastio_buffer_spec, NULL, &st->buffer_type) < 0) {
+        return -1;
+    }
+
+    for (const fastio_constant *c = constants; c->name != NULL; c++) {
+        if (PyModule_AddIntConstant(module, c->name, c->value) < 0) {
+            return -1;
+        }
+    }
+    if (PyModule_AddIntConstant(module, "PAGESIZE", fastio_pagesize) < 0 ||
+        PyModule_AddIntConstant(module, "ALLOCATIONGRANULARITY", fastio_pagesize) < 0) {
+        return -1;
+    }
+    if (PyModule_AddFunctions(module, fastio_rw_methods) < 0 ||
+        PyModule_AddFunctions(module, fastio_memory_methods) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+fastio_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    fastio_state *st = fastio_get_state(module);
+    Py_VISIT(st->mmap_type);
+    Py_VISIT(st->buffer_type);
+    Py_VISIT(st->FastIOError);
+    return 0;
+}
+
+static int
+fastio_clear(PyObject *module)
+{
+    fastio_state *st = fastio_get_state(module);
+    Py_CLEAR(st->mmap_type);
+    Py_CLEAR(st->buffer_type);
+    Py_CLEAR(st->FastIOError);
+    return 0;
+}
+
+static void
+fastio_free(void *module)
+{
+    fastio_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot fastio_slots[] = {
+    {Py_mod_exec, fastio_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef fastio_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "fastio._core",
+    .m_doc = "fastio's C core: syscalls and memory lifetimes. Import fastio, "
+             "not this module.",
+    .m_size = sizeof(fastio_state),
+    .m_slots = fastio_slots,
+    .m_traverse = fastio_traverse,
+    .m_clear = fastio_clear,
+    .m_free = fastio_free,
+};
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    return PyModuleDef_Init(&fastio_module);
+}

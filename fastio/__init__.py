@@ -1,0 +1,19 @@
+"""fastio: every Linux way of moving bytes between files, memory and processes.
+
+Import names from here; fastio._core is the C extension behind them.
+"""
+from . import _core
+from ._core import (  # noqa: F401  the stdlib mmap module's constants and error
+    ACCESS_COPY, ACCESS_DEFAULT, ACCESS_READ, ACCESS_WRITE, ALLOCATIONGRANULARITY,
+    PAGESIZE, PROT_EXEC, PROT_READ, PROT_WRITE, FastIOError, error,
+)
+from ._core import __dict__ as _core_dict
+
+# Every MAP_*, MADV_* and MS_* constant the C module defines.
+globals().update({k: v for k, v in _core_dict.items()
+                  if k.startswith(("MAP_", "MADV_", "MS_"))})
+del _core_dict
+
+from .mapping import mmap  # noqa: E402
+
+__version__ = "0.1.0"
