@@ -14,6 +14,10 @@ globals().update({k: v for k, v in _core_dict.items()
                   if k.startswith(("MAP_", "MADV_", "MS_"))})
 del _core_dict
 
-from .mapping import mmap  # noqa: E402
+# Each module lists its public names in __all__.
+from .mapping import *  # noqa: E402,F401,F403  mmap
+from .memory import *  # noqa: E402,F401,F403  Buffer, empty, heap_info
+from .fileio import *  # noqa: E402,F401,F403  pread, pwrite, ..., read_file
+from .arrays import *  # noqa: E402,F401,F403  memmap, open_array
 
 __version__ = "0.1.0"

@@ -7,5 +7,8 @@ the numpy views.
 from . import _core
 
 
+__all__ = ["mmap"]
+
+
 class mmap(_core.mmap):
     __slots__ = ()
