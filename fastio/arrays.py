@@ -2,11 +2,13 @@
 
 The one rule: an ndarray over fastio memory must hold a *buffer export*, not
 just a reference to the exporting object. ``np.ndarray(buffer=obj)`` takes the
-buffer and releases the export at once, keeping only ``obj`` as ``.base``;
-after ``obj.close()`` the memory would be unmapped under the array. Going
-through a memoryview keeps the export alive for as long as the array (and
-every view of it) lives, so fastio's deferred unmap (region.c) applies:
-``a.base`` is that memoryview and ``a.base.obj`` the fastio object.
+buffer and releases the export at once, keeping only ``obj`` as ``.base``
+(even when obj is a memoryview, numpy keeps the memoryview's .obj); after
+``obj.close()`` the memory would be unmapped under the array.
+``np.frombuffer`` instead keeps a memoryview of its own, which holds the
+export for as long as the array (and every view of it) lives, so fastio's
+deferred unmap (region.c) applies. The chain of ``.base`` ends at that
+memoryview, whose ``.obj`` is the fastio object.
 """
 import operator
 
@@ -23,11 +25,9 @@ def as_ndarray(obj, dtype="u1", shape=None, offset=0, order="C", subtype=np.ndar
     a read-only array. Raises ValueError when the dtype, shape or offset does
     not fit the buffer, naming the values.
     """
-    view = memoryview(obj)
-    if view.ndim != 1 or view.itemsize != 1:
-        view = view.cast("B")
+    with memoryview(obj) as probe:
+        nbytes = probe.nbytes
     dtype = np.dtype(dtype)
-    nbytes = view.nbytes
     try:
         offset = operator.index(offset)
     except TypeError:
@@ -56,5 +56,7 @@ def as_ndarray(obj, dtype="u1", shape=None, offset=0, order="C", subtype=np.ndar
             raise ValueError(
                 f"shape={shape} of dtype={dtype} at offset={offset} needs "
                 f"{offset + need} bytes; the buffer has {nbytes}")
-    return np.ndarray.__new__(subtype, shape, dtype=dtype, buffer=view,
-                              offset=offset, order=order)
+    count = int(np.prod(shape, dtype=np.int64))
+    flat = np.frombuffer(obj, dtype=dtype, count=count, offset=offset)
+    arr = flat if len(shape) == 1 else flat.reshape(shape, order=order)
+    return arr if subtype is np.ndarray else arr.view(subtype)
