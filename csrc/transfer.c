@@ -73,6 +73,7 @@ typedef struct {
     /* What fstat said at the start. */
     int in_stream, out_stream;  /* pipe, socket, tty: poll() on EAGAIN */
     int in_pipe, out_pipe;
+    int any_socket;            /* either end: see xfer_short() */
     int in_regular;
     int64_t in_size;
     int64_t start_off;         /* in_off at the start (-1: unknown) */
@@ -124,6 +125,22 @@ xfer_want(const xfer *x, size_t cap)
     return (size_t)left;
 }
 
+/* A call that moved less than asked. On a blocking socket that means a
+ * signal interrupted it after some bytes went (the kernel then returns the
+ * count, not EINTR): run the handlers now, or the next call could block
+ * forever with, say, a KeyboardInterrupt pending. On a non-blocking socket
+ * it is followed by EAGAIN and poll() anyway. Pipes and files return short
+ * counts in normal operation (a pipe holds 64 KiB), so they are not checked:
+ * re-taking a contended GIL there would cost up to a switch interval. */
+static int
+xfer_short(xfer *x, size_t want, ssize_t n)
+{
+    if (x->any_socket && (size_t)n < want) {
+        return xfer_check_signals(x);
+    }
+    return 0;
+}
+
 static void
 xfer_moved(xfer *x, ssize_t n)
 {
@@ -148,6 +165,12 @@ xfer_wait(xfer *x, int want_in, int want_out)
     if (x->nowait) {
         x->blocked = 1;
         return XFER_BLOCKED;
+    }
+    /* A signal that arrived during the last call may have cut it short
+     * instead of making it fail with EINTR; poll() would then sleep with
+     * the handler pending. We are about to block anyway: run it now. */
+    if (xfer_check_signals(x) < 0) {
+        return -EINTR;
     }
     /* Wait for each side until it has been ready once: poll() returns when
      * either is, and polling the ready one again would spin. */
@@ -311,6 +334,9 @@ step_sendfile(xfer *x)
             if (x->in_off >= 0) {
                 x->in_off += n;
             }
+            if (xfer_short(x, want, n) < 0) {
+                return -EINTR;
+            }
             continue;
         }
         if (n == 0) {
@@ -347,6 +373,9 @@ splice_direct(xfer *x)
             }
             if (out_off) {
                 *out_off += n;
+            }
+            if (xfer_short(x, want, n) < 0) {
+                return -EINTR;
             }
             continue;
         }
@@ -419,6 +448,10 @@ splice_via_pipe(xfer *x)
                 if (x->out_off >= 0) {
                     x->out_off += m;
                 }
+                if (xfer_short(x, (size_t)(left + m), m) < 0) {
+                    result = -EINTR;
+                    break;
+                }
                 continue;
             }
             if (m == 0) {  /* cannot happen with data in the pipe */
@@ -438,6 +471,11 @@ splice_via_pipe(xfer *x)
             }
         }
         if (result != 0) {
+            break;
+        }
+        /* Only once the pipe is empty: no byte is lost if a handler raises. */
+        if (xfer_short(x, want, n) < 0) {
+            result = -EINTR;
             break;
         }
     }
@@ -498,6 +536,10 @@ step_readwrite(xfer *x)
                 }
                 if (x->out_off >= 0) {
                     x->out_off += m;
+                }
+                if (xfer_short(x, (size_t)(n - pos + m), m) < 0) {
+                    result = -EINTR;
+                    break;
                 }
                 continue;
             }
@@ -595,6 +637,12 @@ xfer_run(xfer *x, const xfer_method *chain, int nchain, xfer_method *used)
             continue;
         }
         break;
+    }
+    /* Nothing to move (an empty file, an offset past the end): every
+     * fallback confirmed it; name the first method, the one that would
+     * have moved the bytes, rather than whichever confirmed last. */
+    if (r == 0 && x->done == 0) {
+        *used = chain[0];
     }
     return r;
 }
@@ -731,6 +779,7 @@ xfer_classify(xfer *x, PyObject *in_name, PyObject *out_name)
         return -1;
     }
     x->in_pipe = S_ISFIFO(st.st_mode);
+    x->any_socket = S_ISSOCK(st.st_mode);
     x->in_stream = x->in_pipe || S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode);
     x->in_regular = S_ISREG(st.st_mode);
     x->in_size = (int64_t)st.st_size;
@@ -746,6 +795,7 @@ xfer_classify(xfer *x, PyObject *in_name, PyObject *out_name)
         return -1;
     }
     x->out_pipe = S_ISFIFO(st.st_mode);
+    x->any_socket |= S_ISSOCK(st.st_mode);
     x->out_stream = x->out_pipe || S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode);
     /* A stream has no offset: read it from where it stands. */
     if (x->in_stream) {

@@ -42,6 +42,8 @@ class Transferred(int):
     def __repr__(self):
         return f"Transferred({int(self)}, method={self.method!r})"
 
+    __str__ = int.__repr__  # str(n) is the number, as for any int
+
     def __reduce__(self):
         return (Transferred, (int(self), self.method))
 
@@ -123,7 +125,7 @@ class _Input:
         self.filename = None
         self.fileobj = None  # a Python file object whose position we keep
         if _is_path(obj):
-            self.filename = obj
+            self.filename = os.fspath(obj)  # as os.open reports it
             self.fd = os.open(obj, os.O_RDONLY | os.O_CLOEXEC)
             self.opened = True
         else:
