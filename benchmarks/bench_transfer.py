@@ -33,6 +33,7 @@ READER = r"""
 import socket, struct, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 buf = bytearray(1 << 20)
+discard = sys.argv[2] == "discard"
 hdr = bytearray(8)
 while True:
     got = s.recv_into(hdr, 8, socket.MSG_WAITALL)
@@ -40,7 +41,10 @@ while True:
         break
     left = struct.unpack("<Q", hdr)[0]
     while left:
-        n = s.recv_into(buf, min(left, len(buf)))
+        if discard:  # TCP drops the bytes in the kernel: no copy out
+            n = len(s.recv(min(left, len(buf)), socket.MSG_TRUNC))
+        else:
+            n = s.recv_into(buf, min(left, len(buf)))
         if not n:
             sys.exit("sender went away")
         left -= n
@@ -115,9 +119,10 @@ def report(title, size, times, baselines):
 
 # ---------------------------------------------------------------- socket
 
-def bench_socket(src, size, rounds):
+def bench_socket(src, size, rounds, reader_mode):
     srv = socket.create_server(("127.0.0.1", 0))
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(srv.getsockname()[1])])
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(srv.getsockname()[1]),
+                               reader_mode])
     sock, _ = srv.accept()
     srv.close()
     fd = os.open(src, os.O_RDONLY)
@@ -166,7 +171,9 @@ def bench_socket(src, size, rounds):
         reader.wait(10)
         os.close(fd)
         raw.close()
-    return report(f"file -> loopback TCP socket, {size >> 20} MiB, median of {rounds}",
+    how = ("reader copies out with recv_into, 1 MiB" if reader_mode == "copy" else
+           "reader discards in the kernel with recv(MSG_TRUNC)")
+    return report(f"file -> loopback TCP socket, {size >> 20} MiB, {how}, median of {rounds}",
                   size, times, ["os.sendfile loop", "python read/write 64KiB"])
 
 
@@ -214,6 +221,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--dir", default=tempfile.gettempdir(),
                     help="directory on the disk filesystem (default: the temp dir)")
+    ap.add_argument("--reader", choices=["copy", "discard"], default="copy",
+                    help="how the draining process reads: copy the bytes out "
+                         "(a real receiver) or let TCP discard them (MSG_TRUNC), "
+                         "which leaves the sender's cost alone in the figure")
     args = ap.parse_args()
     size = args.size_mib << 20
     print(machine())
@@ -225,7 +236,7 @@ def main():
         src = os.path.join(work, "src.bin")
         make_file(src, size)
         print(f"socket source file on {fs_type(src)} ({src})")
-        sock = bench_socket(src, size, args.rounds)
+        sock = bench_socket(src, size, args.rounds, args.reader)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     disk = bench_copy(args.dir, size, args.rounds)
