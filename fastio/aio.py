@@ -6,7 +6,6 @@ running loop: each C call moves what the socket buffer takes, with the GIL
 released, and returns instead of waiting; the coroutine then waits for the
 socket to become writable through the loop (add_writer) and goes on.
 """
-import asyncio
 import os
 import socket
 
@@ -34,6 +33,8 @@ async def sendfile(sock, file, offset=0, count=None, *, method="auto"):
     Cancellation stops between chunks; the bytes already sent stay sent (the
     CancelledError has no count: use offset/count to resume with care).
     """
+    import asyncio  # here, not at import: `import fastio` loads this module
+
     loop = asyncio.get_running_loop()
     if not isinstance(sock, socket.socket):
         raise TypeError(f"sock must be a socket.socket, not {type(sock).__name__}")

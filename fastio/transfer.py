@@ -9,6 +9,7 @@ Every transfer function returns a :class:`Transferred`: an ``int`` (the
 bytes moved) whose ``.method`` says which way ran. ``copyfile`` returns the
 method's name, as its whole-file result needs no count.
 """
+import io
 import os
 import shutil
 import socket
@@ -129,6 +130,9 @@ class _Input:
             self.fd = os.open(obj, os.O_RDONLY | os.O_CLOEXEC)
             self.opened = True
         else:
+            if isinstance(obj, io.TextIOBase):
+                # Its tell() is an opaque cookie, not a byte offset.
+                raise ValueError(f"{name} must be opened in binary mode")
             self.fd = _fd_of(obj, name)
             if not isinstance(obj, (int, socket.socket)) and hasattr(obj, "tell"):
                 self.fileobj = obj
@@ -343,3 +347,8 @@ def copyfile(src, dst, *, method="auto"):
     finally:
         os.close(in_fd)
     return used
+
+
+# fastio.aio (asyncio) is a submodule; load it so that `import fastio` is
+# enough to reach fastio.aio.sendfile. It imports asyncio only when called.
+from . import aio  # noqa: E402,F401  (needs the names above)

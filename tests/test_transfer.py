@@ -22,7 +22,6 @@ import uuid
 import pytest
 
 import fastio
-import fastio.aio
 from conftest import LeakCheck
 
 PAGE = os.sysconf("SC_PAGESIZE")
@@ -422,6 +421,9 @@ def test_sendfile_bad_input(tmp_path):
             fastio.sendfile(a, src, offset=-5)
         with pytest.raises(TypeError, match="count"):
             fastio.sendfile(a, src, count=1.5)
+        with open(src, "r") as text:
+            with pytest.raises(ValueError, match="binary mode"):
+                fastio.sendfile(a, text)
         with pytest.raises(ValueError, match="'mmap'"):
             fastio.sendfile(a, src, method="mmap")
         with pytest.raises(TypeError, match="out"):
@@ -436,6 +438,10 @@ def test_sendfile_bad_input(tmp_path):
         a.close()
         b.close()
     leaks.check()
+
+
+def test_aio_reachable_from_import_fastio():
+    assert callable(fastio.aio.sendfile)
 
 
 def test_transferred_is_an_int():
