@@ -1162,8 +1162,9 @@ mmap_gfind(MmapObject *self, PyObject *args, int reverse)
     }
     start = self->pos;
     end = self->region.size;
-    if (!PyArg_ParseTuple(args, reverse ? "y*|nn:rfind" : "y*|nn:find",
-                          &view, &start, &end)) {
+    if (!PyArg_ParseTuple(args, reverse ? "y*|O&O&:rfind" : "y*|O&O&:find",
+                          &view, opt_ssize_converter, &start,
+                          opt_ssize_converter, &end)) {
         return NULL;
     }
     if (check_valid(self) < 0) {
@@ -1218,9 +1219,10 @@ mmap_gfind(MmapObject *self, PyObject *args, int reverse)
 }
 
 PyDoc_STRVAR(mmap_find_doc,
-"find($self, sub, start=<pos>, end=<len>, /)\n--\n\n"
+"find($self, sub, start=None, end=None, /)\n--\n\n"
 "Return the lowest index of sub in [start, end), or -1. start defaults to\n"
-"the current position; negative values count from the end.");
+"the current position (None too), end to the length; negative values\n"
+"count from the end.");
 
 static PyObject *
 mmap_find(MmapObject *self, PyObject *args)
@@ -1229,7 +1231,7 @@ mmap_find(MmapObject *self, PyObject *args)
 }
 
 PyDoc_STRVAR(mmap_rfind_doc,
-"rfind($self, sub, start=<pos>, end=<len>, /)\n--\n\n"
+"rfind($self, sub, start=None, end=None, /)\n--\n\n"
 "Return the highest index of sub in [start, end), or -1.");
 
 static PyObject *
@@ -1431,8 +1433,9 @@ mmap_flush(MmapObject *self, PyObject *args, PyObject *kwds)
 }
 
 PyDoc_STRVAR(mmap_madvise_doc,
-"madvise($self, option, start=0, length=<len - start>, /)\n--\n\n"
-"The stdlib's madvise: advise the kernel about [start, start+length).\n"
+"madvise($self, option, start=0, length=None, /)\n--\n\n"
+"The stdlib's madvise: advise the kernel about [start, start+length)\n"
+"(length None: to the end).\n"
 "The range is widened to whole pages (the kernel does so for length; the\n"
 "start is rounded down so that maps at any byte offset work). See\n"
 "advise() for the variant that never discards bytes outside the range.");
@@ -1446,7 +1449,8 @@ mmap_madvise(MmapObject *self, PyObject *args)
         return NULL;
     }
     length = self->region.size;
-    if (!PyArg_ParseTuple(args, "i|nn:madvise", &option, &start, &length)) {
+    if (!PyArg_ParseTuple(args, "i|nO&:madvise", &option, &start,
+                          opt_ssize_converter, &length)) {
         return NULL;
     }
     if (check_valid(self) < 0) {
