@@ -39,6 +39,9 @@ typedef struct {
     int access;
     int flags;
     int prot;
+    size_t grow_limit;   /* anonymous shared maps: the size of the memory
+                            object behind them, which mremap cannot grow;
+                            0 when there is no such limit */
     PyObject *weakreflist;
 } MmapObject;
 
@@ -291,6 +294,12 @@ mmap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->region.data = (char *)base + delta;
     self->region.size = length;
     self->region.kind = FASTIO_MEM_MMAP;
+    if (fd == -1 && (flags & MAP_SHARED)) {
+        /* The kernel backs it with a shmem object of this (page-rounded)
+         * size; a mapping grown past it would SIGBUS (the stdlib's does). */
+        size_t page = (size_t)fastio_pagesize;
+        self->grow_limit = (alloc + page - 1) & ~(page - 1);
+    }
     if (err < 0) {
         fastio_oserror(err, "madvise", NULL);
         Py_DECREF(self);
@@ -1348,6 +1357,13 @@ mmap_resize(MmapObject *self, PyObject *args)
         }
     }
     size_t new_len = delta + (size_t)new_size;
+    if (self->grow_limit && new_len > self->grow_limit) {
+        PyErr_Format(PyExc_ValueError,
+                     "cannot grow an anonymous shared map past its original "
+                     "%zu bytes: the shared memory behind it has a fixed size "
+                     "(newsize=%zd)", self->grow_limit - delta, new_size);
+        return NULL;
+    }
     void *p = mremap(r->base, r->alloc_size, new_len, MREMAP_MAYMOVE);
     if (p == MAP_FAILED) {
         return fastio_oserror_errno("mremap", NULL);

@@ -45,8 +45,9 @@ class mmap(_core.mmap):
 
     fileno is a file descriptor (-1 for anonymous memory), as in the stdlib,
     or a path (str, bytes or os.PathLike). With a path, ``mode`` takes
-    numpy's words: 'r' read-only, 'r+' read-write shared (the default),
-    'w+' create or truncate the file to offset+length, 'c' copy-on-write;
+    numpy's words: 'r' read-only, 'r+' read-write shared, 'w+' create or
+    truncate the file to offset+length, 'c' copy-on-write (no mode: the
+    stdlib's ACCESS_DEFAULT, read-write shared like 'r+');
     length 0 (the default with a path) maps to the end of the file. offset
     may be any byte offset. See docs/mmap.md.
     """
