@@ -349,10 +349,12 @@ move_bytes(char *dst, const char *src, size_t n)
     }
 }
 
-/* bytes(data[start:start+n]), copied with the region pinned. Pin before
- * allocating: the allocation can run the garbage collector, and a
- * finalizer could close or resize this map; pinned, close defers the
- * unmap and resize refuses. */
+/* bytes(data[start:start+n]). Small copies go straight from the map, as
+ * the stdlib's do: allocating a bytes object runs no Python code (bytes are
+ * not tracked by the garbage collector), so nothing can close or resize the
+ * map between the caller's checks and the copy. Large copies release the
+ * GIL, so the region is pinned around them: a close() meanwhile defers the
+ * munmap, a resize() refuses. */
 static PyObject *
 copy_out(MmapObject *self, Py_ssize_t start, Py_ssize_t n)
 {
@@ -360,13 +362,15 @@ copy_out(MmapObject *self, Py_ssize_t start, Py_ssize_t n)
         return PyBytes_FromStringAndSize(NULL, 0);
     }
     fastio_region *r = &self->region;
-    fastio_region_pin(r);
-    const char *src = r->data + start;
+    if (n < FASTIO_NOGIL_COPY_THRESHOLD) {
+        return PyBytes_FromStringAndSize(r->data + start, n);
+    }
     PyObject *res = PyBytes_FromStringAndSize(NULL, n);
     if (res != NULL) {
-        move_bytes(PyBytes_AS_STRING(res), src, (size_t)n);
+        fastio_region_pin(r);
+        move_bytes(PyBytes_AS_STRING(res), r->data + start, (size_t)n);
+        fastio_region_unpin(r);
     }
-    fastio_region_unpin(r);
     return res;
 }
 
@@ -1679,7 +1683,7 @@ mmap_residency(MmapObject *self, PyObject *Py_UNUSED(ignored))
     page_range(self, 0, self->region.size, 0, &addr, &len);
     size_t npages = len / (size_t)fastio_pagesize;
     fastio_region *r = &self->region;
-    /* Pin before allocating (see copy_out). */
+    /* Pinned across the mincore, which runs with the GIL released. */
     fastio_region_pin(r);
     PyObject *res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)npages);
     if (res == NULL) {
