@@ -12,6 +12,7 @@ memoryview, whose ``.obj`` is the fastio object.
 """
 import operator
 import os
+import sys
 from contextlib import nullcontext
 
 import numpy as np
@@ -127,6 +128,20 @@ def _normalize_shape(shape):
     return shape
 
 
+def _check_size(shape, descr):
+    # Before the file is opened: 'r+' and 'w+' would grow it to fit.
+    if any(s > sys.maxsize for s in shape):
+        # numpy's type: the dimension does not convert to a C long.
+        raise OverflowError(f"shape={shape} has a dimension too large")
+    size = 1
+    for s in shape:
+        size *= s
+    if size * descr.itemsize > sys.maxsize:
+        raise ValueError(
+            f"array is too big: shape={shape} of dtype={descr} is "
+            f"{size * descr.itemsize} bytes")
+
+
 class _Mapping:
     """What _map_file found out: the map and how to view it."""
     __slots__ = ("mm", "dtype", "shape", "order", "array_offset", "filename", "mode")
@@ -157,6 +172,8 @@ def _map_file(filename, dtype, mode, offset, shape, order,
         # The stdlib mmap's (and numpy.memmap's) exception type.
         raise OverflowError(f"offset must not be negative, got offset={offset}")
     shape = _normalize_shape(shape)
+    if shape is not None:
+        _check_size(shape, descr)
     order = _normalize_order(order)
 
     if hasattr(filename, "read"):

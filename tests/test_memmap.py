@@ -428,6 +428,9 @@ BAD = {
     "shape_negative": dict(mode="r", shape=(-1,)),
     "shape_negative_2d": dict(mode="r", shape=(2, -3)),
     "shape_two_negative": dict(mode="r", shape=(-2, -3)),
+    "shape_too_big_for_memory": dict(mode="r", shape=(2**62, 4)),
+    "shape_too_big_for_memory_c": dict(mode="c", shape=(2**40, 2**40)),
+    "shape_dim_too_big": dict(mode="r", shape=(2**63,)),
     "shape_float": dict(mode="r", shape=2.5),
     "shape_float_in_tuple": dict(mode="r", shape=(2.5,)),
     "shape_str": dict(mode="r", shape="ab"),
@@ -459,12 +462,14 @@ def test_bad_input_raises_like_numpy(data, case):
     (dict(mode="r", shape=(-1, 2)), ["shape=(-1, 2)"]),
     (dict(mode="r", offset=-3), ["offset=-3"]),
     (dict(mode="r", shape=2.5), ["shape=2.5"]),
+    (dict(mode="r+", shape=(2**62, 4)), ["shape=(4611686018427387904, 4)", "too big"]),
 ])
 def test_bad_input_message_names_the_values(data, kw, words):
     with pytest.raises((ValueError, OverflowError, TypeError)) as ei:
         fastio.memmap(data, **kw)
     for w in words:
         assert w in str(ei.value), (w, str(ei.value))
+    assert data.stat().st_size == FILE_LEN  # checked before the file was grown
 
 
 def test_missing_file_like_numpy(tmp_path):
