@@ -5,8 +5,8 @@ file and checks that they give the same bytes, shapes, strides, attributes,
 result types and exceptions. Where fastio differs on purpose (object dtypes,
 close(), the extra options) the test says so.
 """
+import copy
 import gc
-import io
 import os
 import pickle
 import shutil
@@ -300,6 +300,14 @@ OPS = {
     "zero_d_add": lambda m: m[1:2, 2:3].reshape(()) + 1,
     "slice_then_sum": lambda m: m[1:].sum(axis=1),
     "fancy_then_slice": lambda m: m[[0, 2]][1:],
+    "copy_copy": lambda m: copy.copy(m),
+    "copy_deepcopy": lambda m: copy.deepcopy(m),
+    "asanyarray": lambda m: np.asanyarray(m),
+    "item_method": lambda m: m.item(3),
+    "tolist": lambda m: m.tolist(),
+    "tobytes": lambda m: m.tobytes(),
+    "len": lambda m: len(m),
+    "iter_rows": lambda m: list(m)[1],
 }
 
 
@@ -725,3 +733,15 @@ def test_property_matches_numpy(hfile, dtype, offset, shape, order, mode):
             assert_same_result(n[-1:], f[-1:])
             if f.dtype.kind in "iu":
                 assert_same_result(n.sum(axis=0), f.sum(axis=0))
+
+
+def test_signature_is_numpys_plus_keyword_options():
+    import inspect
+    n = inspect.signature(np.memmap.__new__).parameters
+    f = inspect.signature(fastio.memmap.__new__).parameters
+    assert [(p.name, p.default, p.kind) for p in list(f.values())[:len(n)]] == \
+        [(p.name, p.default, p.kind) for p in n.values()]
+    extra = list(f.values())[len(n):]
+    assert [(p.name, p.default, p.kind) for p in extra] == [
+        (name, default, inspect.Parameter.KEYWORD_ONLY)
+        for name, default in (("populate", False), ("hugepages", False), ("advise", None))]
