@@ -10,6 +10,7 @@ export for as long as the array (and every view of it) lives, so fastio's
 deferred unmap (region.c) applies. The chain of ``.base`` ends at that
 memoryview, whose ``.obj`` is the fastio object.
 """
+import math
 import operator
 import os
 import sys
@@ -83,7 +84,7 @@ _MODE_EQUIVALENTS = {
 def _normalize_mode(mode):
     try:
         return _MODE_EQUIVALENTS[mode]
-    except (KeyError, TypeError):
+    except KeyError:
         if mode not in _VALID_MODES:
             all_modes = _VALID_MODES + list(_MODE_EQUIVALENTS)
             raise ValueError(
@@ -116,9 +117,7 @@ def _normalize_shape(shape):
     except TypeError:
         raise TypeError(
             f"shape must be an int or a sequence of ints, got shape={shape!r}") from None
-    size = 1
-    for s in shape:
-        size *= s
+    size = math.prod(shape)
     if any(s < 0 for s in shape):
         # numpy.memmap lets the stdlib mmap see the negative length
         # (OverflowError) when the product is negative, and ndarray
@@ -133,18 +132,15 @@ def _check_size(shape, descr):
     if any(s > sys.maxsize for s in shape):
         # numpy's type: the dimension does not convert to a C long.
         raise OverflowError(f"shape={shape} has a dimension too large")
-    size = 1
-    for s in shape:
-        size *= s
-    if size * descr.itemsize > sys.maxsize:
+    nbytes = math.prod(shape) * descr.itemsize
+    if nbytes > sys.maxsize:
         raise ValueError(
-            f"array is too big: shape={shape} of dtype={descr} is "
-            f"{size * descr.itemsize} bytes")
+            f"array is too big: shape={shape} of dtype={descr} is {nbytes} bytes")
 
 
 class _Mapping:
     """What _map_file found out: the map and how to view it."""
-    __slots__ = ("mm", "dtype", "shape", "order", "array_offset", "filename", "mode")
+    __slots__ = ("mm", "dtype", "shape", "order", "filename", "mode")
 
 
 def _map_file(filename, dtype, mode, offset, shape, order,
@@ -198,10 +194,7 @@ def _map_file(filename, dtype, mode, offset, shape, order,
                     f"size: {avail} bytes after offset={offset}, dtype={descr} "
                     f"(itemsize {itemsize})")
             shape = (avail // itemsize,)
-        size = 1
-        for s in shape:
-            size *= s
-        nbytes = size * itemsize
+        nbytes = math.prod(shape) * itemsize
         end = offset + nbytes
 
         if mode in ("w+", "r+"):
@@ -253,7 +246,6 @@ def _map_file(filename, dtype, mode, offset, shape, order,
     else:
         m.dtype, m.shape = descr, tuple(shape)
     m.order = order
-    m.array_offset = 0
     m.filename = name
     m.mode = mode
     return m
@@ -261,7 +253,7 @@ def _map_file(filename, dtype, mode, offset, shape, order,
 
 def _view(m, subtype):
     try:
-        return as_ndarray(m.mm, m.dtype, m.shape, m.array_offset, m.order, subtype)
+        return as_ndarray(m.mm, m.dtype, m.shape, 0, m.order, subtype)
     except BaseException:
         m.mm.close()
         raise
@@ -298,7 +290,7 @@ class memmap(np.memmap):
                       populate=populate, hugepages=hugepages, advise=advise)
         self = _view(m, subtype)
         self._mmap = m.mm
-        self.offset = operator.index(offset)
+        self.offset = offset  # as given, as numpy keeps it
         self.mode = m.mode
         self.filename = m.filename
         return self
