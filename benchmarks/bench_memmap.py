@@ -13,7 +13,7 @@ Each line gives GB/s of the whole open+sum (and of the sum alone), the
 ratio of open+sum throughput against numpy.memmap, and the minor page faults
 the sum took (last round). Nothing here is a test: no figure is asserted.
 
-    python benchmarks/bench_memmap.py [--size 1G] [--repeat 5] [--dtype f8] [--dir DIR]
+    python benchmarks/bench_memmap.py [--size 1G] [--repeat 9] [--dtype f8] [--dir DIR]
 """
 import argparse
 import gc
@@ -111,7 +111,7 @@ def timed(make, repeat_sum=1):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", default="1G", help="file size (default 1G)")
-    ap.add_argument("--repeat", type=int, default=5, help="rounds, best kept (default 5)")
+    ap.add_argument("--repeat", type=int, default=9, help="rounds, best kept (default 9)")
     ap.add_argument("--dtype", default="<f8", help="element type summed (default <f8)")
     ap.add_argument("--dir", default=None, help="where to make the file (default: tmp)")
     args = ap.parse_args()
