@@ -89,7 +89,7 @@ def cache_state(path, size):
     return "warmed by a full read just before (mincore not available yet)"
 
 
-def timed(make, repeat_sum=1):
+def timed(make):
     """(seconds for make()+sum, seconds for the sum alone, result,
     minor page faults taken by the sum)."""
     gc.collect()
