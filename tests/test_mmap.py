@@ -615,16 +615,50 @@ def test_lock_unlock():
         assert m.unlock() is None
 
 
-def test_lock_over_limit_names_rlimit():
+def _lock_over_limit():
+    """Map more than RLIMIT_MEMLOCK allows and lock it; the OSError's text."""
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-    if soft == resource.RLIM_INFINITY or os.geteuid() == 0:
-        pytest.skip("no locked-memory limit applies (root or unlimited)")
-    with fastio.mmap(-1, soft + 16 * PAGE) as m:
-        with pytest.raises(OSError) as info:
+    limit = soft if soft != resource.RLIM_INFINITY else 16 * PAGE
+    with fastio.mmap(-1, limit + 16 * PAGE) as m:
+        try:
             m.lock()
-        assert info.value.errno in (errno.ENOMEM, errno.EPERM)
-        assert "RLIMIT_MEMLOCK" in str(info.value)
+        except OSError as exc:
+            return exc.errno, str(exc)
+    return None, "lock() succeeded over the limit"
+
+
+def test_lock_over_limit_names_rlimit():
+    import resource
+    if os.geteuid() != 0:
+        if resource.getrlimit(resource.RLIMIT_MEMLOCK)[0] == resource.RLIM_INFINITY:
+            pytest.skip("no locked-memory limit applies")
+        err, text = _lock_over_limit()
+    else:
+        # Root ignores the limit (CAP_IPC_LOCK): check it in a child that
+        # sets a small limit and becomes an unprivileged user.
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(r)
+                resource.setrlimit(resource.RLIMIT_MEMLOCK, (4 * PAGE, 4 * PAGE))
+                os.setgid(65534)
+                os.setuid(65534)
+                err, text = _lock_over_limit()
+                os.write(w, f"{err}|{text}".encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            out = f.read().decode()
+        os.waitpid(pid, 0)
+        if not out:
+            pytest.skip("could not drop privileges in a child")
+        err, text = out.split("|", 1)
+        err = None if err == "None" else int(err)
+    assert err in (errno.ENOMEM, errno.EPERM), text
+    assert "RLIMIT_MEMLOCK" in text and "ulimit -l" in text
 
 
 # ---------------------------------------------------------------- processes and threads
@@ -653,6 +687,7 @@ def test_close_while_another_thread_copies():
         m = fastio.mmap(-1, size)
         m[size - 1] = 1
         start = threading.Barrier(2)
+        copied_once = threading.Event()
         results = []
 
         def reader():
@@ -661,12 +696,36 @@ def test_close_while_another_thread_copies():
                 while True:
                     got = m[0:size]
                     results.append(len(got) == size and got[-1] == 1)
+                    copied_once.set()
+                    m.seek(0)
+                    got = m.read()
+                    results.append(len(got) == size and got[-1] == 1)
             except ValueError as exc:
                 results.append(str(exc) == CLOSED)
+            finally:
+                copied_once.set()
 
         t = threading.Thread(target=reader)
         t.start()
         start.wait()
+        copied_once.wait()  # then close while the next copies run
         m.close()
         t.join()
         assert results and all(results)
+
+
+# ---------------------------------------------------------------- introspection
+
+def test_signatures_and_stub_match_runtime():
+    import ast
+    import inspect
+    for name in dir(fastio._core.mmap):
+        attr = getattr(fastio._core.mmap, name)
+        if not name.startswith("_") and callable(attr):
+            inspect.signature(attr)  # every docstring starts with a text signature
+    inspect.signature(fastio.mmap)
+    stub = ast.parse(open(os.path.join(os.path.dirname(fastio.__file__), "_core.pyi")).read())
+    cls = next(n for n in stub.body if isinstance(n, ast.ClassDef) and n.name == "mmap")
+    stubbed = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
+    runtime = {n for n in vars(fastio._core.mmap) if not n.startswith("_")}
+    assert runtime <= stubbed
