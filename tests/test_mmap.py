@@ -628,6 +628,8 @@ def _lock_over_limit():
     return None, "lock() succeeded over the limit"
 
 
+@pytest.mark.skipif(bool(maps_mentioning("libasan")),
+                    reason="AddressSanitizer replaces mlock with a no-op")
 def test_lock_over_limit_names_rlimit():
     import resource
     if os.geteuid() != 0:
