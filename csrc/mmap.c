@@ -77,16 +77,59 @@ populate_writes(int flags, int prot)
     return (prot & PROT_WRITE) && (flags & MAP_SHARED);
 }
 
+static int
+sys_madvise(void *p, size_t len, int advice)
+{
+    while (madvise(p, len, advice) < 0) {
+        if (errno != EINTR) {
+            return -errno;
+        }
+    }
+    return 0;
+}
+
 /* Prefault [p, p+len): MADV_POPULATE_WRITE or READ. EFAULT (past the end
  * of the file) and the like come back as -errno instead of a SIGBUS. */
 static int
 populate_range(void *p, size_t len, int writable)
 {
-    int advice = writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
-    while (madvise(p, len, advice) < 0) {
+    return sys_madvise(p, len, writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
+}
+
+static int
+sys_msync(void *p, size_t len, int flags)
+{
+    while (msync(p, len, flags) < 0) {
         if (errno != EINTR) {
             return -errno;
         }
+    }
+    return 0;
+}
+
+static int
+sys_mlock(void *p, size_t len, int lock)
+{
+    while ((lock ? mlock(p, len) : munlock(p, len)) < 0) {
+        if (errno != EINTR) {
+            return -errno;
+        }
+    }
+    return 0;
+}
+
+/* One byte per page of [p, p+len) into vec: 1 if resident, else 0. */
+static int
+sys_mincore(void *p, size_t len, unsigned char *vec)
+{
+    while (mincore(p, len, vec) < 0) {
+        if (errno != EINTR && errno != EAGAIN) {
+            return -errno;
+        }
+    }
+    /* The other bits of each byte are reserved. */
+    for (size_t i = 0, n = len / (size_t)fastio_pagesize; i < n; i++) {
+        vec[i] &= 1;
     }
     return 0;
 }
@@ -325,67 +368,54 @@ check_valid(MmapObject *self)
 static int
 check_writable(MmapObject *self)
 {
-    if (self->access == ACCESS_READ || self->region.readonly) {
+    /* readonly: ACCESS_READ, or ACCESS_DEFAULT with prot lacking PROT_WRITE
+     * (which the constructor turns into ACCESS_READ, as the stdlib does). */
+    if (self->region.readonly) {
         PyErr_SetString(PyExc_TypeError, READONLY_MSG);
         return -1;
     }
     return 0;
 }
 
-/* memmove with the GIL released when large. The caller holds the GIL and
- * has pinned the region, so a close() in another thread meanwhile defers
- * the munmap until the unpin. memmove, not memcpy: the source may be a
- * memoryview of this very map. */
+/* Run stmt; when big, with the GIL released and the region pinned, so
+ * that other threads run meanwhile, a close() in one of them defers the
+ * munmap until the unpin, and a resize() refuses. stmt must not touch any
+ * Python object: copy what it needs into locals first. */
+#define RUN_MAYBE_NOGIL(self, big, stmt)                                    \
+    do {                                                                    \
+        if (big) {                                                          \
+            fastio_region_pin(&(self)->region);                             \
+            Py_BEGIN_ALLOW_THREADS                                          \
+            stmt;                                                           \
+            Py_END_ALLOW_THREADS                                            \
+            fastio_region_unpin(&(self)->region);                           \
+        }                                                                   \
+        else {                                                              \
+            stmt;                                                           \
+        }                                                                   \
+    } while (0)
+#define RUN_NOGIL(self, stmt) RUN_MAYBE_NOGIL(self, 1, stmt)
+
+/* memmove between the map and elsewhere (or within the map), without the
+ * GIL when large. memmove, not memcpy: the source may be a memoryview of
+ * this very map. */
 static void
-move_bytes(char *dst, const char *src, size_t n)
+copy_bytes(MmapObject *self, char *dst, const char *src, size_t n)
 {
-    if (n >= FASTIO_NOGIL_COPY_THRESHOLD) {
-        Py_BEGIN_ALLOW_THREADS
-        memmove(dst, src, n);
-        Py_END_ALLOW_THREADS
-    }
-    else if (n) {
-        memmove(dst, src, n);
-    }
+    RUN_MAYBE_NOGIL(self, n >= FASTIO_NOGIL_COPY_THRESHOLD, memmove(dst, src, n));
 }
 
-/* bytes(data[start:start+n]). Small copies go straight from the map, as
- * the stdlib's do: allocating a bytes object runs no Python code (bytes are
- * not tracked by the garbage collector), so nothing can close or resize the
- * map between the caller's checks and the copy. Large copies release the
- * GIL, so the region is pinned around them: a close() meanwhile defers the
- * munmap, a resize() refuses. */
+/* bytes(data[start:start+n]). Allocating a bytes object runs no Python
+ * code (bytes are not tracked by the garbage collector), so the caller's
+ * checks still hold when the copy starts. */
 static PyObject *
 copy_out(MmapObject *self, Py_ssize_t start, Py_ssize_t n)
 {
-    if (n <= 0) {
-        return PyBytes_FromStringAndSize(NULL, 0);
-    }
-    fastio_region *r = &self->region;
-    if (n < FASTIO_NOGIL_COPY_THRESHOLD) {
-        return PyBytes_FromStringAndSize(r->data + start, n);
-    }
-    PyObject *res = PyBytes_FromStringAndSize(NULL, n);
-    if (res != NULL) {
-        fastio_region_pin(r);
-        move_bytes(PyBytes_AS_STRING(res), r->data + start, (size_t)n);
-        fastio_region_unpin(r);
+    PyObject *res = PyBytes_FromStringAndSize(NULL, n > 0 ? n : 0);
+    if (res != NULL && n > 0) {
+        copy_bytes(self, PyBytes_AS_STRING(res), self->region.data + start, (size_t)n);
     }
     return res;
-}
-
-/* data[start:start+n] = buf, with the region pinned (the caller holds a
- * Py_buffer of the source, so the source cannot move either). */
-static void
-copy_in(MmapObject *self, Py_ssize_t start, const void *buf, Py_ssize_t n)
-{
-    if (n <= 0) {
-        return;
-    }
-    fastio_region *r = &self->region;
-    fastio_region_pin(r);
-    move_bytes(r->data + start, buf, (size_t)n);
-    fastio_region_unpin(r);
 }
 
 /* The page-rounded address range covering [start, start+length) of the
@@ -438,19 +468,7 @@ static int
 advise_range(MmapObject *self, char *addr, size_t len, int advice)
 {
     int err = 0;
-    if (len == 0) {
-        return 0;
-    }
-    fastio_region_pin(&self->region);
-    Py_BEGIN_ALLOW_THREADS
-    while (madvise(addr, len, advice) < 0) {
-        if (errno != EINTR) {
-            err = -errno;
-            break;
-        }
-    }
-    Py_END_ALLOW_THREADS
-    fastio_region_unpin(&self->region);
+    RUN_MAYBE_NOGIL(self, len > 0, err = sys_madvise(addr, len, advice));
     return err;
 }
 
@@ -719,16 +737,8 @@ mmap_contains(MmapObject *self, PyObject *value)
         if (n <= 0) {
             return 0;
         }
-        fastio_region_pin(r);
-        if (n >= FASTIO_NOGIL_COPY_THRESHOLD) {
-            Py_BEGIN_ALLOW_THREADS
-            hit = memchr(r->data, c, (size_t)n);
-            Py_END_ALLOW_THREADS
-        }
-        else {
-            hit = memchr(r->data, c, (size_t)n);
-        }
-        fastio_region_unpin(r);
+        RUN_MAYBE_NOGIL(self, n >= FASTIO_NOGIL_COPY_THRESHOLD,
+                        hit = memchr(r->data, c, (size_t)n));
         return hit != NULL;
     }
     for (Py_ssize_t i = 0;; i++) {
@@ -788,18 +798,15 @@ mmap_subscript(MmapObject *self, PyObject *item)
         if (n <= 0) {
             return PyBytes_FromStringAndSize(NULL, 0);
         }
-        fastio_region *r = &self->region;
-        fastio_region_pin(r);
-        const char *src = r->data;
         PyObject *res = PyBytes_FromStringAndSize(NULL, n);
         if (res != NULL) {
+            const char *src = self->region.data;
             char *dst = PyBytes_AS_STRING(res);
             Py_ssize_t cur = start;
             for (Py_ssize_t k = 0; k < n; k++, cur += step) {
                 dst[k] = src[cur];
             }
         }
-        fastio_region_unpin(r);
         return res;
     }
     PyErr_SetString(PyExc_TypeError, "mmap indices must be integers");
@@ -892,7 +899,7 @@ mmap_ass_subscript(MmapObject *self, PyObject *item, PyObject *value)
             return -1;
         }
         if (step == 1) {
-            copy_in(self, start, vbuf.buf, n);
+            copy_bytes(self, self->region.data + start, vbuf.buf, (size_t)n);
         }
         else if (n > 0) {
             char *dst = self->region.data;
@@ -1042,7 +1049,7 @@ mmap_write(MmapObject *self, PyObject *args)
     }
     Py_ssize_t pos = self->pos;
     Py_ssize_t n = data.len;
-    copy_in(self, pos, data.buf, n);
+    copy_bytes(self, self->region.data + pos, data.buf, (size_t)n);
     self->pos = pos + n;
     PyBuffer_Release(&data);
     return PyLong_FromSsize_t(n);
@@ -1208,24 +1215,17 @@ mmap_gfind(MmapObject *self, PyObject *args, int reverse)
         fastio_region *r = &self->region;
         const char *hay = r->data + start;
         size_t hlen = (size_t)(end - start);
+        const char *needle = view.buf;
+        size_t nlen = (size_t)view.len;
         const char *hit;
-        fastio_region_pin(r);
-        /* Searching a large map can take long: let other threads run. The
-         * pin keeps the memory mapped, the view keeps the needle. */
-        if (hlen >= FASTIO_NOGIL_COPY_THRESHOLD) {
-            Py_BEGIN_ALLOW_THREADS
-            hit = reverse ? reverse_search(hay, hlen, view.buf, (size_t)view.len)
-                          : memmem(hay, hlen, view.buf, (size_t)view.len);
-            Py_END_ALLOW_THREADS
-        }
-        else {
-            hit = reverse ? reverse_search(hay, hlen, view.buf, (size_t)view.len)
-                          : memmem(hay, hlen, view.buf, (size_t)view.len);
-        }
+        /* Searching a large map takes long: let other threads run (our
+         * view keeps the needle alive and unmoved). */
+        RUN_MAYBE_NOGIL(self, hlen >= FASTIO_NOGIL_COPY_THRESHOLD,
+                        hit = reverse ? reverse_search(hay, hlen, needle, nlen)
+                                      : memmem(hay, hlen, needle, nlen));
         if (hit != NULL) {
             res = start + (hit - hay);
         }
-        fastio_region_unpin(r);
     }
     PyBuffer_Release(&view);
     return PyLong_FromSsize_t(res);
@@ -1274,12 +1274,7 @@ mmap_move(MmapObject *self, PyObject *args)
                         "source, destination, or count out of range");
         return NULL;
     }
-    if (cnt > 0) {
-        fastio_region *r = &self->region;
-        fastio_region_pin(r);
-        move_bytes(r->data + dest, r->data + src, (size_t)cnt);
-        fastio_region_unpin(r);
-    }
+    copy_bytes(self, self->region.data + dest, self->region.data + src, (size_t)cnt);
     Py_RETURN_NONE;
 }
 
@@ -1436,16 +1431,7 @@ mmap_flush(MmapObject *self, PyObject *args, PyObject *kwds)
     page_range(self, offset, size, 0, &addr, &len);
     int flags = async_ ? MS_ASYNC : MS_SYNC;
     int err = 0;
-    fastio_region_pin(&self->region);
-    Py_BEGIN_ALLOW_THREADS
-    while (msync(addr, len, flags) < 0) {
-        if (errno != EINTR) {
-            err = -errno;
-            break;
-        }
-    }
-    Py_END_ALLOW_THREADS
-    fastio_region_unpin(&self->region);
+    RUN_NOGIL(self, err = sys_msync(addr, len, flags));
     if (err < 0) {
         return fastio_oserror(err, "msync", NULL);
     }
@@ -1612,16 +1598,7 @@ lock_or_unlock(MmapObject *self, int lock)
         Py_RETURN_NONE;
     }
     int err = 0;
-    fastio_region_pin(&self->region);
-    Py_BEGIN_ALLOW_THREADS
-    while ((lock ? mlock(addr, len) : munlock(addr, len)) < 0) {
-        if (errno != EINTR) {
-            err = -errno;
-            break;
-        }
-    }
-    Py_END_ALLOW_THREADS
-    fastio_region_unpin(&self->region);
+    RUN_NOGIL(self, err = sys_mlock(addr, len, lock));
     if (err == -ENOMEM || err == -EPERM) {
         /* Both mean the locked-memory limit nearly always: say which. */
         char what[160];
@@ -1681,34 +1658,13 @@ mmap_residency(MmapObject *self, PyObject *Py_UNUSED(ignored))
     char *addr;
     size_t len;
     page_range(self, 0, self->region.size, 0, &addr, &len);
-    size_t npages = len / (size_t)fastio_pagesize;
-    fastio_region *r = &self->region;
-    /* Pinned across the mincore, which runs with the GIL released. */
-    fastio_region_pin(r);
-    PyObject *res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)npages);
+    PyObject *res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(len / (size_t)fastio_pagesize));
     if (res == NULL) {
-        fastio_region_unpin(r);
         return NULL;
     }
     unsigned char *vec = (unsigned char *)PyBytes_AS_STRING(res);
     int err = 0;
-    if (npages > 0) {
-        Py_BEGIN_ALLOW_THREADS
-        while (mincore(addr, len, vec) < 0) {
-            if (errno != EINTR && errno != EAGAIN) {
-                err = -errno;
-                break;
-            }
-        }
-        if (err == 0) {
-            /* The other bits of each byte are reserved. */
-            for (size_t i = 0; i < npages; i++) {
-                vec[i] &= 1;
-            }
-        }
-        Py_END_ALLOW_THREADS
-    }
-    fastio_region_unpin(r);
+    RUN_MAYBE_NOGIL(self, len > 0, err = sys_mincore(addr, len, vec));
     if (err < 0) {
         Py_DECREF(res);
         return fastio_oserror(err, "mincore", NULL);
