@@ -359,10 +359,16 @@ mmap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 /* ValueError("mmap closed or invalid") when closed. Called again after
  * every argument conversion, because __index__ of an argument can run
  * Python code that closes the map (CPython gh-103987). */
-static int
+static inline int
 check_valid(MmapObject *self)
 {
-    return fastio_region_check(&self->region, CLOSED_MSG);
+    /* Inline, not fastio_region_check(): it runs two or three times on
+     * every m[i] and m[a:b]. */
+    if (self->region.closed) {
+        PyErr_SetString(PyExc_ValueError, CLOSED_MSG);
+        return -1;
+    }
+    return 0;
 }
 
 static int
@@ -411,8 +417,15 @@ copy_bytes(MmapObject *self, char *dst, const char *src, size_t n)
 static PyObject *
 copy_out(MmapObject *self, Py_ssize_t start, Py_ssize_t n)
 {
-    PyObject *res = PyBytes_FromStringAndSize(NULL, n > 0 ? n : 0);
-    if (res != NULL && n > 0) {
+    if (n <= 0) {
+        return PyBytes_FromStringAndSize(NULL, 0);
+    }
+    if (n < FASTIO_NOGIL_COPY_THRESHOLD) {
+        /* The hot path of m[a:b]: one allocation and one memcpy. */
+        return PyBytes_FromStringAndSize(self->region.data + start, n);
+    }
+    PyObject *res = PyBytes_FromStringAndSize(NULL, n);
+    if (res != NULL) {
         copy_bytes(self, PyBytes_AS_STRING(res), self->region.data + start, (size_t)n);
     }
     return res;
