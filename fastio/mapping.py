@@ -8,7 +8,10 @@ import errno
 import os
 import stat
 
+import numpy as np
+
 from . import _core
+from .arrays import as_ndarray
 
 __all__ = ["mmap"]
 
@@ -91,7 +94,6 @@ class mmap(_core.mmap):
                     f"got length={length!r}")
             if not isinstance(kwargs["offset"], int) or kwargs["offset"] < 0:
                 raise ValueError(f"offset must be >= 0, got offset={kwargs['offset']!r}")
-        if create:
             oflags = os.O_RDWR | os.O_CREAT | os.O_TRUNC
         elif _needs_write_fd(kwargs["flags"], kwargs["prot"], kwargs["access"]):
             oflags = os.O_RDWR
@@ -115,7 +117,6 @@ class mmap(_core.mmap):
         export, so close() is safe while it lives: the memory is unmapped
         when the array goes. A read-only map gives a read-only array.
         """
-        from .arrays import as_ndarray
         return as_ndarray(self, dtype, shape, offset, order)
 
     def residency(self):
@@ -124,7 +125,6 @@ class mmap(_core.mmap):
         Which pages of the map are in RAM (mincore): (fraction resident,
         numpy bool array with one entry per page).
         """
-        import numpy as np
         pages = np.frombuffer(super().residency(), dtype=np.uint8).astype(bool)
         fraction = float(pages.mean()) if pages.size else 1.0
         return fraction, pages
