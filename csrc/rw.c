@@ -463,12 +463,14 @@ rw_readahead(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t narg
  * Why: reading a cached file is a memory copy out of the page cache, plus
  * the first touch (page fault and zeroing) of the destination. One core does
  * both at a few GB/s; several cores together do it faster. The worker
- * threads take chunks in increasing order from an atomic counter, so the
- * bytes read form a prefix of the buffer except past an end of file.
+ * threads (the calling one and nthreads-1 started here) take chunks in
+ * increasing order from an atomic counter, so the bytes read form a prefix
+ * of the buffer except past an end of file.
  *
- * The workers are plain pthreads that never touch Python. They are created
- * with every signal blocked, so signals keep going to the main thread; the
- * calling thread waits for them with the GIL released and wakes every
+ * The started workers are plain pthreads that never touch Python. They are
+ * created with every signal blocked, so signals keep going to the main
+ * thread; the calling thread, once its own chunks are done, waits for them
+ * with the GIL released and wakes every
  * SIGNAL_POLL_MS to run the Python signal handlers: if one raises (Ctrl-C),
  * the workers are told to stop, joined, and the exception propagates. */
 
@@ -618,7 +620,7 @@ rw_pread_parallel(PyObject *Py_UNUSED(module), PyObject *const *args,
      * another mapping of virtual memory. */
     pthread_attr_setstacksize(&attr, 256 * 1024);
     pthread_mutex_lock(&job.lock);
-    for (; started < nthreads; started++) {
+    for (; started + 1 < nthreads; started++) {
         job.running++;
         if (pthread_create(&threads[started], &attr, par_thread, &job) != 0) {
             job.running--;
@@ -629,11 +631,12 @@ rw_pread_parallel(PyObject *Py_UNUSED(module), PyObject *const *args,
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 
-    if (started == 0) {
-        /* No thread could be created: do the work here. */
-        par_work(&job);
-    }
-    else {
+    /* This thread works too: one thread fewer to start, and with no thread
+     * started at all (EAGAIN) it does the whole read. Its EINTRs are
+     * retried without running handlers (no GIL here); the handlers run in
+     * the wait below. */
+    par_work(&job);
+    if (started > 0) {
         pthread_mutex_lock(&job.lock);
         while (job.running > 0) {
             struct timespec deadline;

@@ -43,7 +43,7 @@ READ_FILE_METHODS = ("auto", "pread", "threads", "mmap", "readinto")
 
 # read_file's tuning (see docs/readwrite.md and benchmarks/bench_read_file.py).
 # Below this size one thread wins: starting threads costs more than it saves.
-THREADS_MIN_SIZE = 4 * 1024 * 1024
+THREADS_MIN_SIZE = 16 * 1024 * 1024
 # Each thread reads this much per pread: large enough that the syscall cost
 # vanishes, small enough that the threads share the work evenly.
 THREAD_CHUNK = 4 * 1024 * 1024
@@ -131,7 +131,7 @@ def read_file(path, dtype="u1", *, method="auto"):
     memory (fastio.Buffer, huge pages when 2 MiB or more).
 
     method: 'auto' (the fastest for the size and machine: 'threads' for files
-    of 4 MiB and more on several CPUs, else 'pread'), 'pread' (one thread,
+    of 16 MiB and more on several CPUs, else 'pread'), 'pread' (one thread,
     pread loop), 'threads' (several threads pread chunks in parallel; the
     page faults of the fresh memory are spread over them too), 'mmap' (map
     the file and copy), 'readinto' (Python's buffered file, the baseline).

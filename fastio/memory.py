@@ -16,16 +16,15 @@ __all__ = ["Buffer", "empty", "heap_info", "HeapInfo", "HUGEPAGE_SIZE"]
 
 Buffer = _core.Buffer
 
-# The transparent huge page size (2 MiB on x86-64 and arm64 with 4 KiB pages).
-HUGEPAGE_SIZE = 2 * 1024 * 1024
-
 
 def _thp_size():
+    """The transparent huge page size (2 MiB on x86-64 and arm64 with 4 KiB
+    pages), as the kernel reports it."""
     try:
         with open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size") as f:
             return int(f.read())
     except (OSError, ValueError):
-        return HUGEPAGE_SIZE
+        return 2 * 1024 * 1024
 
 
 HUGEPAGE_SIZE = _thp_size()
@@ -61,9 +60,11 @@ def empty(shape_or_nbytes, dtype="u1", *, align=4096, hugepages="auto", zero=Fal
     hugepages: 'auto' asks for transparent huge pages when the array is at
     least one huge page (2 MiB) long; True always (the memory then comes from
     an anonymous mapping); False never.
-    zero: the contents are zero. Memory of 128 KiB and more comes from an
-    anonymous mapping and is zero anyway (the kernel zero-fills it); smaller
-    memory comes from the heap and is zeroed only when zero is true.
+    zero: the contents are zero. Memory of 2 MiB and more (or with
+    hugepages) comes from an anonymous mapping and is zero anyway (the
+    kernel zero-fills it); smaller memory comes from the heap
+    (posix_memalign, recycled warm by glibc) and is zeroed only when zero
+    is true.
     populate: fault every page in now (GIL released) instead of at first
     write.
     """
