@@ -99,9 +99,15 @@ get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *func,
     if (PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) == 0) {
         return 0;
     }
-    if (!PyErr_ExceptionMatches(PyExc_TypeError) &&
-        !PyErr_ExceptionMatches(PyExc_BufferError)) {
-        return -1;  /* e.g. ValueError from a closed fastio object: keep it */
+    PyObject *kind = PyExc_TypeError;
+    if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+        /* numpy's "ndarray is not C-contiguous", a closed fastio object:
+         * keep the type, name the argument. */
+        kind = PyExc_ValueError;
+    }
+    else if (!PyErr_ExceptionMatches(PyExc_TypeError) &&
+             !PyErr_ExceptionMatches(PyExc_BufferError)) {
+        return -1;
     }
     /* Python 3.11: no PyErr_GetRaisedException yet. */
     PyObject *type, *cause, *tb;
@@ -112,10 +118,14 @@ get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *func,
     }
     Py_XDECREF(type);
     Py_XDECREF(tb);
-    PyErr_Format(PyExc_TypeError,
-                 "%s() argument %s must be a %s contiguous buffer, got %.100s",
-                 func, name, writable ? "writable" : "bytes-like",
-                 Py_TYPE(obj)->tp_name);
+    if (kind == PyExc_ValueError) {
+        PyErr_Format(kind, "%s() argument %s: %S", func, name, cause);
+    }
+    else {
+        PyErr_Format(kind, "%s() argument %s must be a %s contiguous buffer, got %.100s",
+                     func, name, writable ? "writable" : "bytes-like",
+                     Py_TYPE(obj)->tp_name);
+    }
     PyObject *etype, *exc, *etb;
     PyErr_Fetch(&etype, &exc, &etb);
     PyErr_NormalizeException(&etype, &exc, &etb);

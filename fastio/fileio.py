@@ -153,7 +153,9 @@ def read_file(path, dtype="u1", *, method="auto"):
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+            # The filename as os.open reports it in its own errors.
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR),
+                                    os.fsdecode(path))
         size = st.st_size
         if not stat.S_ISREG(st.st_mode) or size == 0:
             # Size unknown (0 for /proc files, pipes): no method to choose.
