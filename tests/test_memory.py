@@ -295,6 +295,9 @@ def test_heap_info_threshold_from_environment(env):
 
 def test_heap_info_sees_malloc():
     before = fastio.heap_info()
+    if before.arena == 0 and before.uordblks == 0:
+        pytest.skip("malloc is not glibc's here (ASan or another allocator "
+                    "replaced it): mallinfo2 reports zeros")
     # numpy allocates array data with malloc: 20000 blocks of 800 bytes are
     # below any mmap threshold, so they come from the arenas.
     keep = [np.ones(100) for _ in range(20000)]
