@@ -292,6 +292,33 @@ def test_pread_parallel_bad_input(rfile, tmp_path):
     assert ei.value.errno == errno.EBADF
 
 
+class _Alarm(Exception):
+    pass
+
+
+def test_pread_parallel_signal_handler_raises():
+    # A handler that raises during a long parallel read stops it: the workers
+    # are told to stop and joined, the exception propagates, the export goes.
+    import signal
+    fd = os.open("/dev/zero", os.O_RDONLY)
+    buf = fastio.Buffer(64 * MiB)
+
+    def handler(signum, frame):
+        raise _Alarm
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.02)
+        with pytest.raises(_Alarm):
+            for _ in range(10_000):
+                _core.pread_parallel(fd, buf, 0, 2, 1 << 20)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        os.close(fd)
+    assert buf.exports == 0
+
+
 # ------------------------------------------------------------------ fadvise / readahead
 
 def test_fadvise_constants_and_calls(rfile):
