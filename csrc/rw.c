@@ -322,7 +322,9 @@ vector_io(PyObject *const *args, Py_ssize_t nargs, int writing)
     Py_ssize_t got = 0;
     PyObject **items = PySequence_Fast_ITEMS(seq);
     for (; got < count; got++) {
-        if (get_buffer(items[got], &views[got], !writing, func, "buffers[i]") < 0) {
+        char name[48];
+        PyOS_snprintf(name, sizeof(name), "buffers[%zd]", got);
+        if (get_buffer(items[got], &views[got], !writing, func, name) < 0) {
             goto done;
         }
         iov[got].iov_base = views[got].buf;
