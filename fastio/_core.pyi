@@ -117,3 +117,7 @@ def fadvise(fd: int | Any, offset: int, length: int, advice: int, /) -> None: ..
 def readahead(fd: int | Any, offset: int, length: int, /) -> None: ...
 
 # ---------------------------------------------------------------- end rw.c
+
+# ---------------------------------------------------------------- transfer.c
+
+# ---------------------------------------------------------------- end transfer.c
