@@ -347,8 +347,3 @@ def copyfile(src, dst, *, method="auto"):
     finally:
         os.close(in_fd)
     return used
-
-
-# fastio.aio (asyncio) is a submodule; load it so that `import fastio` is
-# enough to reach fastio.aio.sendfile. It imports asyncio only when called.
-from . import aio  # noqa: E402,F401  (needs the names above)
