@@ -1815,7 +1815,7 @@ aio_request_error(PyObject *Py_UNUSED(module), PyObject *args)
     int opcode, fd;
     const char *backend;
     unsigned long long address, length;
-    if (!PyArg_ParseTuple(args, "Lisi KKL:_request_error", &res, &opcode, &backend, &fd,
+    if (!PyArg_ParseTuple(args, "LisiKKL:_request_error", &res, &opcode, &backend, &fd,
                           &address, &length, &offset)) {
         return NULL;
     }
