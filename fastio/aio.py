@@ -16,6 +16,7 @@ running loop: each C call moves what the socket buffer takes, with the GIL
 released, and returns instead of waiting; the coroutine then waits for the
 socket to become writable through the loop (add_writer) and goes on.
 """
+import collections
 import errno
 import os
 import socket
@@ -617,7 +618,6 @@ class _LoopQueue:
     """
 
     def __init__(self, loop):
-        import asyncio
         q = Queue(ASYNC_DEPTH)
         efd = q._eventfd()
         if efd < 0:
@@ -628,14 +628,18 @@ class _LoopQueue:
         self.efd = efd
         self.futures = {}
         self.next = 0
-        self.slots = asyncio.Semaphore(ASYNC_DEPTH)
+        # Requests in flight at most (an asyncio.Semaphore would keep a
+        # reference to the loop, and this object, the loop's weak-dict
+        # value, would then keep its own key alive).
+        self.free = ASYNC_DEPTH
+        self.waiters = collections.deque()
         loop.add_reader(efd, self._ready)
 
     def _ready(self):
         _clear_eventfd(self.efd)
         for tag, res in self.q.wait(0, 0):
             fut = self.futures.pop(tag)
-            self.slots.release()
+            self._release()
             if fut.done():
                 continue
             if isinstance(res, BaseException):
@@ -643,15 +647,39 @@ class _LoopQueue:
             else:
                 fut.set_result(res)
 
+    def _release_wake(self):
+        for w in self.waiters:
+            if not w.done():
+                w.set_result(None)
+                break
+
+    def _release(self):
+        self.free += 1
+        while self.waiters:
+            w = self.waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                break
+
     async def run(self, loop, op, file, *args):
-        await self.slots.acquire()
+        while self.free == 0:
+            w = loop.create_future()
+            self.waiters.append(w)
+            try:
+                await w
+            except BaseException:
+                # Cancelled after being woken: pass the wake-up on.
+                if w.done() and not w.cancelled() and self.free > 0:
+                    self._release_wake()
+                raise
+        self.free -= 1
         tag = self.next
         self.next += 1
         try:
             op(file, *args, tag=tag)
             self.q.submit()
         except BaseException:
-            self.slots.release()
+            self._release()
             raise
         fut = loop.create_future()
         self.futures[tag] = fut
