@@ -153,19 +153,20 @@ def run_rounds(contenders, rounds, once=timed):
 median = statistics.median
 
 
-def print_table(times, columns, first="contender"):
-    """One row per contender of times ({name: samples}): its name, then one
-    cell per column (heading, figure, format): format(figure(samples), format).
-    A format ending in 'x' is a ratio: the x is printed after the number.
-    Columns are as wide as their widest cell."""
-    rows = [[first] + [heading for heading, _, _ in columns]]
-    for name, samples in times.items():
-        row = [name]
+def print_table(rows, columns, first="contender", indent=""):
+    """One line per row of rows ({name: value}, e.g. {name: [seconds...]}):
+    the name, then one cell per column (heading, figure, format), the cell
+    being format(figure(value), format). A format ending in 'x' is a ratio:
+    the x is printed after the number. Columns are as wide as their widest
+    cell; every line starts with indent."""
+    lines = [[first] + [heading for heading, _, _ in columns]]
+    for name, value in rows.items():
+        line = [name]
         for _, figure, fmt in columns:
             ratio = fmt.endswith("x")
-            row.append(format(figure(samples), fmt[:-1] if ratio else fmt) + ("x" if ratio else ""))
-        rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print(f"{row[0]:<{widths[0]}}" +
-              "".join(f"  {cell:>{w}}" for cell, w in zip(row[1:], widths[1:])))
+            line.append(format(figure(value), fmt[:-1] if ratio else fmt) + ("x" if ratio else ""))
+        lines.append(line)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        print(f"{indent}{line[0]:<{widths[0]}}" +
+              "".join(f"  {cell:>{w}}" for cell, w in zip(line[1:], widths[1:])))
