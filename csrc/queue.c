@@ -1860,5 +1860,5 @@ fastio_aio_exec(PyObject *module, fastio_state *st)
     if (PyModule_AddFunctions(module, aio_functions) < 0) {
         return -1;
     }
-    return PyModule_AddIntConstant(module, "_BATCH_DEPTH_MAX", DEPTH_MAX);
+    return PyModule_AddIntConstant(module, "_QUEUE_DEPTH_MAX", DEPTH_MAX);
 }
