@@ -585,12 +585,14 @@ batch_run(QueueObject *q, q_batch *b)
             batch_complete(q, b, bs, r == 0 ? -EAGAIN : r, t);
             sub++;
         }
-        if (q->batch_inflight == 0) {
-            if (b->nretry == 0 && b->next >= b->n) {
-                return 0;
-            }
-            continue;
+        if (q->batch_inflight == 0 && b->nretry == 0 && b->next >= b->n) {
+            return 0;
         }
+        if (q->batch_inflight + q->inflight == 0) {
+            continue;  /* every request of this round was refused: next round */
+        }
+        /* Also when only the queue's own requests fill it (room was 0):
+         * reaping one of them makes room; it goes to the done FIFO. */
         int rr = reap_into(q, 1, NULL);
         if (rr < 0) {
             return rr;
