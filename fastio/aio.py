@@ -558,8 +558,9 @@ def write_blocks(file, offsets, data, *, backend="auto", depth=64, direct=False,
 
     Write row i of data (a 2-D C-contiguous array, or a list of equal-length
     buffers) at offsets[i] of file (a path opened 'r+', an fd or a file
-    object). As read_blocks: one C call, depth in flight, errors raised;
-    a short write raises EOFError... never expected on a regular file.
+    object). As read_blocks: one C call, depth in flight, short counts
+    continued, a failed request raising its OSError (EOFError if a write
+    stopped short without an error, as on a full pipe-like file).
     """
     offsets = np.ascontiguousarray(offsets, dtype=np.int64).reshape(-1)
     n = len(offsets)
