@@ -277,14 +277,17 @@ fastio_mapping_error(fastio_state *st, const fastio_fault *fault,
 {
     PyObject *exc_type = (st != NULL && st->MappingError != NULL)
                              ? st->MappingError : PyExc_OSError;
-    /* Where in the map the fault hit, when the kernel said (a re-raise by
-     * another handler carries no address). A vectorized search may load a
-     * few bytes before its start, within the same page: clamp to the map. */
+    /* Where in the map the lost page starts, when the kernel said (a
+     * re-raise by another handler carries no address). The page, not the
+     * byte: which byte of the page faults first depends on how libc's
+     * memmove or memchr loads (overlapping or aligned wide loads), while the
+     * page is what the file lost. Clamped to the map's start, which need
+     * not be page-aligned. */
     Py_ssize_t where = -1;
     if (fault->addr != NULL && data != NULL) {
-        uintptr_t a = (uintptr_t)fault->addr;
-        uintptr_t lo = (uintptr_t)data;
         uintptr_t page = (uintptr_t)fastio_pagesize;
+        uintptr_t a = (uintptr_t)fault->addr & ~(page - 1);
+        uintptr_t lo = (uintptr_t)data;
         if (a >= (lo & ~(page - 1)) && a < lo + (uintptr_t)size) {
             where = a > lo ? (Py_ssize_t)(a - lo) : 0;
         }
@@ -350,7 +353,8 @@ fastio_mapping_error(fastio_state *st, const fastio_fault *fault,
     if (exc == NULL) {
         return NULL;
     }
-    /* The map offset that faulted, or None: for programs that recover. */
+    /* Where the lost page starts in the map, or None: for programs that
+     * recover (valid() tells whether the whole map is covered again). */
     PyObject *off = where >= 0 ? PyLong_FromSsize_t(where) : Py_NewRef(Py_None);
     if (off == NULL || PyObject_SetAttrString(exc, "offset", off) < 0) {
         Py_XDECREF(off);
@@ -378,7 +382,7 @@ fastio_sigbus_exec(PyObject *module, fastio_state *st)
         "A mapped page could not be accessed by one of fastio's own copies\n"
         "(SIGBUS): the mapped file shrank under the map, or its filesystem\n"
         "could not back the page. errno is EFAULT (past the file's end) or\n"
-        "EIO; .offset is the offset in the map that faulted, or None.",
+        "EIO; .offset is where in the map the lost page starts, or None.",
         bases, NULL);
     Py_DECREF(bases);
     if (st->MappingError == NULL ||
