@@ -1899,7 +1899,11 @@ PyDoc_STRVAR(mmap_doc,
 "access=ACCESS_DEFAULT, offset=0, *, populate=False, hugepages=False)\n--\n\n"
 "A memory map, a superset of the stdlib mmap.mmap. fileno -1 maps\n"
 "anonymous memory. offset may be any byte offset. populate prefaults the\n"
-"pages (MADV_POPULATE_READ/WRITE); hugepages asks for huge pages.");
+"pages (MADV_POPULATE_READ/WRITE); hugepages asks for huge pages.\n"
+"If the file shrinks under the map, the accessors (indexing, slicing,\n"
+"read, write, find, move, iteration, `in`) raise fastio.MappingError\n"
+"instead of dying of SIGBUS; numpy views are not protected (valid(),\n"
+"populate() and docs/sigbus.md).");
 
 static PyType_Slot mmap_slots[] = {
     {Py_tp_doc, (void *)mmap_doc},

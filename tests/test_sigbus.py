@@ -121,6 +121,33 @@ def test_accessor_raises_and_process_lives(shrunk, op, call, offset):
     assert shrunk[0] == 1
 
 
+@pytest.mark.parametrize("mode", ["r", "c"])
+def test_read_only_and_copy_on_write_maps(tmp_path, mode):
+    path = tmp_path / "ro.bin"
+    path.write_bytes(b"r" * SIZE)
+    with fastio.mmap(path, mode=mode) as m:
+        os.truncate(path, KEEP)
+        with pytest.raises(fastio.MappingError) as excinfo:
+            m[:]
+        assert_mapping_error(excinfo, "slice")
+        assert m[:KEEP] == b"r" * KEEP
+
+
+def test_offset_map_reports_offset_in_the_map(tmp_path):
+    # The map starts 5 bytes into page 1 of the file: file page 2, the
+    # first one lost, starts at map offset PAGE - 5.
+    path = tmp_path / "off.bin"
+    path.write_bytes(b"o" * SIZE)
+    with fastio.mmap(path, 2 * PAGE, mode="r", offset=PAGE + 5) as m:
+        os.truncate(path, KEEP)
+        assert not m.valid()
+        assert m[PAGE - 6] == ord("o")
+        with pytest.raises(fastio.MappingError) as excinfo:
+            m[PAGE + 100]
+        assert excinfo.value.offset == PAGE - 5
+        assert f"offset {PAGE - 5} of {2 * PAGE}" in str(excinfo.value)
+
+
 def test_large_copies_with_gil_released(tmp_path):
     # Past FASTIO_NOGIL_COPY_THRESHOLD (1 MiB): the copy runs without the GIL
     # and the exception is raised after it is taken back.
