@@ -103,8 +103,8 @@ fastio_anchor_init(fastio_anchor *a, PyObject *buffer, Py_ssize_t offset,
             PyErr_Clear();
             PyErr_Format(PyExc_TypeError,
                          "%s needs a writable buffer shared between processes "
-                         "(fastio.mmap, SharedMemory, ...), got buffer of type %T",
-                         what, buffer);
+                         "(fastio.mmap, SharedMemory, ...), got buffer of type %s",
+                         what, Py_TYPE(buffer)->tp_name);
         }
         return -1;
     }
@@ -370,6 +370,9 @@ lock_acquire_impl(LockObject *self, double wait)
     }
     pthread_mutex_t *m = &self->shared->mutex;
     int rc = pthread_mutex_trylock(m);
+    if (rc == EDEADLK && wait == 0.0) {
+        Py_RETURN_FALSE;  /* held by this thread: a try fails, as threading's */
+    }
     if (rc != EBUSY || wait == 0.0) {
         return lock_result(self, rc);
     }
