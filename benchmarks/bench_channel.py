@@ -16,31 +16,18 @@ the ratio against the baseline measured in the same run.
 import argparse
 import multiprocessing
 import os
-import platform
 import statistics
 import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import machine_info  # noqa: E402  (puts the checkout on sys.path)
+
 import fastio  # noqa: E402
 
 MiB = 1 << 20
-
-
-def machine_info():
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    print(f"machine : {platform.node()} {platform.machine()}, {cpu}, "
-          f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}")
-    print(f"kernel  : {platform.release()}; Python {platform.python_version()}, "
-          f"numpy {np.__version__}, fastio {fastio.__version__}")
 
 
 def fork(fn, *args):
