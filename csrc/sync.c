@@ -504,6 +504,15 @@ lock_get_offset(LockObject *self, void *closure)
 }
 
 static PyObject *
+lock_get_buffer(LockObject *self, void *closure)
+{
+    if (!self->anchor.has_view || self->anchor.view.obj == NULL) {
+        Py_RETURN_NONE;
+    }
+    return Py_NewRef(self->anchor.view.obj);
+}
+
+static PyObject *
 lock_repr(LockObject *self)
 {
     if (self->anchor.closed) {
@@ -543,6 +552,8 @@ static PyMethodDef lock_methods[] = {
 static PyGetSetDef lock_getset[] = {
     {"closed", (getter)lock_get_closed, NULL, "True after close().", NULL},
     {"offset", (getter)lock_get_offset, NULL, "Byte offset in the buffer.", NULL},
+    {"buffer", (getter)lock_get_buffer, NULL,
+     "The object whose memory holds it (None after close()).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -830,6 +841,15 @@ sem_get_offset(SemObject *self, void *closure)
 }
 
 static PyObject *
+sem_get_buffer(SemObject *self, void *closure)
+{
+    if (!self->anchor.has_view || self->anchor.view.obj == NULL) {
+        Py_RETURN_NONE;
+    }
+    return Py_NewRef(self->anchor.view.obj);
+}
+
+static PyObject *
 sem_repr(SemObject *self)
 {
     if (self->anchor.closed) {
@@ -861,6 +881,8 @@ static PyGetSetDef sem_getset[] = {
     {"value", (getter)sem_get_value, NULL, "The current count.", NULL},
     {"closed", (getter)sem_get_closed, NULL, "True after close().", NULL},
     {"offset", (getter)sem_get_offset, NULL, "Byte offset in the buffer.", NULL},
+    {"buffer", (getter)sem_get_buffer, NULL,
+     "The object whose memory holds it (None after close()).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

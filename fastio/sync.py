@@ -6,7 +6,9 @@ where a Channel's memory comes from and how numpy arrays are framed (C
 never imports numpy). See docs/sync.md.
 """
 import ast
+import copyreg
 import operator
+import pickle
 import struct
 
 import numpy as np
@@ -19,6 +21,42 @@ __all__ = ["Lock", "Semaphore", "OwnerDeadError", "Channel"]
 Lock = _core.Lock
 Semaphore = _core.Semaphore
 OwnerDeadError = _core.OwnerDeadError
+
+
+def _check_segment_pickles(buf, what):
+    """A lock or channel pickles as (its segment, offset): the segment must
+    pickle as an attach (fastio.SharedMemory does), not as a copy or not at
+    all (anonymous memory is shared through fork only)."""
+    err = None
+    if buf is None:
+        raise ValueError(f"{what} is closed")
+    if isinstance(buf, (bytes, bytearray, memoryview)):
+        err = "pickles as a copy"
+    else:
+        try:
+            buf.__reduce_ex__(pickle.DEFAULT_PROTOCOL)
+        except TypeError:
+            err = "cannot be pickled"
+    if err:
+        raise TypeError(
+            f"cannot pickle this {what}: its memory, a {type(buf).__name__}, {err}. "
+            f"Anonymous memory is shared with children through fork only; to pass "
+            f"a {what} to a spawned process, create it in a fastio.SharedMemory "
+            f"(it pickles as an attach by name), or map a /dev/shm file in the "
+            f"child and attach with create=False / Channel.attach")
+
+
+def _attach_lock(cls, buf, offset):
+    return cls(buf, offset, create=False)
+
+
+def _reduce_lock(obj):
+    _check_segment_pickles(obj.buffer, type(obj).__name__)
+    return (_attach_lock, (type(obj), obj.buffer, obj.offset))
+
+
+copyreg.pickle(Lock, _reduce_lock)
+copyreg.pickle(Semaphore, _reduce_lock)
 
 _KIND_BYTES = 1
 _KIND_ARRAY = 2
@@ -230,14 +268,10 @@ class Channel(_core.Channel):
         self.close()
 
     def __reduce__(self):
-        name = getattr(self._buffer, "name", None)
-        if isinstance(name, str) and hasattr(self._buffer, "unlink"):
-            return (_attach_shared_memory, (type(self), name, self.offset))
-        raise TypeError(
-            "this Channel lives in anonymous memory, which only fork() shares; "
-            "to pass it to a spawned process, create it in a SharedMemory "
-            "(Channel(buffer=fastio.SharedMemory(create=True, "
-            "size=Channel.segment_size(capacity)))) or attach by buffer")
+        if self.closed:
+            raise ValueError("cannot pickle a closed Channel")
+        _check_segment_pickles(self._buffer, "Channel")
+        return (_attach_channel, (type(self), self._buffer, self.offset))
 
     def __repr__(self):
         if self.closed:
@@ -245,10 +279,8 @@ class Channel(_core.Channel):
         return f"<fastio.Channel capacity={self.capacity} pending={self.pending}>"
 
 
-def _attach_shared_memory(cls, name, offset):
-    from . import shm
-    seg = shm.SharedMemory(name)
-    return cls.attach(seg.buf if hasattr(seg, "buf") else seg, offset)
+def _attach_channel(cls, buf, offset):
+    return cls.attach(buf, offset)
 
 
 Channel.__module__ = "fastio"

@@ -390,11 +390,65 @@ def test_spawn_child_attaches_by_file(tmp_path):
         os.unlink(path)
 
 
-def test_anonymous_channel_does_not_pickle():
+def test_anonymous_channel_and_lock_do_not_pickle():
     import pickle
     with fastio.Channel(4096) as ch:
-        with pytest.raises(TypeError, match="fork"):
+        with pytest.raises(TypeError, match="fork only.*SharedMemory"):
             pickle.dumps(ch)
+    lock = fastio.Lock(fastio.mmap(-1, 4096))
+    with pytest.raises(TypeError, match="fork only"):
+        pickle.dumps(lock)
+    with pytest.raises(TypeError, match="pickles as a copy"):
+        pickle.dumps(fastio.Semaphore(bytearray(128)))
+
+
+class FileSegment(fastio.mmap):
+    """A segment that pickles as an attach by path, as fastio.SharedMemory
+    does by name: what a Channel or Lock needs to reach a spawned child."""
+
+    __slots__ = ("path",)
+
+    @classmethod
+    def open(cls, path, size=None):
+        seg = cls(path, size, mode="w+" if size else "r+")
+        seg.path = path
+        return seg
+
+    def __reduce_ex__(self, protocol):  # fastio.mmap refuses in __reduce_ex__
+        return (FileSegment.open, (self.path,))
+
+
+def _spawn_pickled(ch, lock, sem):
+    assert isinstance(ch, fastio.Channel) and isinstance(lock, fastio.Lock)
+    with lock:
+        ch.send(np.arange(5) * 3)
+    sem.release()
+    ch.close()
+
+
+def test_channel_and_lock_pickle_to_spawn_child(tmp_path):
+    shm_dir = "/dev/shm" if os.path.isdir("/dev/shm") else str(tmp_path)
+    path = os.path.join(shm_dir, f"fastio-test-pickle-{os.getpid()}")
+    seg = FileSegment.open(path, 128 + fastio.Channel.segment_size(4096))
+    try:
+        lock = fastio.Lock(seg, 0)
+        sem = fastio.Semaphore(seg, 64, value=0)
+        ch = fastio.Channel(buffer=seg, offset=128)
+        p = multiprocessing.get_context("spawn").Process(
+            target=_spawn_pickled, args=(ch, lock, sem))
+        p.start()
+        assert np.array_equal(ch.recv(timeout=60), np.arange(5) * 3)
+        assert sem.acquire(timeout=60)
+        with pytest.raises(EOFError):
+            ch.recv(timeout=60)
+        p.join(60)
+        assert p.exitcode == 0
+        ch.close()
+        lock.close()
+        sem.close()
+    finally:
+        seg.close()
+        os.unlink(path)
 
 
 # ---------------------------------------------------------------- leaks, introspection
