@@ -162,7 +162,6 @@ def test_lock_mutual_exclusion_across_processes(shared):
     work()
     assert [join(p) for p in pids] == [0, 0]
     assert counter[0] == 3 * n
-    del counter
 
 
 # ---------------------------------------------------------------- owner death
@@ -280,10 +279,8 @@ def test_wait_interrupted_by_signal(shared, kind):
     old = signal.signal(signal.SIGALRM, _raise_interrupted)
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.1)
-        t0 = time.monotonic()
         with pytest.raises(_Interrupted):
             obj.acquire(timeout=30)
-        assert time.monotonic() - t0 < 10
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
