@@ -191,6 +191,16 @@ def test_owner_dead_recover(shared):
     assert join(pid) == 0
 
 
+def test_locked_reports_owner_death(shared):
+    lock = fastio.Lock(shared)
+    assert join(fork(_die_holding, lock, signal.SIGKILL)) == -signal.SIGKILL
+    with pytest.raises(fastio.OwnerDeadError):
+        lock.locked()  # the try took it: the caller holds it now
+    lock.mark_consistent()
+    lock.release()
+    assert not lock.locked()
+
+
 def test_owner_dead_unrecovered_is_not_recoverable(shared):
     lock = fastio.Lock(shared)
     assert join(fork(_die_holding, lock, signal.SIGKILL)) == -signal.SIGKILL
