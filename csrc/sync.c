@@ -777,8 +777,9 @@ sem_release(SemObject *self, PyObject *args, PyObject *kwds)
     if (sem_check(self) < 0) {
         return NULL;
     }
-    if (n < 1) {
-        PyErr_Format(PyExc_ValueError, "n must be one or more, got n=%zd", n);
+    if (n < 1 || n > SEM_VALUE_MAX) {
+        PyErr_Format(PyExc_ValueError, "n must be in [1, %d], got n=%zd",
+                     SEM_VALUE_MAX, n);
         return NULL;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
