@@ -935,9 +935,11 @@ channel_recv_bytes(ChannelObject *self, PyObject *args, PyObject *kwds)
     PyObject *r = channel_recv_frame(self, args, kwds);
     if (r != NULL && !PyBytes_CheckExact(r)) {
         Py_DECREF(r);
-        release_held(self);
+        /* Leave the frame where it is (tail unmoved): recv() gets it next. */
+        self->held = 0;
         PyErr_SetString(PyExc_TypeError,
-                        "recv_bytes(): the next message is not bytes (use recv())");
+                        "recv_bytes(): the next message is an array, not bytes; "
+                        "it stays in the Channel for recv()");
         return NULL;
     }
     return r;

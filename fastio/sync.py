@@ -179,6 +179,8 @@ class Channel(_core.Channel):
         TimeoutError after timeout seconds; BrokenPipeError if the receiver
         closed or died; ValueError if the message cannot fit the capacity.
         Arrays arrive C-contiguous with the same dtype, shape and values."""
+        if isinstance(obj, np.generic):  # a numpy scalar: a 0-d array
+            obj = np.asarray(obj)
         if isinstance(obj, np.ndarray):
             dt = obj.dtype
             if dt.hasobject:

@@ -84,6 +84,17 @@ def test_arrays_in_process(arr):
         ch.release()
 
 
+def test_scalars_and_recv_bytes_on_an_array():
+    with fastio.Channel(4096) as ch:
+        ch.send(np.float32(1.5))
+        got = ch.recv()
+        assert got.shape == () and got.dtype == np.float32 and got == 1.5
+        ch.send(np.arange(3))
+        with pytest.raises(TypeError, match="stays in the Channel"):
+            ch.recv_bytes()
+        assert ch.recv().tolist() == [0, 1, 2]
+
+
 def test_recv_view_is_zero_copy_until_release():
     with fastio.Channel(4096) as ch:
         ch.send(np.full(8, 7, dtype=np.int64))
