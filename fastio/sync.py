@@ -27,23 +27,23 @@ def _check_segment_pickles(buf, what):
     """A lock or channel pickles as (its segment, offset): the segment must
     pickle as an attach (fastio.SharedMemory does), not as a copy or not at
     all (anonymous memory is shared through fork only)."""
-    err = None
     if buf is None:
         raise ValueError(f"{what} is closed")
     if isinstance(buf, (bytes, bytearray, memoryview)):
-        err = "pickles as a copy"
-    else:
-        try:
-            buf.__reduce_ex__(pickle.DEFAULT_PROTOCOL)
-        except TypeError:
-            err = "cannot be pickled"
-    if err:
         raise TypeError(
-            f"cannot pickle this {what}: its memory, a {type(buf).__name__}, {err}. "
-            f"Anonymous memory is shared with children through fork only; to pass "
-            f"a {what} to a spawned process, create it in a fastio.SharedMemory "
-            f"(it pickles as an attach by name), or map a /dev/shm file in the "
-            f"child and attach with create=False / Channel.attach")
+            f"cannot pickle this {what}: its memory, a {type(buf).__name__}, would "
+            f"pickle as a copy; build the {what} on the segment object itself "
+            f"(e.g. a fastio.SharedMemory, not its .buf), which pickles as an attach")
+    try:
+        buf.__reduce_ex__(pickle.DEFAULT_PROTOCOL)
+    except TypeError:
+        raise TypeError(
+            f"cannot pickle this {what}: its memory, a {type(buf).__name__}, cannot "
+            f"be pickled. Anonymous memory is shared with children through fork "
+            f"only; to pass a {what} to a spawned process, create it in a "
+            f"fastio.SharedMemory (it pickles as an attach by name), or map a "
+            f"/dev/shm file in the child and attach with create=False / "
+            f"Channel.attach") from None
 
 
 def _attach_lock(cls, buf, offset):

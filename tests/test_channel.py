@@ -411,7 +411,7 @@ def test_anonymous_channel_and_lock_do_not_pickle():
     lock = fastio.Lock(fastio.mmap(-1, 4096))
     with pytest.raises(TypeError, match="fork only"):
         pickle.dumps(lock)
-    with pytest.raises(TypeError, match="pickles as a copy"):
+    with pytest.raises(TypeError, match="pickle as a copy.*not its .buf"):
         pickle.dumps(fastio.Semaphore(bytearray(128)))
 
 
