@@ -211,6 +211,39 @@ def test_in_process_close_wakes_waiter():
     assert len(errors) == 1 and isinstance(errors[0], (ValueError, EOFError))
 
 
+def test_second_sending_thread_refused():
+    with fastio.Channel(256) as ch:
+        ch.send(b"x" * 200)  # full: the next send waits
+        started = threading.Event()
+        errors = []
+
+        def blocked_sender():
+            started.set()
+            try:
+                ch.send(b"y" * 100, timeout=30)
+            except BaseException as exc:
+                errors.append(exc)
+
+        t = threading.Thread(target=blocked_sender)
+        t.start()
+        started.wait()
+        refused = None
+        while refused is None and t.is_alive():
+            # until the thread is inside send (its wait releases the GIL),
+            # this try finds the ring full
+            try:
+                ch.send(b"z", timeout=0)
+            except RuntimeError as exc:
+                refused = str(exc)
+            except TimeoutError:
+                pass
+        assert "another thread is sending" in refused
+        assert ch.recv() == b"x" * 200  # room: the blocked send completes
+        t.join(30)
+        assert not errors
+        assert ch.recv() == b"y" * 100
+
+
 class _Interrupted(Exception):
     pass
 
