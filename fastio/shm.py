@@ -1,3 +1,561 @@
-"""Shared memory: POSIX (shm_open), System V (shmget/shmat), memfd, and numpy arrays shared across processes."""
+"""Shared memory: POSIX (shm_open), System V (shmget/shmat), memfd, and numpy arrays shared across processes.
 
-__all__: list = []
+The C types in fastio._core own the system calls and the lifetime of the
+mappings; this module owns the policy:
+
+- names: generated with ``secrets`` (unguessable, 29 characters: within
+  every platform's limit), validated when given;
+- ownership: the creating object unlinks (POSIX) or removes (System V) its
+  segment when it is closed or collected, or at interpreter exit, unless
+  ``persist=True``; attachers never do unless asked; a forked child that
+  inherits a creator's object never does (the creator's pid is checked);
+- the registry behind ``shm_segments()`` and ``cleanup_orphans()``: one
+  small file per segment fastio created, in a private per-user directory
+  (see ``registry_dir()``), holding the creator's pid and start time and the
+  segment's inode (POSIX) or key and creation time (System V), so that a
+  record can never be mistaken for a later segment of the same name or id.
+"""
+import collections
+import errno
+import json
+import os
+import secrets
+import socket
+import stat as _stat
+import sys
+import tempfile
+import weakref
+
+import numpy as np
+
+from . import _core
+from .arrays import as_ndarray
+
+__all__ = [
+    "SharedMemory", "memfd", "send_fds", "recv_fds",
+    "shm_segments", "cleanup_orphans", "registry_dir",
+    "F_SEAL_SEAL", "F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE",
+    "F_SEAL_FUTURE_WRITE",
+]
+
+F_SEAL_SEAL = _core.F_SEAL_SEAL
+F_SEAL_SHRINK = _core.F_SEAL_SHRINK
+F_SEAL_GROW = _core.F_SEAL_GROW
+F_SEAL_WRITE = _core.F_SEAL_WRITE
+F_SEAL_FUTURE_WRITE = _core.F_SEAL_FUTURE_WRITE
+
+_SHM_DIR = "/dev/shm"
+# NAME_MAX for the one path component of a shm name (without its '/').
+_NAME_MAX = 255
+_NAME_PREFIX = "fio_"
+
+
+# ------------------------------------------------------------------ #
+# Processes: alive, and the same process as when recorded
+
+def _proc_start(pid):
+    """The start time of pid (clock ticks since boot, /proc/pid/stat field
+    22), or None if there is no such process. pid + start time names one
+    process for ever: a reused pid has another start time."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and ')': split after the last ')'.
+    fields = data[data.rfind(b")") + 2:].split()
+    return int(fields[19])
+
+
+_MY_START = None
+
+
+def _my_start():
+    global _MY_START
+    if _MY_START is None or _MY_START[0] != os.getpid():
+        _MY_START = (os.getpid(), _proc_start(os.getpid()))
+    return _MY_START[1]
+
+
+def _alive(pid, start):
+    now = _proc_start(pid)
+    return now is not None and (start is None or now == start)
+
+
+# ------------------------------------------------------------------ #
+# The registry: one file per segment fastio created
+
+def registry_dir():
+    """registry_dir()
+
+    The directory of fastio's segment records: $FASTIO_SHM_REGISTRY if set,
+    else $XDG_RUNTIME_DIR/fastio-shm, else <tempdir>/fastio-shm-<uid>.
+    Created mode 0700; refused (PermissionError) if it belongs to another
+    user or others can write to it, so no one can plant records.
+    """
+    path = os.environ.get("FASTIO_SHM_REGISTRY")
+    if not path:
+        run = os.environ.get("XDG_RUNTIME_DIR")
+        if run and os.path.isdir(run):
+            path = os.path.join(run, "fastio-shm")
+        else:
+            path = os.path.join(tempfile.gettempdir(), f"fastio-shm-{os.getuid()}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if (not _stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid()
+            or st.st_mode & 0o022):
+        raise PermissionError(
+            errno.EACCES,
+            "fastio's shm registry must be a directory of this user that no "
+            "one else can write to", path)
+    return path
+
+
+def _record_path(kind, ident):
+    return os.path.join(registry_dir(), f"{kind}-{ident}")
+
+
+def _write_record(kind, ident, **fields):
+    fields.update(kind=kind, pid=os.getpid(), start=_my_start())
+    path = _record_path(kind, ident)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(fields).encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)  # readers see a whole record or none
+    return path
+
+
+def _remove_record(path):
+    if path is not None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _read_records():
+    d = registry_dir()
+    for entry in os.listdir(d):
+        if entry.endswith(".tmp"):
+            continue
+        path = os.path.join(d, entry)
+        try:
+            with open(path, "rb") as f:
+                rec = json.loads(f.read())
+        except (OSError, ValueError):
+            continue
+        yield path, rec
+
+
+ShmSegment = collections.namedtuple(
+    "ShmSegment", "kind name pid alive persist size")
+ShmSegment.__doc__ = """A segment fastio created: kind ('posix' or 'sysv'), name
+(the POSIX name, or the System V id), the creator's pid, whether that
+process is still alive, whether it was created with persist=True, and its
+size in bytes."""
+
+
+def _record_current(rec):
+    """Whether the segment a record describes still exists (the same one)."""
+    if rec["kind"] == "posix":
+        try:
+            st = os.stat(os.path.join(_SHM_DIR, rec["name"]))
+        except FileNotFoundError:
+            return False
+        return st.st_ino == rec["ino"]
+    seg = _sysv_rows().get(rec["id"])
+    return seg is not None and seg.key == rec["key"] and seg.ctime == rec["ctime"]
+
+
+def shm_segments():
+    """shm_segments()
+
+    The segments fastio created (on this machine, by this user) that still
+    exist, as ShmSegment records: kind, name, creator pid, whether the
+    creator is alive, persist, size. Records of segments that are gone
+    (unlinked by someone else, or by a reboot) are pruned on the way.
+    """
+    out = []
+    for path, rec in _read_records():
+        if not _record_current(rec):
+            _remove_record(path)
+            continue
+        name = rec["name"] if rec["kind"] == "posix" else rec["id"]
+        out.append(ShmSegment(rec["kind"], name, rec["pid"],
+                              _alive(rec["pid"], rec["start"]),
+                              rec["persist"], rec["size"]))
+    return out
+
+
+def cleanup_orphans():
+    """cleanup_orphans()
+
+    Unlink (POSIX) or remove (System V) every segment fastio created with
+    persist=False whose creator is dead (killed before it could clean up:
+    the kernel cannot know). Returns the ShmSegment records removed.
+    """
+    removed = []
+    for path, rec in _read_records():
+        if not _record_current(rec):
+            _remove_record(path)
+            continue
+        if rec["persist"] or _alive(rec["pid"], rec["start"]):
+            continue
+        try:
+            if rec["kind"] == "posix":
+                _core.shm_unlink("/" + rec["name"])
+                name = rec["name"]
+            else:
+                _core.sysv_remove(rec["id"])
+                name = rec["id"]
+        except FileNotFoundError:
+            pass
+        else:
+            removed.append(ShmSegment(rec["kind"], name, rec["pid"], False,
+                                      False, rec["size"]))
+        _remove_record(path)
+    return removed
+
+
+# ------------------------------------------------------------------ #
+# Ownership: what runs when a creator is closed, collected or exits
+
+def _release(kind, ident, pid, record):
+    """Unlink/remove a segment and forget its record. The finalizer of
+    creators; it never runs in another process than the creator (a forked
+    child inherits the creator's objects and its finalizers)."""
+    if os.getpid() != pid:
+        return
+    try:
+        if kind == "posix":
+            _core.shm_unlink("/" + ident)
+        else:
+            _core.sysv_remove(ident)
+    except (FileNotFoundError, OSError):
+        # Gone already (someone unlinked it, or cleanup_orphans did): the
+        # wanted state. EINVAL/EIDRM for a removed System V id.
+        pass
+    _remove_record(record)
+
+
+def _check_name(name):
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got name={name!r}")
+    bare = name[1:] if name.startswith("/") else name
+    if not bare:
+        raise ValueError(f"name must not be empty, got name={name!r}")
+    if "/" in bare:
+        raise ValueError(f"name must not contain '/' (after a leading one), got name={name!r}")
+    if "\0" in bare:
+        raise ValueError(f"name must not contain NUL, got name={name!r}")
+    if len(os.fsencode(bare)) > _NAME_MAX:
+        raise ValueError(
+            f"name is {len(os.fsencode(bare))} bytes; the limit is {_NAME_MAX}: "
+            f"name={name[:40]!r}...")
+    if bare in (".", ".."):
+        raise ValueError(f"name={name!r} is not a valid shm name")
+    return bare
+
+
+def _check_size(size, what="size"):
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"{what} must be an int, got {what}={size!r}")
+    if size <= 0:
+        raise ValueError(f"creating a segment needs {what} > 0, got {what}={size}")
+    if size > sys.maxsize:
+        raise OverflowError(f"{what}={size} is too large")
+
+
+def _generated_name():
+    # 96 random bits; "/fio_" + 24 hex digits is 29 bytes, below even
+    # macOS's 31 (PSHMNAMLEN), far below Linux's NAME_MAX.
+    return _NAME_PREFIX + secrets.token_hex(12)
+
+
+# ------------------------------------------------------------------ #
+# POSIX shared memory and memfd
+
+class SharedMemory(_core.SharedMemory):
+    """SharedMemory(name=None, create=False, size=0, *, mode=0o600, persist=False, readonly=False, populate=False, hugepages=False)
+
+    A POSIX shared memory segment: a superset of
+    ``multiprocessing.shared_memory.SharedMemory`` (name, size, buf, close,
+    unlink) without its resource tracker.
+
+    create=True makes a new segment exclusively (O_CREAT|O_EXCL: never an
+    attach to one someone planted), with exactly ``mode`` and ``size``
+    bytes, named ``name`` or an unguessable generated name. The creator
+    owns it: it is unlinked when the object is closed or collected, or at
+    exit, unless persist=True. An attacher (create=False) maps the
+    segment's real size and never unlinks unless it calls unlink().
+    unlink() is idempotent. close() is safe while numpy arrays or
+    memoryviews use the memory. See docs/shm.md.
+    """
+
+    __slots__ = ("_name", "_owner", "_persist", "_finalizer", "_kind",
+                 "_unlinked", "_pid", "_record")
+
+    def __new__(cls, name=None, create=False, size=0, *, mode=0o600, persist=False,
+                readonly=False, populate=False, hugepages=False):
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+            raise ValueError(f"mode must be an int within 0o7777, got mode={mode!r}")
+        if not create:
+            if name is None:
+                raise ValueError("name is needed to attach (create=False): got name=None")
+            bare = _check_name(name)
+            self = super().__new__(cls, "/" + bare, readonly=readonly,
+                                   populate=populate, hugepages=hugepages)
+            self._init(bare, "posix", owner=False, persist=persist)
+            return self
+        _check_size(size)
+        if name is not None:
+            bare = _check_name(name)
+            self = super().__new__(cls, "/" + bare, size, create=True, mode=mode,
+                                   readonly=readonly, populate=populate,
+                                   hugepages=hugepages)
+        else:
+            for _ in range(16):
+                bare = _generated_name()
+                try:
+                    self = super().__new__(cls, "/" + bare, size, create=True,
+                                           mode=mode, readonly=readonly,
+                                           populate=populate, hugepages=hugepages)
+                    break
+                except FileExistsError:  # 2**-96: only if someone guessed
+                    continue
+            else:
+                raise FileExistsError(errno.EEXIST, "no free generated shm name")
+        try:
+            self._init(bare, "posix", owner=True, persist=persist)
+        except BaseException:
+            self.close()
+            _core.shm_unlink("/" + bare)
+            raise
+        return self
+
+    def _init(self, name, kind, owner, persist):
+        self._name = name
+        self._kind = kind
+        self._owner = owner
+        self._persist = persist
+        self._unlinked = False
+        self._pid = os.getpid()
+        self._record = None
+        self._finalizer = None
+        if owner and kind == "posix":
+            ino = os.fstat(self.fileno()).st_ino
+            self._record = _write_record("posix", name, name=name, ino=ino,
+                                         persist=persist, size=self.size)
+            if not persist:
+                self._finalizer = weakref.finalize(
+                    self, _release, "posix", name, self._pid, self._record)
+
+    @classmethod
+    def from_fd(cls, fd, *, readonly=False, populate=False, hugepages=False):
+        """from_fd(fd, *, readonly=False, populate=False, hugepages=False)
+
+        Attach to a segment given by a file descriptor (a memfd received
+        over a UNIX socket, a POSIX shm fd). The descriptor is duplicated:
+        the caller still owns ``fd``. The segment's real size is mapped.
+        """
+        self = _core.SharedMemory.__new__(cls, fd, readonly=readonly,
+                                          populate=populate, hugepages=hugepages)
+        self._init(None, "fd", owner=False, persist=True)
+        return self
+
+    # -- the stdlib's interface -------------------------------------
+
+    @property
+    def name(self):
+        """The segment's name, without the leading '/' (as the stdlib's);
+        the memfd's label for a memfd; None for a segment attached by fd."""
+        return self._name
+
+    @property
+    def buf(self):
+        """A memoryview of the whole segment (a new one at each access: it
+        holds a buffer export, which close() does not have to revoke)."""
+        return memoryview(self)
+
+    def close(self):
+        """close(self)
+
+        Close this process's access (fd and mapping; the mapping stays until
+        the last numpy array or memoryview over it goes). A creator without
+        persist=True also unlinks the segment. Idempotent.
+        """
+        super().close()
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def unlink(self):
+        """unlink(self)
+
+        Remove the segment's name (shm_unlink): no one can attach any more;
+        mappings stay valid. Idempotent: a second call does nothing. An
+        attacher may call it (as with the stdlib); no one does implicitly.
+        Nothing to do for a memfd.
+        """
+        if self._kind != "posix" or self._unlinked:
+            return
+        self._unlinked = True
+        if self._finalizer is not None:
+            self._finalizer()
+            return
+        try:
+            _core.shm_unlink("/" + self._name)
+        except FileNotFoundError:
+            pass
+        _remove_record(self._record or _record_path("posix", self._name))
+
+    def __enter__(self):
+        if self.closed:
+            raise ValueError("operation on a closed SharedMemory")
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self._name!r}, size={self.size})"
+
+    def __reduce__(self):
+        return (_attach, (self._handle(),))
+
+    # -- extras --------------------------------------------------------
+
+    @property
+    def owner(self):
+        """True for the object that created the segment."""
+        return self._owner
+
+    @property
+    def persist(self):
+        return self._persist
+
+    def asarray(self, dtype="u1", shape=None, offset=0, order="C"):
+        """asarray(self, dtype='u1', shape=None, offset=0, order='C')
+
+        A numpy array over the segment, without a copy. It holds a buffer
+        export: close() is safe while it lives. ValueError if it does not fit.
+        """
+        return as_ndarray(self, dtype, shape, offset, order)
+
+    def _handle(self):
+        """What another process needs to attach to this segment."""
+        if self.closed:
+            raise ValueError("operation on a closed SharedMemory")
+        if self._kind == "posix":
+            return ("posix", self._name, self.readonly)
+        # A memfd has no name: another process of the same user reopens it
+        # through /proc/<pid>/fd/<fd> while this object keeps it open.
+        return ("fd", os.getpid(), self.fileno(), self.readonly)
+
+
+SharedMemory.__module__ = "fastio"
+
+
+def _attach(handle):
+    kind = handle[0]
+    if kind == "posix":
+        return SharedMemory(handle[1], readonly=handle[2])
+    if kind == "fd":
+        _, pid, fd, readonly = handle
+        if pid == os.getpid():
+            return SharedMemory.from_fd(fd, readonly=readonly)
+        flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
+        own = os.open(f"/proc/{pid}/fd/{fd}", flags)
+        try:
+            return SharedMemory.from_fd(own, readonly=readonly)
+        finally:
+            os.close(own)
+    if kind == "sysv":
+        return SysVSharedMemory._attach_id(handle[1], readonly=handle[2])
+    raise ValueError(f"unknown segment handle {handle!r}")
+
+
+def memfd(size, name="fastio", *, seal=True, hugepages=False):
+    """memfd(size, name='fastio', *, seal=True, hugepages=False)
+
+    An anonymous shared segment (memfd_create) as a SharedMemory: no name
+    in /dev/shm, gone when the last descriptor and mapping go. Pass its
+    fileno() to another process (send_fds over a UNIX socket, or
+    multiprocessing's fd passing) and attach there with
+    SharedMemory.from_fd(fd).
+
+    seal=True adds F_SEAL_SHRINK | F_SEAL_GROW, so that no peer can shrink
+    the segment under a mapping (which would SIGBUS); an int gives the
+    F_SEAL_* flags to add (F_SEAL_WRITE makes the segment read-only from
+    the start: to freeze contents after filling them, call
+    add_seals(F_SEAL_FUTURE_WRITE)); False adds none. hugepages asks
+    MFD_HUGETLB (reserved huge pages, vm.nr_hugepages) and falls back to
+    transparent huge page advice when there are none.
+    """
+    _check_size(size)
+    if seal is True:
+        seals = F_SEAL_SHRINK | F_SEAL_GROW
+    elif seal is False or seal is None:
+        seals = 0
+    elif isinstance(seal, int):
+        seals = seal
+    else:
+        raise TypeError(f"seal must be a bool or F_SEAL_* flags, got seal={seal!r}")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got name={name!r}")
+    if len(os.fsencode(name)) > 249:  # the kernel's limit: 249 bytes
+        raise ValueError(f"name is too long (limit 249 bytes): name={name[:40]!r}...")
+    readonly = bool(seals & F_SEAL_WRITE)
+    fd = None
+    if hugepages:
+        try:
+            fd = _core.memfd_create(name, size, seals, hugetlb=True)
+            try:
+                seg = SharedMemory.from_fd(fd, readonly=readonly)
+            except OSError:
+                os.close(fd)
+                fd = None
+        except OSError:
+            fd = None
+    if fd is None:
+        fd = _core.memfd_create(name, size, seals)
+        try:
+            seg = SharedMemory.from_fd(fd, readonly=readonly, hugepages=hugepages)
+        except BaseException:
+            os.close(fd)
+            raise
+    os.close(fd)
+    seg._name = name
+    seg._kind = "memfd"
+    seg._owner = True
+    return seg
+
+
+def send_fds(sock, fds, data=b"F"):
+    """send_fds(sock, fds, data=b'F')
+
+    Send file descriptors (SCM_RIGHTS) over a connected UNIX socket, with
+    some bytes of data (at least one: a message without data may not be
+    delivered). The receiver gets its own descriptors to the same files.
+    """
+    fds = [f.fileno() if hasattr(f, "fileno") else f for f in fds]
+    return socket.send_fds(sock, [data], fds)
+
+
+def recv_fds(sock, maxfds, bufsize=1):
+    """recv_fds(sock, maxfds, bufsize=1)
+
+    Receive up to maxfds descriptors sent with send_fds; returns
+    (data, [fd, ...]). The descriptors are close-on-exec; the caller owns
+    them (close them, or attach with SharedMemory.from_fd and close).
+    """
+    data, fds, _flags, _addr = socket.recv_fds(
+        sock, bufsize, maxfds, socket.MSG_CMSG_CLOEXEC)
+    return data, fds
