@@ -33,6 +33,8 @@ from .arrays import as_ndarray
 
 __all__ = [
     "SharedMemory", "memfd", "send_fds", "recv_fds",
+    "SysVSharedMemory", "sysv_segments", "ftok", "IPC_PRIVATE",
+    "SharedArray", "shared_array",
     "shm_segments", "cleanup_orphans", "registry_dir",
     "F_SEAL_SEAL", "F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE",
     "F_SEAL_FUTURE_WRITE",
@@ -457,7 +459,8 @@ class SharedMemory(_core.SharedMemory):
             return ("posix", self._name, self.readonly)
         # A memfd has no name: another process of the same user reopens it
         # through /proc/<pid>/fd/<fd> while this object keeps it open.
-        return ("fd", os.getpid(), self.fileno(), self.readonly)
+        fd = self.fileno()
+        return ("fd", os.getpid(), fd, self.readonly, os.fstat(fd).st_ino)
 
 
 SharedMemory.__module__ = "fastio"
@@ -468,12 +471,18 @@ def _attach(handle):
     if kind == "posix":
         return SharedMemory(handle[1], readonly=handle[2])
     if kind == "fd":
-        _, pid, fd, readonly = handle
+        _, pid, fd, readonly, ino = handle
         if pid == os.getpid():
-            return SharedMemory.from_fd(fd, readonly=readonly)
-        flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
-        own = os.open(f"/proc/{pid}/fd/{fd}", flags)
+            own = os.dup(fd)
+        else:
+            flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
+            own = os.open(f"/proc/{pid}/fd/{fd}", flags)
         try:
+            if os.fstat(own).st_ino != ino:
+                # The creator closed it and the number now names another file.
+                raise FileNotFoundError(
+                    errno.ENOENT, "the memfd segment is gone from its creator",
+                    f"/proc/{pid}/fd/{fd}")
             return SharedMemory.from_fd(own, readonly=readonly)
         finally:
             os.close(own)
@@ -559,3 +568,346 @@ def recv_fds(sock, maxfds, bufsize=1):
     data, fds, _flags, _addr = socket.recv_fds(
         sock, bufsize, maxfds, socket.MSG_CMSG_CLOEXEC)
     return data, fds
+
+
+# ------------------------------------------------------------------ #
+# System V shared memory
+
+IPC_PRIVATE = _core.IPC_PRIVATE
+ftok = _core.ftok
+
+SysVStat = collections.namedtuple(
+    "SysVStat", "size nattch cpid lpid atime dtime ctime mode uid gid cuid cgid "
+                "key removed locked")
+SysVStat.__doc__ = """shmid_ds of a System V segment: size in bytes, number of
+attaches, creator and last shmat/shmdt pids, last attach/detach/change
+times (seconds since the epoch, 0 for never), permission bits, owner and
+creator uid/gid, key (0: IPC_PRIVATE), and whether it is marked for removal
+(SHM_DEST) or locked in RAM (SHM_LOCKED)."""
+
+_SHM_DEST = 0o1000
+_SHM_LOCKED = 0o2000
+
+
+def _stat_record(t):
+    size, nattch, cpid, lpid, atime, dtime, ctime, mode, uid, gid, cuid, cgid, key = t
+    return SysVStat(size, nattch, cpid, lpid, atime, dtime, ctime, mode & 0o777,
+                    uid, gid, cuid, cgid, key & 0xFFFFFFFF if key < 0 else key,
+                    bool(mode & _SHM_DEST), bool(mode & _SHM_LOCKED))
+
+
+class SysVSharedMemory(_core.SysVSharedMemory):
+    """SysVSharedMemory(key=None, size=0, *, create=False, mode=0o600, hugepages=False, readonly=False, proj_id=None, persist=False, populate=False)
+
+    One attach (shmat) of a System V shared memory segment.
+
+    key None means IPC_PRIVATE (always a new segment: create is implied);
+    an int is used as is; a path (str or os.PathLike) goes through
+    ftok(path, proj_id). create=True uses IPC_CREAT|IPC_EXCL with ``mode``
+    (an existing key fails with FileExistsError); otherwise the existing
+    segment is attached at its real size (ValueError if it is smaller than
+    a size you pass). The creator owns the segment: it is removed
+    (IPC_RMID) when the object is closed or collected, or at exit, unless
+    persist=True. close() detaches (shmdt), safely with live numpy views.
+    """
+
+    __slots__ = ("_owner", "_persist", "_finalizer", "_removed", "_pid", "_record")
+
+    def __new__(cls, key=None, size=0, *, create=False, mode=0o600, hugepages=False,
+                readonly=False, proj_id=None, persist=False, populate=False):
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise ValueError(f"mode must be an int within 0o777, got mode={mode!r}")
+        if key is None:
+            key, create = IPC_PRIVATE, True
+        elif isinstance(key, (str, bytes, os.PathLike)):
+            if proj_id is None:
+                raise ValueError(f"a path key needs proj_id (ftok), got key={key!r}")
+            if isinstance(proj_id, str) and len(proj_id) == 1:
+                proj_id = ord(proj_id)
+            key = ftok(key, proj_id)
+        elif isinstance(key, bool) or not isinstance(key, int):
+            raise TypeError(f"key must be None, an int or a path, got key={key!r}")
+        if create:
+            _check_size(size)
+        elif isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"size must be an int >= 0 to attach, got size={size!r}")
+        self = super().__new__(cls, key, size, create=create, mode=mode,
+                               hugepages=hugepages, readonly=readonly)
+        try:
+            self._setup(owner=create, persist=persist)
+            if populate:
+                self.populate()
+        except BaseException:
+            super().close()
+            if create:
+                self.remove()
+            raise
+        return self
+
+    @classmethod
+    def _attach_id(cls, shmid, readonly=False):
+        self = _core.SysVSharedMemory.__new__(cls, shmid, by_id=True, readonly=readonly)
+        self._setup(owner=False, persist=True)
+        return self
+
+    def _setup(self, owner, persist):
+        self._owner = owner
+        self._persist = persist
+        self._removed = False
+        self._pid = os.getpid()
+        self._record = None
+        self._finalizer = None
+        if owner:
+            st = _stat_record(_core.sysv_stat(self.id))
+            self._record = _write_record("sysv", self.id, id=self.id, key=st.key,
+                                         ctime=st.ctime, persist=persist,
+                                         size=self.size)
+            if not persist:
+                self._finalizer = weakref.finalize(
+                    self, _release, "sysv", self.id, self._pid, self._record)
+
+    @property
+    def owner(self):
+        """True for the object that created the segment."""
+        return self._owner
+
+    @property
+    def persist(self):
+        return self._persist
+
+    @property
+    def buf(self):
+        """A memoryview of the whole segment (a new one at each access)."""
+        return memoryview(self)
+
+    def close(self):
+        """close(self)
+
+        Detach (shmdt; the memory stays until the last numpy array or
+        memoryview over it goes). A creator without persist=True also
+        removes the segment (IPC_RMID: destroyed at the last detach of any
+        process). Idempotent.
+        """
+        super().close()
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def remove(self):
+        """remove(self)
+
+        shmctl(IPC_RMID): the segment is destroyed when the last process
+        detaches, and its key is free at once. Idempotent.
+        """
+        if self._removed:
+            return
+        self._removed = True
+        if self._finalizer is not None:
+            self._finalizer()
+            return
+        try:
+            super().remove()
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EIDRM):
+                raise
+        _remove_record(self._record)
+
+    def stat(self):
+        """stat(self)
+
+        The segment's shmid_ds (shmctl IPC_STAT) as a SysVStat record.
+        """
+        return _stat_record(super().stat())
+
+    def asarray(self, dtype="u1", shape=None, offset=0, order="C"):
+        """asarray(self, dtype='u1', shape=None, offset=0, order='C')
+
+        A numpy array over the segment, without a copy; it holds a buffer
+        export, so close() is safe while it lives.
+        """
+        return as_ndarray(self, dtype, shape, offset, order)
+
+    def _handle(self):
+        if self.closed:
+            raise ValueError("operation on a closed (detached) SysVSharedMemory")
+        return ("sysv", self.id, self.readonly)
+
+    def __reduce__(self):
+        return (_attach, (self._handle(),))
+
+    def __enter__(self):
+        if self.closed:
+            raise ValueError("operation on a closed (detached) SysVSharedMemory")
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"{type(self).__name__}(key={self.key:#x}, id={self.id}, size={self.size})"
+
+
+SysVSharedMemory.__module__ = "fastio"
+
+SysVSegment = collections.namedtuple(
+    "SysVSegment", "key id mode size cpid lpid nattch uid gid cuid cgid "
+                   "atime dtime ctime rss swap")
+SysVSegment.__doc__ = """A row of /proc/sysvipc/shm: key, id, permission bits,
+size, creator and last pids, attaches, owner/creator uid and gid, last
+attach/detach/change times, resident and swapped bytes."""
+
+
+def _sysv_rows():
+    rows = {}
+    try:
+        with open("/proc/sysvipc/shm") as f:
+            header = f.readline().split()
+            for line in f:
+                v = dict(zip(header, line.split()))
+                if not v:
+                    continue
+                rec = SysVSegment(
+                    int(v["key"]), int(v["shmid"]), int(v["perms"], 8) & 0o777,
+                    int(v["size"]), int(v["cpid"]), int(v["lpid"]), int(v["nattch"]),
+                    int(v["uid"]), int(v["gid"]), int(v["cuid"]), int(v["cgid"]),
+                    int(v["atime"]), int(v["dtime"]), int(v["ctime"]),
+                    int(v.get("rss", 0)), int(v.get("swap", 0)))
+                rows[rec.id] = rec
+    except FileNotFoundError:
+        pass
+    return rows
+
+
+def sysv_segments():
+    """sysv_segments()
+
+    The System V segments visible in /proc/sysvipc/shm (this IPC
+    namespace), as SysVSegment records.
+    """
+    return list(_sysv_rows().values())
+
+
+# ------------------------------------------------------------------ #
+# numpy arrays shared across processes
+
+_attached = weakref.WeakValueDictionary()
+
+
+def _segment_for(handle):
+    """This process's attach of a segment, shared by every array that a
+    pickle brought here (one mapping per segment, not one per array)."""
+    seg = _attached.get(handle)
+    if seg is None or seg.closed:
+        seg = _attach(handle)
+        _attached[handle] = seg
+    return seg
+
+
+def _byte_bounds(a):
+    try:
+        from numpy.lib.array_utils import byte_bounds
+    except ImportError:  # numpy < 2
+        byte_bounds = np.byte_bounds
+    return byte_bounds(a)
+
+
+def _rebuild(handle, dtype, shape, strides, offset):
+    seg = _segment_for(handle)
+    root = as_ndarray(seg)
+    arr = np.ndarray(shape, dtype, buffer=root, offset=offset, strides=strides)
+    arr = arr.view(SharedArray)
+    arr._segment = seg
+    return arr
+
+
+class SharedArray(np.ndarray):
+    """SharedArray(shape, dtype=float64, *, backend='posix', order='C')
+
+    An ndarray on a shared memory segment that pickles by reference: the
+    pickle holds the segment's handle (POSIX name, memfd via its creator's
+    /proc/<pid>/fd, or System V id) with dtype, shape, strides and offset,
+    so that passing it to multiprocessing or concurrent.futures workers
+    copies nothing, and every process sees the others' writes. Views and
+    slices of it pickle the same way; results of computations (a + 1) are
+    new memory and pickle by value.
+
+    The segment lives as long as the creating process holds the array or a
+    view of it (then it is unlinked/removed); a worker attaches when it
+    unpickles and may keep its arrays after that. Starts zeroed.
+    """
+
+    def __new__(cls, shape, dtype=np.float64, *, backend="posix", order="C"):
+        return shared_array(shape, dtype, backend=backend, order=order)
+
+    def __array_finalize__(self, obj):
+        seg = getattr(obj, "_segment", None)
+        if seg is not None and not _inside(self, seg):
+            seg = None  # new memory (a ufunc's output): not the segment's
+        self._segment = seg
+
+    @property
+    def segment(self):
+        """The segment under the array (None for memory of its own)."""
+        return self._segment
+
+    def __reduce__(self):
+        seg = self._segment
+        if seg is None or seg.closed or not _inside(self, seg):
+            return np.asarray(self).__reduce__()
+        # The offset of element [0, 0, ...] from the segment's start.
+        first = self.__array_interface__["data"][0]
+        return (_rebuild, (seg._handle(), self.dtype, self.shape, self.strides,
+                           first - seg._address))
+
+    def __reduce_ex__(self, protocol):
+        return self.__reduce__()
+
+
+SharedArray.__module__ = "fastio"
+
+
+def _inside(arr, seg):
+    if seg.closed:
+        return False
+    lo, hi = _byte_bounds(arr)
+    base = seg._address
+    return base <= lo and hi <= base + seg.size
+
+
+_BACKENDS = ("posix", "memfd", "sysv")
+
+
+def shared_array(shape, dtype=np.float64, *, backend="posix", order="C"):
+    """shared_array(shape, dtype=float64, *, backend='posix', order='C')
+
+    A zeroed SharedArray of ``shape`` and ``dtype`` on a new segment:
+    backend 'posix' (a SharedMemory with a generated name, unlinked when
+    the array goes), 'memfd' (no name anywhere: workers reopen it through
+    /proc/<creator pid>/fd, so they must run as the same user on the same
+    machine), or 'sysv' (an IPC_PRIVATE segment marked for removal at once:
+    Linux lets processes attach by id until the last detach, so it can
+    never outlive its users, even if its creator is killed).
+    """
+    dtype = np.dtype(dtype)
+    if dtype.hasobject:
+        raise ValueError(f"dtype={dtype} holds Python objects; it cannot be shared")
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    shape = tuple(int(s) for s in shape)
+    if any(s < 0 for s in shape):
+        raise ValueError(f"shape={shape} has a negative dimension")
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got backend={backend!r}")
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = max(nbytes, 1)  # a segment cannot be empty
+    if backend == "posix":
+        seg = SharedMemory(create=True, size=size)
+    elif backend == "memfd":
+        seg = memfd(size, "fastio-array")
+    else:
+        seg = SysVSharedMemory(None, size, create=True, persist=True)
+        # Removed at once, see above: persist=True only keeps the object
+        # from removing it a second time.
+        seg.remove()
+    arr = as_ndarray(seg, dtype, shape, 0, order).view(SharedArray)
+    arr._segment = seg
+    return arr
