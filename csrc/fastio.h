@@ -139,6 +139,8 @@ void fastio_memcpy(void *dst, const void *src, size_t n);
 PyObject *fastio_segment_populate(PyObject *self, fastio_region *r);
 PyObject *fastio_segment_advise(PyObject *self, fastio_region *r,
                                 PyObject *args, PyObject *kwds);
+PyObject *fastio_segment_fill(PyObject *self, fastio_region *r,
+                              PyObject *args, PyObject *kwds);
 
 /* The system page size, read once at module init. */
 extern long fastio_pagesize;

@@ -304,6 +304,17 @@ sysv_populate(SysvObject *self, PyObject *Py_UNUSED(ignored))
     return fastio_segment_populate((PyObject *)self, &self->region);
 }
 
+PyDoc_STRVAR(sysv_fill_doc,
+"fill($self, value=0, start=0, length=None)\n--\n\n"
+"Set [start, start+length) (None: to the end) to the byte `value`\n"
+"(memset, with the GIL released when large).");
+
+static PyObject *
+sysv_fill(SysvObject *self, PyObject *args, PyObject *kwds)
+{
+    return fastio_segment_fill((PyObject *)self, &self->region, args, kwds);
+}
+
 PyDoc_STRVAR(sysv_advise_doc,
 "advise($self, advice, start=0, length=None)\n--\n\n"
 "madvise(2) with any MADV_* value over [start, start+length), rounded to\n"
@@ -453,6 +464,8 @@ static PyMethodDef sysv_methods[] = {
     {"lock", (PyCFunction)sysv_lock, METH_NOARGS, sysv_lock_doc},
     {"unlock", (PyCFunction)sysv_unlock, METH_NOARGS, sysv_unlock_doc},
     {"populate", (PyCFunction)sysv_populate, METH_NOARGS, sysv_populate_doc},
+    {"fill", (PyCFunction)(void (*)(void))sysv_fill, METH_VARARGS | METH_KEYWORDS,
+     sysv_fill_doc},
     {"advise", (PyCFunction)(void (*)(void))sysv_advise, METH_VARARGS | METH_KEYWORDS,
      sysv_advise_doc},
     {NULL, NULL, 0, NULL},
