@@ -763,7 +763,8 @@ shm_add_seals(ShmObject *self, PyObject *arg)
 PyDoc_STRVAR(shm_seals_doc,
 "seals($self, /)\n--\n\n"
 "fcntl(F_GET_SEALS): the F_SEAL_* flags in force (0 for an unsealed memfd;\n"
-"OSError EINVAL for a POSIX shm object, which cannot be sealed).");
+"F_SEAL_SEAL for a POSIX shm object, which cannot be sealed; OSError\n"
+"EINVAL on kernels whose tmpfs files know no seals).");
 
 static PyObject *
 shm_seals(ShmObject *self, PyObject *Py_UNUSED(ignored))

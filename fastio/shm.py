@@ -17,6 +17,7 @@ mappings; this module owns the policy:
 """
 import collections
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -119,7 +120,10 @@ def registry_dir():
 
 
 def _record_path(kind, ident):
-    return os.path.join(registry_dir(), f"{kind}-{ident}")
+    # A name may be 255 bytes: the record is named by its hash (the name is
+    # inside the record).
+    digest = hashlib.sha256(str(ident).encode("utf-8", "surrogateescape")).hexdigest()
+    return os.path.join(registry_dir(), f"{kind}-{digest[:32]}")
 
 
 def _write_record(kind, ident, **fields):
