@@ -516,6 +516,8 @@ def test_killed_creator_leaves_an_orphan_that_cleanup_removes():
     finally:
         os.kill(p.pid, signal.SIGKILL)
         p.join()
+        r.close()
+        w.close()
     assert os.path.exists(os.path.join(SHM, name))  # the kernel cannot know
     listed = {s.name: s for s in fastio.shm_segments()}
     assert not listed[name].alive
@@ -545,6 +547,8 @@ def test_attached_child_killed_leaves_nothing():
     finally:
         os.kill(p.pid, signal.SIGKILL)
         p.join()
+        r.close()
+        w.close()
     assert a.buf[0] == 1
     name = a.name
     a.close()
