@@ -384,7 +384,6 @@ def test_populate_advise_hugepages_fill_fileno():
 
 def test_no_fd_or_mapping_leaks_over_many_cycles():
     leaks = LeakCheck()
-    before = shm_names()
     for _ in range(50):
         a = fastio.SharedMemory(create=True, size=8192)
         b = fastio.SharedMemory(a.name)
@@ -397,8 +396,7 @@ def test_no_fd_or_mapping_leaks_over_many_cycles():
     with pytest.raises(FileNotFoundError):
         for _ in range(5):
             fastio.SharedMemory(unique_name("nope"))
-    assert shm_names() <= before | set()
-    leaks.check()
+    leaks.check()  # and shm_guard checks that no /dev/shm entry is left
 
 
 def test_pickle_attaches_by_name():
