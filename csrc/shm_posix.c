@@ -215,17 +215,13 @@ fastio_segment_populate(PyObject *self, fastio_region *r)
         RUN_NOGIL(r, err = sys_madvise(addr, len, advice));
     }
     else {
-        /* Old kernel: touch one byte per page. */
-        size_t page = (size_t)fastio_pagesize;
-        int ro = r->readonly;
+        /* Old kernel: read one byte per page. Never write: another
+         * process may be storing to the same byte, and a read-then-write
+         * of it would undo that store. */
         RUN_NOGIL(r, {
+            size_t page = (size_t)fastio_pagesize;
             for (size_t i = 0; i < len; i += page) {
-                if (ro) {
-                    (void)*(volatile char *)(addr + i);
-                }
-                else {
-                    *(volatile char *)(addr + i) = *(volatile char *)(addr + i);
-                }
+                (void)*(volatile char *)(addr + i);
             }
         });
     }
