@@ -116,9 +116,12 @@ sysv_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         shmid = (int)key_ll;
     }
     else {
-        int flags = (int)mode;
+        /* The mode only matters to a create: for an attach shmget would
+         * check it as the access wanted (a read-only attacher asking 0600
+         * of a 0644 segment would be refused); shmat checks the real one. */
+        int flags = 0;
         if (create) {
-            flags |= IPC_CREAT | IPC_EXCL;
+            flags |= IPC_CREAT | IPC_EXCL | (int)mode;
         }
         if (hugepages) {
             flags |= SHM_HUGETLB;

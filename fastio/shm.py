@@ -621,7 +621,8 @@ class SysVSharedMemory(_core.SysVSharedMemory):
                 readonly=False, proj_id=None, persist=False, populate=False):
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
             raise ValueError(f"mode must be an int within 0o777, got mode={mode!r}")
-        if key is None:
+        if key is None or (type(key) is int and key == IPC_PRIVATE):
+            # IPC_PRIVATE always makes a new segment: it is ours to own.
             key, create = IPC_PRIVATE, True
         elif isinstance(key, (str, bytes, os.PathLike)):
             if proj_id is None:

@@ -32,8 +32,25 @@ def shm_names():
     return set(os.listdir(SHM))
 
 
+def _noop():
+    pass
+
+
+@pytest.fixture(scope="module")
+def mp_warm():
+    """Load what multiprocessing loads once per process (modules, shared
+    libraries) before the leak counters are taken: those are not leaks."""
+    ctx = multiprocessing.get_context("fork")
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_noop)
+    p.start()
+    p.join()
+    r.close()
+    w.close()
+
+
 @pytest.fixture(autouse=True)
-def shm_guard(tmp_path, monkeypatch):
+def shm_guard(tmp_path, monkeypatch, mp_warm):
     """Private registry, a name prefix of this process's own, leak counters;
     afterwards every /dev/shm entry with our prefixes is unlinked and
     reported."""

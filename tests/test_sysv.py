@@ -27,8 +27,25 @@ def my_segments():
     return {s.id for s in fastio.sysv_segments() if s.cpid == os.getpid()}
 
 
+def _noop():
+    pass
+
+
+@pytest.fixture(scope="module")
+def mp_warm():
+    """Load what multiprocessing loads once per process (modules, shared
+    libraries) before the leak counters are taken: those are not leaks."""
+    ctx = multiprocessing.get_context("fork")
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_noop)
+    p.start()
+    p.join()
+    r.close()
+    w.close()
+
+
 @pytest.fixture(autouse=True)
-def sysv_guard(tmp_path, monkeypatch):
+def sysv_guard(tmp_path, monkeypatch, mp_warm):
     monkeypatch.setenv("FASTIO_SHM_REGISTRY", str(tmp_path / "registry"))
     before = my_segments()
     leaks = LeakCheck()
@@ -74,6 +91,43 @@ def test_private_segment_and_stat_against_proc():
         s.buf[:3] = b"abc"
         assert bytes(s.asarray()[:3]) == b"abc"
     assert s.id not in {x.id for x in fastio.sysv_segments()}
+
+
+def test_key_zero_is_private_and_owned():
+    with fastio.SysVSharedMemory(0, 4096) as a:  # no create=True: still a new one
+        assert a.owner and a.key == fastio.IPC_PRIVATE
+        shmid = a.id
+    assert shmid not in {s.id for s in fastio.sysv_segments()}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to another user")
+def test_readonly_attach_by_another_user_and_permission_error():
+    key = free_key()
+    with fastio.SysVSharedMemory(key, 4096, create=True, mode=0o644) as a, \
+            fastio.SysVSharedMemory(None, 4096) as private:
+        a.buf[0] = 5
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            code = 3
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                r = fastio.SysVSharedMemory(key, readonly=True)
+                ok = r.buf[0] == 5
+                r.close()
+                try:
+                    fastio.SysVSharedMemory(key)  # read-write: 0644 forbids
+                    code = 1
+                except PermissionError:
+                    try:
+                        fastio.SysVSharedMemory._attach_id(private.id)
+                        code = 2
+                    except PermissionError:
+                        code = 0 if ok else 4
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_keyed_create_attach_exclusive_and_sizes():
