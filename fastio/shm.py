@@ -844,19 +844,21 @@ class SharedArray(np.ndarray):
         return shared_array(shape, dtype, backend=backend, order=order)
 
     def __array_finalize__(self, obj):
-        seg = getattr(obj, "_segment", None)
-        if seg is not None and not _inside(self, seg):
-            seg = None  # new memory (a ufunc's output): not the segment's
-        self._segment = seg
+        # A view inherits the segment; an array with memory of its own (a
+        # ufunc's output, a copy) does not. (Where the view's bytes are is
+        # checked when it is pickled: numpy may set a view's strides after
+        # this runs, as for .T.)
+        self._segment = getattr(obj, "_segment", None) if self.base is not None else None
 
     @property
     def segment(self):
         """The segment under the array (None for memory of its own)."""
-        return self._segment
+        seg = getattr(self, "_segment", None)
+        return seg if seg is not None and _inside(self, seg) else None
 
     def __reduce__(self):
-        seg = self._segment
-        if seg is None or seg.closed or not _inside(self, seg):
+        seg = self.segment
+        if seg is None:
             return np.asarray(self).__reduce__()
         # The offset of element [0, 0, ...] from the segment's start.
         first = self.__array_interface__["data"][0]
