@@ -245,13 +245,13 @@ stat_tuple(int shmid)
         return fastio_oserror(err, "shmctl IPC_STAT", NULL);
     }
     return Py_BuildValue(
-        "(nnllLLLIIIIIi)",
+        "(nnllLLLIIIIII)",
         (Py_ssize_t)ds.shm_segsz, (Py_ssize_t)ds.shm_nattch,
         (long)ds.shm_cpid, (long)ds.shm_lpid,
         (long long)ds.shm_atime, (long long)ds.shm_dtime, (long long)ds.shm_ctime,
         (unsigned int)ds.shm_perm.mode, (unsigned int)ds.shm_perm.uid,
         (unsigned int)ds.shm_perm.gid, (unsigned int)ds.shm_perm.cuid,
-        (unsigned int)ds.shm_perm.cgid, (int)ds.shm_perm.__key);
+        (unsigned int)ds.shm_perm.cgid, (unsigned int)(uint32_t)ds.shm_perm.__key);
 }
 
 PyDoc_STRVAR(sysv_stat_doc,
@@ -344,7 +344,8 @@ sysv_get_size(SysvObject *self, void *Py_UNUSED(closure))
 static PyObject *
 sysv_get_key(SysvObject *self, void *Py_UNUSED(closure))
 {
-    return PyLong_FromLong((long)self->key);
+    /* Keys are 32-bit patterns, shown unsigned (ipcs prints them in hex). */
+    return PyLong_FromUnsignedLong((unsigned long)(uint32_t)self->key);
 }
 
 static PyObject *
@@ -415,7 +416,7 @@ fastio_ftok(PyObject *module, PyObject *args)
         return NULL;
     }
     Py_DECREF(path);
-    return PyLong_FromLong((long)key);
+    return PyLong_FromUnsignedLong((unsigned long)(uint32_t)key);
 }
 
 PyDoc_STRVAR(sysv_remove_fn_doc,

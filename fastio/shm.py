@@ -215,15 +215,16 @@ def cleanup_orphans():
             continue
         if rec["persist"] or _alive(rec["pid"], rec["start"]):
             continue
+        name = rec["name"] if rec["kind"] == "posix" else rec["id"]
         try:
             if rec["kind"] == "posix":
-                _core.shm_unlink("/" + rec["name"])
-                name = rec["name"]
+                _core.shm_unlink("/" + name)
             else:
-                _core.sysv_remove(rec["id"])
-                name = rec["id"]
-        except FileNotFoundError:
-            pass
+                _core.sysv_remove(name)
+        except OSError as e:
+            # Gone meanwhile (another cleanup_orphans won the race).
+            if e.errno not in (errno.ENOENT, errno.EINVAL, errno.EIDRM):
+                raise
         else:
             removed.append(ShmSegment(rec["kind"], name, rec["pid"], False,
                                       False, rec["size"]))
@@ -596,7 +597,7 @@ _SHM_LOCKED = 0o2000
 def _stat_record(t):
     size, nattch, cpid, lpid, atime, dtime, ctime, mode, uid, gid, cuid, cgid, key = t
     return SysVStat(size, nattch, cpid, lpid, atime, dtime, ctime, mode & 0o777,
-                    uid, gid, cuid, cgid, key & 0xFFFFFFFF if key < 0 else key,
+                    uid, gid, cuid, cgid, key,
                     bool(mode & _SHM_DEST), bool(mode & _SHM_LOCKED))
 
 
@@ -771,7 +772,8 @@ def _sysv_rows():
                 if not v:
                     continue
                 rec = SysVSegment(
-                    int(v["key"]), int(v["shmid"]), int(v["perms"], 8) & 0o777,
+                    int(v["key"]) & 0xFFFFFFFF,  # printed signed; keys are unsigned here
+                    int(v["shmid"]), int(v["perms"], 8) & 0o777,
                     int(v["size"]), int(v["cpid"]), int(v["lpid"]), int(v["nattch"]),
                     int(v["uid"]), int(v["gid"]), int(v["cuid"]), int(v["cgid"]),
                     int(v["atime"]), int(v["dtime"]), int(v["ctime"]),

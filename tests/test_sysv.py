@@ -154,10 +154,22 @@ def test_keyed_create_attach_exclusive_and_sizes():
         fastio.SysVSharedMemory(key)
 
 
+def test_keys_with_the_high_bit_are_unsigned_everywhere():
+    key = free_key() | 0x80000000
+    if key in {s.key for s in fastio.sysv_segments()}:
+        pytest.skip("key in use")
+    with fastio.SysVSharedMemory(key, 4096, create=True) as a:
+        assert a.key == key == a.stat().key == row(a.id).key
+        with fastio.SysVSharedMemory(key - (1 << 32)) as b:  # the signed spelling
+            assert b.id == a.id
+        assert [s.name for s in fastio.shm_segments()] == [a.id]  # record current
+
+
 def test_ftok_path_keys(tmp_path):
     p = tmp_path / "keyfile"
     p.write_bytes(b"")
     key = fastio.ftok(str(p), 7)
+    assert fastio.ftok(str(p), 0x81) > 0  # unsigned, like every key here
     st = os.stat(p)
     # ftok(3): proj_id, st_dev and st_ino bits.
     assert key == ((7 & 0xFF) << 24 | (st.st_dev & 0xFF) << 16 | (st.st_ino & 0xFFFF))
