@@ -652,3 +652,13 @@ def test_close_while_another_thread_fills(populate):
         ours = [line for line in f if any(n in line for n in names)]
     assert ours == [], "a segment is still mapped"
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_generated_names_come_from_secrets_and_retry_on_collision(monkeypatch):
+    tokens = iter(["a" * 24, "a" * 24, "b" * 24])
+    monkeypatch.setattr(fastio.shm.secrets, "token_hex", lambda n: next(tokens))
+    prefix = fastio.shm._NAME_PREFIX
+    with fastio.SharedMemory(create=True, size=10) as a:
+        assert a.name == prefix + "a" * 24
+        with fastio.SharedMemory(create=True, size=10) as b:  # "a..." taken: retried
+            assert b.name == prefix + "b" * 24
