@@ -26,7 +26,6 @@ import argparse
 import concurrent.futures
 import multiprocessing
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,48 +33,17 @@ from multiprocessing import shared_memory as stdlib_shm
 
 import numpy as np
 
-import fastio
+# _common first: it puts this checkout's fastio first on sys.path.
+from _common import _read, machine_info  # noqa: I100
+
+import fastio  # noqa: E402
 
 MiB = 1 << 20
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def shm_mount():
-    try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                dev, mnt, fstype, opts = line.split()[:4]
-                if mnt == "/dev/shm":
-                    return f"{fstype} ({opts})"
-    except OSError:
-        pass
-    return "?"
-
-
-def thp_shmem():
-    try:
-        with open("/sys/kernel/mm/transparent_hugepage/shmem_enabled") as f:
-            return f.read().strip()
-    except OSError:
-        return "?"
-
-
 def print_machine():
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cpus, "
-          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB")
-    print(f"kernel: {platform.release()}; python {platform.python_version()}; "
-          f"numpy {np.__version__}")
-    print(f"/dev/shm: {shm_mount()}; shmem THP: {thp_shmem()}")
+    machine_info("/dev/shm")
+    print(f"shmem   : THP for shmem {_read('/sys/kernel/mm/transparent_hugepage/shmem_enabled')}")
 
 
 def rounds_of(fns, rounds):
