@@ -25,7 +25,6 @@ measured here. Prints the machine, the kernel and /dev/shm's mount.
 import argparse
 import concurrent.futures
 import multiprocessing
-import os
 import statistics
 import sys
 import time

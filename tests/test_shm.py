@@ -633,7 +633,7 @@ def test_close_while_another_thread_fills(populate):
         names.append(a.name)
         errors = []
 
-        def fill():
+        def fill(a):
             try:
                 a.fill(1)
             except ValueError:
@@ -641,7 +641,7 @@ def test_close_while_another_thread_fills(populate):
             except BaseException as e:  # pragma: no cover
                 errors.append(e)
 
-        t = threading.Thread(target=fill)
+        t = threading.Thread(target=fill, args=(a,))
         t.start()
         a.close()
         t.join()
