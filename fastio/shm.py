@@ -147,6 +147,20 @@ def _remove_record(path):
             pass
 
 
+def _remove_pending_record(path):
+    """Remove a pending record of ours, and nothing else: a process that
+    raced us for the same name and won may have replaced it by its own."""
+    if path is None:
+        return
+    try:
+        with open(path, "rb") as f:
+            rec = json.loads(f.read())
+    except (OSError, ValueError):
+        return
+    if rec.get("pid") == os.getpid() and rec.get("ino") is None:
+        _remove_record(path)
+
+
 def _read_records():
     d = registry_dir()
     for entry in os.listdir(d):
@@ -176,7 +190,9 @@ def _record_current(rec):
             st = os.stat(os.path.join(_SHM_DIR, rec["name"]))
         except FileNotFoundError:
             return False
-        return st.st_ino == rec["ino"]
+        # ino None: pending, the creator was between its record and its
+        # create (or died there): the name is what we know.
+        return rec["ino"] is None or st.st_ino == rec["ino"]
     seg = _sysv_rows().get(rec["id"])
     return seg is not None and seg.key == rec["key"] and seg.ctime == rec["ctime"]
 
@@ -214,6 +230,13 @@ def cleanup_orphans():
             _remove_record(path)
             continue
         if rec["persist"] or _alive(rec["pid"], rec["start"]):
+            continue
+        if (rec["kind"] == "posix" and rec["ino"] is None
+                and not rec["name"].startswith(_NAME_PREFIX)):
+            # A creator that died between its record and its create of a
+            # name of the caller's choosing: the segment of that name may be
+            # someone else's (their create won). Listed, never removed.
+            # (A generated name cannot be anyone else's.)
             continue
         name = rec["name"] if rec["kind"] == "posix" else rec["id"]
         try:
@@ -323,28 +346,40 @@ class SharedMemory(_core.SharedMemory):
             self._init(bare, "posix", owner=False, persist=persist)
             return self
         _check_size(size)
-        if name is not None:
-            bare = _check_name(name)
-            self = super().__new__(cls, "/" + bare, size, create=True, mode=mode,
-                                   readonly=readonly, populate=populate,
-                                   hugepages=hugepages)
+        names = [_check_name(name)] if name is not None else (
+            _generated_name() for _ in range(16))
+        for bare in names:
+            # The record first, marked pending (no inode yet): a creator
+            # killed between the create and the record cannot leave a
+            # segment that no record names.
+            # A record already there is another segment's of the same name
+            # (then our create fails) or stale (then _init replaces it).
+            record = None
+            if not os.path.exists(_record_path("posix", bare)):
+                record = _write_record("posix", bare, name=bare, ino=None,
+                                       persist=persist, size=size)
+            try:
+                self = super().__new__(cls, "/" + bare, size, create=True, mode=mode,
+                                       readonly=readonly, populate=populate,
+                                       hugepages=hugepages)
+                break
+            except FileExistsError:
+                # Someone else's segment: never leave a record naming it.
+                _remove_pending_record(record)
+                if name is not None:
+                    raise
+                # A generated name taken (2**-96: only if someone guessed it).
+            except BaseException:
+                _remove_pending_record(record)
+                raise
         else:
-            for _ in range(16):
-                bare = _generated_name()
-                try:
-                    self = super().__new__(cls, "/" + bare, size, create=True,
-                                           mode=mode, readonly=readonly,
-                                           populate=populate, hugepages=hugepages)
-                    break
-                except FileExistsError:  # 2**-96: only if someone guessed
-                    continue
-            else:
-                raise FileExistsError(errno.EEXIST, "no free generated shm name")
+            raise FileExistsError(errno.EEXIST, "no free generated shm name")
         try:
             self._init(bare, "posix", owner=True, persist=persist)
         except BaseException:
             self.close()
             _core.shm_unlink("/" + bare)
+            _remove_record(_record_path("posix", bare))
             raise
         return self
 

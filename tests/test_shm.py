@@ -662,3 +662,38 @@ def test_generated_names_come_from_secrets_and_retry_on_collision(monkeypatch):
         assert a.name == prefix + "a" * 24
         with fastio.SharedMemory(create=True, size=10) as b:  # "a..." taken: retried
             assert b.name == prefix + "b" * 24
+
+
+def _die_after_create(conn):
+    # Killed between the create and the final record: only the pending
+    # record names the segment.
+    fastio.shm.SharedMemory._init = lambda *args, **kwargs: os._exit(0)
+    conn.send(fastio.shm._NAME_PREFIX)
+    fastio.SharedMemory(create=True, size=4096)
+
+
+def test_creator_dying_during_create_is_still_cleaned_up():
+    ctx = multiprocessing.get_context("fork")
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_die_after_create, args=(w,))
+    p.start()
+    prefix = r.recv()
+    p.join()
+    r.close()
+    w.close()
+    listed = fastio.shm_segments()
+    assert len(listed) == 1 and listed[0].name.startswith(prefix)
+    assert listed[0].pid == p.pid and not listed[0].alive
+    assert os.path.exists(os.path.join(SHM, listed[0].name))
+    assert [s.name for s in fastio.cleanup_orphans()] == [listed[0].name]
+    assert not os.path.exists(os.path.join(SHM, listed[0].name))
+
+
+def test_a_failed_create_keeps_the_existing_segments_record():
+    name = unique_name("rec")
+    a = fastio.SharedMemory(name, create=True, size=10)
+    with pytest.raises(FileExistsError):
+        fastio.SharedMemory(name, create=True, size=10)
+    assert [s.name for s in fastio.shm_segments()] == [name]
+    a.close()
+    assert fastio.shm_segments() == []
