@@ -330,8 +330,9 @@ class SharedMemory(_core.SharedMemory):
     memoryviews use the memory. See docs/shm.md.
     """
 
+    # __dict__: users (and the stdlib's users) may hang attributes on it.
     __slots__ = ("_name", "_owner", "_persist", "_finalizer", "_kind",
-                 "_unlinked", "_pid", "_record")
+                 "_unlinked", "_pid", "_record", "__dict__")
 
     def __new__(cls, name=None, create=False, size=0, *, mode=0o600, persist=False,
                 readonly=False, populate=False, hugepages=False):
@@ -651,7 +652,8 @@ class SysVSharedMemory(_core.SysVSharedMemory):
     persist=True. close() detaches (shmdt), safely with live numpy views.
     """
 
-    __slots__ = ("_owner", "_persist", "_finalizer", "_removed", "_pid", "_record")
+    __slots__ = ("_owner", "_persist", "_finalizer", "_removed", "_pid", "_record",
+                 "__dict__")
 
     def __new__(cls, key=None, size=0, *, create=False, mode=0o600, hugepages=False,
                 readonly=False, proj_id=None, persist=False, populate=False):
