@@ -96,7 +96,7 @@ def _decode_array_meta(meta):
 
 
 class Channel(_core.Channel):
-    """Channel(capacity=None, *, buffer=None, offset=0)
+    """Channel(capacity=None, *, buffer=None, offset=0, shared=False)
 
     A single-producer single-consumer message ring in shared memory that
     moves bytes and numpy arrays between two processes: one copy in
@@ -104,7 +104,10 @@ class Channel(_core.Channel):
 
     Without buffer, the ring is a new anonymous shared mapping of
     Channel.HEADER + capacity bytes (default capacity 4 MiB), inherited by
-    children created with fork (os.fork, multiprocessing's 'fork' context).
+    children created with fork (os.fork, multiprocessing's 'fork' context);
+    with shared=True, a new fastio.SharedMemory segment instead, which any
+    process can attach by name (Channel.attach(ch.name)) and which pickles
+    to spawned processes; it is unlinked when this Channel is closed.
     With buffer (any writable shared buffer: fastio.mmap of a file in
     /dev/shm, a SharedMemory's memory), the ring is created in it at
     offset; capacity None uses all of it. Another process attaches with
@@ -121,7 +124,7 @@ class Channel(_core.Channel):
 
     __slots__ = ("_buffer", "_mv", "_owns")
 
-    def __new__(cls, capacity=None, *, buffer=None, offset=0):
+    def __new__(cls, capacity=None, *, buffer=None, offset=0, shared=False):
         if capacity is not None:
             cap = operator.index(capacity)
             if cap <= 0:
@@ -132,8 +135,14 @@ class Channel(_core.Channel):
         else:
             cap = 0 if buffer is not None else _DEFAULT_CAPACITY
         owns = buffer is None
-        if owns:
+        if owns and shared:
+            from .shm import SharedMemory
+            buffer = SharedMemory(create=True, size=_core.Channel.HEADER + cap)
+        elif owns:
             buffer = _mmap(-1, _core.Channel.HEADER + cap)
+        elif shared:
+            raise ValueError("shared=True makes the Channel's own segment: "
+                             "pass it without buffer=")
         try:
             self = super().__new__(cls, buffer, offset, cap, create=True)
         except BaseException:
@@ -148,10 +157,28 @@ class Channel(_core.Channel):
         """attach(buffer, offset=0)
 
         A handle on the Channel another process created in buffer at offset
-        (ValueError if the memory holds none)."""
-        self = _core.Channel.__new__(cls, buffer, offset, 0, create=False)
-        self._setup(buffer, False)
+        (ValueError if the memory holds none). buffer may be the name of a
+        fastio.SharedMemory segment (Channel.name of a Channel created with
+        shared=True): the segment is attached, and closed with the handle."""
+        owns = isinstance(buffer, str)
+        if owns:
+            from .shm import SharedMemory
+            buffer = SharedMemory(buffer)
+        try:
+            self = _core.Channel.__new__(cls, buffer, offset, 0, create=False)
+        except BaseException:
+            if owns:
+                buffer.close()
+            raise
+        self._setup(buffer, owns)
         return self
+
+    @property
+    def name(self):
+        """The name of the SharedMemory segment the Channel lives in (for
+        Channel.attach(name)), or None (anonymous memory, other buffers)."""
+        name = getattr(self._buffer, "name", None)
+        return name if isinstance(name, str) else None
 
     @staticmethod
     def segment_size(capacity):

@@ -497,6 +497,75 @@ def test_channel_and_lock_pickle_to_spawn_child(tmp_path):
         os.unlink(path)
 
 
+def _spawn_by_name(name):
+    with fastio.Channel.attach(name) as ch:
+        for i in range(50):
+            ch.send(np.full(1000, i, dtype=np.float64))
+
+
+def _spawn_pickled_shared(ch):
+    ch.send(b"from the pickled handle")
+    ch.close()
+
+
+def test_shared_memory_channel_by_name_and_by_pickle():
+    before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    ctx = multiprocessing.get_context("spawn")
+    with fastio.Channel(1 << 16, shared=True) as ch:
+        assert ch.name and ch.capacity == 1 << 16
+        p = ctx.Process(target=_spawn_by_name, args=(ch.name,))
+        p.start()
+        for i in range(50):
+            a = ch.recv(timeout=60)
+            assert a.shape == (1000,) and (a == i).all()
+        with pytest.raises(EOFError):  # the child's handle closed at exit
+            ch.recv(timeout=60)
+        p.join(60)
+        assert p.exitcode == 0
+    with fastio.Channel(4096, shared=True) as ch:
+        p = ctx.Process(target=_spawn_pickled_shared, args=(ch,))
+        p.start()
+        assert ch.recv(timeout=60) == b"from the pickled handle"
+        p.join(60)
+        assert p.exitcode == 0
+    with pytest.raises(FileNotFoundError):
+        fastio.Channel.attach(ch.name)  # the creator's close() unlinked it
+    with pytest.raises(ValueError, match="shared=True"):
+        fastio.Channel(4096, buffer=fastio.mmap(-1, 8192), shared=True)
+    if os.path.isdir("/dev/shm"):  # no segment left behind
+        assert not {n for n in os.listdir("/dev/shm") if n.startswith("fio_")} - before
+
+
+def test_lock_in_shared_memory_pickles_to_spawn_child():
+    seg = fastio.SharedMemory(create=True, size=4096)
+    try:
+        lock = fastio.Lock(seg, 0)
+        sem = fastio.Semaphore(seg, 64, value=0)
+        counter = np.frombuffer(seg, dtype=np.int64, count=1, offset=128)
+        p = multiprocessing.get_context("spawn").Process(
+            target=_spawn_lock_worker, args=(lock, sem, seg))
+        p.start()
+        for _ in range(300):
+            with lock:
+                counter[0] += 1
+        assert sem.acquire(timeout=60)
+        p.join(60)
+        assert p.exitcode == 0 and counter[0] == 600
+        del counter
+        lock.close()
+        sem.close()
+    finally:
+        seg.close()
+
+
+def _spawn_lock_worker(lock, sem, seg):
+    counter = np.frombuffer(seg, dtype=np.int64, count=1, offset=128)
+    for _ in range(300):
+        with lock:
+            counter[0] += 1
+    sem.release()
+
+
 # ---------------------------------------------------------------- leaks, introspection
 
 def test_no_leaks():
