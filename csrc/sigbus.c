@@ -61,9 +61,10 @@ static _Thread_local guard *current_guard
  * fence (no CPU fence) is enough. */
 #define SIGNAL_FENCE() __atomic_signal_fence(__ATOMIC_SEQ_CST)
 
-/* The guard's entry and exit. The jump buffer is saved without the signal
- * mask (sigsetjmp(env, 0)): saving it costs a sigprocmask system call on
- * every m[i]. The handler is installed with SA_NODEFER and an empty
+/* The guard's entry and exit, inside the sigsetjmp's zero branch: the guard
+ * is published only once its jump buffer is filled. The jump buffer is
+ * saved without the signal mask (sigsetjmp(env, 0)): saving it costs a
+ * sigprocmask system call on every m[i]. The handler is installed with SA_NODEFER and an empty
  * sa_mask, so the kernel blocks nothing while it runs and there is no mask
  * to restore; the handler still unblocks SIGBUS before jumping, for the case
  * where a handler in front of ours re-raised it with SIGBUS blocked. */
@@ -97,8 +98,8 @@ int
 fastio_guarded_call(void (*fn)(void *arg), void *arg, fastio_fault *fault)
 {
     guard g;
-    GUARD_ENTER(g);
     if (sigsetjmp(g.env, 0) == 0) {
+        GUARD_ENTER(g);
         fn(arg);
         GUARD_LEAVE(g);
         return 0;
@@ -112,8 +113,8 @@ int
 fastio_guarded_memmove(void *dst, const void *src, size_t n, fastio_fault *fault)
 {
     guard g;
-    GUARD_ENTER(g);
     if (sigsetjmp(g.env, 0) == 0) {
+        GUARD_ENTER(g);
         memmove(dst, src, n);
         GUARD_LEAVE(g);
         return 0;
@@ -127,8 +128,8 @@ fastio_guarded_memchr(const void *s, int c, size_t n, const void **hit,
                       fastio_fault *fault)
 {
     guard g;
-    GUARD_ENTER(g);
     if (sigsetjmp(g.env, 0) == 0) {
+        GUARD_ENTER(g);
         *hit = memchr(s, c, n);
         GUARD_LEAVE(g);
         return 0;
@@ -142,8 +143,8 @@ fastio_guarded_memmem(const void *hay, size_t hlen, const void *needle,
                       size_t nlen, const void **hit, fastio_fault *fault)
 {
     guard g;
-    GUARD_ENTER(g);
     if (sigsetjmp(g.env, 0) == 0) {
+        GUARD_ENTER(g);
         *hit = memmem(hay, hlen, needle, nlen);
         GUARD_LEAVE(g);
         return 0;
