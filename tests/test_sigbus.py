@@ -115,8 +115,10 @@ def test_accessor_raises_and_process_lives(shrunk, op, call, offset):
     with pytest.raises(fastio.MappingError) as excinfo:
         call(shrunk)
     assert_mapping_error(excinfo, op, offset)
-    # The bytes the file still covers are intact, and the map still works.
-    assert shrunk[:KEEP] == b"\0" * KEEP
+    # The map still works. (A write straddling the file's end may have
+    # stored its bytes before the lost page, as libc's memmove or ASan's
+    # copies them in its own order: only the bytes well before are checked.)
+    assert shrunk[:KEEP - 8] == b"\0" * (KEEP - 8)
     shrunk[0] = 1
     assert shrunk[0] == 1
 
