@@ -965,10 +965,9 @@ uring_open(void **ctxp, const fastio_aio_options *opts, unsigned *features)
         return err;
     }
     c->features = flags_to_features(c->setup_flags);
+    c->cancel_any = detect_cancel_any(c);
 #ifdef FASTIO_URING_TEST_NO_CANCEL_ANY
     c->cancel_any = 0; /* the C harness exercises the pre-5.19 path */
-#else
-    c->cancel_any = detect_cancel_any(c);
 #endif
     if (!c->cancel_any) {
         c->track = calloc(c->depth, sizeof *c->track);
