@@ -170,6 +170,18 @@ load_relaxed(const uint32_t *p)
     return atomic_load_explicit((_Atomic uint32_t *)(uintptr_t)p, memory_order_relaxed);
 }
 
+/* gettid() is a real system call: cache it per thread, since every submit
+ * and reap asks. */
+static _Thread_local pid_t cached_tid;
+
+static pid_t
+current_tid(void)
+{
+    if (cached_tid == 0)
+        cached_tid = (pid_t)syscall(SYS_gettid);
+    return cached_tid;
+}
+
 /* ------------------------------------------------------------------ */
 /* The context */
 
@@ -261,7 +273,7 @@ ring_create(uring_ctx *c, int plain)
     c->kfeatures = p.features;
     c->sq_entries = p.sq_entries;
     c->cq_entries = p.cq_entries;
-    c->owner = (pid_t)syscall(SYS_gettid);
+    c->owner = current_tid();
 
     c->sq_map_len = p.sq_off.array + p.sq_entries * sizeof(uint32_t);
     c->cq_map_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
@@ -393,13 +405,14 @@ track_del(uring_ctx *c, uint64_t ud)
 
 static int ring_rebuild_plain(uring_ctx *c);
 
+
 /* A call from a thread other than the ring's creator: see the top comment. */
 static int
 check_thread(uring_ctx *c)
 {
     if (!(c->setup_flags & U_SETUP_SINGLE_ISSUER))
         return 0;
-    if ((pid_t)syscall(SYS_gettid) == c->owner)
+    if (current_tid() == c->owner)
         return 0;
     if (c->inflight || c->internal)
         return -EEXIST;
@@ -867,7 +880,8 @@ uring_probe(char *why, size_t whylen, unsigned *features)
     int fd = sys_setup(2, &p);
     if (fd < 0) {
         if (fd == -ENOSYS)
-            snprintf(why, whylen, "io_uring_setup: ENOSYS (kernel without io_uring)");
+            snprintf(why, whylen, "io_uring_setup: ENOSYS (kernel without io_uring%s)",
+                     seccomp_mode() == 2 ? ", or a seccomp filter answering ENOSYS" : "");
         else if (fd == -EPERM)
             why_eperm(why, whylen);
         else if (fd == -ENOMEM)

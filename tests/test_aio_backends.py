@@ -126,3 +126,23 @@ def test_io_uring_setup_flags(harness):
         assert {"single_issuer", "defer_taskrun"} <= features
     if "defer_taskrun" in features:
         assert "single_issuer" in features  # the kernel requires both
+
+
+@pytest.mark.parametrize("backend,errno_,expect", [
+    ("io_uring", 1, ["EPERM", "kernel.io_uring_disabled=", "seccomp"]),
+    ("io_uring", 38, ["ENOSYS", "kernel without io_uring"]),
+    ("linux_aio", 1, ["EPERM", "seccomp"]),
+    ("linux_aio", 11, ["EAGAIN", "fs.aio-max-nr="]),
+    ("linux_aio", 38, ["ENOSYS", "CONFIG_AIO"]),
+])
+def test_probe_reason(harness, backend, errno_, expect):
+    """The probe's one-line reason when the setup call is refused (a seccomp
+    filter installed in the harness process plays the refusing host)."""
+    proc = _run(harness["default"], "probe-filtered", backend, str(errno_))
+    if proc.returncode == 77:
+        pytest.skip(f"cannot install a seccomp filter here: {proc.stdout.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    _, code, why = proc.stdout.strip().split(" ", 2)
+    assert int(code) == -errno_
+    for word in expect:
+        assert word in why, why

@@ -5,6 +5,9 @@
  *   engines test BACKEND DIR [DIRECT_DIR]
  *       one line per check: "ok NAME", "skip NAME: why" or "FAIL NAME: why";
  *       exit 1 if a check failed, 77 if the backend's probe fails.
+ *   engines probe-filtered BACKEND ERRNO
+ *       probe under a seccomp filter that fails the backend's setup call
+ *       (io_uring_setup / io_setup) with ERRNO: prints the probe's reason.
  *   engines bench METHOD FILE DEPTH SECONDS [direct] [fixed]
  *       random 4 KiB reads over FILE for SECONDS; prints "iops N".
  *       METHOD: pread (a pread loop, depth ignored), io_uring, linux_aio.
@@ -18,13 +21,17 @@
 #include "aio.h"
 
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -804,9 +811,41 @@ cmd_bench(const char *method, const char *file, unsigned depth, double seconds, 
     return 0;
 }
 
+/* A seccomp filter failing one system call with err, as a container's
+ * profile does for io_uring. */
+static int
+filter_syscall(long nr, int err)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {(unsigned short)(sizeof f / sizeof f[0]), f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+        return -1;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+}
+
 int
 main(int argc, char **argv)
 {
+    if (argc >= 4 && !strcmp(argv[1], "probe-filtered")) {
+        ops = find_backend(argv[2]);
+        if (!ops)
+            return 2;
+        long nr = !strcmp(ops->name, "io_uring") ? __NR_io_uring_setup : __NR_io_setup;
+        if (filter_syscall(nr, atoi(argv[3]))) {
+            printf("no-seccomp %s\n", strerror(errno));
+            return 77;
+        }
+        char why[256];
+        unsigned f;
+        int err = ops->probe(why, sizeof why, &f);
+        printf("probe %d %s\n", err, why);
+        return 0;
+    }
     if (argc >= 3 && !strcmp(argv[1], "probe")) {
         ops = find_backend(argv[2]);
         if (!ops)
