@@ -583,7 +583,7 @@ uring_reap(void *ctx, fastio_aio_cqe *out, unsigned max, unsigned min_complete,
         }
         if (got >= min_complete)
             left = 0; /* min 0: run pending completions once, do not wait */
-        unsigned want = min_complete - got + c->internal;
+        unsigned want = (got < min_complete ? min_complete - got : 0) + c->internal;
         int r = cq_wait(c, want, left);
         waited = 1;
         got += cq_copy(c, out + got, max - got);
@@ -973,7 +973,11 @@ uring_open(void **ctxp, const fastio_aio_options *opts, unsigned *features)
     c->depth = opts->depth;
     c->sqpoll = opts->sqpoll;
     c->sqpoll_idle_ms = opts->sqpoll_idle_ms;
+#ifdef FASTIO_URING_TEST_PLAIN
+    int err = ring_create(c, 1); /* benchmarks: the plain ring, for comparison */
+#else
     int err = ring_create(c, 0);
+#endif
     if (err < 0) {
         free(c);
         return err;
