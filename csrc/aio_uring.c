@@ -634,6 +634,7 @@ uring_cancel_all(void *ctx)
         return err;
     if (c->inflight == 0)
         return 0;
+    unsigned before = c->internal;
     if (c->cancel_any) {
         err = submit_internal_cancel(c, 1, 0);
     }
@@ -645,6 +646,15 @@ uring_cancel_all(void *ctx)
     do {
         r = sq_flush(c, 0, 0, NULL, 0);
     } while (r == -EINTR);
+    if (!(c->setup_flags & U_SETUP_SQPOLL)) {
+        /* Without SQPOLL the SQ held only our cancels (submit takes back
+         * what the kernel leaves), and sq_flush took back those the kernel
+         * refused: no completion will come for them. */
+        unsigned written = c->internal - before;
+        unsigned taken = r > 0 ? (unsigned)r : 0;
+        if (taken < written)
+            c->internal -= written - taken;
+    }
     return err ? err : (r < 0 ? r : 0);
 }
 
@@ -659,6 +669,10 @@ detect_cancel_any(uring_ctx *c)
     do {
         r = sq_flush(c, U_ENTER_GETEVENTS, 1, NULL, 0);
     } while (r == -EINTR);
+    if (r <= 0 && !(c->setup_flags & U_SETUP_SQPOLL)) {
+        c->internal = 0; /* not taken: no completion to wait for */
+        return 0;
+    }
     int ok = 0;
     while (c->internal) {
         uint32_t head = load_relaxed(c->cq_head);
