@@ -22,7 +22,8 @@ SOURCES = ["tests/c/engines.c", "csrc/aio_uring.c", "csrc/aio_linux.c"]
 CHECKS = {
     "io_uring": ["open", "reads_depth1", "reads_depth32", "writes", "fsync", "errors",
                  "depth_full", "reap_timeout", "cancel_all", "close_in_flight",
-                 "registered", "eventfd", "other_thread", "sqpoll", "direct"],
+                 "registered", "eventfd", "other_thread", "busy_other_thread", "sqpoll",
+                 "direct"],
     "linux_aio": ["open", "reads_depth1", "reads_depth32", "writes", "fsync", "errors",
                   "depth_full", "reap_timeout", "cancel_all", "close_in_flight",
                   "eventfd", "other_thread", "direct"],

@@ -610,6 +610,65 @@ check_threads(int fd)
         report("FAIL", "other_thread", "other thread %d, then creator %d", first, a.ok);
 }
 
+struct busy_arg {
+    void *ctx;
+    int reap_rc;
+};
+
+static void *
+reap_elsewhere(void *p)
+{
+    struct busy_arg *a = p;
+    fastio_aio_cqe cq[2];
+    struct timespec zero = {0, 0};
+    a->reap_rc = ops->reap(a->ctx, cq, 2, 0, &zero);
+    return NULL;
+}
+
+/* io_uring, single-issuer ring, a request in flight (a read from an empty
+ * pipe): another thread's reap is refused with -EEXIST (only the creator
+ * can run its completions); the creator then cancels and reaps it. */
+static void
+check_busy_other_thread(unsigned open_features)
+{
+    if (strcmp(ops->name, "io_uring")) {
+        report("skip", "busy_other_thread", "io_uring only");
+        return;
+    }
+    if (!(open_features & FASTIO_AIO_F_DEFER_TASKRUN)) {
+        report("skip", "busy_other_thread", "no DEFER_TASKRUN ring here");
+        return;
+    }
+    void *ctx;
+    unsigned feat;
+    int p[2];
+    if (pipe(p) || open_ctx(&ctx, 4, 0, &feat) < 0) {
+        report("FAIL", "busy_other_thread", "setup");
+        return;
+    }
+    unsigned char buf[16];
+    fastio_aio_req r = mkreq(7, FASTIO_OP_READ, p[0], buf, sizeof buf, -1);
+    int s = ops->submit(ctx, &r, 1);
+    struct busy_arg a = {ctx, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, reap_elsewhere, &a);
+    pthread_join(t, NULL);
+    int c = ops->cancel_all(ctx);
+    fastio_aio_cqe cq[2];
+    int g = 0;
+    while (g == 0 || g == -EINTR)
+        g = ops->reap(ctx, cq, 2, 1, NULL);
+    ops->close(ctx);
+    close(p[0]);
+    close(p[1]);
+    if (s == 1 && a.reap_rc == -EEXIST && c == 0 && g == 1 && cq[0].user_data == 7 &&
+        cq[0].res == -ECANCELED)
+        report("ok", "busy_other_thread", NULL);
+    else
+        report("FAIL", "busy_other_thread", "submit %d, other reap %d, cancel %d, reap %d", s,
+               a.reap_rc, c, g);
+}
+
 static void
 print_features(unsigned f)
 {
@@ -647,7 +706,7 @@ cmd_test(const char *dir, const char *direct_dir)
         return 1;
     }
     void *ctx;
-    unsigned of;
+    unsigned of = 0;
     err = open_ctx(&ctx, 32, 0, &of);
     if (err)
         report("FAIL", "open", "%s", strerror(-err));
@@ -667,6 +726,7 @@ cmd_test(const char *dir, const char *direct_dir)
     check_registered(fd);
     check_eventfd(fd);
     check_threads(fd);
+    check_busy_other_thread(of);
     if (!strcmp(ops->name, "io_uring")) {
         if (f & FASTIO_AIO_F_SQPOLL)
             check_reads("sqpoll", fd, 32, 1, 2000);
