@@ -463,8 +463,12 @@ uring_submit(void *ctx, const fastio_aio_req *reqs, unsigned n)
             sqe->opcode = U_OP_FSYNC;
             break;
         default:
-            c->sq_local_tail = start;
-            return i ? (int)i : -EINVAL;
+            /* Not an opcode: submit those before it; refused when first. */
+            c->sq_local_tail = start + i;
+            if (i == 0)
+                return -EINVAL;
+            k = i;
+            break;
         }
     }
     if (k == 0)
