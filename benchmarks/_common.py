@@ -7,7 +7,9 @@ compared with another one honestly.
 """
 import os
 import platform
+import statistics
 import sys
+import time
 
 import numpy as np
 
@@ -38,20 +40,28 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
-def filesystem_of(path):
-    """'ext4 on /dev/vda at /' for the mount that holds path."""
+def mount_of(path):
+    """(device, mount point, filesystem type) of the mount that holds path:
+    the longest mount point that is path or a parent of it."""
     path = os.path.realpath(path)
-    best, fstype = "", "unknown"
+    best = ("?", "", "unknown")
     try:
-        with open("/proc/mounts") as fh:
+        with open("/proc/self/mounts") as fh:
             for line in fh:
                 dev, mnt, typ = line.split()[:3]
+                mnt = mnt.replace("\\040", " ")  # /proc/mounts escapes spaces
                 inside = path == mnt or path.startswith(mnt.rstrip("/") + "/")
-                if inside and len(mnt) >= len(best):
-                    best, fstype = mnt, f"{typ} on {dev} at {mnt}"
+                if inside and len(mnt) >= len(best[1]):
+                    best = (dev, mnt, typ)
     except OSError:
         pass
-    return fstype
+    return best
+
+
+def filesystem_of(path):
+    """'ext4 on /dev/vda at /' for the mount that holds path."""
+    dev, mnt, typ = mount_of(path)
+    return f"{typ} on {dev} at {mnt}" if mnt else "unknown"
 
 
 def _read(path, default="?"):
@@ -116,3 +126,47 @@ def evict(path):
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
+
+
+def timed(fn):
+    """Wall-clock seconds of one call of fn(); what fn returns is freed after
+    the clock stops (freeing a large result is not part of making it)."""
+    t0 = time.perf_counter()
+    out = fn()
+    seconds = time.perf_counter() - t0
+    del out
+    return seconds
+
+
+def run_rounds(contenders, rounds, once=timed):
+    """Interleaved rounds (A B C ..., A B C ...), so that drift on a shared,
+    noisy machine hits every contender alike. contenders: {name: fn} or
+    [(name, fn)]; once(fn) -> seconds. Returns {name: [seconds per round]}."""
+    contenders = dict(contenders)
+    times = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            times[name].append(once(fn))
+    return times
+
+
+median = statistics.median
+
+
+def print_table(rows, columns, first="contender", indent=""):
+    """One line per row of rows ({name: value}, e.g. {name: [seconds...]}):
+    the name, then one cell per column (heading, figure, format), the cell
+    being format(figure(value), format). A format ending in 'x' is a ratio:
+    the x is printed after the number. Columns are as wide as their widest
+    cell; every line starts with indent."""
+    lines = [[first] + [heading for heading, _, _ in columns]]
+    for name, value in rows.items():
+        line = [name]
+        for _, figure, fmt in columns:
+            ratio = fmt.endswith("x")
+            line.append(format(figure(value), fmt[:-1] if ratio else fmt) + ("x" if ratio else ""))
+        lines.append(line)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        print(f"{indent}{line[0]:<{widths[0]}}" +
+              "".join(f"  {cell:>{w}}" for cell, w in zip(line[1:], widths[1:])))

@@ -18,15 +18,16 @@ written to the page cache (no fsync) and deleted after each run.
 """
 import argparse
 import os
-import platform
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+# _common first: it puts this checkout's fastio first on sys.path.
+from _common import (cache_state, filesystem_of, machine_info, make_file, median, mount_of,
+                     print_table, run_rounds, warm)
 import fastio
 
 READER = r"""
@@ -53,67 +54,26 @@ while True:
 
 
 def fs_type(path):
-    """The filesystem type of the mount holding path (longest prefix)."""
-    path = os.path.realpath(path)
-    best, kind = "", "?"
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            dev, mnt, typ = line.split()[:3]
-            mnt = mnt.replace("\\040", " ")
-            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
-                best, kind = mnt, typ
-    return kind
+    """The filesystem type of the mount holding path, e.g. 'ext4'."""
+    return mount_of(path)[2]
 
 
-def machine():
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (f"{platform.node()}: {cpu}, {os.cpu_count()} cpus, "
-            f"Linux {platform.release()}, Python {platform.python_version()}, "
-            f"fastio {fastio.__version__}")
-
-
-def make_file(path, size):
-    chunk = os.urandom(1 << 20)
-    with open(path, "wb") as f:
-        for _ in range(size // len(chunk)):
-            f.write(chunk)
-        f.write(chunk[: size % len(chunk)])
-    with open(path, "rb") as f:  # warm the page cache
-        while f.read(1 << 22):
-            pass
+def make_warm_file(path, size):
+    make_file(path, size)
+    warm(path)
 
 
 def gbps(size, seconds):
     return size / seconds / 1e9
 
 
-def run_rounds(contenders, rounds, once):
-    """once(fn) -> seconds. Returns {name: [seconds...]}."""
-    times = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, fn in contenders.items():
-            times[name].append(once(fn))
-    return times
-
-
 def report(title, size, times, baselines):
     print(f"\n{title}")
-    med = {k: statistics.median(v) for k, v in times.items()}
-    width = max(map(len, med))
-    head = "".join(f"  vs {b:<18}" for b in baselines)
-    print(f"  {'method':<{width}}  {'GB/s':>6}  {'min..max GB/s':>14}{head}")
-    for name, t in med.items():
-        lo, hi = gbps(size, max(times[name])), gbps(size, min(times[name]))
-        ratios = "".join(f"  {med[b] / t:>6.2f}x{'':<14}" for b in baselines)
-        print(f"  {name:<{width}}  {gbps(size, t):6.2f}  {lo:6.2f}..{hi:<6.2f}{ratios}")
+    med = {k: median(v) for k, v in times.items()}
+    columns = [("GB/s", lambda ts: gbps(size, median(ts)), ".2f"),
+               ("min..max GB/s", lambda ts: f"{gbps(size, max(ts)):.2f}..{gbps(size, min(ts)):.2f}", "")]
+    columns += [(f"vs {b}", lambda ts, b=b: med[b] / median(ts), ".2fx") for b in baselines]
+    print_table(times, columns, first="method", indent="  ")
     return med
 
 
@@ -185,7 +145,8 @@ def bench_copy(directory, size, rounds):
     try:
         src = os.path.join(work, "src.bin")
         dst = os.path.join(work, "dst.bin")
-        make_file(src, size)
+        make_warm_file(src, size)
+        print(f"\ncopy source on {filesystem_of(src)}; cache: {cache_state(src)}")
         contenders = {"fastio.copyfile (auto)": lambda: fastio.copyfile(src, dst)}
         for m in fastio.COPYFILE_METHODS:
             try:
@@ -227,15 +188,15 @@ def main():
                          "which leaves the sender's cost alone in the figure")
     args = ap.parse_args()
     size = args.size_mib << 20
-    print(machine())
-    print("cache: source files warm in the page cache; copies written to the page "
-          "cache without fsync, deleted after each run")
+    machine_info()
+    print("cache   : source files read once before timing (residency measured below); "
+          "copies written to the page cache without fsync, deleted after each run")
 
     work = tempfile.mkdtemp(prefix="fastio-bench-", dir=args.dir)
     try:
         src = os.path.join(work, "src.bin")
-        make_file(src, size)
-        print(f"socket source file on {fs_type(src)} ({src})")
+        make_warm_file(src, size)
+        print(f"socket source {src} on {filesystem_of(src)}; cache: {cache_state(src)}")
         sock = bench_socket(src, size, args.rounds, args.reader)
     finally:
         shutil.rmtree(work, ignore_errors=True)
