@@ -37,6 +37,7 @@ extern PyType_Spec fastio_mmap_spec;     /* mmap.c */
 extern PyType_Spec fastio_buffer_spec;   /* buffer.c */
 extern PyMethodDef fastio_rw_methods[];      /* rw.c: pread, pwrite, ... */
 extern PyMethodDef fastio_memory_methods[];  /* buffer.c: heap_info, ... */
+extern PyMethodDef fastio_transfer_methods[];  /* transfer.c: sendfile, ... */
 
 /* ------------------------------------------------------------------ */
 /* errors.c: the only place an OSError is built from an errno.

@@ -160,7 +160,8 @@ fastio_exec(PyObject *module)
         return -1;
     }
     if (PyModule_AddFunctions(module, fastio_rw_methods) < 0 ||
-        PyModule_AddFunctions(module, fastio_memory_methods) < 0) {
+        PyModule_AddFunctions(module, fastio_memory_methods) < 0 ||
+        PyModule_AddFunctions(module, fastio_transfer_methods) < 0) {
         return -1;
     }
     return 0;

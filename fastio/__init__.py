@@ -19,5 +19,6 @@ from .mapping import *  # noqa: E402,F401,F403  mmap
 from .memory import *  # noqa: E402,F401,F403  Buffer, empty, heap_info
 from .fileio import *  # noqa: E402,F401,F403  pread, pwrite, ..., read_file
 from .arrays import *  # noqa: E402,F401,F403  memmap, open_array
+from .transfer import *  # noqa: E402,F401,F403  sendfile, copyfile, ...
 
 __version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""Zero-copy transfer: sendfile, copy_file_range, splice, reflink."""
+
+__all__: list = []
