@@ -35,18 +35,14 @@ def warm_cache(path: str, chunk: int = 1 << 20) -> int:
             done += n
 
 
-def _resident_fraction(value: Any, npages: int) -> float:
-    """Turn what residency() answered into a fraction of pages resident."""
-    if isinstance(value, (bool, np.bool_)):
-        return float(value)
-    if isinstance(value, float):
-        return value
-    if isinstance(value, (int, np.integer)):
-        return int(value) / max(npages, 1)  # a count of resident pages
-    if isinstance(value, tuple) and len(value) == 2:
-        return value[0] / max(value[1], 1)  # (resident, total)
-    arr = np.asarray(value)  # one entry per page
-    return float(np.count_nonzero(arr)) / max(arr.size, 1)
+def _resident_fraction(value: Any) -> float:
+    """The fraction of pages resident, from what mmap.residency() answered:
+    (fraction, per-page flags) as fastio.mmap documents it, or the per-page
+    flags alone as the C core gives them."""
+    if isinstance(value, tuple):
+        return float(value[0])
+    flags = np.frombuffer(value, dtype=np.uint8) if not isinstance(value, np.ndarray) else value
+    return float(np.count_nonzero(flags & 1)) / max(flags.size, 1)
 
 
 def cache_state(path: str) -> Dict[str, Any]:
@@ -66,8 +62,7 @@ def cache_state(path: str) -> Dict[str, Any]:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         with fastio.mmap(fd, size, access=fastio.ACCESS_READ) as mm:
-            npages = -(-size // fastio.PAGESIZE)
-            frac = _resident_fraction(mm.residency(), npages)
+            frac = _resident_fraction(mm.residency())
     except OSError as e:
         return {"resident_fraction": None, "verified_by": None,
                 "reason": f"fastio.mmap.residency failed: {e}"}
