@@ -21,10 +21,25 @@
 /* ------------------------------------------------------------------ */
 /* Module state (multi-phase init, PEP 489): heap types and exceptions. */
 
+/* Every field is an owned object reference (a type or an exception):
+ * module.c's traverse and clear walk the struct as an array of PyObject *,
+ * so a new field needs no other change. Keep it that way. */
 typedef struct {
+    PyObject *FastIOError;      /* base of the library's own exceptions */
     PyTypeObject *mmap_type;    /* fastio._core.mmap (mmap.c) */
     PyTypeObject *buffer_type;  /* fastio._core.Buffer (buffer.c) */
-    PyObject *FastIOError;      /* base of the library's own exceptions */
+    /* shm_posix.c */
+    PyTypeObject *shm_type;
+    /* shm_sysv.c */
+    PyTypeObject *sysv_type;
+    /* sync.c */
+    PyTypeObject *lock_type;
+    PyTypeObject *semaphore_type;
+    /* channel.c */
+    PyTypeObject *channel_type;
+    /* queue.c and the aio backends */
+    PyTypeObject *queue_type;
+    PyObject *BackendUnavailable;
 } fastio_state;
 
 fastio_state *fastio_get_state(PyObject *module);
@@ -38,6 +53,17 @@ extern PyType_Spec fastio_buffer_spec;   /* buffer.c */
 extern PyMethodDef fastio_rw_methods[];      /* rw.c: pread, pwrite, ... */
 extern PyMethodDef fastio_memory_methods[];  /* buffer.c: heap_info, ... */
 extern PyMethodDef fastio_transfer_methods[];  /* transfer.c: sendfile, ... */
+
+/* Files with several types or exceptions add them in an exec hook, called
+ * by module.c's exec in this order. Each returns 0 or -1 with an exception. */
+int fastio_shm_exec(PyObject *module, fastio_state *st);      /* shm_posix.c */
+int fastio_sysv_exec(PyObject *module, fastio_state *st);     /* shm_sysv.c */
+int fastio_sync_exec(PyObject *module, fastio_state *st);     /* sync.c */
+int fastio_channel_exec(PyObject *module, fastio_state *st);  /* channel.c */
+int fastio_aio_exec(PyObject *module, fastio_state *st);      /* queue.c */
+/* PyType_FromModuleAndSpec + PyModule_AddType, storing the type in *slot. */
+int fastio_add_type(PyObject *module, PyType_Spec *spec, PyObject *bases,
+                    PyTypeObject **slot);
 
 /* ------------------------------------------------------------------ */
 /* errors.c: the only place an OSError is built from an errno.

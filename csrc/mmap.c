@@ -11,6 +11,9 @@
 #include "fastio.h"
 
 #include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -36,6 +39,9 @@ typedef struct {
     int access;
     int flags;
     int prot;
+    size_t grow_limit;   /* anonymous shared maps: the size of the memory
+                            object behind them, which mremap cannot grow;
+                            0 when there is no such limit */
     PyObject *weakreflist;
 } MmapObject;
 
@@ -62,16 +68,68 @@ kernel_has_madv_populate(void)
     return known;
 }
 
-/* Prefault [p, p+len): MADV_POPULATE_WRITE for writable maps (so the pages
- * are allocated and dirty-tracked now, not at first store), READ otherwise. */
+/* Whether prefaulting should be for writing: only for shared writable maps,
+ * so their pages are allocated and dirty-tracked now, not at first store. A
+ * copy-on-write map prefaulted for writing would copy every page. */
 static int
-populate_range(void *p, size_t len, int writable)
+populate_writes(int flags, int prot)
 {
-    int advice = writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ;
+    return (prot & PROT_WRITE) && (flags & MAP_SHARED);
+}
+
+static int
+sys_madvise(void *p, size_t len, int advice)
+{
     while (madvise(p, len, advice) < 0) {
         if (errno != EINTR) {
             return -errno;
         }
+    }
+    return 0;
+}
+
+/* Prefault [p, p+len): MADV_POPULATE_WRITE or READ. EFAULT (past the end
+ * of the file) and the like come back as -errno instead of a SIGBUS. */
+static int
+populate_range(void *p, size_t len, int writable)
+{
+    return sys_madvise(p, len, writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
+}
+
+static int
+sys_msync(void *p, size_t len, int flags)
+{
+    while (msync(p, len, flags) < 0) {
+        if (errno != EINTR) {
+            return -errno;
+        }
+    }
+    return 0;
+}
+
+static int
+sys_mlock(void *p, size_t len, int lock)
+{
+    while ((lock ? mlock(p, len) : munlock(p, len)) < 0) {
+        if (errno != EINTR) {
+            return -errno;
+        }
+    }
+    return 0;
+}
+
+/* One byte per page of [p, p+len) into vec: 1 if resident, else 0. */
+static int
+sys_mincore(void *p, size_t len, unsigned char *vec)
+{
+    while (mincore(p, len, vec) < 0) {
+        if (errno != EINTR && errno != EAGAIN) {
+            return -errno;
+        }
+    }
+    /* The other bits of each byte are reserved. */
+    for (size_t i = 0, n = len / (size_t)fastio_pagesize; i < n; i++) {
+        vec[i] &= 1;
     }
     return 0;
 }
@@ -265,7 +323,7 @@ mmap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 #endif
     }
     if (base != MAP_FAILED && want_populate) {
-        err = populate_range(base, map_len, (prot & PROT_WRITE) != 0);
+        err = populate_range(base, map_len, populate_writes(flags, prot));
     }
     Py_END_ALLOW_THREADS
 
@@ -279,12 +337,167 @@ mmap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->region.data = (char *)base + delta;
     self->region.size = length;
     self->region.kind = FASTIO_MEM_MMAP;
+    if (fd == -1 && (flags & MAP_SHARED)) {
+        /* The kernel backs it with a shmem object of this (page-rounded)
+         * size; a mapping grown past it would SIGBUS (the stdlib's does). */
+        size_t page = (size_t)fastio_pagesize;
+        self->grow_limit = (alloc + page - 1) & ~(page - 1);
+    }
     if (err < 0) {
         fastio_oserror(err, "madvise", NULL);
         Py_DECREF(self);
         return NULL;
     }
     return (PyObject *)self;
+}
+
+/* ================================================================== */
+/* Helpers shared by the methods */
+
+#define READONLY_MSG "mmap can't modify a readonly memory map."
+
+/* ValueError("mmap closed or invalid") when closed. Called again after
+ * every argument conversion, because __index__ of an argument can run
+ * Python code that closes the map (CPython gh-103987). */
+static inline int
+check_valid(MmapObject *self)
+{
+    /* Inline, not fastio_region_check(): it runs two or three times on
+     * every m[i] and m[a:b]. */
+    if (self->region.closed) {
+        PyErr_SetString(PyExc_ValueError, CLOSED_MSG);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+check_writable(MmapObject *self)
+{
+    /* readonly: ACCESS_READ, or ACCESS_DEFAULT with prot lacking PROT_WRITE
+     * (which the constructor turns into ACCESS_READ, as the stdlib does). */
+    if (self->region.readonly) {
+        PyErr_SetString(PyExc_TypeError, READONLY_MSG);
+        return -1;
+    }
+    return 0;
+}
+
+/* Run stmt; when big, with the GIL released and the region pinned, so
+ * that other threads run meanwhile, a close() in one of them defers the
+ * munmap until the unpin, and a resize() refuses. stmt must not touch any
+ * Python object: copy what it needs into locals first. */
+#define RUN_MAYBE_NOGIL(self, big, stmt)                                    \
+    do {                                                                    \
+        if (big) {                                                          \
+            fastio_region_pin(&(self)->region);                             \
+            Py_BEGIN_ALLOW_THREADS                                          \
+            stmt;                                                           \
+            Py_END_ALLOW_THREADS                                            \
+            fastio_region_unpin(&(self)->region);                           \
+        }                                                                   \
+        else {                                                              \
+            stmt;                                                           \
+        }                                                                   \
+    } while (0)
+#define RUN_NOGIL(self, stmt) RUN_MAYBE_NOGIL(self, 1, stmt)
+
+/* memmove between the map and elsewhere (or within the map), without the
+ * GIL when large. memmove, not memcpy: the source may be a memoryview of
+ * this very map. */
+static void
+copy_bytes(MmapObject *self, char *dst, const char *src, size_t n)
+{
+    RUN_MAYBE_NOGIL(self, n >= FASTIO_NOGIL_COPY_THRESHOLD, memmove(dst, src, n));
+}
+
+/* bytes(data[start:start+n]). Allocating a bytes object runs no Python
+ * code (bytes are not tracked by the garbage collector), so the caller's
+ * checks still hold when the copy starts. */
+static PyObject *
+copy_out(MmapObject *self, Py_ssize_t start, Py_ssize_t n)
+{
+    if (n <= 0) {
+        return PyBytes_FromStringAndSize(NULL, 0);
+    }
+    if (n < FASTIO_NOGIL_COPY_THRESHOLD) {
+        /* The hot path of m[a:b]: one allocation and one memcpy. */
+        return PyBytes_FromStringAndSize(self->region.data + start, n);
+    }
+    PyObject *res = PyBytes_FromStringAndSize(NULL, n);
+    if (res != NULL) {
+        copy_bytes(self, PyBytes_AS_STRING(res), self->region.data + start, (size_t)n);
+    }
+    return res;
+}
+
+/* The page-rounded address range covering [start, start+length) of the
+ * map. Outward (start down, end up) for everything that only reads or
+ * advises; inward (whole pages inside the range only) for advice that
+ * discards data, so that no byte outside the caller's range is lost.
+ * Sets *len to 0 when no whole page lies inside. */
+static void
+page_range(MmapObject *self, Py_ssize_t start, Py_ssize_t length, int inward,
+           char **addr, size_t *len)
+{
+    uintptr_t page = (uintptr_t)fastio_pagesize;
+    uintptr_t a = (uintptr_t)(self->region.data + start);
+    uintptr_t e = a + (uintptr_t)length;
+    uintptr_t a0, e0;
+    if (inward) {
+        a0 = (a + page - 1) & ~(page - 1);
+        e0 = e & ~(page - 1);
+    }
+    else {
+        a0 = a & ~(page - 1);
+        e0 = (e + page - 1) & ~(page - 1);
+    }
+    *addr = (char *)a0;
+    *len = e0 > a0 ? (size_t)(e0 - a0) : 0;
+}
+
+/* The advice values that throw page contents away. */
+static int
+advice_discards(int advice)
+{
+    switch (advice) {
+    case MADV_DONTNEED:
+#ifdef MADV_FREE
+    case MADV_FREE:
+#endif
+#ifdef MADV_REMOVE
+    case MADV_REMOVE:
+#endif
+    case 24: /* MADV_DONTNEED_LOCKED */
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* madvise(addr, len, advice) with the GIL released and the region pinned.
+ * Returns 0 or -errno. */
+static int
+advise_range(MmapObject *self, char *addr, size_t len, int advice)
+{
+    int err = 0;
+    RUN_MAYBE_NOGIL(self, len > 0, err = sys_madvise(addr, len, advice));
+    return err;
+}
+
+/* Convert an optional Py_ssize_t argument: None leaves the default. */
+static int
+opt_ssize_converter(PyObject *obj, void *out)
+{
+    if (obj == Py_None) {
+        return 1;
+    }
+    Py_ssize_t v = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
+    if (v == -1 && PyErr_Occurred()) {
+        return 0;
+    }
+    *(Py_ssize_t *)out = v;
+    return 1;
 }
 
 /* ================================================================== */
@@ -307,7 +520,8 @@ mmap_dealloc(MmapObject *self)
     if (self->weakreflist != NULL) {
         PyObject_ClearWeakRefs((PyObject *)self);
     }
-    /* Every export holds a reference to us, so none is live here. */
+    /* Every export holds a reference to us, so none is live here; nor is a
+     * pin, since a pinning method holds a reference to self. */
     fastio_region_free(&self->region);
     mmap_close_fd(self);
     tp->tp_free((PyObject *)self);
@@ -318,7 +532,8 @@ PyDoc_STRVAR(mmap_close_doc,
 "close($self, /)\n--\n\n"
 "Close the map. Safe while numpy arrays or memoryviews still use it: the\n"
 "object is closed at once (every method then raises ValueError) and the\n"
-"memory is unmapped when the last of those views is released.");
+"memory is unmapped when the last of those views is released. (The stdlib\n"
+"mmap raises BufferError here instead.)");
 
 static PyObject *
 mmap_close(MmapObject *self, PyObject *Py_UNUSED(ignored))
@@ -337,7 +552,7 @@ mmap_get_closed(MmapObject *self, void *Py_UNUSED(closure))
 static PyObject *
 mmap_enter(MmapObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (fastio_region_check(&self->region, CLOSED_MSG) < 0) {
+    if (check_valid(self) < 0) {
         return NULL;
     }
     return Py_NewRef(self);
@@ -349,22 +564,375 @@ mmap_exit(MmapObject *self, PyObject *Py_UNUSED(args))
     return mmap_close(self, NULL);
 }
 
+/* "fastio.mmap" for the class users hold (its __module__ is "fastio"),
+ * "module.Qualname" for a user's subclass: what repr and errors call it. */
+static PyObject *
+type_display_name(PyTypeObject *tp)
+{
+    PyObject *module = PyObject_GetAttrString((PyObject *)tp, "__module__");
+    if (module == NULL) {
+        return NULL;
+    }
+    PyObject *qualname = PyObject_GetAttrString((PyObject *)tp, "__qualname__");
+    if (qualname == NULL) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    PyObject *res = PyUnicode_FromFormat("%S.%S", module, qualname);
+    Py_DECREF(module);
+    Py_DECREF(qualname);
+    return res;
+}
+
+static PyObject *
+mmap_repr(MmapObject *self)
+{
+    /* The stdlib's format, naming our class where it says "mmap.mmap". */
+    PyObject *name = type_display_name(Py_TYPE(self));
+    if (name == NULL) {
+        return NULL;
+    }
+    PyObject *res;
+    if (self->region.closed) {
+        res = PyUnicode_FromFormat("<%U closed=True>", name);
+    }
+    else {
+        static const char *const names[] = {
+            "ACCESS_DEFAULT", "ACCESS_READ", "ACCESS_WRITE", "ACCESS_COPY"};
+        const char *access = (self->access >= 0 && self->access <= 3)
+                                 ? names[self->access] : "?";
+        res = PyUnicode_FromFormat(
+            "<%U closed=False, access=%s, length=%zd, pos=%zd, offset=%lld>",
+            name, access, self->region.size, self->pos, self->offset);
+    }
+    Py_DECREF(name);
+    return res;
+}
+
+static PyObject *
+mmap_reduce(MmapObject *self, PyObject *Py_UNUSED(args))
+{
+    /* A map is a process's view of memory; a copy of its bytes would not
+     * be a map. The stdlib refuses the same way. */
+    PyObject *name = type_display_name(Py_TYPE(self));
+    if (name != NULL) {
+        PyErr_Format(PyExc_TypeError, "cannot pickle '%U' object", name);
+        Py_DECREF(name);
+    }
+    return NULL;
+}
+
 /* ================================================================== */
-/* Sequence and buffer protocols */
+/* Sequence, mapping and buffer protocols */
 
 static Py_ssize_t
 mmap_length(MmapObject *self)
 {
-    if (fastio_region_check(&self->region, CLOSED_MSG) < 0) {
+    if (check_valid(self) < 0) {
         return -1;
     }
     return self->region.size;
 }
 
+/* sq_item: what iteration and the `in` fallback use. As in the stdlib,
+ * it yields bytes of length 1 (m[i] yields an int). */
+static PyObject *
+mmap_item(MmapObject *self, Py_ssize_t i)
+{
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    if (i < 0 || i >= self->region.size) {
+        PyErr_SetString(PyExc_IndexError, "mmap index out of range");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize(self->region.data + i, 1);
+}
+
+static int
+mmap_ass_item(MmapObject *self, Py_ssize_t i, PyObject *value)
+{
+    if (check_valid(self) < 0) {
+        return -1;
+    }
+    if (i < 0 || i >= self->region.size) {
+        PyErr_SetString(PyExc_IndexError, "mmap index out of range");
+        return -1;
+    }
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError,
+                        "mmap object doesn't support item deletion");
+        return -1;
+    }
+    if (!PyBytes_Check(value) || PyBytes_GET_SIZE(value) != 1) {
+        PyErr_SetString(PyExc_IndexError,
+                        "mmap assignment must be length-1 bytes()");
+        return -1;
+    }
+    if (check_writable(self) < 0) {
+        return -1;
+    }
+    self->region.data[i] = PyBytes_AS_STRING(value)[0];
+    return 0;
+}
+
+/* Iteration yields bytes of length 1, as the stdlib's (whose iterator is
+ * the generic sequence iterator over sq_item). Our users hold a Python
+ * subclass, and a subclass's inherited __getitem__ (mp_subscript, which
+ * yields ints) replaces sq_item; so tp_iter is explicit here. It is a
+ * callable-iterator over a bound C function whose self is [map, index]:
+ * no iterator type of its own, and, like the stdlib's, it re-reads the
+ * length at each step and raises ValueError if the map was closed. */
+static PyObject *
+mmap_iter_step(PyObject *state, PyObject *Py_UNUSED(ignored))
+{
+    MmapObject *self = (MmapObject *)PyList_GET_ITEM(state, 0);
+    Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(state, 1));
+    if (i == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    if (i >= self->region.size) {
+        PyErr_SetNone(PyExc_StopIteration);
+        return NULL;
+    }
+    PyObject *next = PyLong_FromSsize_t(i + 1);
+    if (next == NULL || PyList_SetItem(state, 1, next) < 0) {
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize(self->region.data + i, 1);
+}
+
+static PyMethodDef mmap_iter_step_def = {
+    "mmap_iterator", (PyCFunction)mmap_iter_step, METH_NOARGS, NULL};
+
+static PyObject *
+mmap_iter(MmapObject *self)
+{
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    PyObject *state = Py_BuildValue("[On]", (PyObject *)self, (Py_ssize_t)0);
+    if (state == NULL) {
+        return NULL;
+    }
+    PyObject *step = PyCFunction_New(&mmap_iter_step_def, state);
+    Py_DECREF(state);
+    if (step == NULL) {
+        return NULL;
+    }
+    /* The step never returns None: None is a sentinel that never ends it;
+     * StopIteration does. */
+    PyObject *it = PyCallIter_New(step, Py_None);
+    Py_DECREF(step);
+    return it;
+}
+
+/* `x in m`: the stdlib answers by iterating (each item a 1-byte bytes);
+ * the common case, a bytes object, is answered by memchr with the same
+ * result. Anything else keeps the generic element-wise comparison. */
+static int
+mmap_contains(MmapObject *self, PyObject *value)
+{
+    if (check_valid(self) < 0) {
+        return -1;
+    }
+    if (PyBytes_CheckExact(value)) {
+        if (PyBytes_GET_SIZE(value) != 1) {
+            return 0;
+        }
+        fastio_region *r = &self->region;
+        Py_ssize_t n = r->size;
+        int c = (unsigned char)PyBytes_AS_STRING(value)[0];
+        const void *hit;
+        if (n <= 0) {
+            return 0;
+        }
+        RUN_MAYBE_NOGIL(self, n >= FASTIO_NOGIL_COPY_THRESHOLD,
+                        hit = memchr(r->data, c, (size_t)n));
+        return hit != NULL;
+    }
+    for (Py_ssize_t i = 0;; i++) {
+        if (check_valid(self) < 0) {
+            return -1;
+        }
+        if (i >= self->region.size) {
+            return 0;
+        }
+        PyObject *item = PyBytes_FromStringAndSize(self->region.data + i, 1);
+        if (item == NULL) {
+            return -1;
+        }
+        int eq = PyObject_RichCompareBool(item, value, Py_EQ);
+        Py_DECREF(item);
+        if (eq != 0) {
+            return eq;
+        }
+    }
+}
+
+static PyObject *
+mmap_subscript(MmapObject *self, PyObject *item)
+{
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    if (PyIndex_Check(item)) {
+        Py_ssize_t i = PyNumber_AsSsize_t(item, PyExc_IndexError);
+        if (i == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (check_valid(self) < 0) {
+            return NULL;
+        }
+        if (i < 0) {
+            i += self->region.size;
+        }
+        if (i < 0 || i >= self->region.size) {
+            PyErr_SetString(PyExc_IndexError, "mmap index out of range");
+            return NULL;
+        }
+        return PyLong_FromLong((unsigned char)self->region.data[i]);
+    }
+    if (PySlice_Check(item)) {
+        Py_ssize_t start, stop, step;
+        if (PySlice_Unpack(item, &start, &stop, &step) < 0) {
+            return NULL;
+        }
+        if (check_valid(self) < 0) {
+            return NULL;
+        }
+        Py_ssize_t n = PySlice_AdjustIndices(self->region.size, &start, &stop, step);
+        if (step == 1) {
+            return copy_out(self, start, n);
+        }
+        if (n <= 0) {
+            return PyBytes_FromStringAndSize(NULL, 0);
+        }
+        PyObject *res = PyBytes_FromStringAndSize(NULL, n);
+        if (res != NULL) {
+            const char *src = self->region.data;
+            char *dst = PyBytes_AS_STRING(res);
+            Py_ssize_t cur = start;
+            for (Py_ssize_t k = 0; k < n; k++, cur += step) {
+                dst[k] = src[cur];
+            }
+        }
+        return res;
+    }
+    PyErr_SetString(PyExc_TypeError, "mmap indices must be integers");
+    return NULL;
+}
+
+static int
+mmap_ass_subscript(MmapObject *self, PyObject *item, PyObject *value)
+{
+    if (check_valid(self) < 0 || check_writable(self) < 0) {
+        return -1;
+    }
+    if (PyIndex_Check(item)) {
+        Py_ssize_t i = PyNumber_AsSsize_t(item, PyExc_IndexError);
+        if (i == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (check_valid(self) < 0) {
+            return -1;
+        }
+        if (i < 0) {
+            i += self->region.size;
+        }
+        if (i < 0 || i >= self->region.size) {
+            PyErr_SetString(PyExc_IndexError, "mmap index out of range");
+            return -1;
+        }
+        if (value == NULL) {
+            PyErr_SetString(PyExc_TypeError, "mmap doesn't support item deletion");
+            return -1;
+        }
+        if (!PyIndex_Check(value)) {
+            PyErr_SetString(PyExc_TypeError, "mmap item value must be an int");
+            return -1;
+        }
+        Py_ssize_t v = PyNumber_AsSsize_t(value, PyExc_TypeError);
+        if (v == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (v < 0 || v > 255) {
+            PyErr_SetString(PyExc_ValueError,
+                            "mmap item value must be in range(0, 256)");
+            return -1;
+        }
+        /* value.__index__ may have closed or shrunk the map. */
+        if (check_valid(self) < 0) {
+            return -1;
+        }
+        if (i >= self->region.size) {
+            PyErr_SetString(PyExc_IndexError, "mmap index out of range");
+            return -1;
+        }
+        self->region.data[i] = (char)v;
+        return 0;
+    }
+    if (PySlice_Check(item)) {
+        Py_ssize_t start, stop, step;
+        if (PySlice_Unpack(item, &start, &stop, &step) < 0) {
+            return -1;
+        }
+        if (check_valid(self) < 0) {
+            return -1;
+        }
+        Py_ssize_t size_before = self->region.size;
+        Py_ssize_t n = PySlice_AdjustIndices(size_before, &start, &stop, step);
+        if (value == NULL) {
+            PyErr_SetString(PyExc_TypeError,
+                            "mmap object doesn't support slice deletion");
+            return -1;
+        }
+        Py_buffer vbuf;
+        if (PyObject_GetBuffer(value, &vbuf, PyBUF_SIMPLE) < 0) {
+            return -1;
+        }
+        if (vbuf.len != n) {
+            PyErr_SetString(PyExc_IndexError, "mmap slice assignment is wrong size");
+            PyBuffer_Release(&vbuf);
+            return -1;
+        }
+        /* Getting the buffer ran Python code (value's bf_getbuffer), which
+         * may have closed or resized the map. */
+        if (check_valid(self) < 0) {
+            PyBuffer_Release(&vbuf);
+            return -1;
+        }
+        if (self->region.size != size_before) {
+            PyErr_SetString(PyExc_ValueError,
+                            "mmap was resized during slice assignment");
+            PyBuffer_Release(&vbuf);
+            return -1;
+        }
+        if (step == 1) {
+            copy_bytes(self, self->region.data + start, vbuf.buf, (size_t)n);
+        }
+        else if (n > 0) {
+            char *dst = self->region.data;
+            const char *src = vbuf.buf;
+            Py_ssize_t cur = start;
+            for (Py_ssize_t k = 0; k < n; k++, cur += step) {
+                dst[cur] = src[k];
+            }
+        }
+        PyBuffer_Release(&vbuf);
+        return 0;
+    }
+    PyErr_SetString(PyExc_TypeError, "mmap indices must be integer");
+    return -1;
+}
+
 static int
 mmap_getbuffer(MmapObject *self, Py_buffer *view, int flags)
 {
-    if (fastio_region_check(&self->region, CLOSED_MSG) < 0) {
+    if (check_valid(self) < 0) {
         view->obj = NULL;
         return -1;
     }
@@ -378,12 +946,775 @@ mmap_releasebuffer(MmapObject *self, Py_buffer *view)
 }
 
 /* ================================================================== */
+/* File-like methods: read, write, seek, tell, find */
+
+/* Bytes left from pos to the end; 0 when a resize left pos past it. */
+static Py_ssize_t
+remaining(MmapObject *self)
+{
+    return self->pos < self->region.size ? self->region.size - self->pos : 0;
+}
+
+PyDoc_STRVAR(mmap_read_doc,
+"read($self, n=None, /)\n--\n\n"
+"Return up to n bytes from the current position and advance it. None or a\n"
+"negative n reads to the end. Large reads copy with the GIL released.");
+
+static PyObject *
+mmap_read(MmapObject *self, PyObject *args)
+{
+    Py_ssize_t n = -1;
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "|O&:read", opt_ssize_converter, &n)) {
+        return NULL;
+    }
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    Py_ssize_t left = remaining(self);
+    if (n < 0 || n > left) {
+        n = left;
+    }
+    Py_ssize_t start = self->pos;
+    PyObject *res = copy_out(self, start, n);
+    if (res != NULL) {
+        self->pos = start + n;
+    }
+    return res;
+}
+
+PyDoc_STRVAR(mmap_read_byte_doc,
+"read_byte($self, /)\n--\n\n"
+"Return the byte at the current position as an int and advance by one.");
+
+static PyObject *
+mmap_read_byte(MmapObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    if (self->pos >= self->region.size) {
+        PyErr_SetString(PyExc_ValueError, "read byte out of range");
+        return NULL;
+    }
+    unsigned char c = (unsigned char)self->region.data[self->pos];
+    self->pos++;
+    return PyLong_FromLong(c);
+}
+
+PyDoc_STRVAR(mmap_readline_doc,
+"readline($self, /)\n--\n\n"
+"Return the bytes from the current position up to and including the next\n"
+"newline (or to the end), and advance past them.");
+
+static PyObject *
+mmap_readline(MmapObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    Py_ssize_t left = remaining(self);
+    const char *start = self->region.data + self->pos;
+    Py_ssize_t n = left;
+    if (left > 0) {
+        const char *eol = memchr(start, '\n', (size_t)left);
+        if (eol != NULL) {
+            n = eol - start + 1;
+        }
+    }
+    Py_ssize_t pos = self->pos;
+    PyObject *res = copy_out(self, pos, n);
+    if (res != NULL) {
+        self->pos = pos + n;
+    }
+    return res;
+}
+
+PyDoc_STRVAR(mmap_write_doc,
+"write($self, data, /)\n--\n\n"
+"Write the bytes-like data at the current position, advance past it and\n"
+"return the number of bytes written. ValueError if it does not fit.");
+
+static PyObject *
+mmap_write(MmapObject *self, PyObject *args)
+{
+    Py_buffer data;
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "y*:write", &data)) {
+        return NULL;
+    }
+    if (check_writable(self) < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    if (check_valid(self) < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    if (self->pos > self->region.size || self->region.size - self->pos < data.len) {
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_ValueError, "data out of range");
+        return NULL;
+    }
+    Py_ssize_t pos = self->pos;
+    Py_ssize_t n = data.len;
+    copy_bytes(self, self->region.data + pos, data.buf, (size_t)n);
+    self->pos = pos + n;
+    PyBuffer_Release(&data);
+    return PyLong_FromSsize_t(n);
+}
+
+PyDoc_STRVAR(mmap_write_byte_doc,
+"write_byte($self, byte, /)\n--\n\n"
+"Write the int byte (0..255) at the current position and advance by one.");
+
+static PyObject *
+mmap_write_byte(MmapObject *self, PyObject *args)
+{
+    unsigned char value;
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "b:write_byte", &value)) {
+        return NULL;
+    }
+    if (check_writable(self) < 0 || check_valid(self) < 0) {
+        return NULL;
+    }
+    if (self->pos >= self->region.size) {
+        PyErr_SetString(PyExc_ValueError, "write byte out of range");
+        return NULL;
+    }
+    self->region.data[self->pos] = (char)value;
+    self->pos++;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(mmap_seek_doc,
+"seek($self, pos, whence=0, /)\n--\n\n"
+"Set the position: whence 0 from the start, 1 from the current position,\n"
+"2 from the end. ValueError if the result is outside [0, len].");
+
+static PyObject *
+mmap_seek(MmapObject *self, PyObject *args)
+{
+    Py_ssize_t dist;
+    int how = 0;
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "n|i:seek", &dist, &how)) {
+        return NULL;
+    }
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    Py_ssize_t where;
+    switch (how) {
+    case 0:
+        where = dist;
+        break;
+    case 1:
+        if (PY_SSIZE_T_MAX - self->pos < dist) {
+            goto out_of_range;
+        }
+        where = self->pos + dist;
+        break;
+    case 2:
+        if (PY_SSIZE_T_MAX - self->region.size < dist) {
+            goto out_of_range;
+        }
+        where = self->region.size + dist;
+        break;
+    default:
+        PyErr_SetString(PyExc_ValueError, "unknown seek type");
+        return NULL;
+    }
+    if (where < 0 || where > self->region.size) {
+        goto out_of_range;
+    }
+    self->pos = where;
+    Py_RETURN_NONE;
+
+out_of_range:
+    PyErr_SetString(PyExc_ValueError, "seek out of range");
+    return NULL;
+}
+
+PyDoc_STRVAR(mmap_tell_doc,
+"tell($self, /)\n--\n\n"
+"Return the current position.");
+
+static PyObject *
+mmap_tell(MmapObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    return PyLong_FromSsize_t(self->pos);
+}
+
+/* The last occurrence of needle in hay, or NULL. */
+static const char *
+reverse_search(const char *hay, size_t hlen, const char *needle, size_t nlen)
+{
+    if (nlen == 0) {
+        return hay + hlen;
+    }
+    if (nlen > hlen) {
+        return NULL;
+    }
+    /* Look for the needle's last byte from the end, then compare. */
+    unsigned char last = (unsigned char)needle[nlen - 1];
+    size_t limit = hlen;  /* search hay[nlen-1 .. limit) */
+    while (limit >= nlen) {
+        const char *p = memrchr(hay + nlen - 1, last, limit - (nlen - 1));
+        if (p == NULL) {
+            return NULL;
+        }
+        const char *cand = p - (nlen - 1);
+        if (memcmp(cand, needle, nlen) == 0) {
+            return cand;
+        }
+        limit = (size_t)(p - hay);
+    }
+    return NULL;
+}
+
+static PyObject *
+mmap_gfind(MmapObject *self, PyObject *args, int reverse)
+{
+    Py_ssize_t start, end;
+    Py_buffer view;
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    start = self->pos;
+    end = self->region.size;
+    if (!PyArg_ParseTuple(args, reverse ? "y*|O&O&:rfind" : "y*|O&O&:find",
+                          &view, opt_ssize_converter, &start,
+                          opt_ssize_converter, &end)) {
+        return NULL;
+    }
+    if (check_valid(self) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    Py_ssize_t size = self->region.size;
+    if (start < 0) {
+        start += size;
+        if (start < 0) {
+            start = 0;
+        }
+    }
+    else if (start > size) {
+        start = size;
+    }
+    if (end < 0) {
+        end += size;
+        if (end < 0) {
+            end = 0;
+        }
+    }
+    else if (end > size) {
+        end = size;
+    }
+    Py_ssize_t res = -1;
+    if (end >= start && view.len <= end - start) {
+        fastio_region *r = &self->region;
+        const char *hay = r->data + start;
+        size_t hlen = (size_t)(end - start);
+        const char *needle = view.buf;
+        size_t nlen = (size_t)view.len;
+        const char *hit;
+        /* Searching a large map takes long: let other threads run (our
+         * view keeps the needle alive and unmoved). */
+        RUN_MAYBE_NOGIL(self, hlen >= FASTIO_NOGIL_COPY_THRESHOLD,
+                        hit = reverse ? reverse_search(hay, hlen, needle, nlen)
+                                      : memmem(hay, hlen, needle, nlen));
+        if (hit != NULL) {
+            res = start + (hit - hay);
+        }
+    }
+    PyBuffer_Release(&view);
+    return PyLong_FromSsize_t(res);
+}
+
+PyDoc_STRVAR(mmap_find_doc,
+"find($self, sub, start=None, end=None, /)\n--\n\n"
+"Return the lowest index of sub in [start, end), or -1. start defaults to\n"
+"the current position (None too), end to the length; negative values\n"
+"count from the end.");
+
+static PyObject *
+mmap_find(MmapObject *self, PyObject *args)
+{
+    return mmap_gfind(self, args, 0);
+}
+
+PyDoc_STRVAR(mmap_rfind_doc,
+"rfind($self, sub, start=None, end=None, /)\n--\n\n"
+"Return the highest index of sub in [start, end), or -1.");
+
+static PyObject *
+mmap_rfind(MmapObject *self, PyObject *args)
+{
+    return mmap_gfind(self, args, 1);
+}
+
+PyDoc_STRVAR(mmap_move_doc,
+"move($self, dest, src, count, /)\n--\n\n"
+"Copy count bytes from src to dest within the map (overlap allowed).");
+
+static PyObject *
+mmap_move(MmapObject *self, PyObject *args)
+{
+    Py_ssize_t dest, src, cnt;
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "nnn:move", &dest, &src, &cnt) ||
+        check_writable(self) < 0 || check_valid(self) < 0) {
+        return NULL;
+    }
+    Py_ssize_t size = self->region.size;
+    if (dest < 0 || src < 0 || cnt < 0 || size - dest < cnt || size - src < cnt) {
+        PyErr_SetString(PyExc_ValueError,
+                        "source, destination, or count out of range");
+        return NULL;
+    }
+    copy_bytes(self, self->region.data + dest, self->region.data + src, (size_t)cnt);
+    Py_RETURN_NONE;
+}
+
+/* ================================================================== */
+/* Size and resize */
+
+PyDoc_STRVAR(mmap_size_doc,
+"size($self, /)\n--\n\n"
+"Return the size of the mapped file (fstat), which may differ from len().\n"
+"For an anonymous map, its length (the stdlib raises OSError there).");
+
+static PyObject *
+mmap_size(MmapObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    if (self->fd < 0) {
+        return PyLong_FromSsize_t(self->region.size);
+    }
+    struct stat st;
+    if (fstat(self->fd, &st) < 0) {
+        return fastio_oserror_errno("fstat", NULL);
+    }
+    return PyLong_FromLongLong((long long)st.st_size);
+}
+
+PyDoc_STRVAR(mmap_resize_doc,
+"resize($self, newsize, /)\n--\n\n"
+"Change the map's length to newsize (mremap), and the file's size to\n"
+"offset + newsize (ftruncate). BufferError while memoryviews or numpy\n"
+"arrays use the map, since the memory may move. TypeError for read-only\n"
+"and copy-on-write maps, as in the stdlib.");
+
+static PyObject *
+mmap_resize(MmapObject *self, PyObject *args)
+{
+    Py_ssize_t new_size;
+    fastio_region *r = &self->region;
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "n:resize", &new_size) || check_valid(self) < 0) {
+        return NULL;
+    }
+    if (r->exports > 0 || r->pins > 0) {
+        PyErr_SetString(PyExc_BufferError,
+                        "mmap can't resize with extant buffers exported.");
+        return NULL;
+    }
+    if (self->access != ACCESS_WRITE && self->access != ACCESS_DEFAULT) {
+        PyErr_SetString(PyExc_TypeError,
+                        "mmap can't resize a readonly or copy-on-write memory map.");
+        return NULL;
+    }
+    if (new_size < 0 || PY_SSIZE_T_MAX - new_size < self->offset) {
+        PyErr_SetString(PyExc_ValueError, "new size out of range");
+        return NULL;
+    }
+    size_t delta = (size_t)(r->data - r->base);
+    if (new_size == 0 && delta == 0) {
+        /* mremap to nothing fails; say so before truncating the file (the
+         * stdlib truncates first and then fails, losing the data). */
+        return fastio_oserror(-EINVAL, "mremap", NULL);
+    }
+    /* The GIL stays held through ftruncate and mremap: until data points at
+     * the new mapping, no other thread may touch the map (with the GIL
+     * released, one could read through the old pointer). */
+    if (self->fd >= 0) {
+        int rc;
+        while ((rc = ftruncate(self->fd, (off_t)(self->offset + new_size))) < 0 &&
+               errno == EINTR) {
+            if (PyErr_CheckSignals() < 0) {
+                return NULL;
+            }
+        }
+        if (rc < 0) {
+            return fastio_oserror_errno("ftruncate", NULL);
+        }
+    }
+    size_t new_len = delta + (size_t)new_size;
+    if (self->grow_limit && new_len > self->grow_limit) {
+        PyErr_Format(PyExc_ValueError,
+                     "cannot grow an anonymous shared map past its original "
+                     "%zu bytes: the shared memory behind it has a fixed size "
+                     "(newsize=%zd)", self->grow_limit - delta, new_size);
+        return NULL;
+    }
+    void *p = mremap(r->base, r->alloc_size, new_len, MREMAP_MAYMOVE);
+    if (p == MAP_FAILED) {
+        return fastio_oserror_errno("mremap", NULL);
+    }
+    r->base = p;
+    r->alloc_size = new_len;
+    r->data = (char *)p + delta;
+    r->size = new_size;
+    Py_RETURN_NONE;
+}
+
+/* ================================================================== */
+/* Kernel extras: flush, madvise/advise, populate, lock, residency */
+
+PyDoc_STRVAR(mmap_flush_doc,
+"flush($self, offset=0, size=None, *, async_=False)\n--\n\n"
+"Write dirty pages of [offset, offset+size) back to the file (msync with\n"
+"MS_SYNC, or MS_ASYNC when async_). The range is widened to whole pages\n"
+"for the kernel, so any offset works. No-op for read-only and\n"
+"copy-on-write maps.");
+
+static PyObject *
+mmap_flush(MmapObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {"offset", "size", "async_", NULL};
+    Py_ssize_t offset = 0;
+    Py_ssize_t size = -1;
+    PyObject *size_obj = Py_None;
+    int async_ = 0;
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|nO$p:flush", keywords,
+                                     &offset, &size_obj, &async_)) {
+        return NULL;
+    }
+    if (size_obj != Py_None) {
+        size = PyNumber_AsSsize_t(size_obj, PyExc_OverflowError);
+        if (size == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (size < 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "flush values out of range: size=%zd", size);
+            return NULL;
+        }
+    }
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    if (size_obj == Py_None) {
+        size = offset >= 0 && offset <= self->region.size
+                   ? self->region.size - offset : 0;
+    }
+    if (offset < 0 || self->region.size - offset < size) {
+        PyErr_Format(PyExc_ValueError,
+                     "flush values out of range: offset=%zd, size=%zd, "
+                     "length=%zd", offset, size, self->region.size);
+        return NULL;
+    }
+    if (self->access == ACCESS_READ || self->access == ACCESS_COPY || size == 0) {
+        Py_RETURN_NONE;
+    }
+    char *addr;
+    size_t len;
+    page_range(self, offset, size, 0, &addr, &len);
+    int flags = async_ ? MS_ASYNC : MS_SYNC;
+    int err = 0;
+    RUN_NOGIL(self, err = sys_msync(addr, len, flags));
+    if (err < 0) {
+        return fastio_oserror(err, "msync", NULL);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(mmap_madvise_doc,
+"madvise($self, option, start=0, length=None, /)\n--\n\n"
+"The stdlib's madvise: advise the kernel about [start, start+length)\n"
+"(length None: to the end).\n"
+"The range is widened to whole pages (the kernel does so for length; the\n"
+"start is rounded down so that maps at any byte offset work). See\n"
+"advise() for the variant that never discards bytes outside the range.");
+
+static PyObject *
+mmap_madvise(MmapObject *self, PyObject *args)
+{
+    int option;
+    Py_ssize_t start = 0, length;
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    length = self->region.size;
+    if (!PyArg_ParseTuple(args, "i|nO&:madvise", &option, &start,
+                          opt_ssize_converter, &length)) {
+        return NULL;
+    }
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    if (start < 0 || start >= self->region.size) {
+        PyErr_SetString(PyExc_ValueError, "madvise start out of bounds");
+        return NULL;
+    }
+    if (length < 0) {
+        PyErr_SetString(PyExc_ValueError, "madvise length invalid");
+        return NULL;
+    }
+    if (PY_SSIZE_T_MAX - start < length) {
+        PyErr_SetString(PyExc_OverflowError, "madvise length too large");
+        return NULL;
+    }
+    if (start + length > self->region.size) {
+        length = self->region.size - start;
+    }
+    char *addr;
+    size_t len;
+    page_range(self, start, length, 0, &addr, &len);
+    int err = advise_range(self, addr, len, option);
+    if (err < 0) {
+        return fastio_oserror(err, "madvise", NULL);
+    }
+    Py_RETURN_NONE;
+}
+
+/* Validate (start, length) against the map; length -1 means to the end.
+ * The message names the argument and its value. */
+static int
+check_range(MmapObject *self, const char *what, Py_ssize_t start,
+            Py_ssize_t *length)
+{
+    Py_ssize_t size = self->region.size;
+    if (start < 0 || start > size) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s start out of range: start=%zd, length of map=%zd",
+                     what, start, size);
+        return -1;
+    }
+    if (*length == -1) {
+        *length = size - start;
+    }
+    else if (*length < 0 || *length > size - start) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s length out of range: start=%zd, length=%zd, "
+                     "length of map=%zd", what, start, *length, size);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(mmap_advise_doc,
+"advise($self, advice, start=0, length=None)\n--\n\n"
+"madvise(2) with any MADV_* value over [start, start+length) (None: to\n"
+"the end). The range is rounded to pages for you: outward for advice\n"
+"that keeps data, inward (whole pages inside the range only) for advice\n"
+"that discards it (MADV_DONTNEED, MADV_FREE, MADV_REMOVE,\n"
+"MADV_DONTNEED_LOCKED), so no byte outside the range is lost.");
+
+static PyObject *
+mmap_advise(MmapObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {"advice", "start", "length", NULL};
+    int advice;
+    Py_ssize_t start = 0, length = -1;
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    PyObject *length_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|nO:advise", keywords,
+                                     &advice, &start, &length_obj)) {
+        return NULL;
+    }
+    if (length_obj != Py_None) {
+        length = PyNumber_AsSsize_t(length_obj, PyExc_OverflowError);
+        if (length == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (length < 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "advise length must be >= 0, got length=%zd", length);
+            return NULL;
+        }
+    }
+    if (check_valid(self) < 0 || check_range(self, "advise", start, &length) < 0) {
+        return NULL;
+    }
+    char *addr;
+    size_t len;
+    page_range(self, start, length, advice_discards(advice), &addr, &len);
+    int err = advise_range(self, addr, len, advice);
+    if (err < 0) {
+        return fastio_oserror(err, "madvise", NULL);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(mmap_populate_doc,
+"populate($self, /)\n--\n\n"
+"Fault every page of the map in now (MADV_POPULATE_WRITE for shared\n"
+"writable maps, MADV_POPULATE_READ otherwise; Linux 5.14+). Pages past\n"
+"the end of the file raise OSError (EFAULT) instead of a SIGBUS.");
+
+static PyObject *
+mmap_populate(MmapObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    char *addr;
+    size_t len;
+    page_range(self, 0, self->region.size, 0, &addr, &len);
+    int advice = populate_writes(self->flags, self->prot) ? MADV_POPULATE_WRITE
+                                                         : MADV_POPULATE_READ;
+    int err = advise_range(self, addr, len, advice);
+    if (err < 0) {
+        return fastio_oserror(err, advice == MADV_POPULATE_WRITE
+                                       ? "madvise MADV_POPULATE_WRITE"
+                                       : "madvise MADV_POPULATE_READ", NULL);
+    }
+    Py_RETURN_NONE;
+}
+
+/* mlock or munlock over the whole map, GIL released, region pinned. */
+static PyObject *
+lock_or_unlock(MmapObject *self, int lock)
+{
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    char *addr;
+    size_t len;
+    page_range(self, 0, self->region.size, 0, &addr, &len);
+    if (len == 0) {
+        Py_RETURN_NONE;
+    }
+    int err = 0;
+    RUN_NOGIL(self, err = sys_mlock(addr, len, lock));
+    if (err == -ENOMEM || err == -EPERM) {
+        /* Both mean the locked-memory limit nearly always: say which. */
+        char what[160];
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+            snprintf(what, sizeof what,
+                     "mlock of %zu bytes: RLIMIT_MEMLOCK is %llu bytes; "
+                     "raise it (ulimit -l) or get CAP_IPC_LOCK",
+                     len, (unsigned long long)rl.rlim_cur);
+        }
+        else {
+            snprintf(what, sizeof what,
+                     "mlock of %zu bytes: locked-memory limit (RLIMIT_MEMLOCK) "
+                     "or CAP_IPC_LOCK", len);
+        }
+        return fastio_oserror(err, what, NULL);
+    }
+    if (err < 0) {
+        return fastio_oserror(err, lock ? "mlock" : "munlock", NULL);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(mmap_lock_doc,
+"lock($self, /)\n--\n\n"
+"Lock the map's pages in RAM (mlock). OSError ENOMEM or EPERM, with the\n"
+"RLIMIT_MEMLOCK limit named, when the locked-memory limit forbids it.");
+
+static PyObject *
+mmap_lock(MmapObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return lock_or_unlock(self, 1);
+}
+
+PyDoc_STRVAR(mmap_unlock_doc,
+"unlock($self, /)\n--\n\n"
+"Unlock the map's pages (munlock).");
+
+static PyObject *
+mmap_unlock(MmapObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return lock_or_unlock(self, 0);
+}
+
+PyDoc_STRVAR(mmap_residency_doc,
+"residency($self, /)\n--\n\n"
+"Which pages of the map are in RAM (mincore): bytes, one per page\n"
+"covering the map, 1 if resident, else 0. fastio.mmap.residency() turns\n"
+"this into (fraction, numpy bool array).");
+
+static PyObject *
+mmap_residency(MmapObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    char *addr;
+    size_t len;
+    page_range(self, 0, self->region.size, 0, &addr, &len);
+    PyObject *res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(len / (size_t)fastio_pagesize));
+    if (res == NULL) {
+        return NULL;
+    }
+    unsigned char *vec = (unsigned char *)PyBytes_AS_STRING(res);
+    int err = 0;
+    RUN_MAYBE_NOGIL(self, len > 0, err = sys_mincore(addr, len, vec));
+    if (err < 0) {
+        Py_DECREF(res);
+        return fastio_oserror(err, "mincore", NULL);
+    }
+    return res;
+}
+
+/* ================================================================== */
 /* Type */
 
 static PyMethodDef mmap_methods[] = {
     {"close", (PyCFunction)mmap_close, METH_NOARGS, mmap_close_doc},
+    {"read", (PyCFunction)mmap_read, METH_VARARGS, mmap_read_doc},
+    {"read_byte", (PyCFunction)mmap_read_byte, METH_NOARGS, mmap_read_byte_doc},
+    {"readline", (PyCFunction)mmap_readline, METH_NOARGS, mmap_readline_doc},
+    {"write", (PyCFunction)mmap_write, METH_VARARGS, mmap_write_doc},
+    {"write_byte", (PyCFunction)mmap_write_byte, METH_VARARGS, mmap_write_byte_doc},
+    {"seek", (PyCFunction)mmap_seek, METH_VARARGS, mmap_seek_doc},
+    {"tell", (PyCFunction)mmap_tell, METH_NOARGS, mmap_tell_doc},
+    {"find", (PyCFunction)mmap_find, METH_VARARGS, mmap_find_doc},
+    {"rfind", (PyCFunction)mmap_rfind, METH_VARARGS, mmap_rfind_doc},
+    {"move", (PyCFunction)mmap_move, METH_VARARGS, mmap_move_doc},
+    {"size", (PyCFunction)mmap_size, METH_NOARGS, mmap_size_doc},
+    {"resize", (PyCFunction)mmap_resize, METH_VARARGS, mmap_resize_doc},
+    {"flush", (PyCFunction)(void (*)(void))mmap_flush, METH_VARARGS | METH_KEYWORDS,
+     mmap_flush_doc},
+    {"madvise", (PyCFunction)mmap_madvise, METH_VARARGS, mmap_madvise_doc},
+    {"advise", (PyCFunction)(void (*)(void))mmap_advise, METH_VARARGS | METH_KEYWORDS,
+     mmap_advise_doc},
+    {"populate", (PyCFunction)mmap_populate, METH_NOARGS, mmap_populate_doc},
+    {"lock", (PyCFunction)mmap_lock, METH_NOARGS, mmap_lock_doc},
+    {"unlock", (PyCFunction)mmap_unlock, METH_NOARGS, mmap_unlock_doc},
+    {"residency", (PyCFunction)mmap_residency, METH_NOARGS, mmap_residency_doc},
     {"__enter__", (PyCFunction)mmap_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)mmap_exit, METH_VARARGS, NULL},
+    {"__reduce__", (PyCFunction)mmap_reduce, METH_NOARGS, NULL},
+    {"__reduce_ex__", (PyCFunction)mmap_reduce, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -408,11 +1739,18 @@ static PyType_Slot mmap_slots[] = {
     {Py_tp_doc, (void *)mmap_doc},
     {Py_tp_new, mmap_new},
     {Py_tp_dealloc, mmap_dealloc},
+    {Py_tp_repr, mmap_repr},
+    {Py_tp_iter, mmap_iter},
     {Py_tp_methods, mmap_methods},
     {Py_tp_getset, mmap_getset},
     {Py_tp_members, mmap_members},
     {Py_sq_length, mmap_length},
+    {Py_sq_item, mmap_item},
+    {Py_sq_ass_item, mmap_ass_item},
+    {Py_sq_contains, mmap_contains},
     {Py_mp_length, mmap_length},
+    {Py_mp_subscript, mmap_subscript},
+    {Py_mp_ass_subscript, mmap_ass_subscript},
     {Py_bf_getbuffer, mmap_getbuffer},
     {Py_bf_releasebuffer, mmap_releasebuffer},
     {0, NULL},

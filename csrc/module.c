@@ -110,8 +110,8 @@ static const fastio_constant constants[] = {
 /* ------------------------------------------------------------------ */
 /* Module lifecycle */
 
-static int
-add_type(PyObject *module, PyType_Spec *spec, PyObject *bases,
+int
+fastio_add_type(PyObject *module, PyType_Spec *spec, PyObject *bases,
          PyTypeObject **slot)
 {
     PyObject *tp = PyType_FromModuleAndSpec(module, spec, bases);
@@ -145,8 +145,8 @@ fastio_exec(PyObject *module)
         return -1;
     }
 
-    if (add_type(module, &fastio_mmap_spec, NULL, &st->mmap_type) < 0 ||
-        add_type(module, &fastio_buffer_spec, NULL, &st->buffer_type) < 0) {
+    if (fastio_add_type(module, &fastio_mmap_spec, NULL, &st->mmap_type) < 0 ||
+        fastio_add_type(module, &fastio_buffer_spec, NULL, &st->buffer_type) < 0) {
         return -1;
     }
 
@@ -164,6 +164,13 @@ fastio_exec(PyObject *module)
         PyModule_AddFunctions(module, fastio_transfer_methods) < 0) {
         return -1;
     }
+    if (fastio_shm_exec(module, st) < 0 ||
+        fastio_sysv_exec(module, st) < 0 ||
+        fastio_sync_exec(module, st) < 0 ||
+        fastio_channel_exec(module, st) < 0 ||
+        fastio_aio_exec(module, st) < 0) {
+        return -1;
+    }
     return 0;
 }
 
@@ -171,9 +178,10 @@ static int
 fastio_traverse(PyObject *module, visitproc visit, void *arg)
 {
     fastio_state *st = fastio_get_state(module);
-    Py_VISIT(st->mmap_type);
-    Py_VISIT(st->buffer_type);
-    Py_VISIT(st->FastIOError);
+    PyObject **field = (PyObject **)st;
+    for (size_t i = 0; i < sizeof(*st) / sizeof(PyObject *); i++) {
+        Py_VISIT(field[i]);
+    }
     return 0;
 }
 
@@ -181,9 +189,10 @@ static int
 fastio_clear(PyObject *module)
 {
     fastio_state *st = fastio_get_state(module);
-    Py_CLEAR(st->mmap_type);
-    Py_CLEAR(st->buffer_type);
-    Py_CLEAR(st->FastIOError);
+    PyObject **field = (PyObject **)st;
+    for (size_t i = 0; i < sizeof(*st) / sizeof(PyObject *); i++) {
+        Py_CLEAR(field[i]);
+    }
     return 0;
 }
 

@@ -1,7 +1,721 @@
-/* rw.c: pread / pwrite / preadv / pwritev, full-length loops, fadvise,
- * readahead, all with the GIL released and EINTR retried. */
+/* rw.c: pread / pwrite / preadv / pwritev, the full-length read loop, a
+ * parallel pread, fadvise and readahead.
+ *
+ * Every call releases the GIL around the system call and retries EINTR,
+ * running the Python signal handlers in between (PyErr_CheckSignals), so
+ * Ctrl-C interrupts a read that a signal interrupted.
+ *
+ * The buffer a call reads into or writes from is held through a buffer
+ * export (PyObject_GetBuffer) for the whole call: an exporter such as
+ * fastio.Buffer or fastio.mmap cannot free that memory while the export
+ * lives, even if another thread closes it while the GIL is released.
+ *
+ * pread is meant to cost no more per call than os.pread: METH_FASTCALL,
+ * one buffer export, no keyword parsing, and fastio/fileio.py exports these
+ * functions as they are, without a Python wrapper.
+ */
 #include "fastio.h"
 
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef IOV_MAX
+#define IOV_MAX 1024
+#endif
+
+/* ================================================================== */
+/* Argument helpers (GIL held) */
+
+/* fd: an int, or an object with fileno(). */
+static inline int
+get_fd(PyObject *obj, int *fd)
+{
+    if (PyLong_CheckExact(obj)) {
+        int overflow;
+        long v = PyLong_AsLongAndOverflow(obj, &overflow);
+        if (overflow == 0 && v >= 0 && v <= INT_MAX) {
+            *fd = (int)v;
+            return 0;
+        }
+        PyErr_Format(PyExc_ValueError,
+                     "fd must be a non-negative file descriptor, got fd=%R", obj);
+        return -1;
+    }
+    int v = PyObject_AsFileDescriptor(obj);
+    if (v < 0) {
+        return -1;
+    }
+    *fd = v;
+    return 0;
+}
+
+/* A non-negative integer argument (offset, length) that fits in off_t. */
+static inline int
+get_nonneg(PyObject *obj, const char *name, long long *out)
+{
+    long long v;
+    if (PyLong_CheckExact(obj)) {
+        v = PyLong_AsLongLong(obj);
+    }
+    else {
+        PyObject *idx = PyNumber_Index(obj);
+        if (idx == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s must be an integer, got %s=%R",
+                         name, name, obj);
+            return -1;
+        }
+        v = PyLong_AsLongLong(idx);
+        Py_DECREF(idx);
+    }
+    if (v == -1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Format(PyExc_OverflowError, "%s is too large: %s=%R",
+                         name, name, obj);
+        }
+        return -1;
+    }
+    if (v < 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %s=%lld",
+                     name, name, v);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* The buffer to read into (writable) or write from, C-contiguous.
+ * On failure the error names the argument; the exporter's own exception
+ * (e.g. "Object is not writable.") becomes the cause. */
+static int
+get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *func,
+           const char *name)
+{
+    if (PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) == 0) {
+        return 0;
+    }
+    PyObject *kind = PyExc_TypeError;
+    if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+        /* numpy's "ndarray is not C-contiguous", a closed fastio object:
+         * keep the type, name the argument. */
+        kind = PyExc_ValueError;
+    }
+    else if (!PyErr_ExceptionMatches(PyExc_TypeError) &&
+             !PyErr_ExceptionMatches(PyExc_BufferError)) {
+        return -1;
+    }
+    /* Python 3.11: no PyErr_GetRaisedException yet. */
+    PyObject *type, *cause, *tb;
+    PyErr_Fetch(&type, &cause, &tb);
+    PyErr_NormalizeException(&type, &cause, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(cause, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    if (kind == PyExc_ValueError) {
+        PyErr_Format(kind, "%s() argument %s: %S", func, name, cause);
+    }
+    else {
+        PyErr_Format(kind, "%s() argument %s must be a %s contiguous buffer, got %.100s",
+                     func, name, writable ? "writable" : "bytes-like",
+                     Py_TYPE(obj)->tp_name);
+    }
+    PyObject *etype, *exc, *etb;
+    PyErr_Fetch(&etype, &exc, &etb);
+    PyErr_NormalizeException(&etype, &exc, &etb);
+    PyException_SetCause(exc, cause);  /* steals cause */
+    PyErr_Restore(etype, exc, etb);
+    return -1;
+}
+
+static int
+check_nargs(const char *func, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
+{
+    if (nargs < lo || nargs > hi) {
+        if (lo == hi) {
+            PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd arguments (%zd given)",
+                         func, lo, nargs);
+        }
+        else {
+            PyErr_Format(PyExc_TypeError, "%s() takes %zd to %zd arguments (%zd given)",
+                         func, lo, hi, nargs);
+        }
+        return -1;
+    }
+    return 0;
+}
+
+/* ================================================================== */
+/* pread, pwrite */
+
+/* One pread or pwrite; EINTR retried after running signal handlers. */
+static PyObject *
+pread_pwrite(PyObject *const *args, Py_ssize_t nargs, int writing)
+{
+    const char *func = writing ? "pwrite" : "pread";
+    int fd;
+    long long offset;
+    Py_buffer view;
+    ssize_t n;
+    int err;
+
+    if (check_nargs(func, nargs, 3, 3) < 0 || get_fd(args[0], &fd) < 0 ||
+        get_nonneg(args[2], "offset", &offset) < 0 ||
+        get_buffer(args[1], &view, !writing, func, "buf") < 0) {
+        return NULL;
+    }
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        if (writing) {
+            n = pwrite(fd, view.buf, (size_t)view.len, (off_t)offset);
+        }
+        else {
+            n = pread(fd, view.buf, (size_t)view.len, (off_t)offset);
+        }
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (n >= 0 || err != EINTR) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+    }
+    PyBuffer_Release(&view);
+    if (n < 0) {
+        return fastio_oserror(-err, func, NULL);
+    }
+    return PyLong_FromSsize_t(n);
+}
+
+PyDoc_STRVAR(pread_doc,
+"pread($module, fd, buf, offset, /)\n--\n\n"
+"Read up to len(buf) bytes from fd at offset into the writable buffer buf;\n"
+"return the number of bytes read (0 at end of file, fewer than len(buf)\n"
+"near it). fd is an int or has fileno(). One pread(2), GIL released,\n"
+"EINTR retried. The file position is not used or changed.");
+
+static PyObject *
+rw_pread(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    return pread_pwrite(args, nargs, 0);
+}
+
+PyDoc_STRVAR(pwrite_doc,
+"pwrite($module, fd, buf, offset, /)\n--\n\n"
+"Write the bytes of buf to fd at offset; return the number written (one\n"
+"pwrite(2): it may be fewer than len(buf)). GIL released, EINTR retried.");
+
+static PyObject *
+rw_pwrite(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    return pread_pwrite(args, nargs, 1);
+}
+
+/* ================================================================== */
+/* readinto_full */
+
+PyDoc_STRVAR(readinto_full_doc,
+"readinto_full($module, fd, buf, offset=0, /)\n--\n\n"
+"Read from fd at offset until buf is full or the file ends; return the\n"
+"number of bytes read (len(buf) unless the file ended first). Short reads\n"
+"are continued; GIL released, EINTR retried.");
+
+static PyObject *
+rw_readinto_full(PyObject *Py_UNUSED(module), PyObject *const *args,
+                 Py_ssize_t nargs)
+{
+    int fd;
+    long long offset = 0;
+    Py_buffer view;
+    if (check_nargs("readinto_full", nargs, 2, 3) < 0 || get_fd(args[0], &fd) < 0 ||
+        (nargs > 2 && get_nonneg(args[2], "offset", &offset) < 0) ||
+        get_buffer(args[1], &view, 1, "readinto_full", "buf") < 0) {
+        return NULL;
+    }
+    char *p = view.buf;
+    size_t want = (size_t)view.len;
+    size_t done = 0;
+    int err = 0;
+    for (;;) {
+        /* The whole loop runs without the GIL; it comes back only to run
+         * signal handlers after an EINTR. */
+        Py_BEGIN_ALLOW_THREADS
+        while (done < want) {
+            ssize_t n = pread(fd, p + done, want - done, (off_t)(offset + (long long)done));
+            if (n > 0) {
+                done += (size_t)n;
+            }
+            else if (n == 0) {
+                break;  /* end of file */
+            }
+            else {
+                err = errno;
+                break;
+            }
+        }
+        Py_END_ALLOW_THREADS
+        if (err != EINTR) {
+            break;
+        }
+        err = 0;
+        if (PyErr_CheckSignals() < 0) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+    }
+    PyBuffer_Release(&view);
+    if (err) {
+        return fastio_oserror(-err, "pread", NULL);
+    }
+    return PyLong_FromSize_t(done);
+}
+
+/* ================================================================== */
+/* preadv, pwritev */
+
+#define IOV_ON_STACK 8
+
+static PyObject *
+vector_io(PyObject *const *args, Py_ssize_t nargs, int writing)
+{
+    const char *func = writing ? "pwritev" : "preadv";
+    int fd;
+    long long offset;
+    if (check_nargs(func, nargs, 3, 3) < 0 || get_fd(args[0], &fd) < 0 ||
+        get_nonneg(args[2], "offset", &offset) < 0) {
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(args[1], "buffers must be a sequence of buffers");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    if (count > IOV_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s() takes at most %d buffers, got %zd",
+                     func, IOV_MAX, count);
+        Py_DECREF(seq);
+        return NULL;
+    }
+    Py_buffer views_stack[IOV_ON_STACK];
+    struct iovec iov_stack[IOV_ON_STACK];
+    Py_buffer *views = views_stack;
+    struct iovec *iov = iov_stack;
+    if (count > IOV_ON_STACK) {
+        views = PyMem_Malloc(sizeof(Py_buffer) * (size_t)count);
+        iov = PyMem_Malloc(sizeof(struct iovec) * (size_t)count);
+        if (views == NULL || iov == NULL) {
+            PyMem_Free(views);
+            PyMem_Free(iov);
+            Py_DECREF(seq);
+            return PyErr_NoMemory();
+        }
+    }
+    PyObject *result = NULL;
+    Py_ssize_t got = 0;
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (; got < count; got++) {
+        char name[48];
+        PyOS_snprintf(name, sizeof(name), "buffers[%zd]", got);
+        if (get_buffer(items[got], &views[got], !writing, func, name) < 0) {
+            goto done;
+        }
+        iov[got].iov_base = views[got].buf;
+        iov[got].iov_len = (size_t)views[got].len;
+    }
+    ssize_t n;
+    int err;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        if (writing) {
+            n = pwritev(fd, iov, (int)count, (off_t)offset);
+        }
+        else {
+            n = preadv(fd, iov, (int)count, (off_t)offset);
+        }
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (n >= 0 || err != EINTR) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            goto done;
+        }
+    }
+    if (n < 0) {
+        fastio_oserror(-err, func, NULL);
+    }
+    else {
+        result = PyLong_FromSsize_t(n);
+    }
+done:
+    for (Py_ssize_t i = 0; i < got; i++) {
+        PyBuffer_Release(&views[i]);
+    }
+    if (views != views_stack) {
+        PyMem_Free(views);
+        PyMem_Free(iov);
+    }
+    Py_DECREF(seq);
+    return result;
+}
+
+PyDoc_STRVAR(preadv_doc,
+"preadv($module, fd, buffers, offset, /)\n--\n\n"
+"Read from fd at offset into the writable buffers in order (one\n"
+"preadv(2)); return the total number of bytes read. GIL released, EINTR\n"
+"retried.");
+
+static PyObject *
+rw_preadv(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    return vector_io(args, nargs, 0);
+}
+
+PyDoc_STRVAR(pwritev_doc,
+"pwritev($module, fd, buffers, offset, /)\n--\n\n"
+"Write the buffers in order to fd at offset (one pwritev(2)); return the\n"
+"total number of bytes written. GIL released, EINTR retried.");
+
+static PyObject *
+rw_pwritev(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    return vector_io(args, nargs, 1);
+}
+
+/* ================================================================== */
+/* fadvise, readahead */
+
+PyDoc_STRVAR(fadvise_doc,
+"fadvise($module, fd, offset, length, advice, /)\n--\n\n"
+"posix_fadvise(2): tell the kernel how [offset, offset+length) of fd will\n"
+"be used (POSIX_FADV_*); length 0 means to the end of the file.");
+
+static PyObject *
+rw_fadvise(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    int fd;
+    long long offset, length;
+    if (check_nargs("fadvise", nargs, 4, 4) < 0 || get_fd(args[0], &fd) < 0 ||
+        get_nonneg(args[1], "offset", &offset) < 0 ||
+        get_nonneg(args[2], "length", &length) < 0) {
+        return NULL;
+    }
+    long advice_l = PyLong_AsLong(args[3]);
+    if (advice_l == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (advice_l < INT_MIN || advice_l > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "fadvise: invalid advice=%ld", advice_l);
+        return NULL;
+    }
+    int advice = (int)advice_l;
+    int err;
+    /* WILLNEED starts reads and DONTNEED may write back: both can block. */
+    Py_BEGIN_ALLOW_THREADS
+    err = posix_fadvise(fd, (off_t)offset, (off_t)length, advice);
+    Py_END_ALLOW_THREADS
+    if (err != 0) {
+        /* posix_fadvise returns the error number instead of setting errno. */
+        if (err == EINVAL) {
+            PyErr_Format(PyExc_ValueError,
+                         "fadvise: invalid advice=%d (or fd is not a file)", advice);
+            return NULL;
+        }
+        return fastio_oserror(-err, "posix_fadvise", NULL);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(readahead_doc,
+"readahead($module, fd, offset, length, /)\n--\n\n"
+"readahead(2): start reading [offset, offset+length) of fd into the page\n"
+"cache, so that later reads find it there.");
+
+static PyObject *
+rw_readahead(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    int fd;
+    long long offset, length;
+    if (check_nargs("readahead", nargs, 3, 3) < 0 || get_fd(args[0], &fd) < 0 ||
+        get_nonneg(args[1], "offset", &offset) < 0 ||
+        get_nonneg(args[2], "length", &length) < 0) {
+        return NULL;
+    }
+    ssize_t r;
+    int err;
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        r = readahead(fd, (off64_t)offset, (size_t)length);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (r == 0 || err != EINTR) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return NULL;
+        }
+    }
+    if (r < 0) {
+        return fastio_oserror(-err, "readahead", NULL);
+    }
+    Py_RETURN_NONE;
+}
+
+/* ================================================================== */
+/* pread_parallel: several threads pread chunks of one file into one buffer.
+ *
+ * Why: reading a cached file is a memory copy out of the page cache, plus
+ * the first touch (page fault and zeroing) of the destination. One core does
+ * both at a few GB/s; several cores together do it faster. The worker
+ * threads (the calling one and nthreads-1 started here) take chunks in
+ * increasing order from an atomic counter, so the bytes read form a prefix
+ * of the buffer except past an end of file.
+ *
+ * The started workers are plain pthreads that never touch Python. They are
+ * created with every signal blocked, so signals keep going to the main
+ * thread; the calling thread, once its own chunks are done, waits for them
+ * with the GIL released and wakes every
+ * SIGNAL_POLL_MS to run the Python signal handlers: if one raises (Ctrl-C),
+ * the workers are told to stop, joined, and the exception propagates. */
+
+#define PAR_MAX_THREADS 64
+#define PAR_MIN_CHUNK ((size_t)64 * 1024)
+#define SIGNAL_POLL_MS 50
+
+typedef struct {
+    int fd;
+    char *buf;
+    size_t len;
+    long long offset;
+    size_t chunk;
+    size_t nchunks;
+    size_t *got;          /* bytes read per chunk */
+    atomic_size_t next;   /* the next chunk to claim */
+    atomic_int stop;      /* end of file, an error, or an interrupt */
+    atomic_int err;       /* the first errno seen by a worker, 0 if none */
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    int running;          /* workers not yet finished (under lock) */
+} par_job;
+
+static void
+par_work(par_job *job)
+{
+    for (;;) {
+        if (atomic_load_explicit(&job->stop, memory_order_relaxed)) {
+            break;
+        }
+        size_t i = atomic_fetch_add(&job->next, 1);
+        if (i >= job->nchunks) {
+            break;
+        }
+        size_t start = i * job->chunk;
+        size_t want = job->len - start < job->chunk ? job->len - start : job->chunk;
+        size_t done = 0;
+        while (done < want) {
+            ssize_t n = pread(job->fd, job->buf + start + done, want - done,
+                              (off_t)(job->offset + (long long)(start + done)));
+            if (n > 0) {
+                done += (size_t)n;
+            }
+            else if (n == 0) {
+                /* The file ends here (it may have shrunk since the caller
+                 * sized the buffer): later chunks would read nothing. */
+                atomic_store(&job->stop, 1);
+                break;
+            }
+            else if (errno != EINTR) {
+                int expected = 0;
+                atomic_compare_exchange_strong(&job->err, &expected, errno);
+                atomic_store(&job->stop, 1);
+                break;
+            }
+        }
+        job->got[i] = done;
+    }
+}
+
+static void *
+par_thread(void *arg)
+{
+    par_job *job = arg;
+    par_work(job);
+    pthread_mutex_lock(&job->lock);
+    job->running--;
+    pthread_cond_signal(&job->done);
+    pthread_mutex_unlock(&job->lock);
+    return NULL;
+}
+
+PyDoc_STRVAR(pread_parallel_doc,
+"pread_parallel($module, fd, buf, offset, nthreads, chunk, /)\n--\n\n"
+"Fill buf from fd starting at offset with nthreads threads, each doing\n"
+"pread(2) of chunk bytes at a time. Return the number of bytes read as a\n"
+"prefix of buf: len(buf) unless the file ended first. GIL released; EINTR\n"
+"retried; a signal handler that raises stops the read.");
+
+static PyObject *
+rw_pread_parallel(PyObject *Py_UNUSED(module), PyObject *const *args,
+                  Py_ssize_t nargs)
+{
+    int fd;
+    long long offset, nthreads_ll, chunk_ll;
+    Py_buffer view;
+    if (check_nargs("pread_parallel", nargs, 5, 5) < 0 || get_fd(args[0], &fd) < 0 ||
+        get_nonneg(args[2], "offset", &offset) < 0 ||
+        get_nonneg(args[3], "nthreads", &nthreads_ll) < 0 ||
+        get_nonneg(args[4], "chunk", &chunk_ll) < 0) {
+        return NULL;
+    }
+    if (nthreads_ll < 1) {
+        PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got nthreads=%lld",
+                     nthreads_ll);
+        return NULL;
+    }
+    if (chunk_ll < (long long)PAR_MIN_CHUNK) {
+        PyErr_Format(PyExc_ValueError, "chunk must be >= %zu, got chunk=%lld",
+                     PAR_MIN_CHUNK, chunk_ll);
+        return NULL;
+    }
+    if (get_buffer(args[1], &view, 1, "pread_parallel", "buf") < 0) {
+        return NULL;
+    }
+    if (view.len == 0) {
+        PyBuffer_Release(&view);
+        return PyLong_FromLong(0);
+    }
+
+    par_job job;
+    job.fd = fd;
+    job.buf = view.buf;
+    job.len = (size_t)view.len;
+    job.offset = offset;
+    job.chunk = (size_t)chunk_ll;
+    job.nchunks = (job.len + job.chunk - 1) / job.chunk;
+    atomic_init(&job.next, 0);
+    atomic_init(&job.stop, 0);
+    atomic_init(&job.err, 0);
+    job.running = 0;
+    job.got = PyMem_Calloc(job.nchunks, sizeof(size_t));
+    if (job.got == NULL) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    size_t nthreads = (size_t)(nthreads_ll < PAR_MAX_THREADS ? nthreads_ll : PAR_MAX_THREADS);
+    if (nthreads > job.nchunks) {
+        nthreads = job.nchunks;
+    }
+    pthread_mutex_init(&job.lock, NULL);
+    pthread_cond_init(&job.done, NULL);
+
+    pthread_t threads[PAR_MAX_THREADS];
+    size_t started = 0;
+    int interrupted = 0;
+
+    Py_BEGIN_ALLOW_THREADS
+    /* Workers inherit the creating thread's signal mask: block everything
+     * while creating them so that signals stay with this thread. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    /* The workers need little stack; 8 MiB default stacks would each be
+     * another mapping of virtual memory. */
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    pthread_mutex_lock(&job.lock);
+    for (; started + 1 < nthreads; started++) {
+        job.running++;
+        if (pthread_create(&threads[started], &attr, par_thread, &job) != 0) {
+            job.running--;
+            break;  /* run with the threads we have */
+        }
+    }
+    pthread_mutex_unlock(&job.lock);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    /* This thread works too: one thread fewer to start, and with no thread
+     * started at all (EAGAIN) it does the whole read. Its EINTRs are
+     * retried without running handlers (no GIL here); the handlers run in
+     * the wait below. */
+    par_work(&job);
+    if (started > 0) {
+        pthread_mutex_lock(&job.lock);
+        while (job.running > 0) {
+            struct timespec deadline;
+            clock_gettime(CLOCK_REALTIME, &deadline);
+            deadline.tv_nsec += SIGNAL_POLL_MS * 1000000L;
+            if (deadline.tv_nsec >= 1000000000L) {
+                deadline.tv_sec += 1;
+                deadline.tv_nsec -= 1000000000L;
+            }
+            int rc = pthread_cond_timedwait(&job.done, &job.lock, &deadline);
+            if (rc == ETIMEDOUT && job.running > 0 && !interrupted) {
+                pthread_mutex_unlock(&job.lock);
+                /* Take the GIL back only to run the signal handlers. */
+                Py_BLOCK_THREADS
+                if (PyErr_CheckSignals() < 0) {
+                    interrupted = 1;
+                    atomic_store(&job.stop, 1);
+                }
+                Py_UNBLOCK_THREADS
+                pthread_mutex_lock(&job.lock);
+            }
+        }
+        pthread_mutex_unlock(&job.lock);
+        for (size_t t = 0; t < started; t++) {
+            pthread_join(threads[t], NULL);
+        }
+    }
+    Py_END_ALLOW_THREADS
+
+    pthread_cond_destroy(&job.done);
+    pthread_mutex_destroy(&job.lock);
+    PyBuffer_Release(&view);
+
+    /* The bytes read are the chunks up to the first short one. */
+    size_t total = 0;
+    for (size_t i = 0; i < job.nchunks; i++) {
+        size_t want = job.len - i * job.chunk < job.chunk ? job.len - i * job.chunk
+                                                          : job.chunk;
+        total += job.got[i];
+        if (job.got[i] < want) {
+            break;
+        }
+    }
+    PyMem_Free(job.got);
+    if (interrupted) {
+        return NULL;  /* the handler's exception is set */
+    }
+    int err = atomic_load(&job.err);
+    if (err != 0) {
+        return fastio_oserror(-err, "pread", NULL);
+    }
+    return PyLong_FromSize_t(total);
+}
+
+/* ================================================================== */
+
 PyMethodDef fastio_rw_methods[] = {
+    {"pread", (PyCFunction)(void (*)(void))rw_pread, METH_FASTCALL, pread_doc},
+    {"pwrite", (PyCFunction)(void (*)(void))rw_pwrite, METH_FASTCALL, pwrite_doc},
+    {"preadv", (PyCFunction)(void (*)(void))rw_preadv, METH_FASTCALL, preadv_doc},
+    {"pwritev", (PyCFunction)(void (*)(void))rw_pwritev, METH_FASTCALL, pwritev_doc},
+    {"readinto_full", (PyCFunction)(void (*)(void))rw_readinto_full, METH_FASTCALL,
+     readinto_full_doc},
+    {"pread_parallel", (PyCFunction)(void (*)(void))rw_pread_parallel, METH_FASTCALL,
+     pread_parallel_doc},
+    {"fadvise", (PyCFunction)(void (*)(void))rw_fadvise, METH_FASTCALL, fadvise_doc},
+    {"readahead", (PyCFunction)(void (*)(void))rw_readahead, METH_FASTCALL,
+     readahead_doc},
     {NULL, NULL, 0, NULL},
 };

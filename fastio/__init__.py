@@ -20,5 +20,7 @@ from .memory import *  # noqa: E402,F401,F403  Buffer, empty, heap_info
 from .fileio import *  # noqa: E402,F401,F403  pread, pwrite, ..., read_file
 from .arrays import *  # noqa: E402,F401,F403  memmap, open_array
 from .transfer import *  # noqa: E402,F401,F403  sendfile, copyfile, ...
+from .shm import *  # noqa: E402,F401,F403  SharedMemory, SysVSharedMemory, memfd, SharedArray
+from .sync import *  # noqa: E402,F401,F403  Lock, Semaphore, Channel
 
 __version__ = "0.1.0"

@@ -1,0 +1,733 @@
+"""fastio.mmap beyond CPython's own suite (tests/test_mmap_stdlib.py runs that):
+the deviations it lists, bad input, lifetimes, any byte offset, the extras,
+the path/mode constructor, fork sharing and a close racing a copy.
+
+The stdlib mmap and os.pread are the oracles.
+"""
+import errno
+import gc
+import itertools
+import mmap as stdlib_mmap
+import os
+import pickle
+import re
+import sys
+import threading
+import weakref
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import fastio
+from conftest import LeakCheck
+
+PAGE = fastio.PAGESIZE
+CLOSED = "mmap closed or invalid"
+READONLY = "mmap can't modify a readonly memory map."
+
+
+def maps_mentioning(text):
+    with open("/proc/self/maps") as f:
+        return [line for line in f if text in line]
+
+
+@pytest.fixture
+def rwfile(datafile):
+    """(path, data, fd open O_RDWR) for a file of 3 pages + 123 bytes."""
+    path, data = datafile(3 * PAGE + 123)
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    yield path, data, fd
+    os.close(fd)
+
+
+# ---------------------------------------------------------------- deviations
+# Each deviation from CPython's suite (DEVIATIONS in test_mmap_stdlib.py)
+# is checked here.
+
+def test_repr_matches_stdlib_format(rwfile):
+    path, data, fd = rwfile
+    offset = PAGE
+    for access, pos in itertools.product(
+            ("ACCESS_DEFAULT", "ACCESS_READ", "ACCESS_COPY", "ACCESS_WRITE"), (0, 7)):
+        kw = dict(access=getattr(fastio, access), offset=offset)
+        with fastio.mmap(fd, 1000, **kw) as ours, stdlib_mmap.mmap(fd, 1000, **kw) as theirs:
+            ours.seek(pos)
+            theirs.seek(pos)
+            assert repr(ours) == repr(theirs).replace("<mmap.mmap", "<fastio.mmap")
+            assert re.fullmatch(
+                rf"<fastio\.mmap closed=False, access={access}, length=1000, "
+                rf"pos={pos}, offset={offset}>", repr(ours))
+        assert repr(ours) == "<fastio.mmap closed=True>"
+
+
+def test_flush_any_offset_rounds_to_pages(rwfile):
+    path, data, fd = rwfile
+    # The stdlib raises EINVAL for flush(1, 6): its range goes to msync as is.
+    with stdlib_mmap.mmap(-1, 16) as m:
+        with pytest.raises(OSError):
+            m.flush(1, 6)
+    # fastio widens it to pages: it works, at any offset, and writes back.
+    with fastio.mmap(fd, 2 * PAGE, offset=PAGE + 5) as m:
+        m[PAGE + 1:PAGE + 7] = b"python"
+        assert m.flush(PAGE + 1, 6) is None
+        assert m.flush(1, 6, async_=True) is None
+        assert m.flush() is None
+        assert os.pread(fd, 6, 2 * PAGE + 6) == b"python"
+    with fastio.mmap(-1, 16) as m:
+        assert m.flush(1, 6) is None
+
+
+def test_close_with_live_exports_is_safe(rwfile):
+    # The stdlib raises BufferError here; fastio closes and unmaps later.
+    path, data, fd = rwfile
+    with stdlib_mmap.mmap(fd, 0) as sm:
+        view = memoryview(sm)
+        with pytest.raises(BufferError):
+            sm.close()
+        view.release()
+    m = fastio.mmap(fd, 0)
+    view = memoryview(m)
+    m.close()
+    assert m.closed
+    assert bytes(view[:10]) == data[:10]
+    view.release()
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_bad_length_and_offset(rwfile):
+    path, data, fd = rwfile
+    with pytest.raises(OverflowError, match="length must be positive, got length=-1"):
+        fastio.mmap(fd, -1)
+    with pytest.raises(OverflowError, match="offset must be positive, got offset=-5"):
+        fastio.mmap(fd, 10, offset=-5)
+    with pytest.raises(OverflowError):
+        fastio.mmap(fd, 2**64)
+    with pytest.raises(OverflowError):
+        fastio.mmap(fd, 10, offset=2**64)
+    with pytest.raises(TypeError):
+        fastio.mmap(fd, 10, offset=None)
+    with pytest.raises(ValueError, match=f"offset={len(data) + 1}"):
+        fastio.mmap(fd, 0, offset=len(data) + 1)
+    with pytest.raises(ValueError, match="offset is greater than file size"):
+        fastio.mmap(fd, 0, offset=len(data))
+    with pytest.raises(ValueError, match="length is greater than file size"):
+        fastio.mmap(fd, len(data) + 1)
+    with pytest.raises(ValueError, match="length is greater than file size"):
+        fastio.mmap(fd, 10, offset=len(data) - 5)
+
+
+def test_empty_file(datafile):
+    path, _ = datafile(0)
+    with open(path, "rb") as f:
+        with pytest.raises(ValueError, match="cannot mmap an empty file"):
+            fastio.mmap(f.fileno(), 0, access=fastio.ACCESS_READ)
+    with pytest.raises(ValueError, match="cannot mmap an empty file"):
+        fastio.mmap(path, mode="r")
+
+
+def test_access_conflicts(rwfile):
+    path, data, fd = rwfile
+    with pytest.raises(ValueError, match="can't specify both access and flags, prot"):
+        fastio.mmap(fd, 10, flags=fastio.MAP_PRIVATE, access=fastio.ACCESS_READ)
+    with pytest.raises(ValueError, match="can't specify both access and flags, prot"):
+        fastio.mmap(fd, 10, prot=fastio.PROT_READ, access=fastio.ACCESS_WRITE)
+    for bad in (4, -1, 99):
+        with pytest.raises(ValueError, match=f"invalid access parameter: access={bad}"):
+            fastio.mmap(fd, 10, access=bad)
+
+
+def test_flags_the_kernel_rejects(rwfile):
+    path, data, fd = rwfile
+    # Neither MAP_SHARED nor MAP_PRIVATE.
+    with pytest.raises(OSError) as info:
+        fastio.mmap(fd, 10, flags=0)
+    assert info.value.errno == errno.EINVAL
+    assert "(mmap)" in str(info.value)
+    # Huge pages on a regular file (not hugetlbfs).
+    with pytest.raises(OSError) as info:
+        fastio.mmap(fd, 10, flags=fastio.MAP_SHARED | fastio.MAP_HUGETLB)
+    assert info.value.errno == errno.EINVAL
+
+
+def test_write_to_readonly_map_raises_typeerror(rwfile):
+    path, data, fd = rwfile
+    maps = [fastio.mmap(fd, 100, access=fastio.ACCESS_READ),
+            fastio.mmap(fd, 100, prot=fastio.PROT_READ),
+            fastio.mmap(path, 100, mode="r")]
+    for m in maps:
+        for op in (lambda: m.__setitem__(0, 1),
+                   lambda: m.__setitem__(slice(0, 2), b"ab"),
+                   lambda: m.__setitem__(slice(0, 4, 2), b"ab"),
+                   lambda: m.write(b"abc"),
+                   lambda: m.write_byte(1),
+                   lambda: m.move(0, 1, 1)):
+            with pytest.raises(TypeError, match=re.escape(READONLY)):
+                op()
+        with pytest.raises(TypeError, match="readonly or copy-on-write"):
+            m.resize(50)
+        assert m[:] == data[:100]
+        m.close()
+    assert os.pread(fd, 100, 0) == data[:100]
+
+
+def test_closed_fd_raises_ebadf(datafile):
+    path, _ = datafile(100)
+    fd = os.open(path, os.O_RDONLY)
+    os.close(fd)
+    with pytest.raises(OSError) as info:
+        fastio.mmap(fd, 10, access=fastio.ACCESS_READ)
+    assert info.value.errno == errno.EBADF
+
+
+def test_missing_path_and_directory(tmp_path):
+    missing = tmp_path / "nope.bin"
+    with pytest.raises(FileNotFoundError) as info:
+        fastio.mmap(missing, mode="r")
+    assert info.value.filename == str(missing)
+    for mode in ("r", "r+", "c"):
+        with pytest.raises(IsADirectoryError) as info:
+            fastio.mmap(tmp_path, mode=mode)
+        assert info.value.filename == str(tmp_path)
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        with pytest.raises(IsADirectoryError):
+            fastio.mmap(fd, 10, access=fastio.ACCESS_READ)
+    finally:
+        os.close(fd)
+
+
+def test_path_argument_errors(rwfile, leakcheck):
+    path, data, fd = rwfile
+    with pytest.raises(ValueError, match="mode=.*'x'"):
+        fastio.mmap(path, mode="x")
+    with pytest.raises(ValueError, match="either mode= or access="):
+        fastio.mmap(path, mode="r", access=fastio.ACCESS_WRITE)
+    with pytest.raises(ValueError, match="mode= is for a path"):
+        fastio.mmap(fd, 10, mode="r")
+    with pytest.raises(ValueError, match="needs length > 0"):
+        fastio.mmap(path, mode="w+")
+    with pytest.raises(ValueError, match="length is greater than file size"):
+        fastio.mmap(path, len(data) + 1, mode="r")
+    with pytest.raises(TypeError, match="length"):
+        fastio.mmap(fd)
+    leakcheck.check()
+
+
+ALL_METHODS = {
+    "read": (), "read_byte": (), "readline": (), "write": (b"a",),
+    "write_byte": (1,), "seek": (0,), "tell": (), "find": (b"a",),
+    "rfind": (b"a",), "move": (0, 0, 0), "resize": (10,), "flush": (),
+    "madvise": (fastio.MADV_NORMAL,), "advise": (fastio.MADV_NORMAL,),
+    "size": (), "populate": (), "lock": (), "unlock": (), "residency": (),
+    "asarray": (), "__enter__": (), "__len__": (), "__getitem__": (0,),
+    "__setitem__": (0, 1), "__iter__": (), "__contains__": (b"a",),
+}
+
+
+def test_every_method_after_close_raises_valueerror(rwfile):
+    path, data, fd = rwfile
+    public = {n for n in dir(fastio.mmap) if not n.startswith("_")} - {"close", "closed"}
+    assert public <= set(ALL_METHODS), "a method is missing from this test"
+    for m in (fastio.mmap(fd, 100), fastio.mmap(-1, 100)):
+        m.close()
+        for name, args in ALL_METHODS.items():
+            with pytest.raises(ValueError, match=CLOSED):
+                getattr(m, name)(*args)
+        with pytest.raises(ValueError, match=CLOSED):
+            memoryview(m)
+        with pytest.raises(ValueError, match=CLOSED):
+            np.frombuffer(m, dtype=np.uint8)
+        assert m.close() is None  # idempotent
+        assert m.closed
+
+
+def test_iterator_raises_after_close():
+    m = fastio.mmap(-1, 10)
+    it = iter(m)
+    assert next(it) == b"\0"
+    m.close()
+    with pytest.raises(ValueError, match=CLOSED):
+        next(it)
+
+
+def test_resize_with_live_memoryview_raises_buffererror(rwfile):
+    path, data, fd = rwfile
+    m = fastio.mmap(fd, 0)
+    view = memoryview(m)
+    with pytest.raises(BufferError, match="extant buffers"):
+        m.resize(100)
+    arr = m.asarray()
+    view.release()
+    with pytest.raises(BufferError):
+        m.resize(100)
+    del arr
+    m.resize(100)
+    assert len(m) == 100 and os.fstat(fd).st_size == 100
+    m.close()
+
+
+def test_close_with_live_numpy_array(tmp_path):
+    path = tmp_path / "unique-name-for-maps.bin"
+    data = os.urandom(5 * PAGE + 17)
+    path.write_bytes(data)
+    m = fastio.mmap(path, mode="r+", offset=3)
+    arr = m.asarray()
+    view = arr[10:20]
+    m.close()
+    assert m.closed
+    # The array still works: the memory stays mapped while it lives.
+    assert bytes(arr) == data[3:]
+    arr[0] = 7
+    assert view.tobytes() == data[13:23]
+    assert maps_mentioning(path.name)
+    del arr
+    assert maps_mentioning(path.name), "a view of the array still holds the memory"
+    del view
+    gc.collect()
+    assert not maps_mentioning(path.name)
+    assert path.read_bytes()[3] == 7
+
+
+def test_readonly_map_gives_readonly_array(rwfile):
+    path, data, fd = rwfile
+    with fastio.mmap(path, mode="r") as m:
+        arr = m.asarray()
+        assert not arr.flags.writeable
+        with pytest.raises(ValueError):
+            arr[0] = 1
+        del arr
+    with fastio.mmap(path, mode="c") as m:
+        arr = m.asarray(dtype="u1")
+        assert arr.flags.writeable
+        arr[:] = 0
+        del arr
+    assert path.read_bytes() == data
+
+
+def test_open_view_close_cycles_leak_nothing(datafile):
+    path, data = datafile(2 * PAGE + 5)
+    expected = int(np.frombuffer(data[1:], dtype=np.uint8).sum())
+    check = LeakCheck()
+    for i in range(1000):
+        m = fastio.mmap(path, mode="r", offset=1)
+        arr = m.asarray()
+        if i % 2:
+            m.close()  # close first, array later
+            assert int(arr.sum()) == expected
+            del arr
+        else:
+            assert int(arr.sum()) == expected
+            del arr
+            m.close()
+        with fastio.mmap(-1, PAGE) as a:
+            a[0:4] = b"abcd"
+            memoryview(a).release()
+    check.check()
+
+
+# ---------------------------------------------------------------- any byte offset
+
+FILE_SIZE = 3 * PAGE + 321
+
+
+@pytest.fixture(scope="module")
+def oracle_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("oracle") / "data.bin"
+    path.write_bytes(os.urandom(FILE_SIZE))
+    return path  # not the bytes: hypothesis would print them on failure
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(offset=st.integers(0, FILE_SIZE - 1), length=st.integers(0, FILE_SIZE))
+def test_any_offset_matches_file_bytes(oracle_file, offset, length):
+    path = oracle_file
+    data = path.read_bytes()
+    length = min(length, FILE_SIZE - offset)
+    expect = data[offset:offset + length] if length else data[offset:]
+    with open(path, "rb") as f:
+        with fastio.mmap(f.fileno(), length, access=fastio.ACCESS_READ,
+                         offset=offset) as m:
+            assert len(m) == len(expect)
+            assert m[:] == expect
+            assert bytes(memoryview(m)) == expect
+            assert m.read() == expect
+            if expect:
+                assert m[-1] == expect[-1]
+                assert m.find(expect[-3:], 0) == expect.find(expect[-3:])
+                assert m.rfind(expect[:2], 0) == expect.rfind(expect[:2])
+            assert m.size() == FILE_SIZE
+    with fastio.mmap(path, length, mode="r", offset=offset) as m:
+        assert m[:] == expect
+        assert np.array_equal(m.asarray(), np.frombuffer(expect, dtype=np.uint8))
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(offset=st.integers(0, 2 * PAGE), length=st.integers(1, PAGE + 100),
+       new_length=st.integers(1, 3 * PAGE))
+def test_resize_at_any_offset(tmp_path, offset, length, new_length):
+    path = tmp_path / "resize.bin"
+    data = os.urandom(offset + length)
+    path.write_bytes(data)
+    with fastio.mmap(path, mode="r+", offset=offset) as m:
+        assert m[:] == data[offset:]
+        m.resize(new_length)
+        assert len(m) == new_length
+        assert m.size() == offset + new_length == os.path.getsize(path)
+        keep = min(length, new_length)
+        assert m[:keep] == data[offset:offset + keep]
+        # The new tail is the file's (zero-filled by ftruncate) and writes
+        # land at the right file offset.
+        m[new_length - 1] = 0xAB
+        m.flush()
+    expected = bytearray(data[:offset + keep] + bytes(new_length - keep))
+    expected[offset + new_length - 1] = 0xAB
+    assert path.read_bytes() == expected
+
+
+def test_resize_anonymous_keeps_data():
+    with fastio.mmap(-1, 100, flags=fastio.MAP_PRIVATE) as m:
+        m[:] = bytes(range(100))
+        m.resize(5 * PAGE)
+        assert m[:100] == bytes(range(100)) and m[100:] == bytes(5 * PAGE - 100)
+        m.resize(10)
+        assert m[:] == bytes(range(10))
+        with pytest.raises(ValueError, match="new size out of range"):
+            m.resize(-1)
+
+
+def test_resize_anonymous_shared_within_its_memory_only():
+    # The stdlib's mremap grows the mapping past the shared memory object
+    # behind it, and the next access is a SIGBUS. fastio refuses instead.
+    with fastio.mmap(-1, 2 * PAGE) as m:
+        m[:5] = b"hello"
+        m.resize(10)
+        assert m[:] == b"hello" + bytes(5)
+        m.resize(2 * PAGE)  # back up to the original size: fine
+        assert m[-1] == 0 and m[:5] == b"hello"
+        with pytest.raises(ValueError, match=f"original {2 * PAGE} bytes.*newsize={2 * PAGE + 1}"):
+            m.resize(2 * PAGE + 1)
+        assert len(m) == 2 * PAGE
+
+
+def test_modes(tmp_path):
+    path = tmp_path / "modes.bin"
+    with fastio.mmap(path, 100, mode="w+", offset=7) as m:
+        assert os.path.getsize(path) == 107 and len(m) == 100
+        m[:5] = b"hello"
+    assert path.read_bytes()[7:12] == b"hello"
+    with fastio.mmap(str(path), mode="r+") as m:
+        assert len(m) == 107
+        m[0:3] = b"abc"
+    assert path.read_bytes()[:3] == b"abc"
+    with fastio.mmap(os.fsencode(path), mode="c") as m:
+        m[0:3] = b"xyz"
+        assert m[0:3] == b"xyz"
+    assert path.read_bytes()[:3] == b"abc"
+    with fastio.mmap(path, 3, offset=7, mode="readonly") as m:
+        assert m[:] == b"hel" and repr(m).startswith("<fastio.mmap closed=False, access=ACCESS_READ")
+    with fastio.mmap(path) as m:  # no mode: read-write shared, as 'r+'
+        assert len(m) == 107 and "ACCESS_DEFAULT" in repr(m)
+        m[0] = ord("A")
+    assert path.read_bytes()[:3] == b"Abc"
+
+
+def test_asarray_shapes(tmp_path):
+    path = tmp_path / "arr.bin"
+    ref = np.arange(24, dtype="<i4")
+    path.write_bytes(b"xyz" + ref.tobytes())
+    with fastio.mmap(path, mode="r", offset=3) as m:
+        a = m.asarray("<i4")
+        assert np.array_equal(a, ref)
+        b = m.asarray("<i4", shape=(4, 6))
+        assert np.array_equal(b, ref.reshape(4, 6))
+        f = m.asarray("<i4", shape=(4, 6), order="F")
+        assert np.array_equal(f, ref.reshape((4, 6), order="F"))
+        c = m.asarray("<i4", shape=2, offset=8)
+        assert c.tolist() == [2, 3]
+        with pytest.raises(ValueError, match="shape"):
+            m.asarray("<i4", shape=(5, 6))
+
+
+# ---------------------------------------------------------------- stdlib parity
+
+def test_items_slices_iteration_contains():
+    s = bytes(reversed(range(256)))
+    with fastio.mmap(-1, 256) as m, stdlib_mmap.mmap(-1, 256) as sm:
+        m[:] = s
+        sm[:] = s
+        assert list(m) == list(sm) and all(type(b) is bytes and len(b) == 1 for b in m)
+        for x in (b"\x05", b"\x05\x04", 5, bytearray(b"\x05"), b"", "a"):
+            assert (x in m) == (x in sm)
+        m[-1] = 9
+        sm[-1] = 9
+        m[10:20:3] = b"abcd"
+        sm[10:20:3] = b"abcd"
+        assert m[:] == sm[:] and m[::-7] == sm[::-7] and m[-1] == 9
+        for bad in (256, -1):
+            with pytest.raises(ValueError, match=r"range\(0, 256\)"):
+                m[0] = bad
+        with pytest.raises(IndexError, match="wrong size"):
+            m[0:3] = b"ab"
+        with pytest.raises(TypeError, match="item deletion"):
+            del m[0]
+        with pytest.raises(IndexError, match="out of range"):
+            m[256]
+        # Overlapping slice assignment from a view of the map itself.
+        m[0:10] = b"0123456789"
+        with memoryview(m) as v:
+            m[2:10] = v[0:8]
+        assert m[0:10] == b"0101234567"
+
+
+def test_read_write_seek_find_readline():
+    with fastio.mmap(-1, 32) as m, stdlib_mmap.mmap(-1, 32) as sm:
+        for mm in (m, sm):
+            assert mm.write(b"one\ntwo\nthree") == 13
+            mm.seek(0)
+        for mm in (m, sm):
+            mm.seek(0)
+        assert [m.readline() for _ in range(4)] == [sm.readline() for _ in range(4)]
+        m.seek(2)
+        sm.seek(2)
+        assert m.find(b"t") == sm.find(b"t")
+        assert m.rfind(b"t", None, None) == sm.rfind(b"t")
+        assert m.find(b"") == sm.find(b"") and m.rfind(b"") == sm.rfind(b"")
+        assert m.find(b"o", -30, -1) == sm.find(b"o", -30, -1)
+
+
+def test_no_pickling_but_subclass_and_weakref():
+    m = fastio.mmap(-1, 10)
+    with pytest.raises(TypeError, match="cannot pickle 'fastio.mmap' object"):
+        pickle.dumps(m)
+
+    class Anon(fastio.mmap):
+        def __new__(cls, n):
+            return super().__new__(cls, -1, n)
+
+    a = Anon(PAGE)
+    assert isinstance(a, fastio.mmap) and len(a) == PAGE
+    assert repr(a).startswith(f"<{__name__}.test_no_pickling_but_subclass_and_weakref.<locals>.Anon")
+    r = weakref.ref(a)
+    del a
+    gc.collect()
+    assert r() is None
+    m.close()
+
+
+def test_size_of_anonymous_map_is_its_length():
+    # The stdlib raises OSError(EBADF) (it fstat()s fd -1); documented.
+    with fastio.mmap(-1, 123) as m:
+        assert m.size() == 123
+
+
+def test_stdlib_code_runs_with_fastio_as_mmap(monkeypatch, rwfile):
+    path, data, fd = rwfile
+    monkeypatch.setitem(sys.modules, "mmap", fastio)
+    import mmap
+    assert mmap is fastio
+    with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as m:
+        assert m[:] == data and isinstance(m, mmap.mmap)
+    assert mmap.error is OSError
+
+
+# ---------------------------------------------------------------- extras
+
+def test_advise_rounds_and_never_discards_outside_range():
+    with fastio.mmap(-1, 4 * PAGE, flags=fastio.MAP_PRIVATE) as m:
+        m[:] = b"\xff" * len(m)
+        # Discarding advice only drops whole pages inside the range.
+        m.advise(fastio.MADV_DONTNEED, 10, 2 * PAGE)
+        assert m[:PAGE] == b"\xff" * PAGE
+        assert m[PAGE:2 * PAGE] == bytes(PAGE)
+        assert m[2 * PAGE:] == b"\xff" * (2 * PAGE)
+        # Other advice is widened to pages: any start works.
+        m.advise(fastio.MADV_WILLNEED, 1, 3)
+        m.advise(fastio.MADV_SEQUENTIAL, start=PAGE + 1)
+        with pytest.raises(ValueError, match="start=-1"):
+            m.advise(fastio.MADV_NORMAL, -1)
+        with pytest.raises(ValueError, match=f"length={5 * PAGE}"):
+            m.advise(fastio.MADV_NORMAL, 0, 5 * PAGE)
+        with pytest.raises(OSError) as info:
+            m.advise(12345)
+        assert info.value.errno == errno.EINVAL and "madvise" in str(info.value)
+
+
+def test_madvise_at_any_offset(rwfile):
+    path, data, fd = rwfile
+    with fastio.mmap(fd, 2 * PAGE, offset=7) as m:
+        assert m.madvise(fastio.MADV_NORMAL, 3, 10) is None
+        assert m.madvise(fastio.MADV_WILLNEED) is None
+
+
+def _has_populate():
+    try:
+        with fastio.mmap(-1, PAGE) as m:
+            m.populate()
+        return True
+    except OSError as exc:
+        return exc.errno != errno.EINVAL
+
+
+needs_populate = pytest.mark.skipif(
+    not _has_populate(), reason="kernel lacks MADV_POPULATE_READ/WRITE (Linux 5.14+)")
+
+
+@needs_populate
+def test_populate_and_residency(rwfile):
+    path, data, fd = rwfile
+    with fastio.mmap(-1, 8 * PAGE, flags=fastio.MAP_PRIVATE) as m:
+        raw = fastio._core.mmap.residency(m)
+        assert isinstance(raw, bytes) and len(raw) == 8 and set(raw) <= {0, 1}
+        assert m.populate() is None
+        frac, pages = m.residency()
+        assert frac == 1.0 and pages.dtype == bool and pages.shape == (8,)
+        m.advise(fastio.MADV_DONTNEED, 0, 4 * PAGE)
+        frac, pages = m.residency()
+        assert frac == 0.5 and not pages[:4].any() and pages[4:].all()
+    with fastio.mmap(fd, 0, offset=5, populate=True) as m:
+        frac, pages = m.residency()
+        assert frac == 1.0 and len(pages) == 4
+
+
+@needs_populate
+def test_populate_past_end_of_file_is_oserror_not_sigbus(tmp_path):
+    path = tmp_path / "shrinks.bin"
+    path.write_bytes(b"x" * (4 * PAGE))
+    with fastio.mmap(path, mode="r") as m:
+        os.truncate(path, PAGE)
+        with pytest.raises(OSError) as info:
+            m.populate()
+        assert info.value.errno == errno.EFAULT
+
+
+def test_lock_unlock():
+    with fastio.mmap(-1, PAGE) as m:
+        try:
+            m.lock()
+        except OSError as exc:
+            assert exc.errno in (errno.ENOMEM, errno.EPERM)
+            assert "RLIMIT_MEMLOCK" in str(exc)
+            pytest.skip(f"mlock refused here: {exc}")
+        assert m.unlock() is None
+
+
+def _lock_over_limit():
+    """Map more than RLIMIT_MEMLOCK allows and lock it; the OSError's text."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    limit = soft if soft != resource.RLIM_INFINITY else 16 * PAGE
+    with fastio.mmap(-1, limit + 16 * PAGE) as m:
+        try:
+            m.lock()
+        except OSError as exc:
+            return exc.errno, str(exc)
+    return None, "lock() succeeded over the limit"
+
+
+@pytest.mark.skipif(bool(maps_mentioning("libasan")),
+                    reason="AddressSanitizer replaces mlock with a no-op")
+def test_lock_over_limit_names_rlimit():
+    import resource
+    if os.geteuid() != 0:
+        if resource.getrlimit(resource.RLIMIT_MEMLOCK)[0] == resource.RLIM_INFINITY:
+            pytest.skip("no locked-memory limit applies")
+        err, text = _lock_over_limit()
+    else:
+        # Root ignores the limit (CAP_IPC_LOCK): check it in a child that
+        # sets a small limit and becomes an unprivileged user.
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(r)
+                resource.setrlimit(resource.RLIMIT_MEMLOCK, (4 * PAGE, 4 * PAGE))
+                os.setgid(65534)
+                os.setuid(65534)
+                err, text = _lock_over_limit()
+                os.write(w, f"{err}|{text}".encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            out = f.read().decode()
+        os.waitpid(pid, 0)
+        if not out:
+            pytest.skip("could not drop privileges in a child")
+        err, text = out.split("|", 1)
+        err = None if err == "None" else int(err)
+    assert err in (errno.ENOMEM, errno.EPERM), text
+    assert "RLIMIT_MEMLOCK" in text and "ulimit -l" in text
+
+
+# ---------------------------------------------------------------- processes and threads
+
+def test_anonymous_shared_map_is_shared_with_forked_child():
+    shared = fastio.mmap(-1, PAGE)  # MAP_SHARED by default
+    private = fastio.mmap(-1, PAGE, flags=fastio.MAP_PRIVATE)
+    pid = os.fork()
+    if pid == 0:  # child: write both, exit without running pytest's teardown
+        try:
+            shared[0:5] = b"hello"
+            private[0:5] = b"hello"
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert shared[0:5] == b"hello"
+    assert private[0:5] == bytes(5)
+    shared.close()
+    private.close()
+
+
+def test_close_while_another_thread_copies():
+    size = 64 << 20  # far above FASTIO_NOGIL_COPY_THRESHOLD: copied without the GIL
+    for _ in range(5):
+        m = fastio.mmap(-1, size)
+        m[size - 1] = 1
+        start = threading.Barrier(2)
+        copied_once = threading.Event()
+        results = []
+
+        def reader():
+            start.wait()
+            try:
+                while True:
+                    got = m[0:size]
+                    results.append(len(got) == size and got[-1] == 1)
+                    copied_once.set()
+                    m.seek(0)
+                    got = m.read()
+                    results.append(len(got) == size and got[-1] == 1)
+            except ValueError as exc:
+                results.append(str(exc) == CLOSED)
+            finally:
+                copied_once.set()
+
+        t = threading.Thread(target=reader)
+        t.start()
+        start.wait()
+        copied_once.wait()  # then close while the next copies run
+        m.close()
+        t.join()
+        assert results and all(results)
+
+
+# ---------------------------------------------------------------- introspection
+
+def test_signatures_and_stub_match_runtime():
+    import ast
+    import inspect
+    for name in dir(fastio._core.mmap):
+        attr = getattr(fastio._core.mmap, name)
+        if not name.startswith("_") and callable(attr):
+            inspect.signature(attr)  # every docstring starts with a text signature
+    inspect.signature(fastio.mmap)
+    stub = ast.parse(open(os.path.join(os.path.dirname(fastio.__file__), "_core.pyi")).read())
+    cls = next(n for n in stub.body if isinstance(n, ast.ClassDef) and n.name == "mmap")
+    stubbed = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
+    runtime = {n for n in vars(fastio._core.mmap) if not n.startswith("_")}
+    assert runtime <= stubbed
