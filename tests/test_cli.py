@@ -8,6 +8,7 @@ positive, and consistent with the others.
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -225,3 +226,20 @@ def test_interrupted_run_removes_its_file(tmp_path, sig, code):
             proc.communicate()
     assert proc.returncode == code, err
     assert list(work.iterdir()) == []
+
+
+def test_console_script_is_the_same_program(tmp_path):
+    """`pip install .` puts a `fastio` script on PATH (README's first command)."""
+    script = shutil.which("fastio")
+    if script is None:
+        pytest.skip("no fastio script on PATH: fastio is not pip-installed here")
+    p = subprocess.run([script, "--size", "1M", "--repeat", "1", "--json", "o.json"],
+                       cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    data = json.loads((tmp_path / "o.json").read_text())
+    assert [r["method"] for r in data["results"]] == list(METHODS)
+    bad = subprocess.run([script, "--size", "-1"], cwd=tmp_path, env=cli_env(),
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert "usage: fastio " in bad.stderr and "'-1'" in bad.stderr

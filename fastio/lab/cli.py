@@ -53,10 +53,18 @@ def _human(n: int) -> str:
     return f"{n} bytes"
 
 
+def _prog() -> str:
+    # The same CLI runs as `python -m fastio` and as the `fastio` script.
+    argv0 = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if argv0 in ("", "__main__.py", "-c") or argv0.startswith("python"):
+        return "python -m fastio"
+    return argv0
+
+
 def build_parser() -> argparse.ArgumentParser:
     names = ", ".join(_methods.METHODS)
     p = argparse.ArgumentParser(
-        prog="python -m fastio",
+        prog=_prog(),
         description=(
             "Measure fastio against its baselines on this machine: reading a file "
             "into a bytearray (f.readinto) vs into an aligned fastio buffer "
@@ -158,18 +166,18 @@ def main(argv=None) -> int:
             try:
                 path = _make_file(args.size, args.dir)
             except OSError as e:
-                print(f"python -m fastio: error: cannot make the test file: {e}",
+                print(f"{_prog()}: error: cannot make the test file: {e}",
                       file=sys.stderr)
                 return 1
         else:
             path = args.file
             try:
                 if not os.path.isfile(path) or os.path.getsize(path) == 0:
-                    print(f"python -m fastio: error: --file {path!r} is not a non-empty "
+                    print(f"{_prog()}: error: --file {path!r} is not a non-empty "
                           "regular file", file=sys.stderr)
                     return 2
             except OSError as e:
-                print(f"python -m fastio: error: --file: {e}", file=sys.stderr)
+                print(f"{_prog()}: error: --file: {e}", file=sys.stderr)
                 return 2
         res = run(path, repeat=args.repeat, extra_info={"temporary": temporary})
         print(_describe(res))
@@ -180,7 +188,7 @@ def main(argv=None) -> int:
             print(f"\nresults written to {args.json}")
         return 0 if res.ok else 1
     except KeyboardInterrupt:
-        print("\npython -m fastio: interrupted", file=sys.stderr)
+        print(f"\n{_prog()}: interrupted", file=sys.stderr)
         return 130
     finally:
         if temporary and path is not None:
