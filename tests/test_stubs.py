@@ -107,8 +107,10 @@ def stub_members(node: ast.ClassDef):
 
 
 RUNTIME = sorted(n for n in dir(_core) if public(n))
+# The C types: every class of the module but built-ins re-exported (error =
+# OSError) and exceptions (made by PyErr_NewException, no methods of their own).
 TYPES = sorted(n for n in RUNTIME if isinstance(getattr(_core, n), type)
-               and getattr(_core, n).__module__ == "fastio._core"
+               and getattr(_core, n).__module__ != "builtins"
                and not issubclass(getattr(_core, n), BaseException))
 FUNCS = sorted(n for n in RUNTIME if inspect.isbuiltin(getattr(_core, n)))
 
