@@ -14,16 +14,13 @@ Prints microseconds per 4 KiB page (total and first-touch only), the THP
 faults the kernel counted, and the ratio against np.empty + fill.
 """
 import argparse
-import os
-import platform
-import statistics
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import fastio  # noqa: E402
+# _common first: it puts this checkout's fastio first on sys.path.
+from _common import machine_info, median, print_table, run_rounds
+import fastio
 
 
 def vmstat(name):
@@ -38,26 +35,12 @@ def vmstat(name):
     return 0
 
 
-def machine_info():
-    cpu = "?"
+def thp_defrag():
     try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    thp = defrag = "?"
-    try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-            thp = f.read().strip()
         with open("/sys/kernel/mm/transparent_hugepage/defrag") as f:
-            defrag = f.read().strip()
+            return f.read().strip()
     except OSError:
-        pass
-    print(f"machine : {platform.node()} {platform.machine()}, {cpu}, {os.cpu_count()} cpus")
-    print(f"kernel  : {platform.release()}; THP enabled {thp}; defrag {defrag}")
-    print(f"Python {platform.python_version()}, numpy {np.__version__}, "
-          f"fastio {fastio.__version__}")
+        return "?"
 
 
 def main():
@@ -66,6 +49,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
     machine_info()
+    print(f"THP     : defrag {thp_defrag()}")
     size = args.size_mib << 20
     pages = size // 4096
     print(f"size    : {args.size_mib} MiB = {pages} pages of 4 KiB; {args.rounds} rounds")
@@ -111,24 +95,28 @@ def main():
                   ("fastio.empty huge pages + fill", fastio_huge),
                   ("fastio.empty huge, populate + fill", fastio_huge_populate),
                   ("fill of touched memory (floor)", fill_warm)]
-    times = {name: [] for name, _ in contenders}
     thp = {name: 0 for name, _ in contenders}
-    for _ in range(args.rounds):
-        for name, fn in contenders:
-            before = vmstat("thp_fault_alloc")
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-            thp[name] += vmstat("thp_fault_alloc") - before
+    names = {fn: name for name, fn in contenders}
 
-    floor = statistics.median(times["fill of touched memory (floor)"])
-    base = statistics.median(times["np.empty + fill (baseline)"])
-    print(f"\n{'contender':36} {'us/page':>8} {'touch us/page':>14} {'THP faults':>11} "
-          f"{'vs np.empty':>12}")
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        print(f"{name:36} {med / pages * 1e6:8.3f} {(med - floor) / pages * 1e6:14.3f} "
-              f"{thp[name] // args.rounds:11d} {base / med:11.2f}x")
+    def once(fn):
+        before = vmstat("thp_fault_alloc")
+        t0 = time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - t0
+        thp[names[fn]] += vmstat("thp_fault_alloc") - before
+        return seconds
+
+    times = run_rounds(contenders, args.rounds, once)
+
+    floor = median(times["fill of touched memory (floor)"])
+    base = median(times["np.empty + fill (baseline)"])
+    print()
+    # Each row: (seconds per round, THP faults over all rounds).
+    rows = {name: (ts, thp[name]) for name, ts in times.items()}
+    print_table(rows, [("us/page", lambda r: median(r[0]) / pages * 1e6, ".3f"),
+                       ("touch us/page", lambda r: (median(r[0]) - floor) / pages * 1e6, ".3f"),
+                       ("THP faults", lambda r: r[1] // args.rounds, "d"),
+                       ("vs np.empty", lambda r: base / median(r[0]), ".2fx")])
     print("(us/page: whole round per 4 KiB page; touch: minus the floor, i.e. the "
           "fault + zeroing; THP faults: per round, from /proc/vmstat)")
 

@@ -18,75 +18,15 @@ the sum took (last round). Nothing here is a test: no figure is asserted.
 import argparse
 import gc
 import os
-import platform
 import resource
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import fastio  # noqa: E402
-
-
-def parse_size(text):
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    text = text.strip().upper().rstrip("IB")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def filesystem_of(path):
-    best, fstype = "", "unknown"
-    try:
-        with open("/proc/mounts") as fh:
-            for line in fh:
-                dev, mnt, typ = line.split()[:3]
-                if path.startswith(mnt) and len(mnt) > len(best):
-                    best, fstype = mnt, f"{typ} on {dev} at {mnt}"
-    except OSError:
-        pass
-    return fstype
-
-
-def make_file(path, size):
-    """Deterministic non-constant data, written in 64 MiB chunks."""
-    chunk = np.arange((64 << 20) // 8, dtype="<u8").view("u1")
-    with open(path, "wb") as fh:
-        left = size
-        while left:
-            n = min(left, chunk.nbytes)
-            fh.write(chunk[:n].tobytes())
-            left -= n
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def cache_state(path, size):
-    """Fraction of the file in the page cache, by fastio's own residency
-    when it is there, else said to be unknown."""
-    if hasattr(fastio.mmap, "residency"):
-        with open(path, "rb") as fh:
-            mm = fastio.mmap(fh.fileno(), size, access=fastio.ACCESS_READ)
-        try:
-            frac, _ = mm.residency()
-        finally:
-            mm.close()
-        return f"{frac * 100:.1f}% of the file in the page cache (mincore)"
-    return "warmed by a full read just before (mincore not available yet)"
+# _common first: it puts this checkout's fastio first on sys.path.
+from _common import cache_state, machine_info, make_file, parse_size, print_table, warm
+import fastio
 
 
 def timed(make):
@@ -121,20 +61,14 @@ def main():
     d = args.dir or tempfile.gettempdir()
     path = os.path.join(d, f"fastio-bench-memmap-{size}.bin")
 
-    print(f"machine    : {' '.join(platform.uname())}")
-    print(f"cpu        : {cpu_model()} x {os.cpu_count()}")
-    print(f"python     : {platform.python_version()}, numpy {np.__version__}, "
-          f"fastio {fastio.__version__}")
-    print(f"file       : {path}, {size / 2**30:.3f} GiB, {filesystem_of(os.path.realpath(d))}")
-    print(f"dtype      : {dtype}, page size {fastio.PAGESIZE}")
+    machine_info(path)
+    print(f"size    : {size / 2**30:.3f} GiB; dtype {dtype}, page size {fastio.PAGESIZE}")
 
     if not os.path.exists(path) or os.path.getsize(path) != size:
         make_file(path, size)
     # Warm the page cache: every contender then reads from memory.
-    with open(path, "rb") as fh:
-        while fh.read(64 << 20):
-            pass
-    print(f"cache      : {cache_state(path, size)}")
+    warm(path)
+    print(f"cache   : {cache_state(path)}")
 
     ceiling_arr = np.fromfile(path, dtype=dtype)
     contenders = {
@@ -158,11 +92,15 @@ def main():
     gbs = lambda t: size / t / 1e9  # noqa: E731
     base_total, base_sum = best["numpy.memmap"]
     print()
-    print(f"best of {args.repeat}      {'open+sum':>10} {'GB/s':>7} {'sum':>10} {'GB/s':>7}"
-          f" {'x numpy.memmap':>14} {'faults in sum':>13}")
-    for name, (total, summing) in best.items():
-        print(f"{name:28s} {total * 1e3:8.1f}ms {gbs(total):7.2f} {summing * 1e3:8.1f}ms "
-              f"{gbs(summing):7.2f} {base_total / total:14.3f} {faults[name]:13d}")
+    # Each row: (best open+sum seconds, best sum seconds, faults in the last sum).
+    rows = {name: (total, summing, faults[name]) for name, (total, summing) in best.items()}
+    print_table(rows, [("open+sum ms", lambda r: r[0] * 1e3, ".1f"),
+                       ("GB/s", lambda r: gbs(r[0]), ".2f"),
+                       ("sum ms", lambda r: r[1] * 1e3, ".1f"),
+                       ("GB/s", lambda r: gbs(r[1]), ".2f"),
+                       ("x numpy.memmap", lambda r: base_total / r[0], ".3f"),
+                       ("faults in sum", lambda r: r[2], "d")],
+                first=f"best of {args.repeat}")
     ratio = base_total / best["fastio.memmap"][0]
     print()
     print(f"fastio.memmap / numpy.memmap (open+sum throughput): {ratio:.3f}x (goal >= 0.95x)")

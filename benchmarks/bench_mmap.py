@@ -19,7 +19,6 @@ hard-coded anywhere: every number printed is measured here.
 import argparse
 import mmap as stdlib_mmap
 import os
-import platform
 import random
 import statistics
 import sys
@@ -28,66 +27,23 @@ import time
 
 import numpy as np
 
+# _common first: it puts this checkout's fastio first on sys.path.
+from _common import cache_state, machine_info, make_file, residency, warm
 import fastio
 
 SLICE = 4096
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def filesystem_of(path):
-    """The mount (device, type) holding path, from /proc/self/mounts."""
-    best = ("?", "?", "")
-    path = os.path.realpath(path)
-    try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                dev, mnt, fstype = line.split()[:3]
-                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best[2]):
-                    best = (dev, fstype, mnt)
-    except OSError:
-        pass
-    return f"{best[1]} ({best[0]} on {best[2]})"
-
-
-def make_file(size):
-    """A file of size random bytes in the temp dir, reused across runs."""
+def reuse_or_make(size):
+    """A file of size bytes in the temp dir, reused across runs; made under
+    another name and renamed, so that an interrupted run leaves no short file."""
     path = os.path.join(tempfile.gettempdir(), f"fastio-bench-mmap-{size}.bin")
-    if not os.path.exists(path) or os.path.getsize(path) != size:
-        tmp = path + f".{os.getpid()}.part"
-        chunk = np.random.default_rng(1).integers(0, 256, 1 << 24, dtype=np.uint8).tobytes()
-        with open(tmp, "wb") as f:
-            left = size
-            while left:
-                n = min(left, len(chunk))
-                f.write(chunk[:n])
-                left -= n
-        os.replace(tmp, path)
-        made = "made now"
-    else:
-        made = "reused"
-    return path, made
-
-
-def warm(path):
-    with open(path, "rb") as f:
-        while f.read(1 << 24):
-            pass
-
-
-def residency(path):
-    with fastio.mmap(path, mode="r") as m:
-        frac, _ = m.residency()
-    return frac
+    if os.path.exists(path) and os.path.getsize(path) == size:
+        return path, "reused"
+    tmp = path + f".{os.getpid()}.part"
+    make_file(tmp, size)
+    os.replace(tmp, path)
+    return path, "made now"
 
 
 # The clock: CPU time of this process by default, so that time spent
@@ -123,13 +79,11 @@ def main():
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     size = args.size_mib << 20
 
-    path, made = make_file(size)
+    path, made = reuse_or_make(size)
     warm(path)
-    u = os.uname()
-    print(f"machine : {u.sysname} {u.release} {u.machine}, {os.cpu_count()} CPUs, {cpu_model()}")
-    print(f"python  : {platform.python_version()}, numpy {np.__version__}, fastio {fastio.__version__}")
-    print(f"file    : {path} ({args.size_mib} MiB, {made}), filesystem {filesystem_of(path)}")
-    print(f"cache   : warm (file read once); resident {residency(path):.1%} of pages (mincore)")
+    machine_info(path)
+    print(f"size    : {args.size_mib} MiB ({made})")
+    print(f"cache   : warm (file read once); {cache_state(path)}")
     print(f"clock   : {'process CPU time' if args.clock == 'cpu' else 'wall (perf_counter)'}")
 
     rng = random.Random(42)

@@ -152,6 +152,11 @@ def readahead(fd: int | Any, offset: int, length: int, /) -> None: ...
 
 # ---------------------------------------------------------------- transfer.c
 
+def _transfer(out_fd: int, in_fd: int, count: int, in_offset: int, out_offset: int,
+              methods: tuple[str, ...] | list[str], timeout: float, nowait: bool,
+              in_name: Any = None, out_name: Any = None, /) -> tuple[int, str, int]: ...
+def _tee(fd_in: int, fd_out: int, count: int, timeout: float, /) -> int: ...
+
 # ---------------------------------------------------------------- end transfer.c
 
 # ---------------------------------------------------------------- shm_posix.c
