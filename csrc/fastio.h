@@ -91,6 +91,7 @@ typedef enum {
     FASTIO_MEM_NONE = 0,   /* nothing owned (closed, or length 0) */
     FASTIO_MEM_MMAP,       /* munmap(base, alloc_size) */
     FASTIO_MEM_HEAP,       /* free(base) (posix_memalign) */
+    FASTIO_MEM_SHMAT,      /* shmdt(base) (System V, shm_sysv.c) */
 } fastio_mem_kind;
 
 typedef struct {
@@ -130,6 +131,16 @@ int fastio_map_anonymous(size_t size, int shared, int hugepages, void **out);
 /* Copy with the GIL released when large (threshold in region.c). */
 void fastio_memcpy(void *dst, const void *src, size_t n);
 #define FASTIO_NOGIL_COPY_THRESHOLD (1 << 20)
+
+/* ------------------------------------------------------------------ */
+/* shm_posix.c: methods every shared-memory segment type shares (the POSIX
+ * one and shm_sysv.c's). `self` owns `r`; each returns a new reference or
+ * NULL with an exception, like the method it implements. */
+PyObject *fastio_segment_populate(PyObject *self, fastio_region *r);
+PyObject *fastio_segment_advise(PyObject *self, fastio_region *r,
+                                PyObject *args, PyObject *kwds);
+PyObject *fastio_segment_fill(PyObject *self, fastio_region *r,
+                              PyObject *args, PyObject *kwds);
 
 /* The system page size, read once at module init. */
 extern long fastio_pagesize;

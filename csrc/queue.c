@@ -1,8 +1,1866 @@
-/* queue.c: the Queue type: pins buffers per request, submits and reaps in batches through a backend's ops table (aio.h). */
+/* queue.c: the Queue type: a submission/completion queue over one backend's
+ * ops table (aio.h), plus the batch loop behind read_blocks/write_blocks.
+ *
+ * Lifetimes. Every request owns a slot (depth slots per queue). The slot
+ * holds the request's buffer export (Py_buffer), its tag and a reference to
+ * its file object from q.read() until the completion is handed to Python:
+ * the memory the kernel (or a worker thread) writes into cannot be freed,
+ * resized or closed while the request is in flight, and nothing dangles.
+ * A slot moves FREE -> PENDING (queued by q.read, not yet given to the
+ * backend) -> INFLIGHT -> DONE (reaped: result stored, in the done FIFO) ->
+ * FREE (converted to a (tag, result) tuple, GIL held, buffer released).
+ * A request the backend refuses at submission goes straight to DONE with
+ * its -errno: its tag always comes back, with the exception.
+ *
+ * The GIL. submit() and reap() of the backend run with the GIL released
+ * (they may block); everything they touch is plain C memory of the queue.
+ * `busy` marks those sections: a second Python thread calling into the same
+ * queue meanwhile gets RuntimeError instead of racing on the slots.
+ *
+ * Close (close(), __exit__, dealloc, GC clear): requests never submitted
+ * complete with ECANCELED, the backend is asked to cancel the rest, and the
+ * queue waits until every one of them is reaped before it releases a buffer
+ * or frees the backend's context.
+ *
+ * Backend choice is policy and lives in fastio/aio.py ('auto',
+ * FASTIO_BACKEND); this file takes a backend by its exact name.
+ */
 #include "fastio.h"
+#include "aio.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/fs.h>
+
+static const fastio_aio_ops *const all_backends[] = {
+    &fastio_aio_uring_ops,
+    &fastio_aio_linux_ops,
+    &fastio_aio_posix_ops,
+    &fastio_aio_threads_ops,
+};
+#define NBACKENDS (sizeof all_backends / sizeof all_backends[0])
+
+#define DEPTH_MAX 65536
+/* user_data of batch requests: the top bit set, the batch slot below. */
+#define BATCH_BIT ((uint64_t)1 << 63)
+/* Waits without a deadline wake this often to run Python's signal
+ * handlers: a pthread condition wait (threads backend) is not interrupted
+ * by a signal the way io_uring_enter is. */
+#define SIGNAL_POLL_NS 100000000LL
+
+/* ================================================================== */
+/* Latency histogram: log-linear buckets, 1/32 relative precision. */
+
+#define LAT_SUB_BITS 5
+#define LAT_SUB (1u << LAT_SUB_BITS)
+#define LAT_BUCKETS (LAT_SUB + (64 - LAT_SUB_BITS) * LAT_SUB)
+
+static inline unsigned
+lat_bucket(uint64_t ns)
+{
+    if (ns < LAT_SUB) {
+        return (unsigned)ns;
+    }
+    unsigned msb = 63u - (unsigned)__builtin_clzll(ns);
+    unsigned shift = msb - LAT_SUB_BITS;
+    return LAT_SUB + (msb - LAT_SUB_BITS) * LAT_SUB +
+           (unsigned)((ns >> shift) - LAT_SUB);
+}
+
+/* The largest value a bucket holds. */
+static uint64_t
+lat_bucket_top(unsigned b)
+{
+    if (b < LAT_SUB) {
+        return b;
+    }
+    unsigned e = (b - LAT_SUB) / LAT_SUB;
+    uint64_t m = (b - LAT_SUB) % LAT_SUB + LAT_SUB;
+    return ((m + 1) << e) - 1;
+}
+
+static inline uint64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ================================================================== */
+/* The Queue object */
+
+enum { SLOT_FREE = 0, SLOT_PENDING, SLOT_INFLIGHT, SLOT_DONE };
+
+typedef struct {
+    Py_buffer view;     /* the pinned buffer (has_view) */
+    PyObject *tag;      /* owned */
+    PyObject *file;     /* owned: keeps a file object, so its fd, alive */
+    int64_t res;
+    uint64_t t_submit;
+    fastio_aio_req req; /* as submitted: for error messages */
+    uint8_t state;
+    uint8_t has_view;
+} q_slot;
+
+struct q_batch;
+
+typedef struct {
+    PyObject_HEAD
+    const fastio_aio_ops *ops;
+    void *ctx;              /* NULL once closed */
+    unsigned features;
+    unsigned depth;
+    q_slot *slots;
+    unsigned *free_stack;
+    unsigned nfree;
+    unsigned *pending;      /* slot indices queued, not yet submitted */
+    unsigned npending;
+    fastio_aio_req *reqs;   /* submission scratch (depth) */
+    fastio_aio_cqe *cqes;   /* reap scratch (depth) */
+    unsigned *done;         /* FIFO of reaped slot indices (depth) */
+    unsigned done_head, done_len;
+    unsigned inflight;      /* slot requests inside the backend */
+    unsigned batch_inflight;
+    struct q_batch *batch;  /* the batch running, or NULL */
+    PyObject *ready;        /* list: completions made before wait() asked */
+    uint64_t next_tag;
+    int efd;
+    int busy;
+    int latency;            /* record latencies */
+    uint64_t *hist;         /* LAT_BUCKETS counters (latency) */
+    /* registered files and buffers */
+    int *reg_fds;
+    unsigned nreg_fds;
+    PyObject *reg_files;    /* the objects, kept alive */
+    Py_buffer *reg_bufs;
+    unsigned nreg_bufs;
+    PyObject *weakreflist;
+} QueueObject;
+
+/* ================================================================== */
+/* Helpers (GIL held) */
+
+static int
+get_fd(PyObject *obj, int *fd)
+{
+    if (PyLong_CheckExact(obj)) {
+        int overflow;
+        long v = PyLong_AsLongAndOverflow(obj, &overflow);
+        if (overflow == 0 && v >= 0 && v <= INT_MAX) {
+            *fd = (int)v;
+            return 0;
+        }
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_ValueError,
+                         "file must be a non-negative file descriptor, got file=%R", obj);
+        }
+        return -1;
+    }
+    int v = PyObject_AsFileDescriptor(obj);
+    if (v < 0) {
+        return -1;
+    }
+    *fd = v;
+    return 0;
+}
+
+static int
+get_i64(PyObject *obj, const char *name, int64_t *out, int64_t lo)
+{
+    long long v = PyLong_AsLongLong(obj);
+    if (v == -1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Format(PyExc_TypeError, "%s must be an integer, got %s=%R",
+                         name, name, obj);
+        }
+        return -1;
+    }
+    if (v < lo) {
+        PyErr_Format(PyExc_ValueError, "%s must be >= %lld, got %s=%lld",
+                     name, (long long)lo, name, v);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int
+get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *func,
+           const char *name)
+{
+    if (PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) == 0) {
+        return 0;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_TypeError) &&
+        !PyErr_ExceptionMatches(PyExc_BufferError) &&
+        !PyErr_ExceptionMatches(PyExc_ValueError)) {
+        return -1;
+    }
+    PyObject *type, *cause, *tb;
+    PyErr_Fetch(&type, &cause, &tb);
+    PyErr_NormalizeException(&type, &cause, &tb);
+    PyObject *kind = PyErr_GivenExceptionMatches(type, PyExc_ValueError)
+                         ? PyExc_ValueError : PyExc_TypeError;
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    PyErr_Format(kind, "%s() argument %s must be a %s contiguous buffer, got %.100s (%S)",
+                 func, name, writable ? "writable" : "bytes-like",
+                 Py_TYPE(obj)->tp_name, cause);
+    Py_DECREF(cause);
+    return -1;
+}
+
+static int
+q_check(QueueObject *q)
+{
+    if (q->ctx == NULL) {
+        PyErr_SetString(PyExc_ValueError, "I/O operation on a closed Queue");
+        return -1;
+    }
+    if (q->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the Queue is in use by another thread (a Queue is not "
+                        "thread-safe: use one per thread)");
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* O_DIRECT alignment: what the file's filesystem or device asks for. */
+
+/* Fills mem and off (bytes); returns a static description of the source. */
+static const char *
+dio_alignment(int fd, unsigned *mem, unsigned *off)
+{
+#ifdef STATX_DIOALIGN
+    struct statx stx;
+    if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+        (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align != 0) {
+        *mem = stx.stx_dio_mem_align;
+        *off = stx.stx_dio_offset_align;
+        return "statx";
+    }
+#endif
+    struct stat st;
+    int lbs = 0;
+    if (fstat(fd, &st) == 0 && S_ISBLK(st.st_mode) &&
+        ioctl(fd, BLKSSZGET, &lbs) == 0 && lbs > 0) {
+        *mem = *off = (unsigned)lbs;
+        return "BLKSSZGET";
+    }
+    /* Unknown: the page size satisfies every device we know of. */
+    *mem = *off = 4096;
+    return "default";
+}
+
+/* The exception for one failed request (a new reference, never NULL unless
+ * out of memory). EINVAL on an O_DIRECT file whose request breaks the
+ * alignment rule says which value and which alignment. */
+static PyObject *
+request_error(const fastio_aio_ops *ops, const fastio_aio_req *r, int64_t res)
+{
+    static const char *const opnames[] = {"read", "write", "fsync"};
+    const char *op = r->opcode <= FASTIO_OP_FSYNC ? opnames[r->opcode] : "?";
+    if (res == -EINVAL && r->opcode != FASTIO_OP_FSYNC && r->fd >= 0) {
+        int fl = fcntl(r->fd, F_GETFL);
+        if (fl >= 0 && (fl & O_DIRECT)) {
+            unsigned mem, off;
+            dio_alignment(r->fd, &mem, &off);
+            char what[160] = "";
+            if (off && r->offset % off) {
+                snprintf(what, sizeof what, "offset=%lld is not a multiple of %u",
+                         (long long)r->offset, off);
+            }
+            else if (off && r->len % off) {
+                snprintf(what, sizeof what, "length=%zu is not a multiple of %u",
+                         r->len, off);
+            }
+            else if (mem && (uintptr_t)r->buf % mem) {
+                snprintf(what, sizeof what,
+                         "the buffer address 0x%zx is not a multiple of %u",
+                         (size_t)(uintptr_t)r->buf, mem);
+            }
+            if (what[0]) {
+                PyObject *msg = PyUnicode_FromFormat(
+                    "O_DIRECT %s (%s) needs its offset and length aligned to %u bytes "
+                    "and its buffer to %u bytes: %s (use fastio.Buffer or "
+                    "fastio.empty for aligned memory)",
+                    op, ops->name, off, mem, what);
+                if (msg == NULL) {
+                    return NULL;
+                }
+                PyObject *exc = PyObject_CallFunction(PyExc_OSError, "iO", EINVAL, msg);
+                Py_DECREF(msg);
+                return exc;
+            }
+        }
+    }
+    char sys[64];
+    snprintf(sys, sizeof sys, "%s, %s", op, ops->name);
+    fastio_oserror((int)res, sys, NULL);
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+/* ------------------------------------------------------------------ */
+/* Slots */
+
+static void
+slot_release(QueueObject *q, unsigned i)
+{
+    q_slot *s = &q->slots[i];
+    if (s->has_view) {
+        PyBuffer_Release(&s->view);
+        s->has_view = 0;
+    }
+    Py_CLEAR(s->tag);
+    Py_CLEAR(s->file);
+    s->state = SLOT_FREE;
+    q->free_stack[q->nfree++] = i;
+}
+
+/* Turn every DONE slot into a (tag, result) tuple appended to list.
+ * Returns 0, or -1 (out of memory: the slots stay DONE). */
+static int
+collect_done(QueueObject *q, PyObject *list)
+{
+    while (q->done_len > 0) {
+        unsigned i = q->done[q->done_head];
+        q_slot *s = &q->slots[i];
+        PyObject *result = s->res >= 0 ? PyLong_FromLongLong(s->res)
+                                       : request_error(q->ops, &s->req, s->res);
+        if (result == NULL) {
+            return -1;
+        }
+        PyObject *t = PyTuple_Pack(2, s->tag, result);
+        Py_DECREF(result);
+        if (t == NULL || PyList_Append(list, t) < 0) {
+            Py_XDECREF(t);
+            return -1;
+        }
+        Py_DECREF(t);
+        q->done_head = (q->done_head + 1) % q->depth;
+        q->done_len--;
+        slot_release(q, i);
+    }
+    return 0;
+}
+
+static inline void
+slot_done(QueueObject *q, unsigned i, int64_t res)
+{
+    q_slot *s = &q->slots[i];
+    s->res = res;
+    s->state = SLOT_DONE;
+    q->done[(q->done_head + q->done_len) % q->depth] = i;
+    q->done_len++;
+}
+
+/* ================================================================== */
+/* Batches (the C loop behind read_blocks / write_blocks) */
+
+typedef struct q_batch {
+    int fd;
+    uint8_t opcode;
+    int fixed_file;
+    int fixed_buf;
+    size_t n;
+    size_t next;               /* the next request not yet started */
+    const int64_t *offsets;
+    const int64_t *lengths;    /* or NULL: every request is `size` long */
+    size_t size;
+    char *base;                /* one destination: request i at pos[i] */
+    char **bufs;               /* or one buffer per request */
+    int64_t *results;          /* bytes done so far, then the final result */
+    size_t *of_bslot;          /* request index per batch slot */
+    uint64_t *t_bslot;         /* submit time per batch slot (latency) */
+    unsigned *bfree;
+    unsigned nbfree;
+    size_t *retry;             /* requests to continue after a short count */
+    unsigned nretry;
+    size_t *pos;               /* byte position of request i in base, or NULL */
+} q_batch;
+
+static inline size_t
+batch_len(const q_batch *b, size_t i)
+{
+    return b->lengths ? (size_t)b->lengths[i] : b->size;
+}
+
+static inline char *
+batch_buf(const q_batch *b, size_t i)
+{
+    if (b->bufs) {
+        return b->bufs[i];
+    }
+    return b->base + (b->pos ? b->pos[i] : i * b->size);
+}
+
+/* A batch request completed (GIL released). Short counts are continued:
+ * pread/pwrite may stop early, io_uring too; a continuation that fails
+ * keeps the bytes already done (an O_DIRECT tail past EOF, for one). */
+static void
+batch_complete(QueueObject *q, q_batch *b, unsigned bs, int64_t res, uint64_t t)
+{
+    size_t i = b->of_bslot[bs];
+    b->bfree[b->nbfree++] = bs;
+    q->batch_inflight--;
+    if (q->latency) {
+        q->hist[lat_bucket(t - b->t_bslot[bs])]++;
+    }
+    if (res < 0) {
+        if (b->results[i] == 0) {
+            b->results[i] = res;
+        }
+        return;
+    }
+    b->results[i] += res;
+    if (res > 0 && (size_t)b->results[i] < batch_len(b, i)) {
+        b->retry[b->nretry++] = i;
+    }
+}
+
+/* ================================================================== */
+/* Submit and reap (GIL released: no Py* call below until noted) */
+
+/* One reap: wait for min_complete, then dispatch what came back. Returns
+ * the count or -errno. */
+static int
+reap_into(QueueObject *q, unsigned min_complete, const struct timespec *timeout)
+{
+    unsigned outstanding = q->inflight + q->batch_inflight;
+    if (min_complete > outstanding) {
+        min_complete = outstanding;
+    }
+    int r = q->ops->reap(q->ctx, q->cqes, q->depth, min_complete, timeout);
+    if (r <= 0) {
+        return r;
+    }
+    uint64_t t = q->latency ? now_ns() : 0;
+    for (int k = 0; k < r; k++) {
+        uint64_t ud = q->cqes[k].user_data;
+        if (ud & BATCH_BIT) {
+            batch_complete(q, q->batch, (unsigned)(ud & ~BATCH_BIT), q->cqes[k].res, t);
+            continue;
+        }
+        unsigned i = (unsigned)ud;
+        if (q->latency) {
+            q->hist[lat_bucket(t - q->slots[i].t_submit)]++;
+        }
+        q->inflight--;
+        slot_done(q, i, q->cqes[k].res);
+    }
+    return r;
+}
+
+/* Hand every pending slot request to the backend. Returns 0, or -EINTR
+ * (the rest stay pending: the caller checks signals and calls again). */
+static int
+submit_pending(QueueObject *q)
+{
+    unsigned head = 0;
+    while (head < q->npending) {
+        unsigned n = q->npending - head;
+        uint64_t t = q->latency ? now_ns() : 0;
+        for (unsigned k = 0; k < n; k++) {
+            q_slot *s = &q->slots[q->pending[head + k]];
+            s->t_submit = t;
+            q->reqs[k] = s->req;
+        }
+        int r = q->ops->submit(q->ctx, q->reqs, n);
+        if (r > 0) {
+            for (int k = 0; k < r; k++) {
+                q->slots[q->pending[head + k]].state = SLOT_INFLIGHT;
+            }
+            q->inflight += (unsigned)r;
+            head += (unsigned)r;
+            continue;
+        }
+        if (r == -EINTR) {
+            break;
+        }
+        if ((r == 0 || r == -EAGAIN || r == -EBUSY) &&
+            q->inflight + q->batch_inflight > 0) {
+            /* The backend is full: make room, then retry (fio does this). */
+            int rr = reap_into(q, 1, NULL);
+            if (rr == -EINTR) {
+                r = rr;
+                break;
+            }
+            if (rr >= 0) {
+                continue;
+            }
+            r = rr;
+        }
+        /* Refused, and retrying will not help: the first request fails
+         * with that error as its completion; go on with the others. */
+        slot_done(q, q->pending[head], r == 0 ? -EAGAIN : r);
+        head++;
+    }
+    memmove(q->pending, q->pending + head, (q->npending - head) * sizeof(unsigned));
+    q->npending -= head;
+    return q->npending ? -EINTR : 0;
+}
+
+/* The batch loop: keep depth requests in flight until all n are done.
+ * Returns 0, -EINTR (call again after checking signals) or another -errno
+ * from reap (the backend broke: the caller cancels and drains). */
+static int
+batch_run(QueueObject *q, q_batch *b)
+{
+    for (;;) {
+        unsigned room = q->depth - q->inflight - q->batch_inflight;
+        unsigned k = 0;
+        uint64_t t = q->latency ? now_ns() : 0;
+        while (k < room && (b->nretry > 0 || b->next < b->n)) {
+            size_t i = b->nretry > 0 ? b->retry[--b->nretry] : b->next++;
+            size_t len = batch_len(b, i);
+            size_t done = (size_t)b->results[i];
+            if (len == 0) {
+                continue;
+            }
+            unsigned bs = b->bfree[--b->nbfree];
+            b->of_bslot[bs] = i;
+            b->t_bslot[bs] = t;
+            fastio_aio_req *r = &q->reqs[k++];
+            r->user_data = BATCH_BIT | bs;
+            r->buf = batch_buf(b, i) + done;
+            r->len = len - done;
+            r->offset = b->offsets[i] + (int64_t)done;
+            r->fd = b->fd;
+            /* A continuation starts inside the registered buffer too. */
+            r->fixed_file = b->fixed_file;
+            r->fixed_buf = b->fixed_buf;
+            r->opcode = b->opcode;
+        }
+        unsigned sub = 0;
+        while (sub < k) {
+            int r = q->ops->submit(q->ctx, q->reqs + sub, k - sub);
+            if (r > 0) {
+                q->batch_inflight += (unsigned)r;
+                sub += (unsigned)r;
+                continue;
+            }
+            if (r == -EINTR) {
+                /* Put the rest back: they start again next time. */
+                for (unsigned j = sub; j < k; j++) {
+                    unsigned bs = (unsigned)(q->reqs[j].user_data & ~BATCH_BIT);
+                    b->retry[b->nretry++] = b->of_bslot[bs];
+                    b->bfree[b->nbfree++] = bs;
+                }
+                return -EINTR;
+            }
+            if ((r == 0 || r == -EAGAIN || r == -EBUSY) &&
+                q->inflight + q->batch_inflight > 0) {
+                int rr = reap_into(q, 1, NULL);
+                if (rr >= 0) {
+                    continue;
+                }
+                if (rr == -EINTR) {
+                    for (unsigned j = sub; j < k; j++) {
+                        unsigned bs = (unsigned)(q->reqs[j].user_data & ~BATCH_BIT);
+                        b->retry[b->nretry++] = b->of_bslot[bs];
+                        b->bfree[b->nbfree++] = bs;
+                    }
+                    return -EINTR;
+                }
+                r = rr;
+            }
+            /* This request is refused: it completes with the error. */
+            unsigned bs = (unsigned)(q->reqs[sub].user_data & ~BATCH_BIT);
+            q->batch_inflight++;  /* batch_complete counts it out */
+            batch_complete(q, b, bs, r == 0 ? -EAGAIN : r, t);
+            sub++;
+        }
+        if (q->batch_inflight == 0 && b->nretry == 0 && b->next >= b->n) {
+            return 0;
+        }
+        if (q->batch_inflight + q->inflight == 0) {
+            continue;  /* every request of this round was refused: next round */
+        }
+        /* Also when only the queue's own requests fill it (room was 0):
+         * reaping one of them makes room; it goes to the done FIFO. */
+        int rr = reap_into(q, 1, NULL);
+        if (rr < 0) {
+            return rr;
+        }
+    }
+}
+
+/* ================================================================== */
+/* Waiting with the GIL (signals, deadlines) */
+
+/* Reap until at least `need` completions or the deadline (ns, 0: none;
+ * UINT64_MAX: do not wait). Runs signal handlers every SIGNAL_POLL_NS.
+ * Returns 0 or -1 with an exception. */
+static int
+q_reap_wait(QueueObject *q, unsigned need, uint64_t deadline)
+{
+    unsigned got = 0;
+    for (;;) {
+        unsigned outstanding = q->inflight + q->batch_inflight;
+        if (outstanding == 0) {
+            return 0;
+        }
+        struct timespec ts = {0, 0};
+        unsigned want = need > got ? need - got : 0;
+        if (want > 0 && deadline != UINT64_MAX) {
+            long long slice = SIGNAL_POLL_NS;
+            if (deadline != 0) {
+                uint64_t now = now_ns();
+                long long left = now >= deadline ? 0 : (long long)(deadline - now);
+                if (left < slice) {
+                    slice = left;
+                }
+            }
+            ts.tv_sec = slice / 1000000000LL;
+            ts.tv_nsec = slice % 1000000000LL;
+        }
+        if (want == 0 || (ts.tv_sec == 0 && ts.tv_nsec == 0)) {
+            want = 0;  /* take what is there, do not wait */
+        }
+        int r;
+        q->busy = 1;
+        Py_BEGIN_ALLOW_THREADS
+        r = reap_into(q, want, &ts);
+        Py_END_ALLOW_THREADS
+        q->busy = 0;
+        if (r > 0) {
+            got += (unsigned)r;
+        }
+        else if (r < 0 && r != -EINTR && r != -ETIME && r != -ETIMEDOUT &&
+                 r != -EAGAIN) {
+            fastio_oserror(r, q->ops->name, NULL);
+            return -1;
+        }
+        if (got >= need || want == 0) {
+            return 0;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+        if (deadline != 0 && deadline != UINT64_MAX && now_ns() >= deadline) {
+            return 0;
+        }
+    }
+}
+
+static int
+q_submit(QueueObject *q)
+{
+    while (q->npending > 0) {
+        int r;
+        q->busy = 1;
+        Py_BEGIN_ALLOW_THREADS
+        r = submit_pending(q);
+        Py_END_ALLOW_THREADS
+        q->busy = 0;
+        if (r == -EINTR && PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Wait for everything in flight, ignoring signals: used by close, which
+ * must not leave a request holding a buffer it is about to release. */
+static void
+q_quiesce(QueueObject *q)
+{
+    if (q->ctx == NULL) {
+        return;
+    }
+    /* Requests never given to the backend complete as cancelled. */
+    for (unsigned k = 0; k < q->npending; k++) {
+        slot_done(q, q->pending[k], -ECANCELED);
+    }
+    q->npending = 0;
+    if (q->inflight + q->batch_inflight == 0) {
+        return;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    q->ops->cancel_all(q->ctx);
+    while (q->inflight + q->batch_inflight > 0) {
+        int r = reap_into(q, 1, NULL);
+        if (r < 0 && r != -EINTR && r != -EAGAIN && r != -ETIME) {
+            break;  /* a broken backend: nothing more will come */
+        }
+    }
+    Py_END_ALLOW_THREADS
+}
+
+static void
+q_unregister(QueueObject *q)
+{
+    for (unsigned i = 0; i < q->nreg_bufs; i++) {
+        PyBuffer_Release(&q->reg_bufs[i]);
+    }
+    PyMem_Free(q->reg_bufs);
+    q->reg_bufs = NULL;
+    q->nreg_bufs = 0;
+    PyMem_Free(q->reg_fds);
+    q->reg_fds = NULL;
+    q->nreg_fds = 0;
+    Py_CLEAR(q->reg_files);
+}
+
+/* Close: cancel, drain, release every slot, free the backend. */
+static void
+q_close(QueueObject *q)
+{
+    if (q->ctx == NULL) {
+        return;
+    }
+    q_quiesce(q);
+    if (q->inflight + q->batch_inflight > 0) {
+        /* The backend could not give them back: keep the buffers pinned
+         * forever rather than let the kernel write into freed memory. */
+        q->ctx = NULL;
+        return;
+    }
+    while (q->done_len > 0) {
+        unsigned i = q->done[q->done_head];
+        q->done_head = (q->done_head + 1) % q->depth;
+        q->done_len--;
+        slot_release(q, i);
+    }
+    void *ctx = q->ctx;
+    q->ctx = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    q->ops->close(ctx);  /* joins threads, unmaps rings: may take a while */
+    Py_END_ALLOW_THREADS
+    q_unregister(q);
+    if (q->efd >= 0) {
+        close(q->efd);
+        q->efd = -1;
+    }
+    Py_CLEAR(q->ready);
+}
+
+/* ================================================================== */
+/* Type slots */
+
+static PyObject *
+Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"depth", "backend", "sqpoll", "sqpoll_idle_ms",
+                             "threads", "latency", NULL};
+    Py_ssize_t depth = 64;
+    const char *name = "threads";
+    int sqpoll = 0, latency = 0;
+    int idle = 0, threads = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|ns$piip:Queue", kwlist, &depth, &name,
+                                     &sqpoll, &idle, &threads, &latency)) {
+        return NULL;
+    }
+    if (depth < 1 || depth > DEPTH_MAX) {
+        PyErr_Format(PyExc_ValueError, "depth must be in 1..%d, got depth=%zd",
+                     DEPTH_MAX, depth);
+        return NULL;
+    }
+    if (threads < 0) {
+        PyErr_Format(PyExc_ValueError, "threads must be >= 0, got threads=%d", threads);
+        return NULL;
+    }
+    const fastio_aio_ops *ops = NULL;
+    for (size_t i = 0; i < NBACKENDS; i++) {
+        if (strcmp(all_backends[i]->name, name) == 0) {
+            ops = all_backends[i];
+        }
+    }
+    if (ops == NULL) {
+        PyErr_Format(PyExc_ValueError,
+                     "backend must be 'io_uring', 'linux_aio', 'posix_aio' or "
+                     "'threads', got backend='%s'", name);
+        return NULL;
+    }
+    fastio_state *st = fastio_state_from_type(type);
+    char why[256] = "";
+    unsigned features = 0;
+    int err = ops->probe(why, sizeof why, &features);
+    if (err < 0 || ops->open == NULL) {
+        if (err == 0) {
+            err = -ENOSYS;
+        }
+        PyObject *msg = PyUnicode_FromFormat("backend '%s' does not work here: %s",
+                                             ops->name, why[0] ? why : strerror(-err));
+        if (msg != NULL) {
+            PyObject *exc = PyObject_CallFunction(st->BackendUnavailable, "iO", -err, msg);
+            if (exc != NULL) {
+                PyErr_SetObject(st->BackendUnavailable, exc);
+                Py_DECREF(exc);
+            }
+            Py_DECREF(msg);
+        }
+        return NULL;
+    }
+
+    QueueObject *q = (QueueObject *)type->tp_alloc(type, 0);
+    if (q == NULL) {
+        return NULL;
+    }
+    q->ops = ops;
+    q->depth = (unsigned)depth;
+    q->efd = -1;
+    q->latency = latency;
+    q->slots = PyMem_Calloc(q->depth, sizeof *q->slots);
+    q->free_stack = PyMem_Calloc(q->depth, sizeof(unsigned));
+    q->pending = PyMem_Calloc(q->depth, sizeof(unsigned));
+    q->done = PyMem_Calloc(q->depth, sizeof(unsigned));
+    q->reqs = PyMem_Calloc(q->depth, sizeof *q->reqs);
+    q->cqes = PyMem_Calloc(q->depth, sizeof *q->cqes);
+    q->hist = PyMem_Calloc(LAT_BUCKETS, sizeof(uint64_t));
+    q->ready = PyList_New(0);
+    if (!q->slots || !q->free_stack || !q->pending || !q->done || !q->reqs ||
+        !q->cqes || !q->hist || !q->ready) {
+        Py_DECREF(q);
+        return PyErr_NoMemory();
+    }
+    for (unsigned i = 0; i < q->depth; i++) {
+        q->free_stack[i] = q->depth - 1 - i;
+    }
+    q->nfree = q->depth;
+
+    fastio_aio_options opts = {.depth = q->depth, .sqpoll = sqpoll,
+                               .sqpoll_idle_ms = idle, .threads = threads};
+    void *ctx = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    err = ops->open(&ctx, &opts, &features);
+    Py_END_ALLOW_THREADS
+    if (err < 0) {
+        Py_DECREF(q);
+        char sys[64];
+        snprintf(sys, sizeof sys, "%s open", ops->name);
+        return fastio_oserror(err, sys, NULL);
+    }
+    q->ctx = ctx;
+    q->features = features;
+    return (PyObject *)q;
+}
+
+static int
+Queue_traverse(QueueObject *q, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(q));
+    Py_VISIT(q->ready);
+    Py_VISIT(q->reg_files);
+    if (q->slots) {
+        for (unsigned i = 0; i < q->depth; i++) {
+            Py_VISIT(q->slots[i].tag);
+            Py_VISIT(q->slots[i].file);
+            if (q->slots[i].has_view) {
+                Py_VISIT(q->slots[i].view.obj);
+            }
+        }
+    }
+    return 0;
+}
+
+static int
+Queue_clear(QueueObject *q)
+{
+    /* A cycle through a tag or a buffer: finish the I/O first, so no
+     * buffer is released while the kernel may still write into it. */
+    q_close(q);
+    Py_CLEAR(q->ready);
+    return 0;
+}
+
+static void
+Queue_dealloc(QueueObject *q)
+{
+    PyTypeObject *tp = Py_TYPE(q);
+    PyObject_GC_UnTrack(q);
+    if (q->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)q);
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    q_close(q);
+    PyErr_Restore(type, value, tb);
+    if (q->inflight + q->batch_inflight == 0) {
+        /* Else a broken backend kept requests: their slots (and the
+         * buffers they pin) are leaked on purpose, see q_close. */
+        PyMem_Free(q->slots);
+    }
+    Py_CLEAR(q->ready);
+    PyMem_Free(q->free_stack);
+    PyMem_Free(q->pending);
+    PyMem_Free(q->done);
+    PyMem_Free(q->reqs);
+    PyMem_Free(q->cqes);
+    PyMem_Free(q->hist);
+    tp->tp_free(q);
+    Py_DECREF(tp);
+}
+
+/* ================================================================== */
+/* Methods */
+
+/* read/write/fsync: queue one request. */
+static PyObject *
+q_add(QueueObject *q, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+      uint8_t opcode)
+{
+    static const char *const names[] = {"read", "write", "fsync"};
+    const char *func = names[opcode];
+    Py_ssize_t npos = opcode == FASTIO_OP_FSYNC ? 1 : 3;
+    PyObject *tag = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs == npos + 1 && nkw == 0) {
+        tag = args[npos];
+    }
+    else if (nargs != npos || nkw > 1 ||
+             (nkw == 1 && !PyUnicode_Check(PyTuple_GET_ITEM(kwnames, 0)))) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments and an "
+                     "optional tag (%zd given)", func, npos, nargs + nkw);
+        return NULL;
+    }
+    else if (nkw == 1) {
+        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "tag") != 0) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
+                         func, PyTuple_GET_ITEM(kwnames, 0));
+            return NULL;
+        }
+        tag = args[nargs];
+    }
+    if (q_check(q) < 0) {
+        return NULL;
+    }
+    int fd;
+    int64_t offset = 0;
+    if (get_fd(args[0], &fd) < 0) {
+        return NULL;
+    }
+    if (opcode != FASTIO_OP_FSYNC && get_i64(args[2], "offset", &offset, 0) < 0) {
+        return NULL;
+    }
+    /* Make room: completions reaped but not yet asked for move to the
+     * ready list; with none, wait for one. */
+    if (q->nfree == 0) {
+        if (q->done_len == 0) {
+            if (q_submit(q) < 0 || q_reap_wait(q, 1, 0) < 0) {
+                return NULL;
+            }
+        }
+        if (collect_done(q, q->ready) < 0) {
+            return NULL;
+        }
+        if (q->nfree == 0) {  /* the wait was interrupted without raising */
+            PyErr_SetString(PyExc_RuntimeError, "no completion came back");
+            return NULL;
+        }
+    }
+    unsigned i = q->free_stack[q->nfree - 1];
+    q_slot *s = &q->slots[i];
+    if (opcode != FASTIO_OP_FSYNC) {
+        if (get_buffer(args[1], &s->view, opcode == FASTIO_OP_READ, func, "buf") < 0) {
+            return NULL;
+        }
+        s->has_view = 1;
+    }
+    q->nfree--;
+    if (tag == Py_None) {
+        tag = PyLong_FromUnsignedLongLong(q->next_tag++);
+        if (tag == NULL) {
+            slot_release(q, i);
+            return NULL;
+        }
+    }
+    else {
+        Py_INCREF(tag);
+    }
+    s->tag = tag;
+    if (!PyLong_CheckExact(args[0])) {
+        s->file = Py_NewRef(args[0]);
+    }
+    s->state = SLOT_PENDING;
+    fastio_aio_req *r = &s->req;
+    r->user_data = i;
+    r->fd = fd;
+    r->opcode = opcode;
+    r->offset = offset;
+    r->buf = s->has_view ? s->view.buf : NULL;
+    r->len = s->has_view ? (size_t)s->view.len : 0;
+    r->fixed_file = -1;
+    r->fixed_buf = -1;
+    for (unsigned k = 0; k < q->nreg_fds; k++) {
+        if (q->reg_fds[k] == fd) {
+            r->fixed_file = (int)k;
+            break;
+        }
+    }
+    for (unsigned k = 0; s->has_view && k < q->nreg_bufs; k++) {
+        char *b = q->reg_bufs[k].buf;
+        if ((char *)r->buf >= b && (char *)r->buf + r->len <= b + q->reg_bufs[k].len) {
+            r->fixed_buf = (int)k;
+            break;
+        }
+    }
+    q->pending[q->npending++] = i;
+    return Py_NewRef(tag);
+}
+
+PyDoc_STRVAR(read_doc,
+"read($self, file, buf, offset, /, tag=None)\n--\n\n"
+"Queue a read of len(buf) bytes of file (an fd or an object with fileno())\n"
+"at offset into the writable buffer buf. Return the tag (an increasing int\n"
+"when None). buf stays pinned until wait() hands back the completion.\n"
+"The request goes to the backend at the next submit() or wait().");
+
+static PyObject *
+Queue_read(QueueObject *q, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return q_add(q, args, nargs, kwnames, FASTIO_OP_READ);
+}
+
+PyDoc_STRVAR(write_doc,
+"write($self, file, buf, offset, /, tag=None)\n--\n\n"
+"Queue a write of buf at offset of file. Return the tag.");
+
+static PyObject *
+Queue_write(QueueObject *q, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return q_add(q, args, nargs, kwnames, FASTIO_OP_WRITE);
+}
+
+PyDoc_STRVAR(fsync_doc,
+"fsync($self, file, /, tag=None)\n--\n\n"
+"Queue an fsync of file. It is not ordered after earlier writes of the\n"
+"queue: wait for those first. Return the tag.");
+
+static PyObject *
+Queue_fsync(QueueObject *q, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return q_add(q, args, nargs, kwnames, FASTIO_OP_FSYNC);
+}
+
+PyDoc_STRVAR(submit_doc,
+"submit($self, /)\n--\n\n"
+"Hand every queued request to the backend (GIL released). Return how many\n"
+"requests are now in flight.");
+
+static PyObject *
+Queue_submit(QueueObject *q, PyObject *Py_UNUSED(ignored))
+{
+    if (q_check(q) < 0 || q_submit(q) < 0) {
+        return NULL;
+    }
+    return PyLong_FromUnsignedLong(q->inflight);
+}
+
+/* The completions: the ready list, then reaped slots. */
+static PyObject *
+take_completions(QueueObject *q)
+{
+    PyObject *out = q->ready;
+    q->ready = PyList_New(0);
+    if (q->ready == NULL) {
+        q->ready = out;
+        return NULL;
+    }
+    if (collect_done(q, out) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+PyDoc_STRVAR(wait_doc,
+"wait($self, /, min_complete=1, timeout=None)\n--\n\n"
+"Submit what is queued, wait until at least min_complete requests have\n"
+"completed (fewer if fewer are outstanding) or timeout seconds passed,\n"
+"and return every completion available as a list of (tag, result):\n"
+"result is the byte count, or the OSError of that request. GIL released.");
+
+static PyObject *
+Queue_wait(QueueObject *q, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"min_complete", "timeout", NULL};
+    Py_ssize_t min_complete = 1;
+    PyObject *timeout = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|nO:wait", kwlist, &min_complete,
+                                     &timeout)) {
+        return NULL;
+    }
+    if (min_complete < 0) {
+        PyErr_Format(PyExc_ValueError, "min_complete must be >= 0, got min_complete=%zd",
+                     min_complete);
+        return NULL;
+    }
+    uint64_t deadline = 0;
+    if (timeout != Py_None) {
+        double t = PyFloat_AsDouble(timeout);
+        if (t == -1.0 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (!(t >= 0)) {
+            PyErr_Format(PyExc_ValueError, "timeout must be >= 0 or None, got timeout=%R",
+                         timeout);
+            return NULL;
+        }
+        deadline = t == 0 ? UINT64_MAX : now_ns() + (uint64_t)(t * 1e9);
+    }
+    if (q_check(q) < 0 || q_submit(q) < 0) {
+        return NULL;
+    }
+    Py_ssize_t have = PyList_GET_SIZE(q->ready) + q->done_len;
+    unsigned need = min_complete > have ? (unsigned)(min_complete - have) : 0;
+    /* Also take what completed already, without waiting. */
+    if (q_reap_wait(q, need, need ? deadline : UINT64_MAX) < 0) {
+        return NULL;
+    }
+    return take_completions(q);
+}
+
+PyDoc_STRVAR(drain_doc,
+"drain($self, /)\n--\n\n"
+"Submit what is queued, wait for every request in flight and return all\n"
+"their completions.");
+
+static PyObject *
+Queue_drain(QueueObject *q, PyObject *Py_UNUSED(ignored))
+{
+    if (q_check(q) < 0 || q_submit(q) < 0) {
+        return NULL;
+    }
+    while (q->inflight > 0) {
+        if (q_reap_wait(q, q->inflight, 0) < 0) {
+            return NULL;
+        }
+    }
+    return take_completions(q);
+}
+
+PyDoc_STRVAR(close_doc,
+"close($self, /)\n--\n\n"
+"Cancel what is in flight, wait until the backend gave every request\n"
+"back, release their buffers and free the backend (its threads joined,\n"
+"its ring unmapped). Idempotent.");
+
+static PyObject *
+Queue_close(QueueObject *q, PyObject *Py_UNUSED(ignored))
+{
+    if (q->busy) {
+        return q_check(q), NULL;
+    }
+    q_close(q);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Queue_enter(QueueObject *q, PyObject *Py_UNUSED(ignored))
+{
+    if (q_check(q) < 0) {
+        return NULL;
+    }
+    return Py_NewRef(q);
+}
+
+static PyObject *
+Queue_exit(QueueObject *q, PyObject *args)
+{
+    /* Normal exit: let what was queued finish; on an exception, cancel. */
+    if (PyTuple_GET_SIZE(args) > 0 && PyTuple_GET_ITEM(args, 0) == Py_None &&
+        q->ctx != NULL && !q->busy) {
+        PyObject *r = Queue_drain(q, NULL);
+        if (r == NULL) {
+            q_close(q);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    return Queue_close(q, NULL);
+}
+
+PyDoc_STRVAR(batch_doc,
+"_batch($self, write, file, offsets, lengths, size, dest, results, /)\n--\n\n"
+"Run len(offsets) reads (write=False) or writes at offsets (int64 buffer)\n"
+"of lengths (int64 buffer) or, when lengths is None, of size bytes each,\n"
+"into/out of dest: one contiguous buffer holding the requests back to back,\n"
+"or a list with one buffer per request. Short counts are continued. The\n"
+"int64 buffer results receives each request's byte count or -errno.\n"
+"The queue stays full; one GIL release for the whole batch.");
+
+static int
+get_i64_array(PyObject *obj, Py_buffer *view, int writable, const char *name,
+              Py_ssize_t n)
+{
+    if (get_buffer(obj, view, writable, "_batch", name) < 0) {
+        return -1;
+    }
+    if (view->len % 8 != 0 || (n >= 0 && view->len / 8 != n) ||
+        (uintptr_t)view->buf % _Alignof(int64_t)) {
+        PyErr_Format(PyExc_ValueError, "%s must be an aligned int64 array%s", name,
+                     n >= 0 ? " with one item per offset" : "");
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+Queue_batch(QueueObject *q, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_Format(PyExc_TypeError, "_batch() takes 7 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (q_check(q) < 0) {
+        return NULL;
+    }
+    int writing = PyObject_IsTrue(args[0]);
+    int fd;
+    int64_t size = 0;
+    if (writing < 0 || get_fd(args[1], &fd) < 0 ||
+        (args[3] == Py_None && get_i64(args[4], "size", &size, 0) < 0)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_buffer offv = {0}, lenv = {0}, resv = {0}, destv = {0};
+    Py_buffer *views = NULL;
+    Py_ssize_t nviews = 0;
+    q_batch b;
+    memset(&b, 0, sizeof b);
+    void *mem = NULL;
+
+    if (get_i64_array(args[2], &offv, 0, "offsets", -1) < 0) {
+        return NULL;
+    }
+    Py_ssize_t n = offv.len / 8;
+    if ((args[3] != Py_None && get_i64_array(args[3], &lenv, 0, "lengths", n) < 0)) {
+        PyBuffer_Release(&offv);
+        return NULL;
+    }
+    if (get_i64_array(args[6], &resv, 1, "results", n) < 0) {
+        goto done;
+    }
+    b.fd = fd;
+    b.opcode = writing ? FASTIO_OP_WRITE : FASTIO_OP_READ;
+    b.n = (size_t)n;
+    b.offsets = offv.buf;
+    b.lengths = lenv.obj ? lenv.buf : NULL;
+    b.size = (size_t)size;
+    b.results = resv.buf;
+    b.fixed_file = -1;
+    b.fixed_buf = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (b.offsets[i] < 0) {
+            PyErr_Format(PyExc_ValueError, "offsets[%zd] must be >= 0, got %lld", i,
+                         (long long)b.offsets[i]);
+            goto done;
+        }
+        if (b.lengths && b.lengths[i] < 0) {
+            PyErr_Format(PyExc_ValueError, "lengths[%zd] must be >= 0, got %lld", i,
+                         (long long)b.lengths[i]);
+            goto done;
+        }
+        b.results[i] = 0;
+    }
+    mem = PyMem_Calloc(q->depth, sizeof(size_t) * 2 + sizeof(uint64_t) + sizeof(unsigned));
+    if (mem == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    b.of_bslot = mem;
+    b.retry = b.of_bslot + q->depth;
+    b.t_bslot = (uint64_t *)(b.retry + q->depth);
+    b.bfree = (unsigned *)(b.t_bslot + q->depth);
+    for (unsigned i = 0; i < q->depth; i++) {
+        b.bfree[i] = i;
+    }
+    b.nbfree = q->depth;
+
+    if (PyList_Check(args[5]) || PyTuple_Check(args[5])) {
+        PyObject *seq = args[5];
+        if (PySequence_Fast_GET_SIZE(seq) != n) {
+            PyErr_Format(PyExc_ValueError, "dest has %zd buffers for %zd offsets",
+                         PySequence_Fast_GET_SIZE(seq), n);
+            goto done;
+        }
+        views = PyMem_Calloc(n ? n : 1, sizeof(Py_buffer) + sizeof(char *));
+        if (views == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        b.bufs = (char **)(views + n);
+        for (; nviews < n; nviews++) {
+            PyObject *item = PySequence_Fast_GET_ITEM(seq, nviews);
+            if (get_buffer(item, &views[nviews], !writing, "_batch", "dest") < 0) {
+                goto done;
+            }
+            size_t want = batch_len(&b, (size_t)nviews);
+            if ((size_t)views[nviews].len < want) {
+                PyErr_Format(PyExc_ValueError,
+                             "dest[%zd] holds %zd bytes, request %zd needs %zu",
+                             nviews, views[nviews].len, nviews, want);
+                nviews++;
+                goto done;
+            }
+            b.bufs[nviews] = views[nviews].buf;
+        }
+    }
+    else {
+        if (get_buffer(args[5], &destv, !writing, "_batch", "dest") < 0) {
+            goto done;
+        }
+        size_t total = 0;
+        if (b.lengths) {
+            b.pos = PyMem_Malloc((n ? n : 1) * sizeof(size_t));
+            if (b.pos == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            for (Py_ssize_t i = 0; i < n; i++) {
+                b.pos[i] = total;
+                total += (size_t)b.lengths[i];
+            }
+        }
+        else {
+            total = (size_t)n * b.size;
+        }
+        if (total > (size_t)destv.len) {
+            PyErr_Format(PyExc_ValueError, "dest holds %zd bytes, the requests need %zu",
+                         destv.len, total);
+            goto done;
+        }
+        b.base = destv.buf;
+        for (unsigned k = 0; k < q->nreg_bufs; k++) {
+            char *rb = q->reg_bufs[k].buf;
+            if (b.base >= rb && b.base + total <= rb + q->reg_bufs[k].len) {
+                b.fixed_buf = (int)k;
+                break;
+            }
+        }
+    }
+    for (unsigned k = 0; k < q->nreg_fds; k++) {
+        if (q->reg_fds[k] == fd) {
+            b.fixed_file = (int)k;
+            break;
+        }
+    }
+
+    /* The loop, with the GIL released; out only for signals. */
+    q->batch = &b;
+    int r;
+    for (;;) {
+        q->busy = 1;
+        Py_BEGIN_ALLOW_THREADS
+        r = batch_run(q, &b);
+        Py_END_ALLOW_THREADS
+        q->busy = 0;
+        if (r != -EINTR) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            break;
+        }
+    }
+    if (r < 0) {
+        /* A signal handler raised or the backend broke: stop the batch
+         * and wait for its requests before the buffers are released. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        Py_BEGIN_ALLOW_THREADS
+        q->ops->cancel_all(q->ctx);
+        while (q->batch_inflight > 0) {
+            int rr = reap_into(q, 1, NULL);
+            if (rr < 0 && rr != -EINTR && rr != -EAGAIN) {
+                break;
+            }
+        }
+        Py_END_ALLOW_THREADS
+        PyErr_Restore(type, value, tb);
+        if (r != -EINTR) {
+            fastio_oserror(r, q->ops->name, NULL);
+        }
+        if (q->batch_inflight > 0) {
+            q->batch = NULL;
+            /* Leak the pins: memory the kernel may still write must stay. */
+            views = NULL;
+            memset(&destv, 0, sizeof destv);
+            mem = NULL;
+            goto done;
+        }
+    }
+    q->batch = NULL;
+    if (r >= 0 || r == -EINTR) {
+        result = r >= 0 ? Py_NewRef(Py_None) : NULL;
+    }
+
+done:
+    for (Py_ssize_t i = 0; i < nviews; i++) {
+        if (views) {
+            PyBuffer_Release(&views[i]);
+        }
+    }
+    PyMem_Free(views);
+    PyMem_Free(b.pos);
+    PyMem_Free(mem);
+    if (destv.obj) {
+        PyBuffer_Release(&destv);
+    }
+    if (resv.obj) {
+        PyBuffer_Release(&resv);
+    }
+    if (lenv.obj) {
+        PyBuffer_Release(&lenv);
+    }
+    PyBuffer_Release(&offv);
+    return result;
+}
+
+PyDoc_STRVAR(register_files_doc,
+"register_files($self, files, /)\n--\n\n"
+"Register files (fds or objects with fileno()) with the backend, so that\n"
+"requests on them skip the kernel's per-request file lookup. An empty list\n"
+"unregisters. Nothing may be in flight. NotImplementedError when the\n"
+"backend has no registered files.");
+
+static PyObject *
+Queue_register_files(QueueObject *q, PyObject *files)
+{
+    if (q_check(q) < 0) {
+        return NULL;
+    }
+    if (q->ops->register_files == NULL) {
+        PyErr_Format(PyExc_NotImplementedError,
+                     "the %s backend has no registered files", q->ops->name);
+        return NULL;
+    }
+    if (q->inflight + q->npending + q->done_len > 0) {
+        PyErr_SetString(PyExc_RuntimeError, "register_files() needs an idle queue: drain() first");
+        return NULL;
+    }
+    PyObject *seq = PySequence_List(files);
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(seq);
+    int *fds = PyMem_Malloc((n ? n : 1) * sizeof(int));
+    if (fds == NULL) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (get_fd(PyList_GET_ITEM(seq, i), &fds[i]) < 0) {
+            PyMem_Free(fds);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    int r;
+    if (q->nreg_fds > 0) {
+        q->ops->register_files(q->ctx, NULL, 0);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    r = n ? q->ops->register_files(q->ctx, fds, (unsigned)n) : 0;
+    Py_END_ALLOW_THREADS
+    PyMem_Free(q->reg_fds);
+    q->reg_fds = NULL;
+    q->nreg_fds = 0;
+    Py_CLEAR(q->reg_files);
+    if (r < 0) {
+        PyMem_Free(fds);
+        Py_DECREF(seq);
+        return fastio_oserror(r, "register_files", NULL);
+    }
+    q->reg_fds = fds;
+    q->nreg_fds = (unsigned)n;
+    q->reg_files = seq;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(register_buffers_doc,
+"register_buffers($self, buffers, /)\n--\n\n"
+"Register writable buffers with the backend (their pages pinned once, not\n"
+"per request); requests whose memory lies inside one use it by index.\n"
+"The buffers stay exported until unregistered (an empty list) or close().\n"
+"NotImplementedError when the backend has no registered buffers.");
+
+static PyObject *
+Queue_register_buffers(QueueObject *q, PyObject *buffers)
+{
+    if (q_check(q) < 0) {
+        return NULL;
+    }
+    if (q->ops->register_buffers == NULL) {
+        PyErr_Format(PyExc_NotImplementedError,
+                     "the %s backend has no registered buffers", q->ops->name);
+        return NULL;
+    }
+    if (q->inflight + q->npending + q->done_len > 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "register_buffers() needs an idle queue: drain() first");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(buffers, "buffers must be a sequence");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_buffer *views = PyMem_Calloc(n ? n : 1, sizeof(Py_buffer));
+    struct iovec *iov = PyMem_Calloc(n ? n : 1, sizeof(struct iovec));
+    Py_ssize_t got = 0;
+    int r = 0;
+    if (views == NULL || iov == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (; got < n; got++) {
+        if (get_buffer(PySequence_Fast_GET_ITEM(seq, got), &views[got], 1,
+                       "register_buffers", "buffers") < 0) {
+            goto fail;
+        }
+        iov[got].iov_base = views[got].buf;
+        iov[got].iov_len = (size_t)views[got].len;
+    }
+    if (q->nreg_bufs > 0) {
+        q->ops->register_buffers(q->ctx, NULL, 0);
+        for (unsigned i = 0; i < q->nreg_bufs; i++) {
+            PyBuffer_Release(&q->reg_bufs[i]);
+        }
+        PyMem_Free(q->reg_bufs);
+        q->reg_bufs = NULL;
+        q->nreg_bufs = 0;
+    }
+    if (n > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        r = q->ops->register_buffers(q->ctx, iov, (unsigned)n);
+        Py_END_ALLOW_THREADS
+    }
+    if (r < 0) {
+        fastio_oserror(r, "register_buffers", NULL);
+        goto fail;
+    }
+    PyMem_Free(iov);
+    Py_DECREF(seq);
+    if (n == 0) {
+        PyMem_Free(views);
+        Py_RETURN_NONE;
+    }
+    q->reg_bufs = views;
+    q->nreg_bufs = (unsigned)n;
+    Py_RETURN_NONE;
+
+fail:
+    for (Py_ssize_t i = 0; i < got; i++) {
+        PyBuffer_Release(&views[i]);
+    }
+    PyMem_Free(views);
+    PyMem_Free(iov);
+    Py_DECREF(seq);
+    return NULL;
+}
+
+PyDoc_STRVAR(eventfd_doc,
+"_eventfd($self, /)\n--\n\n"
+"The queue's eventfd (created on first use, non-blocking): the backend\n"
+"signals it on every completion. -1 when the backend cannot.");
+
+static PyObject *
+Queue_eventfd(QueueObject *q, PyObject *Py_UNUSED(ignored))
+{
+    if (q_check(q) < 0) {
+        return NULL;
+    }
+    if (q->efd >= 0) {
+        return PyLong_FromLong(q->efd);
+    }
+    if (q->ops->set_eventfd == NULL) {
+        return PyLong_FromLong(-1);
+    }
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0) {
+        return fastio_oserror_errno("eventfd", NULL);
+    }
+    int r = q->ops->set_eventfd(q->ctx, efd);
+    if (r < 0) {
+        close(efd);
+        if (r == -EINVAL || r == -ENOSYS || r == -EOPNOTSUPP) {
+            return PyLong_FromLong(-1);
+        }
+        return fastio_oserror(r, "set_eventfd", NULL);
+    }
+    q->efd = efd;
+    return PyLong_FromLong(efd);
+}
+
+PyDoc_STRVAR(latency_doc,
+"latency_histogram($self, /, reset=False)\n--\n\n"
+"The latencies recorded (Queue(latency=True)), submit to reap, as a list\n"
+"of (upper bound in ns, count) for the non-empty buckets (3% wide).");
+
+static PyObject *
+Queue_latency_histogram(QueueObject *q, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"reset", NULL};
+    int reset = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p:latency_histogram", kwlist, &reset)) {
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (unsigned b = 0; b < LAT_BUCKETS; b++) {
+        if (q->hist[b] == 0) {
+            continue;
+        }
+        PyObject *t = Py_BuildValue("(KK)", (unsigned long long)lat_bucket_top(b),
+                                    (unsigned long long)q->hist[b]);
+        if (t == NULL || PyList_Append(out, t) < 0) {
+            Py_XDECREF(t);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(t);
+    }
+    if (reset) {
+        memset(q->hist, 0, LAT_BUCKETS * sizeof(uint64_t));
+    }
+    return out;
+}
+
+static PyObject *
+Queue_get_backend(QueueObject *q, void *Py_UNUSED(c))
+{
+    return PyUnicode_FromString(q->ops->name);
+}
+
+static PyObject *
+Queue_get_depth(QueueObject *q, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLong(q->depth);
+}
+
+static PyObject *
+Queue_get_features(QueueObject *q, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLong(q->features);
+}
+
+static PyObject *
+Queue_get_closed(QueueObject *q, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(q->ctx == NULL);
+}
+
+static PyObject *
+Queue_get_in_flight(QueueObject *q, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLong(q->inflight + q->npending);
+}
+
+static PyMethodDef Queue_methods[] = {
+    {"read", (PyCFunction)(void (*)(void))Queue_read, METH_FASTCALL | METH_KEYWORDS,
+     read_doc},
+    {"write", (PyCFunction)(void (*)(void))Queue_write, METH_FASTCALL | METH_KEYWORDS,
+     write_doc},
+    {"fsync", (PyCFunction)(void (*)(void))Queue_fsync, METH_FASTCALL | METH_KEYWORDS,
+     fsync_doc},
+    {"submit", (PyCFunction)Queue_submit, METH_NOARGS, submit_doc},
+    {"wait", (PyCFunction)(void (*)(void))Queue_wait, METH_VARARGS | METH_KEYWORDS,
+     wait_doc},
+    {"drain", (PyCFunction)Queue_drain, METH_NOARGS, drain_doc},
+    {"close", (PyCFunction)Queue_close, METH_NOARGS, close_doc},
+    {"__enter__", (PyCFunction)Queue_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)Queue_exit, METH_VARARGS, NULL},
+    {"_batch", (PyCFunction)(void (*)(void))Queue_batch, METH_FASTCALL, batch_doc},
+    {"register_files", (PyCFunction)Queue_register_files, METH_O, register_files_doc},
+    {"register_buffers", (PyCFunction)Queue_register_buffers, METH_O,
+     register_buffers_doc},
+    {"_eventfd", (PyCFunction)Queue_eventfd, METH_NOARGS, eventfd_doc},
+    {"latency_histogram", (PyCFunction)(void (*)(void))Queue_latency_histogram,
+     METH_VARARGS | METH_KEYWORDS, latency_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Queue_getset[] = {
+    {"backend", (getter)Queue_get_backend, NULL, "The backend that runs the I/O.", NULL},
+    {"depth", (getter)Queue_get_depth, NULL, "Requests in flight at most.", NULL},
+    {"_features", (getter)Queue_get_features, NULL, "Feature bits (aio.h).", NULL},
+    {"closed", (getter)Queue_get_closed, NULL, "True once closed.", NULL},
+    {"in_flight", (getter)Queue_get_in_flight, NULL,
+     "Requests queued or submitted whose completion was not reaped yet.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef Queue_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(QueueObject, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+PyDoc_STRVAR(Queue_doc,
+"Queue(depth=64, backend='threads', *, sqpoll=False, sqpoll_idle_ms=0, "
+"threads=0, latency=False)\n--\n\n"
+"A submission/completion queue over one asynchronous I/O backend. Use\n"
+"fastio.Queue, which also resolves backend='auto'.");
+
+static PyType_Slot Queue_slots[] = {
+    {Py_tp_new, Queue_new},
+    {Py_tp_dealloc, Queue_dealloc},
+    {Py_tp_traverse, Queue_traverse},
+    {Py_tp_clear, Queue_clear},
+    {Py_tp_methods, Queue_methods},
+    {Py_tp_getset, Queue_getset},
+    {Py_tp_members, Queue_members},
+    {Py_tp_doc, (void *)Queue_doc},
+    {0, NULL},
+};
+
+static PyType_Spec Queue_spec = {
+    .name = "fastio._core.Queue",
+    .basicsize = sizeof(QueueObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = Queue_slots,
+};
+
+/* ================================================================== */
+/* Module functions */
+
+static const char *const feature_names[] = {
+    "register_files", "register_buffers", "async_buffered", "sqpoll",
+    "single_issuer", "defer_taskrun", "fsync", "eventfd",
+};
+
+PyDoc_STRVAR(backends_doc,
+"_backends($module, /)\n--\n\n"
+"Probe every backend: a list of (name, errno or 0, reason, feature names).");
+
+static PyObject *
+aio_backends(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < NBACKENDS; i++) {
+        const fastio_aio_ops *ops = all_backends[i];
+        char why[256] = "";
+        unsigned features = 0;
+        int err;
+        Py_BEGIN_ALLOW_THREADS
+        err = ops->probe(why, sizeof why, &features);
+        Py_END_ALLOW_THREADS
+        if (err == 0 && ops->open == NULL) {
+            err = -ENOSYS;
+            snprintf(why, sizeof why, "not built");
+        }
+        PyObject *feats = PyTuple_New(0);
+        for (unsigned b = 0; feats && b < sizeof feature_names / sizeof *feature_names;
+             b++) {
+            if (features & (1u << b)) {
+                PyObject *name = PyUnicode_FromString(feature_names[b]);
+                Py_ssize_t k = PyTuple_GET_SIZE(feats);
+                if (name == NULL || _PyTuple_Resize(&feats, k + 1) < 0) {
+                    Py_XDECREF(name);
+                    Py_CLEAR(feats);
+                    break;
+                }
+                PyTuple_SET_ITEM(feats, k, name);
+            }
+        }
+        PyObject *t = feats ? Py_BuildValue("(sisN)", ops->name, -err, why, feats) : NULL;
+        if (t == NULL || PyList_Append(out, t) < 0) {
+            Py_XDECREF(t);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(t);
+    }
+    return out;
+}
+
+PyDoc_STRVAR(dio_alignment_doc,
+"_dio_alignment($module, fd, /)\n--\n\n"
+"O_DIRECT alignment of fd: (memory alignment, offset/length alignment,\n"
+"source) where source is 'statx', 'BLKSSZGET' or 'default' (4096).");
+
+static PyObject *
+aio_dio_alignment(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    int fd;
+    if (get_fd(arg, &fd) < 0) {
+        return NULL;
+    }
+    unsigned mem, off;
+    const char *src;
+    Py_BEGIN_ALLOW_THREADS
+    src = dio_alignment(fd, &mem, &off);
+    Py_END_ALLOW_THREADS
+    return Py_BuildValue("(IIs)", mem, off, src);
+}
+
+PyDoc_STRVAR(request_error_doc,
+"_request_error($module, res, opcode, backend, fd, address, length, offset, /)\n--\n\n"
+"The exception a request that completed with res (-errno) gets: an OSError\n"
+"naming the operation and backend (O_DIRECT misalignment spelled out).");
+
+static PyObject *
+aio_request_error(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    long long res, offset;
+    int opcode, fd;
+    const char *backend;
+    unsigned long long address, length;
+    if (!PyArg_ParseTuple(args, "LisiKKL:_request_error", &res, &opcode, &backend, &fd,
+                          &address, &length, &offset)) {
+        return NULL;
+    }
+    const fastio_aio_ops *ops = &fastio_aio_threads_ops;
+    for (size_t i = 0; i < NBACKENDS; i++) {
+        if (strcmp(all_backends[i]->name, backend) == 0) {
+            ops = all_backends[i];
+        }
+    }
+    fastio_aio_req r = {.buf = (void *)(uintptr_t)address, .len = (size_t)length,
+                        .offset = offset, .fd = fd, .opcode = (uint8_t)opcode};
+    return request_error(ops, &r, res);
+}
+
+static PyMethodDef aio_functions[] = {
+    {"_backends", aio_backends, METH_NOARGS, backends_doc},
+    {"_dio_alignment", aio_dio_alignment, METH_O, dio_alignment_doc},
+    {"_request_error", aio_request_error, METH_VARARGS, request_error_doc},
+    {NULL, NULL, 0, NULL},
+};
 
 int
 fastio_aio_exec(PyObject *module, fastio_state *st)
 {
-    return 0;
+    PyObject *bases = PyTuple_Pack(2, st->FastIOError, PyExc_OSError);
+    if (bases == NULL) {
+        return -1;
+    }
+    st->BackendUnavailable = PyErr_NewExceptionWithDoc(
+        "fastio.BackendUnavailable",
+        "An asynchronous I/O backend asked for by name does not work here; "
+        "the message says why (fastio.backends() lists them all).",
+        bases, NULL);
+    Py_DECREF(bases);
+    if (st->BackendUnavailable == NULL ||
+        PyModule_AddObjectRef(module, "BackendUnavailable", st->BackendUnavailable) < 0) {
+        return -1;
+    }
+    if (fastio_add_type(module, &Queue_spec, NULL, &st->queue_type) < 0) {
+        return -1;
+    }
+    if (PyModule_AddFunctions(module, aio_functions) < 0) {
+        return -1;
+    }
+    return PyModule_AddIntConstant(module, "_QUEUE_DEPTH_MAX", DEPTH_MAX);
 }

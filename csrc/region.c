@@ -14,6 +14,7 @@
 
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/shm.h>
 
 long fastio_pagesize = 4096;
 
@@ -39,6 +40,12 @@ fastio_region_free(fastio_region *r)
         /* munmap of a large dirty shared mapping can take milliseconds. */
         Py_BEGIN_ALLOW_THREADS
         munmap(base, len);
+        Py_END_ALLOW_THREADS
+    }
+    else if (kind == FASTIO_MEM_SHMAT && base != NULL) {
+        /* System V: the attach is undone by shmdt, not munmap. */
+        Py_BEGIN_ALLOW_THREADS
+        shmdt(base);
         Py_END_ALLOW_THREADS
     }
     else if (kind == FASTIO_MEM_HEAP) {

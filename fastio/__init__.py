@@ -26,5 +26,6 @@ from .sync import *  # noqa: E402,F401,F403  Lock, Semaphore, Channel
 # coroutines (fastio.aio.sendfile, ...): only the former are re-exported here,
 # since the coroutines share names with the blocking functions.
 from . import aio  # noqa: E402
+from .aio import BackendUnavailable, File, Queue, backends, open, read_blocks, write_blocks  # noqa: E402,F401,E501
 
 __version__ = "0.1.0"

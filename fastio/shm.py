@@ -1,3 +1,959 @@
-"""Shared memory: POSIX (shm_open), System V (shmget/shmat), memfd, and numpy arrays shared across processes."""
+"""Shared memory: POSIX (shm_open), System V (shmget/shmat), memfd, and numpy arrays shared across processes.
 
-__all__: list = []
+The C types in fastio._core own the system calls and the lifetime of the
+mappings; this module owns the policy:
+
+- names: generated with ``secrets`` (unguessable, 29 characters: within
+  every platform's limit), validated when given;
+- ownership: the creating object unlinks (POSIX) or removes (System V) its
+  segment when it is closed or collected, or at interpreter exit, unless
+  ``persist=True``; attachers never do unless asked; a forked child that
+  inherits a creator's object never does (the creator's pid is checked);
+- the registry behind ``shm_segments()`` and ``cleanup_orphans()``: one
+  small file per segment fastio created, in a private per-user directory
+  (see ``registry_dir()``), holding the creator's pid and start time and the
+  segment's inode (POSIX) or key and creation time (System V), so that a
+  record can never be mistaken for a later segment of the same name or id.
+"""
+import collections
+import errno
+import hashlib
+import json
+import os
+import secrets
+import socket
+import stat as _stat
+import sys
+import tempfile
+import weakref
+
+import numpy as np
+
+from . import _core
+from .arrays import as_ndarray
+
+__all__ = [
+    "SharedMemory", "memfd", "send_fds", "recv_fds",
+    "SysVSharedMemory", "sysv_segments", "ftok", "IPC_PRIVATE",
+    "SharedArray", "shared_array",
+    "shm_segments", "cleanup_orphans", "registry_dir",
+    "F_SEAL_SEAL", "F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE",
+    "F_SEAL_FUTURE_WRITE",
+]
+
+F_SEAL_SEAL = _core.F_SEAL_SEAL
+F_SEAL_SHRINK = _core.F_SEAL_SHRINK
+F_SEAL_GROW = _core.F_SEAL_GROW
+F_SEAL_WRITE = _core.F_SEAL_WRITE
+F_SEAL_FUTURE_WRITE = _core.F_SEAL_FUTURE_WRITE
+
+_SHM_DIR = "/dev/shm"
+# NAME_MAX for the one path component of a shm name (without its '/').
+_NAME_MAX = 255
+_NAME_PREFIX = "fio_"
+
+
+# ------------------------------------------------------------------ #
+# Processes: alive, and the same process as when recorded
+
+def _proc_start(pid):
+    """The start time of pid (clock ticks since boot, /proc/pid/stat field
+    22), or None if there is no such process. pid + start time names one
+    process for ever: a reused pid has another start time."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and ')': split after the last ')'.
+    fields = data[data.rfind(b")") + 2:].split()
+    return int(fields[19])
+
+
+_MY_START = None
+
+
+def _my_start():
+    global _MY_START
+    if _MY_START is None or _MY_START[0] != os.getpid():
+        _MY_START = (os.getpid(), _proc_start(os.getpid()))
+    return _MY_START[1]
+
+
+def _alive(pid, start):
+    now = _proc_start(pid)
+    return now is not None and (start is None or now == start)
+
+
+# ------------------------------------------------------------------ #
+# The registry: one file per segment fastio created
+
+def registry_dir():
+    """registry_dir()
+
+    The directory of fastio's segment records: $FASTIO_SHM_REGISTRY if set,
+    else $XDG_RUNTIME_DIR/fastio-shm, else <tempdir>/fastio-shm-<uid>.
+    Created mode 0700; refused (PermissionError) if it belongs to another
+    user or others can write to it, so no one can plant records.
+    """
+    path = os.environ.get("FASTIO_SHM_REGISTRY")
+    if not path:
+        run = os.environ.get("XDG_RUNTIME_DIR")
+        if run and os.path.isdir(run):
+            path = os.path.join(run, "fastio-shm")
+        else:
+            path = os.path.join(tempfile.gettempdir(), f"fastio-shm-{os.getuid()}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if (not _stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid()
+            or st.st_mode & 0o022):
+        raise PermissionError(
+            errno.EACCES,
+            "fastio's shm registry must be a directory of this user that no "
+            "one else can write to", path)
+    return path
+
+
+def _record_path(kind, ident):
+    # A name may be 255 bytes: the record is named by its hash (the name is
+    # inside the record).
+    digest = hashlib.sha256(str(ident).encode("utf-8", "surrogateescape")).hexdigest()
+    return os.path.join(registry_dir(), f"{kind}-{digest[:32]}")
+
+
+def _write_record(kind, ident, **fields):
+    fields.update(kind=kind, pid=os.getpid(), start=_my_start())
+    path = _record_path(kind, ident)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(fields).encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)  # readers see a whole record or none
+    return path
+
+
+def _remove_record(path):
+    if path is not None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _remove_pending_record(path):
+    """Remove a pending record of ours, and nothing else: a process that
+    raced us for the same name and won may have replaced it by its own."""
+    if path is None:
+        return
+    try:
+        with open(path, "rb") as f:
+            rec = json.loads(f.read())
+    except (OSError, ValueError):
+        return
+    if rec.get("pid") == os.getpid() and rec.get("ino") is None:
+        _remove_record(path)
+
+
+def _read_records():
+    d = registry_dir()
+    for entry in os.listdir(d):
+        if entry.endswith(".tmp"):
+            continue
+        path = os.path.join(d, entry)
+        try:
+            with open(path, "rb") as f:
+                rec = json.loads(f.read())
+        except (OSError, ValueError):
+            continue
+        yield path, rec
+
+
+ShmSegment = collections.namedtuple(
+    "ShmSegment", "kind name pid alive persist size")
+ShmSegment.__doc__ = """A segment fastio created: kind ('posix' or 'sysv'), name
+(the POSIX name, or the System V id), the creator's pid, whether that
+process is still alive, whether it was created with persist=True, and its
+size in bytes."""
+
+
+def _record_current(rec):
+    """Whether the segment a record describes still exists (the same one)."""
+    if rec["kind"] == "posix":
+        try:
+            st = os.stat(os.path.join(_SHM_DIR, rec["name"]))
+        except FileNotFoundError:
+            return False
+        # ino None: pending, the creator was between its record and its
+        # create (or died there): the name is what we know.
+        return rec["ino"] is None or st.st_ino == rec["ino"]
+    seg = _sysv_rows().get(rec["id"])
+    return seg is not None and seg.key == rec["key"] and seg.ctime == rec["ctime"]
+
+
+def shm_segments():
+    """shm_segments()
+
+    The segments fastio created (on this machine, by this user) that still
+    exist, as ShmSegment records: kind, name, creator pid, whether the
+    creator is alive, persist, size. Records of segments that are gone
+    (unlinked by someone else, or by a reboot) are pruned on the way.
+    """
+    out = []
+    for path, rec in _read_records():
+        if not _record_current(rec):
+            _remove_record(path)
+            continue
+        name = rec["name"] if rec["kind"] == "posix" else rec["id"]
+        out.append(ShmSegment(rec["kind"], name, rec["pid"],
+                              _alive(rec["pid"], rec["start"]),
+                              rec["persist"], rec["size"]))
+    return out
+
+
+def cleanup_orphans():
+    """cleanup_orphans()
+
+    Unlink (POSIX) or remove (System V) every segment fastio created with
+    persist=False whose creator is dead (killed before it could clean up:
+    the kernel cannot know). Returns the ShmSegment records removed.
+    """
+    removed = []
+    for path, rec in _read_records():
+        if not _record_current(rec):
+            _remove_record(path)
+            continue
+        if rec["persist"] or _alive(rec["pid"], rec["start"]):
+            continue
+        if (rec["kind"] == "posix" and rec["ino"] is None
+                and not rec["name"].startswith(_NAME_PREFIX)):
+            # A creator that died between its record and its create of a
+            # name of the caller's choosing: the segment of that name may be
+            # someone else's (their create won). Listed, never removed.
+            # (A generated name cannot be anyone else's.)
+            continue
+        name = rec["name"] if rec["kind"] == "posix" else rec["id"]
+        try:
+            if rec["kind"] == "posix":
+                _core.shm_unlink("/" + name)
+            else:
+                _core.sysv_remove(name)
+        except OSError as e:
+            # Gone meanwhile (another cleanup_orphans won the race).
+            if e.errno not in (errno.ENOENT, errno.EINVAL, errno.EIDRM):
+                raise
+        else:
+            removed.append(ShmSegment(rec["kind"], name, rec["pid"], False,
+                                      False, rec["size"]))
+        _remove_record(path)
+    return removed
+
+
+# ------------------------------------------------------------------ #
+# Ownership: what runs when a creator is closed, collected or exits
+
+def _release(kind, ident, pid, record):
+    """Unlink/remove a segment and forget its record. The finalizer of
+    creators; it never runs in another process than the creator (a forked
+    child inherits the creator's objects and its finalizers)."""
+    if os.getpid() != pid:
+        return
+    try:
+        if kind == "posix":
+            _core.shm_unlink("/" + ident)
+        else:
+            _core.sysv_remove(ident)
+    except (FileNotFoundError, OSError):
+        # Gone already (someone unlinked it, or cleanup_orphans did): the
+        # wanted state. EINVAL/EIDRM for a removed System V id.
+        pass
+    _remove_record(record)
+
+
+def _check_name(name):
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got name={name!r}")
+    bare = name[1:] if name.startswith("/") else name
+    if not bare:
+        raise ValueError(f"name must not be empty, got name={name!r}")
+    if "/" in bare:
+        raise ValueError(f"name must not contain '/' (after a leading one), got name={name!r}")
+    if "\0" in bare:
+        raise ValueError(f"name must not contain NUL, got name={name!r}")
+    if len(os.fsencode(bare)) > _NAME_MAX:
+        raise ValueError(
+            f"name is {len(os.fsencode(bare))} bytes; the limit is {_NAME_MAX}: "
+            f"name={name[:40]!r}...")
+    if bare in (".", ".."):
+        raise ValueError(f"name={name!r} is not a valid shm name")
+    return bare
+
+
+def _check_size(size, what="size"):
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"{what} must be an int, got {what}={size!r}")
+    if size <= 0:
+        raise ValueError(f"creating a segment needs {what} > 0, got {what}={size}")
+    if size > sys.maxsize:
+        raise OverflowError(f"{what}={size} is too large")
+
+
+def _generated_name():
+    # 96 random bits; "/fio_" + 24 hex digits is 29 bytes, below even
+    # macOS's 31 (PSHMNAMLEN), far below Linux's NAME_MAX.
+    return _NAME_PREFIX + secrets.token_hex(12)
+
+
+# ------------------------------------------------------------------ #
+# POSIX shared memory and memfd
+
+class SharedMemory(_core.SharedMemory):
+    """SharedMemory(name=None, create=False, size=0, *, mode=0o600, persist=False, readonly=False, populate=False, hugepages=False)
+
+    A POSIX shared memory segment: a superset of
+    ``multiprocessing.shared_memory.SharedMemory`` (name, size, buf, close,
+    unlink) without its resource tracker.
+
+    create=True makes a new segment exclusively (O_CREAT|O_EXCL: never an
+    attach to one someone planted), with exactly ``mode`` and ``size``
+    bytes, named ``name`` or an unguessable generated name. The creator
+    owns it: it is unlinked when the object is closed or collected, or at
+    exit, unless persist=True. An attacher (create=False) maps the
+    segment's real size and never unlinks unless it calls unlink().
+    unlink() is idempotent. close() is safe while numpy arrays or
+    memoryviews use the memory. See docs/shm.md.
+    """
+
+    # __dict__: users (and the stdlib's users) may hang attributes on it.
+    __slots__ = ("_name", "_owner", "_persist", "_finalizer", "_kind",
+                 "_unlinked", "_pid", "_record", "__dict__")
+
+    def __new__(cls, name=None, create=False, size=0, *, mode=0o600, persist=False,
+                readonly=False, populate=False, hugepages=False):
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+            raise ValueError(f"mode must be an int within 0o7777, got mode={mode!r}")
+        if not create:
+            if name is None:
+                raise ValueError("name is needed to attach (create=False): got name=None")
+            bare = _check_name(name)
+            self = super().__new__(cls, "/" + bare, readonly=readonly,
+                                   populate=populate, hugepages=hugepages)
+            self._init(bare, "posix", owner=False, persist=persist)
+            return self
+        _check_size(size)
+        names = [_check_name(name)] if name is not None else (
+            _generated_name() for _ in range(16))
+        for bare in names:
+            # The record first, marked pending (no inode yet): a creator
+            # killed between the create and the record cannot leave a
+            # segment that no record names.
+            # A record already there is another segment's of the same name
+            # (then our create fails) or stale (then _init replaces it).
+            record = None
+            if not os.path.exists(_record_path("posix", bare)):
+                record = _write_record("posix", bare, name=bare, ino=None,
+                                       persist=persist, size=size)
+            try:
+                self = super().__new__(cls, "/" + bare, size, create=True, mode=mode,
+                                       readonly=readonly, populate=populate,
+                                       hugepages=hugepages)
+                break
+            except FileExistsError:
+                # Someone else's segment: never leave a record naming it.
+                _remove_pending_record(record)
+                if name is not None:
+                    raise
+                # A generated name taken (2**-96: only if someone guessed it).
+            except BaseException:
+                _remove_pending_record(record)
+                raise
+        else:
+            raise FileExistsError(errno.EEXIST, "no free generated shm name")
+        try:
+            self._init(bare, "posix", owner=True, persist=persist)
+        except BaseException:
+            self.close()
+            _core.shm_unlink("/" + bare)
+            _remove_record(_record_path("posix", bare))
+            raise
+        return self
+
+    def _init(self, name, kind, owner, persist):
+        self._name = name
+        self._kind = kind
+        self._owner = owner
+        self._persist = persist
+        self._unlinked = False
+        self._pid = os.getpid()
+        self._record = None
+        self._finalizer = None
+        if owner and kind == "posix":
+            ino = os.fstat(self.fileno()).st_ino
+            self._record = _write_record("posix", name, name=name, ino=ino,
+                                         persist=persist, size=self.size)
+            if not persist:
+                self._finalizer = weakref.finalize(
+                    self, _release, "posix", name, self._pid, self._record)
+
+    @classmethod
+    def from_fd(cls, fd, *, readonly=False, populate=False, hugepages=False):
+        """from_fd(fd, *, readonly=False, populate=False, hugepages=False)
+
+        Attach to a segment given by a file descriptor (a memfd received
+        over a UNIX socket, a POSIX shm fd). The descriptor is duplicated:
+        the caller still owns ``fd``. The segment's real size is mapped.
+        """
+        self = _core.SharedMemory.__new__(cls, fd, readonly=readonly,
+                                          populate=populate, hugepages=hugepages)
+        self._init(None, "fd", owner=False, persist=True)
+        return self
+
+    # -- the stdlib's interface -------------------------------------
+
+    @property
+    def name(self):
+        """The segment's name, without the leading '/' (as the stdlib's);
+        the memfd's label for a memfd; None for a segment attached by fd."""
+        return self._name
+
+    @property
+    def buf(self):
+        """A memoryview of the whole segment (a new one at each access: it
+        holds a buffer export, which close() does not have to revoke)."""
+        return memoryview(self)
+
+    def close(self):
+        """close(self)
+
+        Close this process's access (fd and mapping; the mapping stays until
+        the last numpy array or memoryview over it goes). A creator without
+        persist=True also unlinks the segment. Idempotent.
+        """
+        super().close()
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def unlink(self):
+        """unlink(self)
+
+        Remove the segment's name (shm_unlink): no one can attach any more;
+        mappings stay valid. Idempotent: a second call does nothing. An
+        attacher may call it (as with the stdlib); no one does implicitly.
+        Nothing to do for a memfd.
+        """
+        if self._kind != "posix" or self._unlinked:
+            return
+        self._unlinked = True
+        if self._finalizer is not None:
+            self._finalizer()
+            return
+        try:
+            _core.shm_unlink("/" + self._name)
+        except FileNotFoundError:
+            pass
+        _remove_record(self._record or _record_path("posix", self._name))
+
+    def __enter__(self):
+        if self.closed:
+            raise ValueError("operation on a closed SharedMemory")
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self._name!r}, size={self.size})"
+
+    def __reduce__(self):
+        return (_attach, (self._handle(),))
+
+    # -- extras --------------------------------------------------------
+
+    @property
+    def owner(self):
+        """True for the object that created the segment."""
+        return self._owner
+
+    @property
+    def persist(self):
+        return self._persist
+
+    def asarray(self, dtype="u1", shape=None, offset=0, order="C"):
+        """asarray(self, dtype='u1', shape=None, offset=0, order='C')
+
+        A numpy array over the segment, without a copy. It holds a buffer
+        export: close() is safe while it lives. ValueError if it does not fit.
+        """
+        return as_ndarray(self, dtype, shape, offset, order)
+
+    def _handle(self):
+        """What another process needs to attach to this segment."""
+        if self.closed:
+            raise ValueError("operation on a closed SharedMemory")
+        if self._kind == "posix":
+            return ("posix", self._name, self.readonly)
+        # A memfd has no name: another process of the same user reopens it
+        # through /proc/<pid>/fd/<fd> while this object keeps it open.
+        fd = self.fileno()
+        return ("fd", os.getpid(), fd, self.readonly, os.fstat(fd).st_ino)
+
+
+SharedMemory.__module__ = "fastio"
+
+
+def _attach(handle):
+    kind = handle[0]
+    if kind == "posix":
+        return SharedMemory(handle[1], readonly=handle[2])
+    if kind == "fd":
+        _, pid, fd, readonly, ino = handle
+        if pid == os.getpid():
+            own = os.dup(fd)
+        else:
+            flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
+            own = os.open(f"/proc/{pid}/fd/{fd}", flags)
+        try:
+            if os.fstat(own).st_ino != ino:
+                # The creator closed it and the number now names another file.
+                raise FileNotFoundError(
+                    errno.ENOENT, "the memfd segment is gone from its creator",
+                    f"/proc/{pid}/fd/{fd}")
+            return SharedMemory.from_fd(own, readonly=readonly)
+        finally:
+            os.close(own)
+    if kind == "sysv":
+        return SysVSharedMemory._attach_id(handle[1], readonly=handle[2])
+    raise ValueError(f"unknown segment handle {handle!r}")
+
+
+def memfd(size, name="fastio", *, seal=True, hugepages=False):
+    """memfd(size, name='fastio', *, seal=True, hugepages=False)
+
+    An anonymous shared segment (memfd_create) as a SharedMemory: no name
+    in /dev/shm, gone when the last descriptor and mapping go. Pass its
+    fileno() to another process (send_fds over a UNIX socket, or
+    multiprocessing's fd passing) and attach there with
+    SharedMemory.from_fd(fd).
+
+    seal=True adds F_SEAL_SHRINK | F_SEAL_GROW, so that no peer can shrink
+    the segment under a mapping (which would SIGBUS); an int gives the
+    F_SEAL_* flags to add (F_SEAL_WRITE makes the segment read-only from
+    the start: to freeze contents after filling them, call
+    add_seals(F_SEAL_FUTURE_WRITE)); False adds none. hugepages asks
+    MFD_HUGETLB (reserved huge pages, vm.nr_hugepages) and falls back to
+    transparent huge page advice when there are none.
+    """
+    _check_size(size)
+    if seal is True:
+        seals = F_SEAL_SHRINK | F_SEAL_GROW
+    elif seal is False or seal is None:
+        seals = 0
+    elif isinstance(seal, int):
+        seals = seal
+    else:
+        raise TypeError(f"seal must be a bool or F_SEAL_* flags, got seal={seal!r}")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got name={name!r}")
+    if len(os.fsencode(name)) > 249:  # the kernel's limit: 249 bytes
+        raise ValueError(f"name is too long (limit 249 bytes): name={name[:40]!r}...")
+    readonly = bool(seals & F_SEAL_WRITE)
+    fd = None
+    if hugepages:
+        try:
+            fd = _core.memfd_create(name, size, seals, hugetlb=True)
+            try:
+                seg = SharedMemory.from_fd(fd, readonly=readonly)
+            except OSError:
+                os.close(fd)
+                fd = None
+        except OSError:
+            fd = None
+    if fd is None:
+        fd = _core.memfd_create(name, size, seals)
+        try:
+            seg = SharedMemory.from_fd(fd, readonly=readonly, hugepages=hugepages)
+        except BaseException:
+            os.close(fd)
+            raise
+    os.close(fd)
+    seg._name = name
+    seg._kind = "memfd"
+    seg._owner = True
+    return seg
+
+
+def send_fds(sock, fds, data=b"F"):
+    """send_fds(sock, fds, data=b'F')
+
+    Send file descriptors (SCM_RIGHTS) over a connected UNIX socket, with
+    some bytes of data (at least one: a message without data may not be
+    delivered). The receiver gets its own descriptors to the same files.
+    """
+    fds = [f.fileno() if hasattr(f, "fileno") else f for f in fds]
+    return socket.send_fds(sock, [data], fds)
+
+
+def recv_fds(sock, maxfds, bufsize=1):
+    """recv_fds(sock, maxfds, bufsize=1)
+
+    Receive up to maxfds descriptors sent with send_fds; returns
+    (data, [fd, ...]). The descriptors are close-on-exec; the caller owns
+    them (close them, or attach with SharedMemory.from_fd and close).
+    """
+    data, fds, _flags, _addr = socket.recv_fds(
+        sock, bufsize, maxfds, socket.MSG_CMSG_CLOEXEC)
+    return data, fds
+
+
+# ------------------------------------------------------------------ #
+# System V shared memory
+
+IPC_PRIVATE = _core.IPC_PRIVATE
+ftok = _core.ftok
+
+SysVStat = collections.namedtuple(
+    "SysVStat", "size nattch cpid lpid atime dtime ctime mode uid gid cuid cgid "
+                "key removed locked")
+SysVStat.__doc__ = """shmid_ds of a System V segment: size in bytes, number of
+attaches, creator and last shmat/shmdt pids, last attach/detach/change
+times (seconds since the epoch, 0 for never), permission bits, owner and
+creator uid/gid, key (0: IPC_PRIVATE), and whether it is marked for removal
+(SHM_DEST) or locked in RAM (SHM_LOCKED)."""
+
+_SHM_DEST = 0o1000
+_SHM_LOCKED = 0o2000
+
+
+def _stat_record(t):
+    size, nattch, cpid, lpid, atime, dtime, ctime, mode, uid, gid, cuid, cgid, key = t
+    return SysVStat(size, nattch, cpid, lpid, atime, dtime, ctime, mode & 0o777,
+                    uid, gid, cuid, cgid, key,
+                    bool(mode & _SHM_DEST), bool(mode & _SHM_LOCKED))
+
+
+class SysVSharedMemory(_core.SysVSharedMemory):
+    """SysVSharedMemory(key=None, size=0, *, create=False, mode=0o600, hugepages=False, readonly=False, proj_id=None, persist=False, populate=False)
+
+    One attach (shmat) of a System V shared memory segment.
+
+    key None means IPC_PRIVATE (always a new segment: create is implied);
+    an int is used as is; a path (str or os.PathLike) goes through
+    ftok(path, proj_id). create=True uses IPC_CREAT|IPC_EXCL with ``mode``
+    (an existing key fails with FileExistsError); otherwise the existing
+    segment is attached at its real size (ValueError if it is smaller than
+    a size you pass). The creator owns the segment: it is removed
+    (IPC_RMID) when the object is closed or collected, or at exit, unless
+    persist=True. close() detaches (shmdt), safely with live numpy views.
+    """
+
+    __slots__ = ("_owner", "_persist", "_finalizer", "_removed", "_pid", "_record",
+                 "__dict__")
+
+    def __new__(cls, key=None, size=0, *, create=False, mode=0o600, hugepages=False,
+                readonly=False, proj_id=None, persist=False, populate=False):
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise ValueError(f"mode must be an int within 0o777, got mode={mode!r}")
+        if key is None or (type(key) is int and key == IPC_PRIVATE):
+            # IPC_PRIVATE always makes a new segment: it is ours to own.
+            key, create = IPC_PRIVATE, True
+        elif isinstance(key, (str, bytes, os.PathLike)):
+            if proj_id is None:
+                raise ValueError(f"a path key needs proj_id (ftok), got key={key!r}")
+            if isinstance(proj_id, str) and len(proj_id) == 1:
+                proj_id = ord(proj_id)
+            key = ftok(key, proj_id)
+        elif isinstance(key, bool) or not isinstance(key, int):
+            raise TypeError(f"key must be None, an int or a path, got key={key!r}")
+        if create:
+            _check_size(size)
+        elif isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"size must be an int >= 0 to attach, got size={size!r}")
+        self = super().__new__(cls, key, size, create=create, mode=mode,
+                               hugepages=hugepages, readonly=readonly)
+        try:
+            self._setup(owner=create, persist=persist)
+            if populate:
+                self.populate()
+        except BaseException:
+            super().close()
+            if create:
+                self.remove()
+            raise
+        return self
+
+    @classmethod
+    def _attach_id(cls, shmid, readonly=False):
+        self = _core.SysVSharedMemory.__new__(cls, shmid, by_id=True, readonly=readonly)
+        self._setup(owner=False, persist=True)
+        return self
+
+    def _setup(self, owner, persist):
+        self._owner = owner
+        self._persist = persist
+        self._removed = False
+        self._pid = os.getpid()
+        self._record = None
+        self._finalizer = None
+        if owner:
+            st = _stat_record(_core.sysv_stat(self.id))
+            self._record = _write_record("sysv", self.id, id=self.id, key=st.key,
+                                         ctime=st.ctime, persist=persist,
+                                         size=self.size)
+            if not persist:
+                self._finalizer = weakref.finalize(
+                    self, _release, "sysv", self.id, self._pid, self._record)
+
+    @property
+    def owner(self):
+        """True for the object that created the segment."""
+        return self._owner
+
+    @property
+    def persist(self):
+        return self._persist
+
+    @property
+    def buf(self):
+        """A memoryview of the whole segment (a new one at each access)."""
+        return memoryview(self)
+
+    def close(self):
+        """close(self)
+
+        Detach (shmdt; the memory stays until the last numpy array or
+        memoryview over it goes). A creator without persist=True also
+        removes the segment (IPC_RMID: destroyed at the last detach of any
+        process). Idempotent.
+        """
+        super().close()
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def remove(self):
+        """remove(self)
+
+        shmctl(IPC_RMID): the segment is destroyed when the last process
+        detaches, and its key is free at once. Idempotent.
+        """
+        if self._removed:
+            return
+        self._removed = True
+        if self._finalizer is not None:
+            self._finalizer()
+            return
+        try:
+            super().remove()
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EIDRM):
+                raise
+        _remove_record(self._record)
+
+    def stat(self):
+        """stat(self)
+
+        The segment's shmid_ds (shmctl IPC_STAT) as a SysVStat record.
+        """
+        return _stat_record(super().stat())
+
+    def asarray(self, dtype="u1", shape=None, offset=0, order="C"):
+        """asarray(self, dtype='u1', shape=None, offset=0, order='C')
+
+        A numpy array over the segment, without a copy; it holds a buffer
+        export, so close() is safe while it lives.
+        """
+        return as_ndarray(self, dtype, shape, offset, order)
+
+    def _handle(self):
+        if self.closed:
+            raise ValueError("operation on a closed (detached) SysVSharedMemory")
+        return ("sysv", self.id, self.readonly)
+
+    def __reduce__(self):
+        return (_attach, (self._handle(),))
+
+    def __enter__(self):
+        if self.closed:
+            raise ValueError("operation on a closed (detached) SysVSharedMemory")
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"{type(self).__name__}(key={self.key:#x}, id={self.id}, size={self.size})"
+
+
+SysVSharedMemory.__module__ = "fastio"
+
+SysVSegment = collections.namedtuple(
+    "SysVSegment", "key id mode size cpid lpid nattch uid gid cuid cgid "
+                   "atime dtime ctime rss swap")
+SysVSegment.__doc__ = """A row of /proc/sysvipc/shm: key, id, permission bits,
+size, creator and last pids, attaches, owner/creator uid and gid, last
+attach/detach/change times, resident and swapped bytes."""
+
+
+def _sysv_rows():
+    rows = {}
+    try:
+        with open("/proc/sysvipc/shm") as f:
+            header = f.readline().split()
+            for line in f:
+                v = dict(zip(header, line.split()))
+                if not v:
+                    continue
+                rec = SysVSegment(
+                    int(v["key"]) & 0xFFFFFFFF,  # printed signed; keys are unsigned here
+                    int(v["shmid"]), int(v["perms"], 8) & 0o777,
+                    int(v["size"]), int(v["cpid"]), int(v["lpid"]), int(v["nattch"]),
+                    int(v["uid"]), int(v["gid"]), int(v["cuid"]), int(v["cgid"]),
+                    int(v["atime"]), int(v["dtime"]), int(v["ctime"]),
+                    int(v.get("rss", 0)), int(v.get("swap", 0)))
+                rows[rec.id] = rec
+    except FileNotFoundError:
+        pass
+    return rows
+
+
+def sysv_segments():
+    """sysv_segments()
+
+    The System V segments visible in /proc/sysvipc/shm (this IPC
+    namespace), as SysVSegment records.
+    """
+    return list(_sysv_rows().values())
+
+
+# ------------------------------------------------------------------ #
+# numpy arrays shared across processes
+
+_attached = weakref.WeakValueDictionary()
+
+
+def _segment_for(handle):
+    """This process's attach of a segment, shared by every array that a
+    pickle brought here (one mapping per segment, not one per array)."""
+    seg = _attached.get(handle)
+    if seg is None or seg.closed:
+        seg = _attach(handle)
+        _attached[handle] = seg
+    return seg
+
+
+def _byte_bounds(a):
+    try:
+        from numpy.lib.array_utils import byte_bounds
+    except ImportError:  # numpy < 2
+        byte_bounds = np.byte_bounds
+    return byte_bounds(a)
+
+
+def _rebuild(handle, dtype, shape, strides, offset):
+    seg = _segment_for(handle)
+    root = as_ndarray(seg)
+    arr = np.ndarray(shape, dtype, buffer=root, offset=offset, strides=strides)
+    arr = arr.view(SharedArray)
+    arr._segment = seg
+    return arr
+
+
+class SharedArray(np.ndarray):
+    """SharedArray(shape, dtype=float64, *, backend='posix', order='C')
+
+    An ndarray on a shared memory segment that pickles by reference: the
+    pickle holds the segment's handle (POSIX name, memfd via its creator's
+    /proc/<pid>/fd, or System V id) with dtype, shape, strides and offset,
+    so that passing it to multiprocessing or concurrent.futures workers
+    copies nothing, and every process sees the others' writes. Views and
+    slices of it pickle the same way; results of computations (a + 1) are
+    new memory and pickle by value.
+
+    The segment lives as long as the creating process holds the array or a
+    view of it (then it is unlinked/removed); a worker attaches when it
+    unpickles and may keep its arrays after that. Starts zeroed.
+    """
+
+    def __new__(cls, shape, dtype=np.float64, *, backend="posix", order="C"):
+        return shared_array(shape, dtype, backend=backend, order=order)
+
+    def __array_finalize__(self, obj):
+        # A view inherits the segment; an array with memory of its own (a
+        # ufunc's output, a copy) does not. (Where the view's bytes are is
+        # checked when it is pickled: numpy may set a view's strides after
+        # this runs, as for .T.)
+        self._segment = getattr(obj, "_segment", None) if self.base is not None else None
+
+    @property
+    def segment(self):
+        """The segment under the array (None for memory of its own)."""
+        seg = getattr(self, "_segment", None)
+        return seg if seg is not None and _inside(self, seg) else None
+
+    def __reduce__(self):
+        seg = self.segment
+        if seg is None:
+            return np.asarray(self).__reduce__()
+        # The offset of element [0, 0, ...] from the segment's start.
+        first = self.__array_interface__["data"][0]
+        return (_rebuild, (seg._handle(), self.dtype, self.shape, self.strides,
+                           first - seg._address))
+
+    def __reduce_ex__(self, protocol):
+        return self.__reduce__()
+
+
+SharedArray.__module__ = "fastio"
+
+
+def _inside(arr, seg):
+    if seg.closed:
+        return False
+    lo, hi = _byte_bounds(arr)
+    base = seg._address
+    return base <= lo and hi <= base + seg.size
+
+
+_BACKENDS = ("posix", "memfd", "sysv")
+
+
+def shared_array(shape, dtype=np.float64, *, backend="posix", order="C"):
+    """shared_array(shape, dtype=float64, *, backend='posix', order='C')
+
+    A zeroed SharedArray of ``shape`` and ``dtype`` on a new segment:
+    backend 'posix' (a SharedMemory with a generated name, unlinked when
+    the array goes), 'memfd' (no name anywhere: workers reopen it through
+    /proc/<creator pid>/fd, so they must run as the same user on the same
+    machine), or 'sysv' (an IPC_PRIVATE segment marked for removal at once:
+    Linux lets processes attach by id until the last detach, so it can
+    never outlive its users, even if its creator is killed).
+    """
+    dtype = np.dtype(dtype)
+    if dtype.hasobject:
+        raise ValueError(f"dtype={dtype} holds Python objects; it cannot be shared")
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    shape = tuple(int(s) for s in shape)
+    if any(s < 0 for s in shape):
+        raise ValueError(f"shape={shape} has a negative dimension")
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got backend={backend!r}")
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = max(nbytes, 1)  # a segment cannot be empty
+    if backend == "posix":
+        seg = SharedMemory(create=True, size=size)
+    elif backend == "memfd":
+        seg = memfd(size, "fastio-array")
+    else:
+        seg = SysVSharedMemory(None, size, create=True, persist=True)
+        # Removed at once, see above: persist=True only keeps the object
+        # from removing it a second time.
+        seg.remove()
+    arr = as_ndarray(seg, dtype, shape, 0, order).view(SharedArray)
+    arr._segment = seg
+    return arr
