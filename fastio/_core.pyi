@@ -277,3 +277,8 @@ def _request_error(res: int, opcode: int, backend: str, fd: int, address: int, l
 _QUEUE_DEPTH_MAX: Final[int]
 
 # ---------------------------------------------------------------- end queue.c
+
+# ---------------------------------------------------------------- lab.c
+def _lab_pread(fd: int, buf: Buffer, offsets: Buffer, latencies: Buffer, /) -> int: ...
+def _lab_copy(src: Buffer, dst: Buffer, offsets: Buffer, latencies: Buffer, /) -> int: ...
+# ---------------------------------------------------------------- end lab.c
