@@ -1,21 +1,23 @@
-"""fastio.lab: measure ways of moving bytes against each other.
-
-The core is small on purpose: a registry of *methods* (methods.py: each is a
-function ``f(path, size) -> bytes processed``, optionally naming the baseline
-it is compared with), a *runner* (runner.py: warm-up, interleaved repeats
-timed with time.perf_counter_ns, the machine and cache state) and *Results*
-(results.py: a table and JSON). ``python -m fastio`` is its command line
-(cli.py).
+"""fastio.lab: every way of moving bytes, measured side by side like fio.
 
     >>> from fastio import lab
-    >>> res = lab.run(path, repeat=3)          # every registered method
-    >>> print(res.table())
-    >>> res.to_json("out.json")
-"""
-from .methods import METHODS, Method, register, selected
-from .results import Measurement, Results
-from .runner import cache_state, filesystem_of, machine_info, run, warm_cache
+    >>> res = lab.run(pattern="rand", block_size="4k", size="64M", cache="warm", repeat=3)
+    >>> print(res.table())                 # winner per workload, ratios
+    >>> res.to_json("out.json")            # close to fio's --output-format=json
+    >>> res.plot("latency")                # a matplotlib Figure
+    >>> lab.sweep("psync", block_size=["4k", "64k", "1M"])
 
-__all__ = ["METHODS", "Measurement", "Method", "Results", "cache_state",
-           "filesystem_of", "machine_info", "register", "run", "selected",
-           "warm_cache"]
+methods.py holds the methods by the seed's rows (read/write, mmap, aio,
+sendfile, malloc/brk), runner.py the cache control and the measurement,
+results.py the records and their outputs, cli.py ``python -m fastio``.
+"""
+from .methods import GROUPS, METHODS, Job, Method, Outcome, register, selected
+from .results import Results, latency_summary, percentiles_from_hist
+from .runner import (CACHE_MODES, PATTERNS, cache_state, evict_cache, filesystem_of,
+                     machine_info, make_file, offsets_for, parse_size, run, set_cache,
+                     sweep, warm_cache)
+
+__all__ = ["CACHE_MODES", "GROUPS", "METHODS", "Job", "Method", "Outcome", "PATTERNS",
+           "Results", "cache_state", "evict_cache", "filesystem_of", "latency_summary",
+           "machine_info", "make_file", "offsets_for", "parse_size", "percentiles_from_hist",
+           "register", "run", "selected", "set_cache", "sweep", "warm_cache"]

@@ -1,23 +1,24 @@
-"""python -m fastio: compare fastio with the stdlib and numpy on this machine.
+"""python -m fastio: the I/O lab's command line.
 
-Makes a temporary file (or uses --file), warms the page cache, runs every
-lab method with its baseline and prints a table of GB/s and ratios, with
-the machine, filesystem and cache state the figures depend on.
+    python -m fastio [--size 256M] [--json PATH] [--plot PATH]   quick comparison
+    python -m fastio run --method psync --pattern rand --bs 4k --depth 32 --cache direct
+    python -m fastio sweep --method psync --bs 4k,64k,1M --depth 1
+    python -m fastio list
+
+Exit status: 0 success, 1 a method failed or the file could not be made,
+2 bad options, 130 interrupted.
 """
 import argparse
 import os
-import re
 import signal
 import sys
-import tempfile
-
-import numpy as np
+from typing import List, Optional
 
 from . import methods as _methods
-from .runner import run
+from .runner import CACHE_MODES, PATTERNS, parse_size as _parse_size, run, sweep
 
-DEFAULT_SIZE = 256 << 20
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+QUICK_SIZE = 256 << 20
+COMMANDS = ("run", "sweep", "list")
 
 
 def parse_size(text: str) -> int:
@@ -26,14 +27,12 @@ def parse_size(text: str) -> int:
     '256M', '8MiB', '1g', '4096' -> bytes (binary units). Raises
     argparse.ArgumentTypeError for anything else or a size below 1 byte.
     """
-    m = re.fullmatch(r"\s*([+-]?\d+)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", text)
-    if not m:
+    try:
+        return _parse_size(text)
+    except ValueError:
         raise argparse.ArgumentTypeError(
-            f"size must be a number of bytes with an optional K/M/G/T suffix, got {text!r}")
-    n = int(m.group(1)) * _UNITS[m.group(2).lower()]
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"size must be at least 1 byte, got {text!r}")
-    return n
+            f"must be a number of bytes (>= 1) with an optional K/M/G/T suffix, "
+            f"got {text!r}") from None
 
 
 def _positive_int(text: str) -> int:
@@ -46,6 +45,137 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _list_of(conv):
+    def parse(text):
+        return [conv(t) for t in text.split(",") if t.strip()] or conv("")
+    return parse
+
+
+def _method_name(text: str) -> str:
+    if text not in _methods.METHODS:
+        raise argparse.ArgumentTypeError(
+            f"unknown method {text!r}; known: {', '.join(_methods.METHODS)}")
+    return text
+
+
+def _group_name(text: str) -> str:
+    if text not in _methods.GROUPS:
+        raise argparse.ArgumentTypeError(
+            f"unknown group {text!r}; known: {', '.join(_methods.GROUPS)}")
+    return text
+
+
+def _prog() -> str:
+    argv0 = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if argv0 in ("", "__main__.py", "-c") or argv0.startswith("python"):
+        return "python -m fastio"
+    return argv0
+
+
+_EPILOG = ("Methods by the seed's rows: " + "; ".join(
+    f"{g}: " + ", ".join(n for n, m in _methods.METHODS.items() if m.group == g)
+    for g in _methods.GROUPS) + ". MB/s is 10^6 bytes per second; latencies are per "
+    "request (measured in C where the method allows, see the JSON's latency_timer); ratio "
+    "is a method's throughput over its baseline's (>1 faster); * marks the fastest of its "
+    "row. Exit status: 0 success, 1 a method failed or the file could not be made, "
+    "2 bad options, 130 interrupted.")
+
+
+def _common(p: argparse.ArgumentParser, *, size_default: int) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--size", type=parse_size, default=size_default, metavar="SIZE",
+                     help="size of the temporary test file, bytes or with a binary suffix "
+                          f"K, M, G, T (default {size_default >> 20}M); made in --dir, "
+                          "removed at exit, even on error or Ctrl-C")
+    src.add_argument("--file", metavar="PATH",
+                     help="measure on this existing non-empty file instead (only read; "
+                          "cache modes cold/direct evict its pages)")
+    p.add_argument("--dir", metavar="DIR", default=None,
+                   help="directory for the temporary file (default $TMPDIR or /tmp); its "
+                        "filesystem is part of what is measured")
+    p.add_argument("--repeat", type=_positive_int, default=3, metavar="N",
+                   help="repetitions per method, interleaved; medians are shown (default 3)")
+    p.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+                   help="split each method's requests among N threads (fio's numjobs; "
+                        "default 1)")
+    p.add_argument("--cache", choices=CACHE_MODES, default="warm",
+                   help="page cache before each run: warm (read first, checked 100%% "
+                        "resident), cold (posix_fadvise DONTNEED, checked 0%%), direct "
+                        "(evicted and O_DIRECT; methods without an O_DIRECT path are "
+                        "skipped). Default warm")
+    p.add_argument("--baseline", type=_method_name, metavar="METHOD", default=None,
+                   help="compute every ratio against this method (default: each method's "
+                        "own baseline)")
+    p.add_argument("--json", metavar="PATH",
+                   help="also write the results, fio-like JSON with every record, to PATH")
+    p.add_argument("--plot", metavar="PATH",
+                   help="also write a PNG plot to PATH (needs matplotlib: fastio[lab])")
+
+
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """build_parser(command=None)
+
+    The parser of the quick comparison (command None) or of 'run',
+    'sweep', 'list'.
+    """
+    prog = _prog()
+    if command is None:
+        p = argparse.ArgumentParser(
+            prog=prog,
+            description=(
+                "The fastio I/O lab. Without a command: a quick comparison of every "
+                "available method (read/write, mmap, aio backends, sendfile, malloc/brk) "
+                "on a temporary file, sequential 1 MiB requests, warm cache, and a table: "
+                "throughput, IOPS, latency percentiles, CPU, page faults, ratio to each "
+                "baseline. Commands: 'run' (fio-like options: --method, --pattern, --bs, "
+                "--depth, --cache), 'sweep' (block sizes x depths), 'list' (methods and "
+                "whether they can run here). '%(prog)s COMMAND --help' explains each."),
+            epilog=_EPILOG)
+        _common(p, size_default=QUICK_SIZE)
+        p.add_argument("--bs", type=parse_size, default=1 << 20, metavar="SIZE",
+                       help="request (block) size, default 1M")
+        return p
+    if command == "run":
+        p = argparse.ArgumentParser(
+            prog=f"{prog} run", epilog=_EPILOG,
+            description="Run chosen methods with fio-like options and print the table.")
+        p.add_argument("--method", type=_method_name, action="append", metavar="METHOD",
+                       help="a method to run (repeatable; its baseline is added); default "
+                            "every method of --group, or all")
+        p.add_argument("--group", type=_group_name, action="append", metavar="ROW",
+                       help=f"every method of a seed row (repeatable): "
+                            f"{', '.join(_methods.GROUPS)}")
+        p.add_argument("--pattern", "--rw", choices=PATTERNS, default="seq",
+                       help="request order: seq (in file order) or rand (each block once, "
+                            "shuffled); default seq")
+        p.add_argument("--bs", type=parse_size, default=1 << 20, metavar="SIZE",
+                       help="request (block) size, e.g. 4k, 1M (default 1M)")
+        p.add_argument("--depth", "--iodepth", type=_positive_int, default=1, metavar="N",
+                       help="requests in flight for the aio methods (default 1)")
+        _common(p, size_default=QUICK_SIZE)
+        return p
+    if command == "sweep":
+        p = argparse.ArgumentParser(
+            prog=f"{prog} sweep", epilog=_EPILOG,
+            description="Run methods over block sizes x depths, with a progress line.")
+        p.add_argument("--method", type=_method_name, action="append", metavar="METHOD",
+                       required=True, help="a method to sweep (repeatable)")
+        p.add_argument("--pattern", "--rw", choices=PATTERNS, default="seq",
+                       help="request order (default seq)")
+        p.add_argument("--bs", type=_list_of(parse_size), default=[4096, 65536, 1 << 20],
+                       metavar="LIST", help="comma-separated block sizes (default 4k,64k,1M)")
+        p.add_argument("--depth", "--iodepth", type=_list_of(_positive_int), default=[1],
+                       metavar="LIST", help="comma-separated depths (default 1)")
+        _common(p, size_default=64 << 20)
+        return p
+    if command == "list":
+        return argparse.ArgumentParser(
+            prog=f"{prog} list", epilog=_EPILOG,
+            description="List every method: its seed row, baseline, and whether it can "
+                        "run here (with the reason when not).")
+    raise ValueError(f"unknown command {command!r}")
+
+
 def _human(n: int) -> str:
     for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
         if n >= 1 << shift and n % (1 << shift) == 0:
@@ -53,147 +183,116 @@ def _human(n: int) -> str:
     return f"{n} bytes"
 
 
-def _prog() -> str:
-    # The same CLI runs as `python -m fastio` and as the `fastio` script.
-    argv0 = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    if argv0 in ("", "__main__.py", "-c") or argv0.startswith("python"):
-        return "python -m fastio"
-    return argv0
+def describe(res) -> str:
+    """describe(res)
 
-
-def build_parser() -> argparse.ArgumentParser:
-    names = ", ".join(_methods.METHODS)
-    p = argparse.ArgumentParser(
-        prog=_prog(),
-        description=(
-            "Measure fastio against its baselines on this machine: reading a file "
-            "into a bytearray (f.readinto) vs into an aligned fastio buffer "
-            "(fastio.empty + fastio.readinto_full), numpy.fromfile vs "
-            "fastio.read_file, and a numpy.memmap scan (.sum()) vs a fastio.memmap "
-            "scan. Every call opens, reads or maps, and closes the file. The page "
-            "cache is warmed first and its state checked with mincore. Methods "
-            "missing from this build are reported as unavailable, with the reason."),
-        epilog=(f"methods: {names}. GB/s is 10^9 bytes per second at the median "
-                "time; ratio is a method's GB/s over its baseline's (>1 is faster). "
-                "Exit status: 0 success, 1 a method failed or the file could not be "
-                "made, 2 bad options, 130 interrupted."),
-    )
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--size", type=parse_size, default=DEFAULT_SIZE, metavar="SIZE",
-                     help="size of the temporary test file, in bytes or with a binary "
-                          "suffix K, M, G, T (e.g. 8M, 1G); default 256M. The file is "
-                          "created in --dir and removed at exit, even on error or Ctrl-C")
-    src.add_argument("--file", metavar="PATH",
-                     help="measure on this existing, non-empty file (all of it) instead "
-                          "of a temporary one; it is only read, never changed or removed")
-    p.add_argument("--dir", metavar="DIR", default=None,
-                   help="directory for the temporary file (default: the system temporary "
-                        "directory, $TMPDIR or /tmp); its filesystem is part of what is "
-                        "measured")
-    p.add_argument("--repeat", type=_positive_int, default=5, metavar="N",
-                   help="timed runs per method, interleaved across methods; the median is "
-                        "reported (default 5, after one untimed warm-up run each)")
-    p.add_argument("--json", metavar="PATH",
-                   help="also write the results (every timing, the machine, filesystem "
-                        "and cache state) to PATH as JSON")
-    return p
-
-
-def _make_file(size: int, directory) -> str:
-    fd, path = tempfile.mkstemp(prefix="fastio-lab-", suffix=".bin", dir=directory)
-    try:
-        # Random bytes, so no filesystem can store the file sparse or compressed.
-        rng = np.random.default_rng(0x5EED)
-        chunk = 8 << 20
-        left = size
-        while left:
-            data = rng.bytes(min(chunk, left))
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            left -= len(data)
-        # Written back now, not by writeback during the timed runs.
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(path)
-        raise
-    os.close(fd)
-    return path
-
-
-def _describe(res) -> str:
-    info = res.info
-    f = info["file"]
+    The header lines: file, filesystem, cache check, machine."""
+    env = res.env
+    f = env["file"]
     fs = f["filesystem"]
-    c = info["cache"]
-    mach = info["machine"]
+    mach = env["machine"]
     where = (f"{fs['type']} on {fs['device']} at {fs['mountpoint']}"
              if fs["type"] else "filesystem unknown")
-    kind = "temporary" if info.get("temporary") else "given"
-    if c["resident_fraction"] is None:
-        cache = f"{c['state']}: {c['reason']}"
-    else:
-        cache = (f"{c['state']}: {c['resident_before']:.1%} of pages resident before the "
-                 f"timed runs, {c['resident_after']:.1%} after ({c['verified_by']})")
+    kind = "temporary" if f.get("temporary") else "given"
+    fracs = [r["cache"]["resident_fraction"] for r in res.records
+             if r["status"] == "ok" and r.get("cache", {}).get("resident_fraction") is not None]
+    fails = sum(1 for r in res.records if r.get("cache", {}).get("ok") is False)
+    modes = sorted({r["params"]["cache"] for r in res.records})
+    cache = (f"{'/'.join(modes)}; mincore before each run found "
+             f"{min(fracs):.1%}..{max(fracs):.1%} resident" if fracs else "/".join(modes))
+    cache += f"; {fails} check(s) FAILED" if fails else "; every check passed"
+    mem = mach.get("memory")
     return "\n".join([
         f"file:    {f['path']} ({kind}, {_human(f['size'])}; {where})",
         f"cache:   {cache}",
         f"machine: {mach['system']} {mach['kernel']} {mach['arch']}, {mach['cpu']} "
-        f"({mach['cpus']} CPUs); Python {mach['python']}, numpy {mach['numpy']}, "
-        f"fastio {mach['fastio']}",
-        f"runs:    median of {info['repeat']} timed runs per method "
-        f"(+{info['warmup']} warm-up), interleaved; GB/s = 10^9 bytes/s",
+        f"({mach['cpus']} CPUs, {mem / (1 << 30):.1f} GiB RAM" if mem else f"({mach['cpus']} CPUs"
+        f"); "
+        f"Python {mach['python']}, numpy {mach['numpy']}",
     ])
 
 
 def _on_sigterm(signum, frame):
-    # Turn SIGTERM into SystemExit so that the finally clauses remove the file.
+    # SIGTERM -> SystemExit, so that the finally clauses remove the file.
     sys.exit(128 + signum)
 
 
-def main(argv=None) -> int:
+def _list() -> int:
+    for g in _methods.GROUPS:
+        print(f"[{g}]")
+        for m in _methods.METHODS.values():
+            if m.group != g:
+                continue
+            why = m.unavailable("warm")
+            state = "available" if not why else f"unavailable: {why}"
+            base = f" (vs {m.baseline})" if m.baseline else " (baseline)"
+            print(f"  {m.name}{base}: {state}\n      {m.description}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
     """main(argv=None)
 
     The command line; returns the exit status.
     """
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    args = build_parser(command).parse_args(argv[1:] if command else argv)
+    if command == "list":
+        return _list()
+    if args.file is not None:
+        try:
+            ok = os.path.isfile(args.file) and os.path.getsize(args.file) > 0
+        except OSError:
+            ok = False
+        if not ok:
+            print(f"{_prog()}: error: --file {args.file!r} is not a non-empty regular file",
+                  file=sys.stderr)
+            return 2
     old = signal.signal(signal.SIGTERM, _on_sigterm)
-    path = None
-    temporary = args.file is None
+    common = dict(file=args.file, cache=args.cache, repeat=args.repeat, threads=args.threads,
+                  directory=args.dir)
+    if args.file is None:
+        common["size"] = args.size
     try:
-        if temporary:
-            try:
-                path = _make_file(args.size, args.dir)
-            except OSError as e:
-                print(f"{_prog()}: error: cannot make the test file: {e}",
-                      file=sys.stderr)
-                return 1
-        else:
-            path = args.file
-            try:
-                if not os.path.isfile(path) or os.path.getsize(path) == 0:
-                    print(f"{_prog()}: error: --file {path!r} is not a non-empty "
-                          "regular file", file=sys.stderr)
-                    return 2
-            except OSError as e:
-                print(f"{_prog()}: error: --file: {e}", file=sys.stderr)
-                return 2
-        res = run(path, repeat=args.repeat, extra_info={"temporary": temporary})
-        print(_describe(res))
+        if args.file is None and args.dir is not None and not os.path.isdir(args.dir):
+            print(f"{_prog()}: error: cannot make the test file: --dir {args.dir!r} is not "
+                  "a directory", file=sys.stderr)
+            return 1
+        try:
+            if command == "sweep":
+                res = sweep(args.method, block_size=args.bs, depth=args.depth,
+                            pattern=args.pattern, progress=sys.stderr.isatty(), **common)
+            elif command == "run":
+                res = run(args.method, groups=args.group, pattern=args.pattern,
+                          block_size=args.bs, depth=args.depth,
+                          progress=sys.stderr.isatty(), **common)
+            else:
+                res = run(None, block_size=args.bs, progress=sys.stderr.isatty(), **common)
+        except ValueError as e:
+            print(f"{_prog()}: error: {e}", file=sys.stderr)
+            return 2
+        except OSError as e:
+            print(f"{_prog()}: error: cannot make or read the test file: {e}",
+                  file=sys.stderr)
+            return 1
+        print(describe(res))
         print()
-        print(res.table())
+        print(res.table(args.baseline))
         if args.json:
             res.to_json(args.json)
             print(f"\nresults written to {args.json}")
+        if args.plot:
+            try:
+                res.plot("sweep" if command == "sweep" else "bar", baseline=args.baseline,
+                         path=args.plot)
+                print(f"plot written to {args.plot}")
+            except ImportError as e:
+                print(f"{_prog()}: error: {e}", file=sys.stderr)
+                return 1
         return 0 if res.ok else 1
     except KeyboardInterrupt:
         print(f"\n{_prog()}: interrupted", file=sys.stderr)
         return 130
     finally:
-        if temporary and path is not None:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
         signal.signal(signal.SIGTERM, old)

@@ -1,22 +1,54 @@
-"""The runner: warm the cache, time each method, record what the figures depend on.
+"""The runner: set the cache state, run each method, record what figures depend on.
 
-Repeats are interleaved (round r times every method once) so that the noise
-of a shared machine falls on baseline and contender alike instead of on
-whichever ran during a burst. Each method first runs once untimed (warm-up:
-first-touch costs such as lazy imports are not what we compare).
+For each repetition, every method runs once (interleaved, so the noise of a
+shared machine falls on every method alike). Before each method's run the
+cache mode is applied and checked with mincore: 'warm' reads the file and
+expects 100% resident, 'cold' evicts it (posix_fadvise DONTNEED) and expects
+0%, 'direct' evicts it and opens with O_DIRECT. A failed check does not stop
+the run: the record says so (``cache.ok`` False, with the fraction found).
+
+CPU time (user, system) and page faults (minor, major) come from
+getrusage(RUSAGE_SELF) around the call, so worker threads (the aio
+'threads' backend) are counted.
 """
-import gc
 import os
 import platform
+import resource
+import tempfile
 import time
-from typing import Any, Dict, Iterable, Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
 import fastio
 
-from .methods import Method, selected
-from .results import ERROR, OK, UNAVAILABLE, Measurement, Results
+from .methods import Job, Method, Outcome, selected
+from .results import ERROR, OK, UNAVAILABLE, Results, latency_summary
+
+CACHE_MODES = ("warm", "cold", "direct")
+PATTERNS = ("seq", "rand")
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(value: Union[int, str], name: str = "size") -> int:
+    """parse_size(value, name='size')
+
+    An int, or '256M', '4k', '8MiB', '1g' (binary units) -> bytes.
+    ValueError naming ``name`` and the value for anything else or < 1.
+    """
+    import re
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        n = int(value)
+    else:
+        m = re.fullmatch(r"\s*([+-]?\d+)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", str(value))
+        if not m:
+            raise ValueError(f"{name} must be a number of bytes with an optional "
+                             f"K/M/G/T suffix, got {name}={value!r}")
+        n = int(m.group(1)) * _UNITS[m.group(2).lower()]
+    if n < 1:
+        raise ValueError(f"{name} must be at least 1 byte, got {name}={value!r}")
+    return n
 
 
 def warm_cache(path: str, chunk: int = 1 << 20) -> int:
@@ -35,44 +67,68 @@ def warm_cache(path: str, chunk: int = 1 << 20) -> int:
             done += n
 
 
-def _resident_fraction(value: Any) -> float:
-    """The fraction of pages resident, from what mmap.residency() answered:
-    (fraction, per-page flags) as fastio.mmap documents it, or the per-page
-    flags alone as the C core gives them."""
-    if isinstance(value, tuple):
-        return float(value[0])
-    flags = np.frombuffer(value, dtype=np.uint8) if not isinstance(value, np.ndarray) else value
-    return float(np.count_nonzero(flags & 1)) / max(flags.size, 1)
+def evict_cache(path: str) -> None:
+    """evict_cache(path)
+
+    Drop the file's clean pages from the page cache: fdatasync (dirty
+    pages cannot be dropped), then posix_fadvise(POSIX_FADV_DONTNEED).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fdatasync(fd)
+        fastio.fadvise(fd, 0, 0, fastio.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 def cache_state(path: str) -> Dict[str, Any]:
     """cache_state(path)
 
     How much of the file is in the page cache, asked of the kernel (mincore)
-    through fastio.mmap(...).residency(). Returns a dict with
-    ``resident_fraction`` (None when it cannot be checked), ``verified_by``
-    and, when unverified, ``reason``.
+    through fastio.mmap(...).residency(): ``resident_fraction`` (None when
+    it cannot be checked), ``verified_by`` and, when unverified, ``reason``.
     """
     size = os.path.getsize(path)
     if size == 0:
         return {"resident_fraction": 1.0, "verified_by": "empty file"}
-    if not hasattr(fastio.mmap, "residency"):
-        return {"resident_fraction": None, "verified_by": None,
-                "reason": "fastio.mmap.residency is not available in this build of fastio"}
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         with fastio.mmap(fd, size, access=fastio.ACCESS_READ) as mm:
-            frac = _resident_fraction(mm.residency())
+            frac, _ = mm.residency()
     except OSError as e:
         return {"resident_fraction": None, "verified_by": None,
                 "reason": f"fastio.mmap.residency failed: {e}"}
     finally:
         os.close(fd)
-    return {"resident_fraction": frac, "verified_by": "fastio.mmap.residency (mincore)"}
+    return {"resident_fraction": float(frac), "verified_by": "mincore (fastio.mmap.residency)"}
+
+
+def set_cache(path: str, mode: str) -> Dict[str, Any]:
+    """set_cache(path, mode)
+
+    Apply a cache mode ('warm', 'cold', 'direct') and verify it: returns
+    {mode, resident_fraction, expected, ok, verified_by}; ``ok`` is False
+    when mincore disagrees (e.g. the kernel kept pages another process
+    maps), None when it could not be checked.
+    """
+    if mode not in CACHE_MODES:
+        raise ValueError(f"cache must be one of {CACHE_MODES}, got cache={mode!r}")
+    if mode == "warm":
+        warm_cache(path)
+    else:
+        evict_cache(path)
+    st = cache_state(path)
+    frac = st["resident_fraction"]
+    expected = 1.0 if mode == "warm" else 0.0
+    ok = None if frac is None else (frac >= 0.999 if mode == "warm" else frac <= 0.001)
+    out = {"mode": mode, "resident_fraction": frac, "expected": expected, "ok": ok,
+           "verified_by": st["verified_by"]}
+    if "reason" in st:
+        out["reason"] = st["reason"]
+    return out
 
 
 def _unescape_mount(s: str) -> str:
-    # /proc/mounts writes space, tab, newline and backslash as octal escapes.
     for esc, ch in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
         s = s.replace(esc, ch)
     return s
@@ -81,9 +137,9 @@ def _unescape_mount(s: str) -> str:
 def filesystem_of(path: str, mounts: str = "/proc/mounts") -> Dict[str, Optional[str]]:
     """filesystem_of(path, mounts='/proc/mounts')
 
-    The mount holding path: its ``type`` (ext4, xfs, tmpfs, ...), ``device``
-    and ``mountpoint``; the longest mount point that contains the file's
-    real path wins (the last one listed among equals: it is mounted on top).
+    The mount holding path: its ``type``, ``device`` and ``mountpoint``; the
+    longest mount point containing the file's real path wins (the last one
+    listed among equals: it is mounted on top).
     """
     real = os.path.realpath(path)
     best = {"type": None, "device": None, "mountpoint": None}
@@ -117,109 +173,265 @@ def _cpu_model() -> Optional[str]:
     return platform.processor() or None
 
 
+def _mem_total() -> Optional[int]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def machine_info() -> Dict[str, Any]:
     """machine_info()
 
-    What a figure depends on besides the file: kernel, CPU, versions.
+    What a figure depends on besides the file: kernel, CPU, memory, versions.
     """
     u = os.uname()
     return {
-        "system": u.sysname,
-        "kernel": u.release,
-        "arch": u.machine,
-        "cpu": _cpu_model(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
+        "system": u.sysname, "kernel": u.release, "arch": u.machine,
+        "cpu": _cpu_model(), "cpus": os.cpu_count(), "memory": _mem_total(),
+        "python": platform.python_version(), "numpy": np.__version__,
         "fastio": getattr(fastio, "__version__", None),
+        "aio_backends": {n: b.available for n, b in fastio.backends().items()},
     }
 
 
-def _time_once(method: Method, path: str, size: int) -> int:
-    gc.collect()  # outside the timed region: no collection of earlier garbage inside it
-    t0 = time.perf_counter_ns()
-    n = method.fn(path, size)
-    t1 = time.perf_counter_ns()
-    if n != size:
-        raise RuntimeError(f"method {method.name} processed {n} bytes, expected {size}")
-    return t1 - t0
+def make_file(size: int, directory: Optional[str] = None) -> str:
+    """make_file(size, directory=None)
 
-
-def run(path: str, *, methods: Optional[Iterable[str]] = None, repeat: int = 5,
-        warmup: int = 1, warm: bool = True, extra_info: Optional[Dict[str, Any]] = None) -> Results:
-    """run(path, *, methods=None, repeat=5, warmup=1, warm=True, extra_info=None)
-
-    Time every method (or those named, with their baselines) on the file at
-    path: ``warmup`` untimed calls each, then ``repeat`` interleaved timed
-    rounds. With warm=True the file is read once first and its residency in
-    the page cache checked before and after the timed rounds. A method that
-    raises is recorded as an error (the run goes on); one whose fastio names
-    are missing is recorded as unavailable.
+    A new temporary file of size random bytes (random: no filesystem can
+    store it sparse or compressed), fsynced so that writeback does not run
+    during the measurements. The caller removes it.
     """
-    if repeat < 1:
-        raise ValueError(f"repeat must be at least 1, got repeat={repeat}")
-    if warmup < 0:
-        raise ValueError(f"warmup must be at least 0, got warmup={warmup}")
-    size = os.path.getsize(path)
-    chosen = selected(methods)
-    meas = {m.name: Measurement(m.name, m.baseline, m.group, m.description, nbytes=size)
-            for m in chosen}
-    live = []
-    for m in chosen:
-        reason = m.unavailable_reason()
-        if reason:
-            meas[m.name].status, meas[m.name].reason = UNAVAILABLE, reason
-        else:
-            live.append(m)
+    fd, path = tempfile.mkstemp(prefix="fastio-lab-", suffix=".bin", dir=directory)
+    try:
+        rng = np.random.default_rng(0x5EED)
+        left = size
+        while left:
+            data = rng.bytes(min(8 << 20, left))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            left -= len(data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
+    return path
 
-    if warm:
-        warm_cache(path)
-    before = cache_state(path)
 
-    def attempt(m, timed):
-        rec = meas[m.name]
-        if rec.status != OK:
-            return
-        try:
-            t = _time_once(m, path, size)
-        except Exception as e:  # recorded and reported; the others still run
-            rec.status, rec.reason = ERROR, f"{type(e).__name__}: {e}"
-            rec.times_ns.clear()
-            return
-        if timed:
-            rec.times_ns.append(t)
+def offsets_for(size: int, block_size: int, pattern: str, seed: int = 0) -> np.ndarray:
+    """offsets_for(size, block_size, pattern, seed=0)
 
-    for _ in range(warmup):
-        for m in live:
-            attempt(m, timed=False)
-    for _ in range(repeat):
-        for m in live:
-            attempt(m, timed=True)
+    One offset per whole block of the file: in order ('seq') or a random
+    permutation ('rand', every block once, as fio's random map does).
+    """
+    if pattern not in PATTERNS:
+        raise ValueError(f"pattern must be 'seq' or 'rand', got pattern={pattern!r}")
+    offs = np.arange(size // block_size, dtype=np.int64) * block_size
+    if pattern == "rand":
+        np.random.default_rng(seed).shuffle(offs)
+    return offs
 
-    after = cache_state(path)
-    fracs = [c["resident_fraction"] for c in (before, after)]
-    if None in fracs:
-        cache = {"state": "warm (unverified)" if warm else "as found (unverified)",
-                 "resident_fraction": None, "verified_by": None,
-                 "reason": before.get("reason") or after.get("reason")}
+
+def _usage():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime, r.ru_minflt, r.ru_majflt
+
+
+def _call(method: Method, job: Job, threads: int) -> Outcome:
+    if threads <= 1 or method.whole_file:
+        return method.fn(job)
+    parts = [o for o in np.array_split(job.offsets, threads) if len(o)]
+    jobs = [Job(job.path, job.size, job.block_size, p, job.depth, job.direct, job.pattern,
+                job.verify) for p in parts]
+    with ThreadPoolExecutor(len(jobs)) as ex:
+        outs = list(ex.map(method.fn, jobs))
+    lat = (np.concatenate([o.lat_ns for o in outs]) if all(o.lat_ns is not None for o in outs)
+           else None)
+    hist = None
+    if lat is None:
+        merged: Dict[int, int] = {}
+        for o in outs:
+            for top, c in o.lat_hist or ():
+                merged[top] = merged.get(top, 0) + c
+        hist = sorted(merged.items())
+    last = outs[-1]
+    return Outcome(sum(o.nbytes for o in outs), sum(o.requests for o in outs), lat, hist,
+                   last.timer, last.backend, last.check, last.check_offset, last.extra)
+
+
+def measure(method: Method, job: Job, cache: str, threads: int = 1) -> Dict[str, Any]:
+    """measure(method, job, cache, threads=1)
+
+    Set and verify the cache mode, run the method once, and return its
+    record (without the run's parameters: run() adds them).
+    """
+    rec: Dict[str, Any] = {"method": method.name, "group": method.group,
+                           "baseline": method.baseline, "status": OK, "reason": None}
+    why = method.unavailable(cache)
+    if why:
+        rec.update(status=UNAVAILABLE, reason=why)
+        return rec
+    rec["cache"] = set_cache(job.path, cache) if method.direct != "n/a" else {
+        "mode": cache, "ok": None, "reason": "does not read the file"}
+    u0 = _usage()
+    t0 = time.perf_counter_ns()
+    try:
+        out = _call(method, job, threads)
+    except Exception as e:  # recorded; the run goes on
+        rec.update(status=ERROR, reason=f"{type(e).__name__}: {e}")
+        return rec
+    elapsed = time.perf_counter_ns() - t0
+    u1 = _usage()
+    expected = job.size if method.whole_file else job.block_size * len(job.offsets)
+    if out.nbytes != expected:
+        rec.update(status=ERROR, reason=f"moved {out.nbytes} bytes, expected {expected}")
+        return rec
+    secs = max(elapsed, 1) / 1e9
+    rec.update({
+        "backend": out.backend or method.backend or ("kernel" if method.group != "malloc/brk"
+                                                      else "libc"),
+        "bytes": out.nbytes, "requests": out.requests, "elapsed_ns": elapsed,
+        "throughput_Bps": out.nbytes / secs, "iops": out.requests / secs,
+        "latency_ns": latency_summary(out.lat_ns, out.lat_hist),
+        "latency_timer": out.timer,
+        "cpu": {"user_s": u1[0] - u0[0], "sys_s": u1[1] - u0[1]},
+        "faults": {"minor": u1[2] - u0[2], "major": u1[3] - u0[3]},
+        "direct": job.direct,
+        "whole_file": method.whole_file,
+        "extra": out.extra,
+    })
+    if job.verify:
+        rec["check"] = (out.check, out.check_offset)
+    return rec
+
+
+def _progress_counter(total: int, label: str, enabled: bool):
+    if not enabled:
+        return lambda: None
+    import sys
+    state = {"n": 0}
+
+    def tick():
+        state["n"] += 1
+        end = "\n" if state["n"] == total else ""
+        sys.stderr.write(f"\r{label}: {state['n']}/{total}{end}")
+        sys.stderr.flush()
+    return tick
+
+
+def run(methods: Optional[Iterable[str]] = None, *, pattern: str = "seq",
+        block_size: Union[int, str] = "1M", depth: int = 1, size: Union[int, str] = "256M",
+        file: Optional[str] = None, cache: str = "warm", repeat: int = 5, threads: int = 1,
+        groups: Optional[Iterable[str]] = None, directory: Optional[str] = None,
+        progress: bool = False, verify: bool = False, seed: int = 0,
+        _tick: Optional[Callable[[], None]] = None) -> Results:
+    """run(methods=None, *, pattern='seq', block_size='1M', depth=1, size='256M', file=None, cache='warm', repeat=5, threads=1, groups=None, directory=None, progress=False, verify=False, seed=0)
+
+    Measure the methods named (every registered one when None; ``groups``
+    adds whole seed rows; baselines are added) on ``file`` (read, never
+    changed; ``size`` is then its size) or on a temporary file of ``size``
+    random bytes made in ``directory`` and removed afterwards. Every method
+    does ``size // block_size`` requests in the ``pattern`` order, ``repeat``
+    times, interleaved; ``depth`` is the aio queue depth, ``threads`` splits
+    the requests among that many threads. Returns Results: one record per
+    (method, repetition).
+    """
+    bs = parse_size(block_size, "block_size")
+    if pattern not in PATTERNS:
+        raise ValueError(f"pattern must be 'seq' or 'rand', got pattern={pattern!r}")
+    if cache not in CACHE_MODES:
+        raise ValueError(f"cache must be one of {CACHE_MODES}, got cache={cache!r}")
+    for name, v in (("repeat", repeat), ("depth", depth), ("threads", threads)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {name}={v!r}")
+    chosen = selected(methods, groups=groups)
+    temporary = file is None
+    if temporary:
+        nbytes = parse_size(size, "size")
+        path = make_file(nbytes, directory)
     else:
-        low = min(fracs)
-        state = "warm" if low >= 0.99 else ("cold" if low <= 0.01 else f"partly cached ({low:.0%})")
-        cache = {"state": state, "resident_fraction": low,
-                 "resident_before": fracs[0], "resident_after": fracs[1],
-                 "verified_by": before["verified_by"]}
+        path = os.fspath(file)
+        nbytes = os.path.getsize(path)
+        if nbytes == 0:
+            raise ValueError(f"file={path!r} is empty")
+    try:
+        if bs > nbytes:
+            raise ValueError(f"block_size={bs} is larger than the file ({nbytes} bytes)")
+        offsets = offsets_for(nbytes, bs, pattern, seed)
+        job = Job(path, nbytes, bs, offsets, int(depth), cache == "direct", pattern, verify)
+        params = {"pattern": pattern, "block_size": bs, "depth": int(depth), "size": nbytes,
+                  "cache": cache, "threads": int(threads)}
+        records = []
+        tick = _tick or _progress_counter(repeat * len(chosen), "fastio.lab", progress)
+        for rep in range(repeat):
+            for m in chosen:
+                rec = measure(m, job, cache, threads)
+                rec["params"] = dict(params)
+                rec["repetition"] = rep
+                records.append(rec)
+                tick()
+        env = {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "file": {"path": os.path.abspath(path), "size": nbytes, "temporary": temporary,
+                     "filesystem": filesystem_of(path)},
+            "machine": machine_info(),
+            "repeat": repeat,
+        }
+        return Results(records, env)
+    finally:
+        if temporary:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
-    info = {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "file": {"path": os.path.abspath(path), "size": size,
-                 "filesystem": filesystem_of(path)},
-        "cache": cache,
-        "machine": machine_info(),
-        "repeat": repeat,
-        "warmup": warmup,
-        "timer": "time.perf_counter_ns",
-        "throughput": "GB/s = bytes / median time, 1 GB = 10^9 bytes",
-    }
-    if extra_info:
-        info.update(extra_info)
-    return Results([meas[m.name] for m in chosen], info)
+
+def sweep(method: Union[str, Sequence[str]], *, block_size: Sequence[Union[int, str]] = ("4k",),
+          depth: Sequence[int] = (1,), pattern: Union[str, Sequence[str]] = "seq",
+          size: Union[int, str] = "64M", file: Optional[str] = None, cache: str = "warm",
+          repeat: int = 3, threads: int = 1, directory: Optional[str] = None,
+          progress: bool = True) -> Results:
+    """sweep(method, *, block_size=('4k',), depth=(1,), pattern='seq', size='64M', file=None, cache='warm', repeat=3, threads=1, directory=None, progress=True)
+
+    run() over every combination of block_size x depth x pattern for one
+    method (or a list), on one file (made once when ``file`` is None).
+    Shows a progress bar (tqdm where installed, else a one-line counter on
+    stderr). Returns all the records in one Results.
+    """
+    names = [method] if isinstance(method, str) else list(method)
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    combos = [(b, d, p) for p in patterns for b in block_size for d in depth]
+    per = repeat * len(selected(names))
+    total = per * len(combos)
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=total, desc="fastio.lab.sweep")
+            tick = lambda: bar.update(1)  # noqa: E731
+        except ImportError:
+            tick = _progress_counter(total, "fastio.lab.sweep", True)
+    else:
+        tick = lambda: None  # noqa: E731
+    temporary = file is None
+    path = make_file(parse_size(size, "size"), directory) if temporary else file
+    try:
+        parts = [run(names, pattern=p, block_size=b, depth=d, file=path, cache=cache,
+                     repeat=repeat, threads=threads, _tick=tick) for b, d, p in combos]
+    finally:
+        if bar is not None:
+            bar.close()
+        if temporary:
+            os.unlink(path)
+    env = dict(parts[0].env)
+    env["file"] = dict(env["file"], temporary=temporary)
+    env["sweep"] = {"block_size": [parse_size(b, "block_size") for b in block_size],
+                    "depth": list(depth), "pattern": patterns}
+    return Results([r for p in parts for r in p.records], env)
