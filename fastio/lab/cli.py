@@ -202,13 +202,12 @@ def describe(res) -> str:
              f"{min(fracs):.1%}..{max(fracs):.1%} resident" if fracs else "/".join(modes))
     cache += f"; {fails} check(s) FAILED" if fails else "; every check passed"
     mem = mach.get("memory")
+    ram = f", {mem / (1 << 30):.1f} GiB RAM" if mem else ""
     return "\n".join([
         f"file:    {f['path']} ({kind}, {_human(f['size'])}; {where})",
         f"cache:   {cache}",
         f"machine: {mach['system']} {mach['kernel']} {mach['arch']}, {mach['cpu']} "
-        f"({mach['cpus']} CPUs, {mem / (1 << 30):.1f} GiB RAM" if mem else f"({mach['cpus']} CPUs"
-        f"); "
-        f"Python {mach['python']}, numpy {mach['numpy']}",
+        f"({mach['cpus']} CPUs{ram}); Python {mach['python']}, numpy {mach['numpy']}",
     ])
 
 
