@@ -56,9 +56,9 @@ def fio(path, size, *, rw, bs, engine, depth, direct):
             "p99": job["clat_ns"]["percentile"].get("99.000000")}
 
 
-def lab_once(method, path, *, pattern, bs, depth, cache):
-    res = lab.run([method], file=path, pattern=pattern, block_size=bs, depth=depth,
-                  cache=cache, repeat=1)
+def lab_once(method, path, size, *, pattern, bs, depth, cache):
+    res = lab.run([method], file=path, size=size, pattern=pattern, block_size=bs,
+                  depth=depth, cache=cache, repeat=1)
     rec = next(r for r in res.records if r["method"] == method)
     if rec["status"] != "ok":
         raise RuntimeError(f"lab {method}: {rec['status']}: {rec['reason']}")
@@ -88,7 +88,11 @@ def compare(title, rounds, lab_fn, fio_fn, key):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", default="1G", help="test file size (default 1G: fio reports runtime in whole ms)")
+    ap.add_argument("--size", default="1G",
+                    help="test file size (default 1G: fio reports runtime in whole ms)")
+    ap.add_argument("--direct-size", default="128M",
+                    help="bytes (from the start of the file) read by the O_DIRECT random "
+                         "check (default 128M)")
     ap.add_argument("--dir", default=None, help="directory of the test file (default $TMPDIR)")
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
     args = ap.parse_args(argv)
@@ -96,6 +100,7 @@ def main(argv=None):
         print("fio is not installed (apt-get install fio): nothing to compare against")
         return 0
     size = lab.parse_size(args.size)
+    dsize = min(size, lab.parse_size(args.direct_size))
     path = lab.make_file(size, args.dir)
     try:
         machine_info(path)
@@ -106,9 +111,9 @@ def main(argv=None):
             if uring is not None and uring.available:
                 compare("1. random 4 KiB O_DIRECT reads, depth 32: lab aio.io_uring vs fio io_uring",
                         args.rounds,
-                        lambda: lab_once("aio.io_uring", path, pattern="rand", bs="4k",
+                        lambda: lab_once("aio.io_uring", path, dsize, pattern="rand", bs="4k",
                                          depth=32, cache="direct"),
-                        lambda: fio(path, size, rw="randread", bs="4k", engine="io_uring",
+                        lambda: fio(path, dsize, rw="randread", bs="4k", engine="io_uring",
                                     depth=32, direct=True), "iops")
             else:
                 why = uring.reason if uring is not None else "unknown"
@@ -116,16 +121,16 @@ def main(argv=None):
                       f"unavailable ({why})")
                 compare("1'. random 4 KiB O_DIRECT reads, depth 1: lab psync vs fio psync",
                         args.rounds,
-                        lambda: lab_once("psync", path, pattern="rand", bs="4k", depth=1,
+                        lambda: lab_once("psync", path, dsize, pattern="rand", bs="4k", depth=1,
                                          cache="direct"),
-                        lambda: fio(path, size, rw="randread", bs="4k", engine="psync",
+                        lambda: fio(path, dsize, rw="randread", bs="4k", engine="psync",
                                     depth=1, direct=True), "iops")
         except (OSError, RuntimeError) as e:
             print(f"1. not measured: {e}")
         print()
         lab.warm_cache(path)
         compare("2. sequential cached reads, 1 MiB: lab psync vs fio psync", args.rounds,
-                lambda: lab_once("psync", path, pattern="seq", bs="1M", depth=1, cache="warm"),
+                lambda: lab_once("psync", path, size, pattern="seq", bs="1M", depth=1, cache="warm"),
                 lambda: fio(path, size, rw="read", bs="1M", engine="psync", depth=1,
                             direct=False), "bw")
     finally:

@@ -475,3 +475,170 @@ register("hugepages", group=MEMORY, baseline="malloc.numpy", requires=("empty",)
          description="fastio.empty(bs, hugepages=True): anonymous mapping with "
                      "transparent huge pages, touch each page")(
     _alloc_method(lambda n: fastio.empty(n, hugepages=True)))
+
+
+# ------------------------------------------------------------------ shared memory (IPC)
+
+def _ipc_method(make):
+    """A method moving every block of the file to a forked child process.
+
+    make() -> (send(block), recv() -> buffer, close()) built before the
+    fork, so both processes share it. Each request is timed in the parent
+    from the start of send to the child's one-byte acknowledgement (a round
+    trip). The child CRCs everything it received and sends the CRC and the
+    last block back at the end; a mismatch fails the run.
+    """
+    import struct
+    import zlib
+
+    def fn(job):
+        src = _fastio_map(job)
+        view = memoryview(src)
+        send, recv, close = make(job.block_size)
+        r_ack, w_ack = os.pipe()
+        offs = job.offsets.tolist()
+        pid = os.fork()
+        if pid == 0:  # the child: receive, acknowledge, report; never returns
+            code = 1
+            try:
+                os.close(r_ack)
+                crc = 0
+                last = b""
+                for _ in offs:
+                    data = recv()
+                    crc = zlib.crc32(data, crc)
+                    last = data
+                    os.write(w_ack, b"a")
+                tail = struct.pack("<I", crc) + bytes(last)
+                while tail:
+                    tail = tail[os.write(w_ack, tail):]
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w_ack)
+        try:
+            lat = _lat(len(offs))
+            clock = time.perf_counter_ns
+            want = 0
+            for i, off in enumerate(offs):
+                block = view[off:off + job.block_size]
+                want = zlib.crc32(block, want)
+                t0 = clock()
+                send(block)
+                if os.read(r_ack, 1) != b"a":
+                    raise RuntimeError("the receiving process ended early")
+                lat[i] = clock() - t0
+            tail = b""
+            need = 4 + (job.block_size if offs else 0)
+            while len(tail) < need:
+                more = os.read(r_ack, need - len(tail))
+                if not more:
+                    raise RuntimeError("the receiving process ended before its report")
+                tail += more
+        finally:
+            os.close(r_ack)
+            _, status = os.waitpid(pid, 0)
+            close()
+            view.release()
+            src.close()
+        got = struct.unpack("<I", tail[:4])[0]
+        if got != want or os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"the receiver's CRC {got:#x} is not the sender's {want:#x}")
+        return Outcome(job.block_size * len(offs), len(offs), lat,
+                       timer=PY_TIMER + ", send to the receiver's acknowledgement",
+                       check=tail[4:] if job.verify else None,
+                       check_offset=offs[-1] if offs else 0)
+    return fn
+
+
+def _readn(fd, n):
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = os.readv(fd, [view[got:]])
+        if not k:
+            raise EOFError("pipe closed")
+        got += k
+    return buf
+
+
+def _pipe(bs):
+    r, w = os.pipe()
+
+    def send(block):
+        while block:
+            block = block[os.write(w, block):]
+
+    def close():
+        os.close(r)
+        os.close(w)
+    return send, lambda: _readn(r, bs), close
+
+
+def _mp_queue(bs):
+    import multiprocessing
+    q = multiprocessing.get_context("fork").Queue()
+
+    def close():
+        q.close()
+        q.join_thread()
+    return (lambda block: q.put(bytes(block))), q.get, close
+
+
+def _channel(bs):
+    ch = fastio.Channel(capacity=max(4 << 20, 2 * bs + 4096))
+    return ch.send, ch.recv, ch.close
+
+
+def _segment(make_seg, bs):
+    seg = make_seg(bs)
+    mem = memoryview(seg).cast("B")
+    r, w = os.pipe()   # "your block is there": one byte per request
+
+    def send(block):
+        mem[:len(block)] = block
+        os.write(w, b"s")
+
+    def recv():
+        os.read(r, 1)
+        return mem
+
+    def close():
+        mem.release()
+        os.close(r)
+        os.close(w)
+        seg.close()
+        for name in ("unlink", "remove"):
+            if hasattr(seg, name):
+                try:
+                    getattr(seg, name)()
+                except (OSError, ValueError):
+                    pass
+                break
+    return send, recv, close
+
+
+SHM = "shared memory"
+GROUPS = GROUPS[:4] + (SHM,) + GROUPS[4:]
+
+register("ipc.pipe", group=SHM, requires=("mmap",),
+         description="os.write of each block into a pipe to a forked process, which reads "
+                     "it and acknowledges")(_ipc_method(_pipe))
+register("ipc.mp_queue", group=SHM, baseline="ipc.pipe", requires=("mmap",),
+         description="multiprocessing.Queue.put(bytes(block)) to a forked process "
+                     "(pickled, through a pipe by a feeder thread)")(_ipc_method(_mp_queue))
+register("ipc.channel", group=SHM, baseline="ipc.pipe", requires=("Channel",),
+         description="fastio.Channel.send(block): one copy into a shared ring, one out")(
+    _ipc_method(_channel))
+register("shm.posix", group=SHM, baseline="ipc.pipe", requires=("SharedMemory",),
+         description="block copied into a POSIX shm segment both processes map; a pipe "
+                     "byte says it is there")(
+    _ipc_method(lambda bs: _segment(lambda n: fastio.SharedMemory(create=True, size=n), bs)))
+register("shm.sysv", group=SHM, baseline="ipc.pipe", requires=("SysVSharedMemory",),
+         description="the same with a System V segment (shmget/shmat)")(
+    _ipc_method(lambda bs: _segment(lambda n: fastio.SysVSharedMemory(create=True, size=n),
+                                    bs)))
+register("shm.memfd", group=SHM, baseline="ipc.pipe", requires=("memfd",),
+         description="the same with a memfd (anonymous file) mapping")(
+    _ipc_method(lambda bs: _segment(lambda n: fastio.memfd(n), bs)))

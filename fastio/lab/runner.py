@@ -289,7 +289,8 @@ def measure(method: Method, job: Job, cache: str, threads: int = 1) -> Dict[str,
         return rec
     elapsed = time.perf_counter_ns() - t0
     u1 = _usage()
-    expected = job.size if method.whole_file else job.block_size * len(job.offsets)
+    expected = (os.path.getsize(job.path) if method.whole_file
+                else job.block_size * len(job.offsets))
     if out.nbytes != expected:
         rec.update(status=ERROR, reason=f"moved {out.nbytes} bytes, expected {expected}")
         return rec
@@ -327,17 +328,19 @@ def _progress_counter(total: int, label: str, enabled: bool):
 
 
 def run(methods: Optional[Iterable[str]] = None, *, pattern: str = "seq",
-        block_size: Union[int, str] = "1M", depth: int = 1, size: Union[int, str] = "256M",
+        block_size: Union[int, str] = "1M", depth: int = 1,
+        size: Optional[Union[int, str]] = None,
         file: Optional[str] = None, cache: str = "warm", repeat: int = 5, threads: int = 1,
         groups: Optional[Iterable[str]] = None, directory: Optional[str] = None,
         progress: bool = False, verify: bool = False, seed: int = 0,
         _tick: Optional[Callable[[], None]] = None) -> Results:
-    """run(methods=None, *, pattern='seq', block_size='1M', depth=1, size='256M', file=None, cache='warm', repeat=5, threads=1, groups=None, directory=None, progress=False, verify=False, seed=0)
+    """run(methods=None, *, pattern='seq', block_size='1M', depth=1, size=None, file=None, cache='warm', repeat=5, threads=1, groups=None, directory=None, progress=False, verify=False, seed=0)
 
     Measure the methods named (every registered one when None; ``groups``
     adds whole seed rows; baselines are added) on ``file`` (read, never
-    changed; ``size`` is then its size) or on a temporary file of ``size``
-    random bytes made in ``directory`` and removed afterwards. Every method
+    changed; its first ``size`` bytes when size is given, else all of it) or
+    on a temporary file of ``size`` random bytes (default 256M) made in
+    ``directory`` and removed afterwards. Every method
     does ``size // block_size`` requests in the ``pattern`` order, ``repeat``
     times, interleaved; ``depth`` is the aio queue depth, ``threads`` splits
     the requests among that many threads. Returns Results: one record per
@@ -354,13 +357,15 @@ def run(methods: Optional[Iterable[str]] = None, *, pattern: str = "seq",
     chosen = selected(methods, groups=groups)
     temporary = file is None
     if temporary:
-        nbytes = parse_size(size, "size")
+        nbytes = parse_size(size if size is not None else "256M", "size")
         path = make_file(nbytes, directory)
     else:
         path = os.fspath(file)
         nbytes = os.path.getsize(path)
         if nbytes == 0:
             raise ValueError(f"file={path!r} is empty")
+        if size is not None:   # the first size bytes of the file
+            nbytes = min(nbytes, parse_size(size, "size"))
     try:
         if bs > nbytes:
             raise ValueError(f"block_size={bs} is larger than the file ({nbytes} bytes)")
