@@ -302,6 +302,19 @@ def test_run_on_a_given_file_leaves_it(labfile):
     assert res.env["file"]["temporary"] is False
 
 
+def test_run_on_the_first_bytes_of_a_file(labfile):
+    path, data = labfile
+    res = lab.run(["psync", "fastio.read_file"], file=path, size="256k", block_size="64k",
+                  repeat=1)
+    assert res.ok
+    for r in res.records:
+        assert r["params"]["size"] == 256 * KIB
+        if r["method"] == "psync":
+            assert r["bytes"] == 256 * KIB and r["requests"] == 4
+        if r["method"] == "fastio.read_file":
+            assert r["bytes"] == len(data)    # a whole-file method reads it all
+
+
 def test_run_with_threads_splits_the_requests(labfile):
     path, _ = labfile
     res = lab.run(["psync", "aio.threads"], file=path, block_size="16k", threads=2, repeat=1)

@@ -31,5 +31,5 @@ def test_notebook_runs_end_to_end(tmp_path, monkeypatch):
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "fastest at" in text and "brk moved" in text
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 3      # bar, latency, sweep
+    assert len(images) >= 4      # bar, latency, sweep, ipc latency
     assert [p for p in tmp_path.iterdir() if p.name.startswith("fastio-lab-")] == []
