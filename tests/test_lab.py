@@ -30,6 +30,17 @@ def labfile(tmp_path_factory):
     return str(path), data
 
 
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "") or \
+    os.environ.get("FASTIO_SANITIZE") == "1"
+
+
+def need_matplotlib():
+    if UNDER_ASAN:
+        pytest.skip("matplotlib's C++ extensions abort under the ASan preload "
+                    "(its __cxa_throw interceptor finds no libstdc++ at preload time)")
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (fastio[lab])")
+
+
 def _fs_type(path):
     return lab.filesystem_of(path)["type"]
 
@@ -423,7 +434,7 @@ def test_to_pandas(small_results):
 
 @pytest.mark.parametrize("kind", ["bar", "latency", "sweep"])
 def test_plot_returns_a_figure(small_results, kind, tmp_path):
-    pytest.importorskip("matplotlib", reason="plots need matplotlib (fastio[lab])")
+    need_matplotlib()
     import matplotlib.figure
     fig = small_results.plot(kind, path=str(tmp_path / "p.png"))
     assert isinstance(fig, matplotlib.figure.Figure)
@@ -434,7 +445,7 @@ def test_plot_returns_a_figure(small_results, kind, tmp_path):
 
 
 def test_plot_rejects_an_unknown_kind(small_results):
-    pytest.importorskip("matplotlib", reason="plots need matplotlib (fastio[lab])")
+    need_matplotlib()
     with pytest.raises(ValueError, match="kind='pie'"):
         small_results.plot("pie")
 

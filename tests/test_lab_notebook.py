@@ -5,6 +5,9 @@ import pytest
 
 import fastio
 
+if "libasan" in os.environ.get("LD_PRELOAD", "") or os.environ.get("FASTIO_SANITIZE") == "1":
+    pytest.skip("the notebook plots with matplotlib, whose C++ extensions abort under the "
+                "ASan preload", allow_module_level=True)
 nbformat = pytest.importorskip("nbformat", reason="the notebook test needs nbformat")
 nbclient = pytest.importorskip("nbclient", reason="the notebook test needs nbclient")
 pytest.importorskip("ipykernel", reason="the notebook test needs ipykernel")
