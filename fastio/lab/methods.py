@@ -333,22 +333,21 @@ def _aio(backend):
         q = fastio.Queue(job.depth, backend, direct=job.direct, latency=True)
         fd = _open(job)
         try:
-            dest = fastio.empty(job.block_size * len(job.offsets) if job.verify else
-                                job.block_size * min(job.depth, len(job.offsets)) or 1,
-                                align=4096, hugepages=False)
-            if job.verify:
+            n = len(job.offsets)
+            if job.verify:   # one buffer per request: every block can be checked
+                dest = fastio.empty(max(job.block_size * n, 1), align=4096, hugepages=False)
                 res = q.read_batch(fd, job.offsets, job.block_size, dest)
             else:
-                # depth buffers reused round robin: the memory a depth-d
-                # engine in fio has, not one buffer per request
-                res = np.empty(len(job.offsets), np.int64)
-                step = max(job.depth, 1)
-                for s in range(0, len(job.offsets), step * 64):
-                    chunk = job.offsets[s:s + step * 64]
-                    for k in range(0, len(chunk), step):
-                        part = chunk[k:k + step]
-                        res[s + k:s + k + len(part)] = q.read_batch(
-                            fd, part, job.block_size, dest[:len(part) * job.block_size])
+                # depth buffers, request i into slot i % depth, in one batch that
+                # keeps depth requests in flight throughout: the memory of a
+                # depth-d fio job. (Completions come out of order, so two
+                # requests in flight may share a slot: only what lands there
+                # is unordered, which a throughput run does not read.)
+                d = max(1, min(job.depth, n))
+                dest = fastio.empty(job.block_size * d, align=4096, hugepages=False)
+                slots = [dest[k * job.block_size:(k + 1) * job.block_size] for k in range(d)]
+                res = q.read_batch(fd, job.offsets, job.block_size,
+                                   [slots[i % d] for i in range(n)])
             bad = np.flatnonzero(res != job.block_size)
             if len(bad):
                 r = int(res[bad[0]])
