@@ -107,7 +107,7 @@ def test_run_with_fio_like_options(tmp_path):
                 "--json", "r.json", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     d = json.loads((tmp_path / "r.json").read_text())
-    assert {j["jobname"] for j in d["jobs"]} == {"aio.threads", "psync"}
+    assert {j["jobname"] for j in d["jobs"]} == {"aio.threads", "psync", "read.bytearray"}
     for j in d["jobs"]:
         assert j["job options"]["rw"] == "randread" and j["job options"]["bs"] == "4096"
         assert j["job options"]["iodepth"] == "8"

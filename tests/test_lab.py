@@ -90,6 +90,8 @@ def test_selected_adds_baselines_and_groups():
     assert names == ["numpy.memmap", "mmap"]
     names = [m.name for m in lab.selected(groups=["sendfile"])]
     assert names == ["copy.read_write", "sendfile", "copy_file_range"]
+    names = [m.name for m in lab.selected(["aio.threads"])]
+    assert names == ["read.bytearray", "psync", "aio.threads"]   # baselines of baselines
     with pytest.raises(KeyError, match="unknown method 'nope'"):
         lab.selected(["nope"])
     with pytest.raises(KeyError, match="unknown group 'nope'"):
@@ -252,7 +254,7 @@ def test_failed_cache_check_is_recorded(labfile, monkeypatch):
 # ---------------------------------------------------------------- run and its records
 
 RECORD_KEYS = {"method", "group", "baseline", "status", "reason", "params", "repetition",
-               "backend", "bytes", "requests", "elapsed_ns", "throughput_Bps", "iops",
+               "backend", "bytes", "requests", "elapsed_ns", "io_ns", "setup_ns", "throughput_Bps", "iops",
                "latency_ns", "latency_timer", "cpu", "faults", "cache", "direct", "extra"}
 
 
@@ -280,8 +282,12 @@ def test_run_record_schema(small_results):
             continue
         assert r.keys() >= RECORD_KEYS, RECORD_KEYS - r.keys()
         assert r["bytes"] == MIB and r["requests"] == 16
-        assert r["throughput_Bps"] == pytest.approx(r["bytes"] / (r["elapsed_ns"] / 1e9))
-        assert r["iops"] == pytest.approx(r["requests"] / (r["elapsed_ns"] / 1e9))
+        assert r["throughput_Bps"] == pytest.approx(r["bytes"] / (r["io_ns"] / 1e9))
+        assert r["iops"] == pytest.approx(r["requests"] / (r["io_ns"] / 1e9))
+        assert 0 < r["io_ns"] <= r["elapsed_ns"]
+        assert r["setup_ns"] == r["elapsed_ns"] - r["io_ns"]
+        if not r["method"].startswith("aio."):
+            assert r["io_ns"] == r["elapsed_ns"]
         lat = r["latency_ns"]
         assert 0 <= lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] \
             <= lat["max"]

@@ -56,7 +56,7 @@ class Job:
 
 @dataclass
 class Outcome:
-    """Outcome(nbytes, requests, lat_ns=None, lat_hist=None, timer='C', backend=None, check=None, check_offset=0, extra={})
+    """Outcome(nbytes, requests, lat_ns=None, lat_hist=None, timer='C', backend=None, check=None, check_offset=0, extra={}, io_ns=None)
 
     ``lat_ns``: one latency per request in ns (int64 array), or
     ``lat_hist``: [(upper bound ns, count), ...] when the latencies were
@@ -72,6 +72,10 @@ class Outcome:
     check: Any = None
     check_offset: int = 0
     extra: Dict[str, Any] = field(default_factory=dict)
+    #: the time of the requests alone, when the method has a setup a user
+    #: would do once and reuse (an aio queue): throughput and IOPS are then
+    #: taken over it, as fio's are, and the rest is recorded as setup_ns
+    io_ns: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -167,9 +171,12 @@ def selected(names: Optional[Iterable[str]] = None, *, groups: Optional[Iterable
         if n not in METHODS:
             raise KeyError(f"unknown method {n!r}; known: {', '.join(METHODS)}")
         want.add(n)
-    for n in list(want):
-        if METHODS[n].baseline:
-            want.add(METHODS[n].baseline)
+    todo = list(want)
+    while todo:   # baselines of baselines too: every ratio has its reference
+        b = METHODS[todo.pop()].baseline
+        if b and b not in want:
+            want.add(b)
+            todo.append(b)
     return [m for m in METHODS.values() if m.name in want]
 
 
@@ -334,6 +341,7 @@ def _aio(backend):
         fd = _open(job)
         try:
             n = len(job.offsets)
+            t0 = time.perf_counter_ns()
             if job.verify:   # one buffer per request: every block can be checked
                 dest = fastio.empty(max(job.block_size * n, 1), align=4096, hugepages=False)
                 res = q.read_batch(fd, job.offsets, job.block_size, dest)
@@ -348,6 +356,7 @@ def _aio(backend):
                 slots = [dest[k * job.block_size:(k + 1) * job.block_size] for k in range(d)]
                 res = q.read_batch(fd, job.offsets, job.block_size,
                                    [slots[i % d] for i in range(n)])
+            io_ns = time.perf_counter_ns() - t0
             bad = np.flatnonzero(res != job.block_size)
             if len(bad):
                 r = int(res[bad[0]])
@@ -364,7 +373,7 @@ def _aio(backend):
             chk = None
         return Outcome(job.block_size * len(res), len(res), lat_hist=hist,
                        timer="C histogram (fastio.Queue latency=True), submit to reap",
-                       backend=ran, check=chk,
+                       backend=ran, check=chk, io_ns=io_ns,
                        check_offset=int(job.offsets[-1]) if len(job.offsets) else 0)
     return fn
 
