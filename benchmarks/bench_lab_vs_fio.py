@@ -15,11 +15,11 @@ buffer is malloc'ed and not page-aligned; on the machine this was written on
 that alone halves fio's cached sequential figure, as it does the lab's
 read.bytearray.)
 
-Each side runs --rounds times (default 5) alternating; the median of each
+Each side runs --rounds times (default 7) alternating; the median of each
 is compared. Ratio = lab / fio (1.00: same figure). Needs fio on PATH
 (apt-get install fio); without it the script says so and exits 0.
 
-    python benchmarks/bench_lab_vs_fio.py [--size 1G] [--dir DIR] [--rounds 5]
+    python benchmarks/bench_lab_vs_fio.py [--size 1G] [--dir DIR] [--rounds 7]
 """
 import argparse
 import json
@@ -94,7 +94,7 @@ def main(argv=None):
                     help="bytes (from the start of the file) read by the O_DIRECT random "
                          "check (default 128M)")
     ap.add_argument("--dir", default=None, help="directory of the test file (default $TMPDIR)")
-    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
+    ap.add_argument("--rounds", type=int, default=7, help="alternating rounds (default 7)")
     args = ap.parse_args(argv)
     if shutil.which("fio") is None:
         print("fio is not installed (apt-get install fio): nothing to compare against")

@@ -124,7 +124,8 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
             prog=prog,
             description=(
                 "The fastio I/O lab. Without a command: a quick comparison of every "
-                "available method (read/write, mmap, aio backends, sendfile, malloc/brk) "
+                "available method (read/write, mmap, aio backends, sendfile, shared memory, "
+                "malloc/brk) "
                 "on a temporary file, sequential 1 MiB requests, warm cache, and a table: "
                 "throughput, IOPS, latency percentiles, CPU, page faults, ratio to each "
                 "baseline. Commands: 'run' (fio-like options: --method, --pattern, --bs, "
