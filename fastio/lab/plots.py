@@ -35,7 +35,8 @@ def plot(results, kind: str = "bar", *, baseline: Optional[str] = None, ax=None)
         ax.text(0.5, 0.5, "nothing measured", ha="center", va="center")
         return fig
     p0 = rows[0]["params"]
-    where = (f"{p0['pattern']} bs={p0['block_size']} depth={p0['depth']} "
+    from .results import _fmt_bytes
+    where = (f"{p0['pattern']} bs={_fmt_bytes(p0['block_size'])} depth={p0['depth']} "
              f"cache={p0['cache']}")
     if kind == "bar":
         labels = [f"{r['method']} [{r['group']}]" for r in rows]
