@@ -65,6 +65,7 @@ int fastio_sync_exec(PyObject *module, fastio_state *st);     /* sync.c */
 int fastio_channel_exec(PyObject *module, fastio_state *st);  /* channel.c */
 int fastio_aio_exec(PyObject *module, fastio_state *st);      /* queue.c */
 int fastio_sigbus_exec(PyObject *module, fastio_state *st);   /* sigbus.c */
+int fastio_lab_exec(PyObject *module, fastio_state *st);      /* lab.c */
 /* PyType_FromModuleAndSpec + PyModule_AddType, storing the type in *slot. */
 int fastio_add_type(PyObject *module, PyType_Spec *spec, PyObject *bases,
                     PyTypeObject **slot);

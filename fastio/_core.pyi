@@ -345,3 +345,9 @@ def _request_error(res: int, opcode: int, backend: str, fd: int, address: int, l
 _QUEUE_DEPTH_MAX: Final[int]
 
 # ---------------------------------------------------------------- end queue.c
+
+# ---------------------------------------------------------------- lab.c
+def _lab_pread(fd: int, buf: _BufferLike, offsets: _BufferLike, latencies: _BufferLike, /) -> int: ...
+def _lab_copy(src: _BufferLike, dst: _BufferLike, offsets: _BufferLike,
+              latencies: _BufferLike, /) -> int: ...
+# ---------------------------------------------------------------- end lab.c

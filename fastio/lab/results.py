@@ -1,0 +1,371 @@
+"""Results of a lab run: one record per (method, parameters, repetition).
+
+A record (a dict) holds: method, group, baseline, status ('ok',
+'unavailable', 'error') and reason; params (pattern, block_size, depth,
+size, cache, threads); repetition; backend (what really ran); bytes,
+requests, elapsed_ns (the whole call), io_ns (the requests alone: less than
+elapsed for methods with a reusable setup, an aio queue), setup_ns,
+throughput_Bps and iops (over io_ns); latency_ns (min, mean, p50,
+p90, p99, p99.9, max, count) from per-request timings, with latency_timer
+saying how they were taken; cpu (user_s, sys_s); faults (minor, major);
+cache (mode, resident_fraction measured with mincore before the run,
+expected, ok); extra (method specific: e.g. where the heap's break moved).
+
+A *workload* is one set of params within one seed row (group): the table's
+winner is per workload, and a method's ratio is its median throughput over
+the baseline's at the same params.
+"""
+import json
+import statistics
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+OK = "ok"
+UNAVAILABLE = "unavailable"
+ERROR = "error"
+
+PERCENTILES = (50, 90, 99, 99.9)
+_PARAM_KEYS = ("pattern", "block_size", "depth", "size", "cache", "threads")
+
+
+def _pkey(p: float) -> str:
+    return f"p{p:g}"
+
+
+def percentiles_from_hist(hist: Sequence[Tuple[int, int]], ps: Sequence[float]) -> Dict[float, float]:
+    """percentiles_from_hist(hist, ps)
+
+    Percentiles from a histogram [(upper bound, count), ...] sorted by
+    bound: the upper bound of the bucket holding the rank (as fio reports
+    from its own buckets).
+    """
+    total = sum(c for _, c in hist)
+    out = {}
+    for p in ps:
+        if total == 0:
+            out[p] = float("nan")
+            continue
+        rank = p / 100 * total
+        acc = 0
+        for top, c in hist:
+            acc += c
+            if acc >= rank:
+                out[p] = float(top)
+                break
+    return out
+
+
+def latency_summary(lat_ns: Optional[np.ndarray] = None,
+                    lat_hist: Optional[Sequence[Tuple[int, int]]] = None) -> Dict[str, Any]:
+    """latency_summary(lat_ns=None, lat_hist=None)
+
+    min, mean, p50, p90, p99, p99.9, max and count in ns, from per-request
+    latencies (numpy.percentile, linear interpolation) or from a histogram.
+    """
+    if lat_ns is not None and len(lat_ns):
+        a = np.asarray(lat_ns, dtype=np.float64)
+        ps = np.percentile(a, PERCENTILES)
+        out = {"min": float(a.min()), "mean": float(a.mean()), "max": float(a.max()),
+               "count": int(a.size), "source": "per request"}
+        out.update({_pkey(p): float(v) for p, v in zip(PERCENTILES, ps)})
+        return out
+    if lat_hist:
+        hist = sorted((int(t), int(c)) for t, c in lat_hist)
+        n = sum(c for _, c in hist)
+        ps = percentiles_from_hist(hist, PERCENTILES)
+        out = {"min": float(hist[0][0]), "max": float(hist[-1][0]),
+               "mean": float(sum(t * c for t, c in hist) / max(n, 1)), "count": n,
+               "source": "histogram (upper bucket bounds)"}
+        out.update({_pkey(p): v for p, v in ps.items()})
+        return out
+    return {"count": 0, "source": None}
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit, shift in (("G", 30), ("M", 20), ("k", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{int(n) >> shift}{unit}"
+    return str(int(n))
+
+
+def _fmt_us(ns: Optional[float]) -> str:
+    if ns is None or ns != ns:
+        return "-"
+    us = ns / 1e3
+    return f"{us:.1f}" if us < 1000 else f"{us:.0f}"
+
+
+class Results:
+    """Results(records, env)
+
+    ``records``: one dict per (method, params, repetition) (see the module
+    doc); ``env``: the file (path, size, filesystem), the machine. Output:
+    ``table()``, ``to_json()``, ``to_pandas()``, ``plot()``.
+    """
+
+    def __init__(self, records: List[Dict[str, Any]], env: Dict[str, Any]):
+        self.records = list(records)
+        self.env = dict(env)
+
+    def __len__(self):
+        return len(self.records)
+
+    def __iter__(self):
+        return iter(self.records)
+
+    @property
+    def ok(self) -> bool:
+        """True when no method failed (unavailable methods are not failures)."""
+        return all(r["status"] != ERROR for r in self.records)
+
+    @property
+    def methods(self) -> List[str]:
+        seen: Dict[str, None] = {}
+        for r in self.records:
+            seen.setdefault(r["method"], None)
+        return list(seen)
+
+    # --------------------------------------------------------- aggregation
+
+    def summary(self, baseline: Optional[str] = None) -> List[Dict[str, Any]]:
+        """summary(baseline=None)
+
+        One row per (method, params): status, median throughput and IOPS,
+        median latency percentiles over the repetitions, CPU and faults per
+        repetition (median), whether every cache check passed, the ratio to
+        ``baseline`` (a method name; default: each method's own baseline) at
+        the same params, and ``winner`` (fastest of its workload).
+        """
+        groups: Dict[Tuple, List[Dict[str, Any]]] = {}
+        for r in self.records:
+            key = (r["method"], tuple(r["params"][k] for k in _PARAM_KEYS))
+            groups.setdefault(key, []).append(r)
+        rows = []
+        for (name, pk), recs in groups.items():
+            good = [r for r in recs if r["status"] == OK]
+            first = recs[0]
+            row: Dict[str, Any] = {"method": name, "group": first["group"],
+                                   "baseline": first["baseline"],
+                                   "params": dict(zip(_PARAM_KEYS, pk)),
+                                   "runs": len(good)}
+            bad = [r for r in recs if r["status"] != OK]
+            if not good:
+                row.update(status=bad[0]["status"], reason=bad[0]["reason"])
+                rows.append(row)
+                continue
+            row["status"] = OK if not bad else ERROR
+            row["reason"] = bad[0]["reason"] if bad else None
+
+            def med(f):
+                vals = [f(r) for r in good]
+                vals = [v for v in vals if v is not None and v == v]
+                return statistics.median(vals) if vals else None
+            row["backend"] = good[0]["backend"]
+            row["throughput_Bps"] = med(lambda r: r["throughput_Bps"])
+            row["iops"] = med(lambda r: r["iops"])
+            row["latency_ns"] = {k: med(lambda r, k=k: r["latency_ns"].get(k))
+                                 for k in ("min", "mean", "max") + tuple(map(_pkey, PERCENTILES))}
+            row["latency_timer"] = good[0]["latency_timer"]
+            row["cpu_s"] = med(lambda r: r["cpu"]["user_s"] + r["cpu"]["sys_s"])
+            row["faults_minor"] = med(lambda r: r["faults"]["minor"])
+            row["faults_major"] = med(lambda r: r["faults"]["major"])
+            checks = [r["cache"].get("ok") for r in good]
+            row["cache_ok"] = (None if all(c is None for c in checks)
+                               else all(c is not False for c in checks))
+            row["cache_resident"] = [r["cache"].get("resident_fraction") for r in good]
+            rows.append(row)
+        index = {(r["method"], tuple(r["params"].values())): r for r in rows}
+        best: Dict[Tuple, float] = {}
+        for r in rows:
+            if r.get("throughput_Bps"):
+                wk = (r["group"], tuple(r["params"].values()))
+                best[wk] = max(best.get(wk, 0.0), r["throughput_Bps"])
+        for r in rows:
+            base_name = baseline or r["baseline"] or r["method"]
+            base = index.get((base_name, tuple(r["params"].values())))
+            tp = r.get("throughput_Bps")
+            r["ratio_to"] = base_name
+            r["ratio"] = (tp / base["throughput_Bps"]
+                          if tp and base is not None and base.get("throughput_Bps") else None)
+            wk = (r["group"], tuple(r["params"].values()))
+            r["winner"] = bool(tp) and tp == best.get(wk)
+        return rows
+
+    # --------------------------------------------------------------- table
+
+    def table(self, baseline: Optional[str] = None) -> str:
+        """table(baseline=None)
+
+        A plain-text table for a terminal, one line per (method, params),
+        grouped by seed row: MB/s, IOPS, latency p50/p99/p99.9 in µs, CPU
+        seconds, page faults, the ratio to ``baseline`` (default each
+        method's own) and '*' on the winner of each workload; then the
+        methods not measured, with the reason, and failed cache checks.
+        """
+        rows = self.summary(baseline)
+        varying = [k for k in _PARAM_KEYS
+                   if len({r["params"][k] for r in rows}) > 1]
+        head = (["method"] + varying + ["backend", "MB/s", "IOPS", "p50us", "p99us",
+                                         "p99.9us", "cpu_s", "minflt", "majflt", "ratio", "vs"])
+        lines_rows = []
+        notes = []
+        group = None
+        out_rows: List[Optional[List[str]]] = []
+        for r in sorted(rows, key=lambda r: _group_order(r["group"])):
+            if r["group"] != group:
+                group = r["group"]
+                out_rows.append(None)
+                out_rows.append([f"[{group}]"] + [""] * (len(head) - 1))
+            pv = [(_fmt_bytes(r["params"][k]) if k in ("block_size", "size")
+                   else str(r["params"][k])) for k in varying]
+            if r["status"] == OK or r.get("throughput_Bps"):
+                lat = r["latency_ns"]
+                cells = ([("* " if r["winner"] else "  ") + r["method"]] + pv +
+                         [str(r["backend"]), f"{r['throughput_Bps'] / 1e6:.0f}",
+                          f"{r['iops']:.0f}", _fmt_us(lat["p50"]), _fmt_us(lat["p99"]),
+                          _fmt_us(lat["p99.9"]), f"{r['cpu_s']:.3f}",
+                          f"{r['faults_minor']:.0f}", f"{r['faults_major']:.0f}",
+                          f"{r['ratio']:.2f}" if r["ratio"] is not None else "-",
+                          r["ratio_to"]])
+                if r["cache_ok"] is False:
+                    notes.append(f"  {r['method']}: cache check failed: resident fractions "
+                                 f"{r['cache_resident']} with cache={r['params']['cache']}")
+                if r["status"] != OK:
+                    notes.append(f"  {r['method']}: some runs failed: {r['reason']}")
+            else:
+                cells = (["  " + r["method"]] + pv + [r["status"]] + ["-"] * (len(head) - 2
+                                                                       - len(pv)))
+                notes.append(f"  {r['method']}: {r['status']}: {r['reason']}")
+            out_rows.append(cells)
+        widths = [max([len(head[i])] + [len(c[i]) for c in out_rows if c])
+                  for i in range(len(head))]
+
+        def fmt(cells):
+            return "  ".join(c.ljust(w) if i == 0 or i > len(head) - 2 or i <= len(varying)
+                             else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+                             ).rstrip()
+        lines_rows.append(fmt(head))
+        for c in out_rows:
+            if c is None:
+                continue
+            lines_rows.append(fmt(c))
+        lines = lines_rows
+        lines.append("")
+        lines.append("* fastest in its row and workload; ratio = throughput / the 'vs' "
+                     "method's at the same parameters (>1 faster); MB/s = 10^6 bytes/s; "
+                     "medians over repetitions")
+        if notes:
+            lines += ["", "notes:"] + notes
+        return "\n".join(lines)
+
+    # ---------------------------------------------------------------- JSON
+
+    def to_dict(self) -> Dict[str, Any]:
+        """to_dict()
+
+        fio-like: {"fio version", "timestamp", "jobs": [one per record, with
+        "jobname", "job options", "read" {io_bytes, bw_bytes, bw (KiB/s),
+        iops, runtime (ms), clat_ns {min, max, mean, percentile}}, usr_cpu,
+        sys_cpu (% of the run), minf, majf, and "fastio" (the full record)],
+        "fastio_env": the environment}.
+        """
+        jobs = []
+        for r in self.records:
+            p = r["params"]
+            job = {"jobname": r["method"], "groupid": 0, "error": 0 if r["status"] == OK else 1,
+                   "job options": {"rw": "read" if p["pattern"] == "seq" else "randread",
+                                   "bs": str(p["block_size"]), "iodepth": str(p["depth"]),
+                                   "direct": "1" if p["cache"] == "direct" else "0",
+                                   "size": str(p["size"]), "numjobs": str(p["threads"]),
+                                   "ioengine": f"fastio.{r['method']}"},
+                   "fastio": {k: v for k, v in r.items() if k != "check"}}
+            if r["status"] == OK:
+                lat = r["latency_ns"]
+                runtime_ns = r.get("io_ns", r["elapsed_ns"])
+                runtime_s = runtime_ns / 1e9
+                job["read"] = {
+                    "io_bytes": r["bytes"], "io_kbytes": r["bytes"] // 1024,
+                    "bw_bytes": int(r["throughput_Bps"]), "bw": int(r["throughput_Bps"] / 1024),
+                    "iops": r["iops"], "runtime": int(round(runtime_ns / 1e6)),
+                    "total_ios": r["requests"],
+                    "clat_ns": {"min": lat.get("min"), "max": lat.get("max"),
+                                "mean": lat.get("mean"), "N": lat.get("count"),
+                                "percentile": {f"{p:.6f}": lat.get(_pkey(p))
+                                               for p in PERCENTILES}},
+                }
+                job["usr_cpu"] = 100 * r["cpu"]["user_s"] / max(runtime_s, 1e-9)
+                job["sys_cpu"] = 100 * r["cpu"]["sys_s"] / max(runtime_s, 1e-9)
+                job["minf"] = r["faults"]["minor"]
+                job["majf"] = r["faults"]["major"]
+            jobs.append(job)
+        return {"fio version": "fastio-lab", "timestamp": self.env.get("created"),
+                "jobs": jobs, "fastio_env": self.env}
+
+    def to_json(self, path: Optional[str] = None) -> str:
+        """to_json(path=None)
+
+        The results as fio-like JSON text (see to_dict); also written to
+        ``path`` when given.
+        """
+        text = json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text)
+        return text
+
+    @classmethod
+    def from_json(cls, text: str) -> "Results":
+        """from_json(text)
+
+        Results back from to_json()'s text."""
+        d = json.loads(text)
+        return cls([j["fastio"] for j in d["jobs"]], d["fastio_env"])
+
+    # -------------------------------------------------------------- pandas
+
+    def to_pandas(self):
+        """to_pandas()
+
+        A pandas DataFrame, one row per record, nested fields flattened
+        (params.block_size, latency_ns.p99, ...). Needs pandas.
+        """
+        try:
+            import pandas as pd
+        except ImportError as e:
+            raise ImportError("Results.to_pandas() needs pandas: pip install pandas") from e
+        return pd.json_normalize([{k: v for k, v in r.items() if k != "check"}
+                                  for r in self.records])
+
+    # ---------------------------------------------------------------- plot
+
+    def plot(self, kind: str = "bar", *, baseline: Optional[str] = None, ax=None,
+             path: Optional[str] = None):
+        """plot(kind='bar', *, baseline=None, ax=None, path=None)
+
+        A matplotlib Figure (the optional extra fastio[lab]): 'bar' the
+        median throughput per method, grouped by seed row; 'latency' p50,
+        p99 and p99.9 per method (log scale); 'sweep' throughput against
+        block size (one line per method and depth). Saved as PNG to
+        ``path`` when given.
+        """
+        from . import plots
+        fig = plots.plot(self, kind, baseline=baseline, ax=ax)
+        if path is not None:
+            fig.savefig(path, dpi=100, bbox_inches="tight")
+        return fig
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, (bytes, bytearray, memoryview, np.ndarray)):
+        return None
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def _group_order(g: str) -> int:
+    from .methods import GROUPS
+    return GROUPS.index(g) if g in GROUPS else len(GROUPS)
