@@ -35,6 +35,7 @@ typedef struct {
     /* sync.c */
     PyTypeObject *lock_type;
     PyTypeObject *semaphore_type;
+    PyObject *OwnerDeadError;   /* (FastIOError, RuntimeError) */
     /* channel.c */
     PyTypeObject *channel_type;
     /* queue.c and the aio backends */
@@ -141,6 +142,40 @@ PyObject *fastio_segment_advise(PyObject *self, fastio_region *r,
                                 PyObject *args, PyObject *kwds);
 PyObject *fastio_segment_fill(PyObject *self, fastio_region *r,
                               PyObject *args, PyObject *kwds);
+
+/* ------------------------------------------------------------------ */
+/* sync.c: an anchor pins the segment that a lock, semaphore or channel
+ * lives in.
+ *
+ * The object holds a writable buffer export of the segment (an mmap, a
+ * SharedMemory, ...) for its whole life, so the segment's memory cannot be
+ * unmapped under it. Waits run with the GIL released: `busy` counts them,
+ * and close() defers the release of the export until the last one ends, so
+ * a thread that closes the object never unmaps memory another thread is
+ * sleeping on. All fields are touched with the GIL held. */
+typedef struct {
+    Py_buffer view;
+    int has_view;       /* view holds an export */
+    int closed;         /* close() was called: no new use */
+    Py_ssize_t busy;    /* operations in progress with the GIL released */
+} fastio_anchor;
+
+/* Take a writable export of `buffer` and check that [offset, offset+size)
+ * lies inside it and starts on a multiple of `align`. *out is the address
+ * of byte `offset`. `what` names the object in error messages.
+ * Returns 0, or -1 with an exception (nothing held). */
+int fastio_anchor_init(fastio_anchor *a, PyObject *buffer, Py_ssize_t offset,
+                       Py_ssize_t size, size_t align, const char *what,
+                       char **out);
+/* Mark closed; release the export now or when the last busy user leaves. */
+void fastio_anchor_close(fastio_anchor *a);
+static inline void fastio_anchor_enter(fastio_anchor *a) { a->busy++; }
+void fastio_anchor_leave(fastio_anchor *a);
+/* Parse a timeout in seconds: None -> *out = -1 (forever); a number >= 0
+ * -> *out = seconds. Negative or NaN -> ValueError naming `argname`. */
+int fastio_parse_timeout(PyObject *obj, const char *argname, double *out);
+/* CLOCK_MONOTONIC now, in seconds. */
+double fastio_monotonic(void);
 
 /* The system page size, read once at module init. */
 extern long fastio_pagesize;
