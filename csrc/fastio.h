@@ -41,6 +41,8 @@ typedef struct {
     /* queue.c and the aio backends */
     PyTypeObject *queue_type;
     PyObject *BackendUnavailable;
+    /* sigbus.c */
+    PyObject *MappingError;
 } fastio_state;
 
 fastio_state *fastio_get_state(PyObject *module);
@@ -62,6 +64,7 @@ int fastio_sysv_exec(PyObject *module, fastio_state *st);     /* shm_sysv.c */
 int fastio_sync_exec(PyObject *module, fastio_state *st);     /* sync.c */
 int fastio_channel_exec(PyObject *module, fastio_state *st);  /* channel.c */
 int fastio_aio_exec(PyObject *module, fastio_state *st);      /* queue.c */
+int fastio_sigbus_exec(PyObject *module, fastio_state *st);   /* sigbus.c */
 /* PyType_FromModuleAndSpec + PyModule_AddType, storing the type in *slot. */
 int fastio_add_type(PyObject *module, PyType_Spec *spec, PyObject *bases,
                     PyTypeObject **slot);
@@ -132,6 +135,61 @@ int fastio_map_anonymous(size_t size, int shared, int hugepages, void **out);
 /* Copy with the GIL released when large (threshold in region.c). */
 void fastio_memcpy(void *dst, const void *src, size_t n);
 #define FASTIO_NOGIL_COPY_THRESHOLD (1 << 20)
+
+/* ------------------------------------------------------------------ */
+/* sigbus.c: a SIGBUS inside fastio's own copies becomes an exception.
+ *
+ * Touching a mapped page that its file no longer covers (the file was
+ * truncated under the map, or a sparse file's filesystem could not allocate
+ * the block) raises SIGBUS, which kills the process. Run every copy, search
+ * or load that touches file-backed (or shared) mapped memory through one of
+ * the guarded helpers: a SIGBUS inside returns -1 with *fault filled, and
+ * the caller, holding the GIL, raises fastio.MappingError with
+ * fastio_mapping_error(). A SIGBUS anywhere else goes to the handler
+ * installed before fastio's (faulthandler, a sanitizer, or the default).
+ *
+ * The helpers touch no Python object: call them with the GIL or inside a
+ * Py_BEGIN/END_ALLOW_THREADS block (the jump lands inside the helper, never
+ * across the GIL macros; report the error after re-acquiring the GIL).
+ * They nest, are per thread, and cost a sigsetjmp without the signal mask
+ * (no system call). Usage:
+ *
+ *     fastio_fault fault;
+ *     int rc;
+ *     Py_BEGIN_ALLOW_THREADS
+ *     rc = fastio_guarded_memmove(dst, map + off, n, &fault);
+ *     Py_END_ALLOW_THREADS
+ *     if (rc < 0)
+ *         return fastio_mapping_error(st, &fault, "read", map, map_len,
+ *                                     fd, file_offset);
+ */
+typedef struct {
+    const char *addr;   /* the faulting address (si_addr); NULL when another
+                           handler re-raised the signal (no address) */
+    int code;           /* si_code: BUS_ADRERR, BUS_MCEERR_AR, ... */
+} fastio_fault;
+
+/* memmove / memchr / memmem under the guard: 0, or -1 with *fault filled
+ * (the destination then holds a partial copy; *hit is not set). */
+int fastio_guarded_memmove(void *dst, const void *src, size_t n,
+                           fastio_fault *fault);
+int fastio_guarded_memchr(const void *s, int c, size_t n, const void **hit,
+                          fastio_fault *fault);
+int fastio_guarded_memmem(const void *hay, size_t hlen, const void *needle,
+                          size_t nlen, const void **hit, fastio_fault *fault);
+/* fn(arg) under the guard, for anything else (strided loops, reverse
+ * search). fn must not take locks, allocate or call Python: the jump
+ * abandons it midway. 0, or -1 with *fault filled. */
+int fastio_guarded_call(void (*fn)(void *arg), void *arg, fastio_fault *fault);
+/* With the GIL: raise fastio.MappingError (OSError, errno EFAULT when the
+ * page is past the file's end, else EIO) for a fault during `op` on the
+ * mapped bytes [data, data+size), which are the bytes [file_offset,
+ * file_offset+size) of the file open as fd (-1: anonymous or unknown; fstat
+ * tells the file's current size for the message). st may be NULL (then a
+ * plain OSError). Returns NULL. */
+PyObject *fastio_mapping_error(fastio_state *st, const fastio_fault *fault,
+                               const char *op, const char *data,
+                               Py_ssize_t size, int fd, long long file_offset);
 
 /* ------------------------------------------------------------------ */
 /* shm_posix.c: methods every shared-memory segment type shares (the POSIX

@@ -402,31 +402,104 @@ check_writable(MmapObject *self)
     } while (0)
 #define RUN_NOGIL(self, stmt) RUN_MAYBE_NOGIL(self, 1, stmt)
 
-/* memmove between the map and elsewhere (or within the map), without the
- * GIL when large. memmove, not memcpy: the source may be a memoryview of
- * this very map. */
-static void
-copy_bytes(MmapObject *self, char *dst, const char *src, size_t n)
+/* Raise fastio.MappingError for a SIGBUS caught by the guard (sigbus.c)
+ * during op. data and size are the map's as they were when the access
+ * started: a close() in another thread meanwhile forgets them. */
+static PyObject *
+fault_error(MmapObject *self, const fastio_fault *fault, const char *op,
+            const char *data, Py_ssize_t size)
 {
-    RUN_MAYBE_NOGIL(self, n >= FASTIO_NOGIL_COPY_THRESHOLD, memmove(dst, src, n));
+    return fastio_mapping_error(fastio_state_from_type(Py_TYPE(self)), fault,
+                                op, data, size, self->fd, self->offset);
+}
+
+/* memmove between the map and elsewhere (or within the map), without the
+ * GIL when large, under the SIGBUS guard: a page the file no longer covers
+ * raises MappingError instead of killing the process. memmove, not memcpy:
+ * the source may be a memoryview of this very map. 0, or -1 with the
+ * exception set. */
+static int
+copy_bytes(MmapObject *self, const char *op, char *dst, const char *src, size_t n)
+{
+    const char *data = self->region.data;
+    Py_ssize_t size = self->region.size;
+    fastio_fault fault;
+    int rc;
+    RUN_MAYBE_NOGIL(self, n >= FASTIO_NOGIL_COPY_THRESHOLD,
+                    rc = fastio_guarded_memmove(dst, src, n, &fault));
+    if (rc < 0) {
+        fault_error(self, &fault, op, data, size);
+        return -1;
+    }
+    return 0;
+}
+
+/* One byte of the map at i, under the guard. */
+static int
+load_byte(MmapObject *self, const char *op, Py_ssize_t i, unsigned char *out)
+{
+    fastio_fault fault;
+    if (fastio_guarded_memmove(out, self->region.data + i, 1, &fault) < 0) {
+        fault_error(self, &fault, op, self->region.data, self->region.size);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+store_byte(MmapObject *self, const char *op, Py_ssize_t i, unsigned char value)
+{
+    fastio_fault fault;
+    if (fastio_guarded_memmove(self->region.data + i, &value, 1, &fault) < 0) {
+        fault_error(self, &fault, op, self->region.data, self->region.size);
+        return -1;
+    }
+    return 0;
+}
+
+/* m[i] as a 1-byte bytes object (iteration, `in`). */
+static PyObject *
+item_bytes(MmapObject *self, const char *op, Py_ssize_t i)
+{
+    unsigned char c;
+    if (load_byte(self, op, i, &c) < 0) {
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)&c, 1);
+}
+
+/* A strided copy (m[a:b:k] and its assignment) for fastio_guarded_call. */
+typedef struct {
+    char *dst;
+    const char *src;
+    Py_ssize_t n, dst_step, src_step;
+} strided_copy;
+
+static void
+run_strided_copy(void *arg)
+{
+    strided_copy *c = arg;
+    char *d = c->dst;
+    const char *s = c->src;
+    for (Py_ssize_t k = 0; k < c->n; k++, d += c->dst_step, s += c->src_step) {
+        *d = *s;
+    }
 }
 
 /* bytes(data[start:start+n]). Allocating a bytes object runs no Python
  * code (bytes are not tracked by the garbage collector), so the caller's
  * checks still hold when the copy starts. */
 static PyObject *
-copy_out(MmapObject *self, Py_ssize_t start, Py_ssize_t n)
+copy_out(MmapObject *self, const char *op, Py_ssize_t start, Py_ssize_t n)
 {
     if (n <= 0) {
         return PyBytes_FromStringAndSize(NULL, 0);
     }
-    if (n < FASTIO_NOGIL_COPY_THRESHOLD) {
-        /* The hot path of m[a:b]: one allocation and one memcpy. */
-        return PyBytes_FromStringAndSize(self->region.data + start, n);
-    }
+    /* The hot path of m[a:b]: one allocation and one guarded memmove. */
     PyObject *res = PyBytes_FromStringAndSize(NULL, n);
-    if (res != NULL) {
-        copy_bytes(self, PyBytes_AS_STRING(res), self->region.data + start, (size_t)n);
+    if (res != NULL && copy_bytes(self, op, PyBytes_AS_STRING(res),
+                                  self->region.data + start, (size_t)n) < 0) {
+        Py_CLEAR(res);
     }
     return res;
 }
@@ -646,7 +719,7 @@ mmap_item(MmapObject *self, Py_ssize_t i)
         PyErr_SetString(PyExc_IndexError, "mmap index out of range");
         return NULL;
     }
-    return PyBytes_FromStringAndSize(self->region.data + i, 1);
+    return item_bytes(self, "item", i);
 }
 
 static int
@@ -672,8 +745,8 @@ mmap_ass_item(MmapObject *self, Py_ssize_t i, PyObject *value)
     if (check_writable(self) < 0) {
         return -1;
     }
-    self->region.data[i] = PyBytes_AS_STRING(value)[0];
-    return 0;
+    return store_byte(self, "item assignment", i,
+                      (unsigned char)PyBytes_AS_STRING(value)[0]);
 }
 
 /* Iteration yields bytes of length 1, as the stdlib's (whose iterator is
@@ -698,11 +771,16 @@ mmap_iter_step(PyObject *state, PyObject *Py_UNUSED(ignored))
         PyErr_SetNone(PyExc_StopIteration);
         return NULL;
     }
-    PyObject *next = PyLong_FromSsize_t(i + 1);
-    if (next == NULL || PyList_SetItem(state, 1, next) < 0) {
+    PyObject *res = item_bytes(self, "iteration", i);
+    if (res == NULL) {
         return NULL;
     }
-    return PyBytes_FromStringAndSize(self->region.data + i, 1);
+    PyObject *next = PyLong_FromSsize_t(i + 1);
+    if (next == NULL || PyList_SetItem(state, 1, next) < 0) {
+        Py_DECREF(res);
+        return NULL;
+    }
+    return res;
 }
 
 static PyMethodDef mmap_iter_step_def = {
@@ -746,12 +824,19 @@ mmap_contains(MmapObject *self, PyObject *value)
         fastio_region *r = &self->region;
         Py_ssize_t n = r->size;
         int c = (unsigned char)PyBytes_AS_STRING(value)[0];
-        const void *hit;
+        const char *data = r->data;
+        const void *hit = NULL;
+        fastio_fault fault;
+        int rc;
         if (n <= 0) {
             return 0;
         }
         RUN_MAYBE_NOGIL(self, n >= FASTIO_NOGIL_COPY_THRESHOLD,
-                        hit = memchr(r->data, c, (size_t)n));
+                        rc = fastio_guarded_memchr(data, c, (size_t)n, &hit, &fault));
+        if (rc < 0) {
+            fault_error(self, &fault, "in", data, n);
+            return -1;
+        }
         return hit != NULL;
     }
     for (Py_ssize_t i = 0;; i++) {
@@ -761,7 +846,7 @@ mmap_contains(MmapObject *self, PyObject *value)
         if (i >= self->region.size) {
             return 0;
         }
-        PyObject *item = PyBytes_FromStringAndSize(self->region.data + i, 1);
+        PyObject *item = item_bytes(self, "in", i);
         if (item == NULL) {
             return -1;
         }
@@ -794,7 +879,11 @@ mmap_subscript(MmapObject *self, PyObject *item)
             PyErr_SetString(PyExc_IndexError, "mmap index out of range");
             return NULL;
         }
-        return PyLong_FromLong((unsigned char)self->region.data[i]);
+        unsigned char c;
+        if (load_byte(self, "index", i, &c) < 0) {
+            return NULL;
+        }
+        return PyLong_FromLong(c);
     }
     if (PySlice_Check(item)) {
         Py_ssize_t start, stop, step;
@@ -806,18 +895,20 @@ mmap_subscript(MmapObject *self, PyObject *item)
         }
         Py_ssize_t n = PySlice_AdjustIndices(self->region.size, &start, &stop, step);
         if (step == 1) {
-            return copy_out(self, start, n);
+            return copy_out(self, "slice", start, n);
         }
         if (n <= 0) {
             return PyBytes_FromStringAndSize(NULL, 0);
         }
         PyObject *res = PyBytes_FromStringAndSize(NULL, n);
         if (res != NULL) {
-            const char *src = self->region.data;
-            char *dst = PyBytes_AS_STRING(res);
-            Py_ssize_t cur = start;
-            for (Py_ssize_t k = 0; k < n; k++, cur += step) {
-                dst[k] = src[cur];
+            strided_copy c = {PyBytes_AS_STRING(res), self->region.data + start,
+                              n, 1, step};
+            fastio_fault fault;
+            if (fastio_guarded_call(run_strided_copy, &c, &fault) < 0) {
+                fault_error(self, &fault, "slice", self->region.data,
+                            self->region.size);
+                Py_CLEAR(res);
             }
         }
         return res;
@@ -872,8 +963,7 @@ mmap_ass_subscript(MmapObject *self, PyObject *item, PyObject *value)
             PyErr_SetString(PyExc_IndexError, "mmap index out of range");
             return -1;
         }
-        self->region.data[i] = (char)v;
-        return 0;
+        return store_byte(self, "item assignment", i, (unsigned char)v);
     }
     if (PySlice_Check(item)) {
         Py_ssize_t start, stop, step;
@@ -911,19 +1001,22 @@ mmap_ass_subscript(MmapObject *self, PyObject *item, PyObject *value)
             PyBuffer_Release(&vbuf);
             return -1;
         }
+        int rc = 0;
         if (step == 1) {
-            copy_bytes(self, self->region.data + start, vbuf.buf, (size_t)n);
+            rc = copy_bytes(self, "slice assignment", self->region.data + start,
+                            vbuf.buf, (size_t)n);
         }
         else if (n > 0) {
-            char *dst = self->region.data;
-            const char *src = vbuf.buf;
-            Py_ssize_t cur = start;
-            for (Py_ssize_t k = 0; k < n; k++, cur += step) {
-                dst[cur] = src[k];
+            strided_copy c = {self->region.data + start, vbuf.buf, n, step, 1};
+            fastio_fault fault;
+            if (fastio_guarded_call(run_strided_copy, &c, &fault) < 0) {
+                fault_error(self, &fault, "slice assignment", self->region.data,
+                            self->region.size);
+                rc = -1;
             }
         }
         PyBuffer_Release(&vbuf);
-        return 0;
+        return rc;
     }
     PyErr_SetString(PyExc_TypeError, "mmap indices must be integer");
     return -1;
@@ -978,7 +1071,7 @@ mmap_read(MmapObject *self, PyObject *args)
         n = left;
     }
     Py_ssize_t start = self->pos;
-    PyObject *res = copy_out(self, start, n);
+    PyObject *res = copy_out(self, "read", start, n);
     if (res != NULL) {
         self->pos = start + n;
     }
@@ -999,7 +1092,10 @@ mmap_read_byte(MmapObject *self, PyObject *Py_UNUSED(ignored))
         PyErr_SetString(PyExc_ValueError, "read byte out of range");
         return NULL;
     }
-    unsigned char c = (unsigned char)self->region.data[self->pos];
+    unsigned char c;
+    if (load_byte(self, "read_byte", self->pos, &c) < 0) {
+        return NULL;
+    }
     self->pos++;
     return PyLong_FromLong(c);
 }
@@ -1019,13 +1115,20 @@ mmap_readline(MmapObject *self, PyObject *Py_UNUSED(ignored))
     const char *start = self->region.data + self->pos;
     Py_ssize_t n = left;
     if (left > 0) {
-        const char *eol = memchr(start, '\n', (size_t)left);
+        /* With the GIL held, as the stdlib does (and its copy below
+         * releases the GIL only past the threshold). */
+        const void *eol;
+        fastio_fault fault;
+        if (fastio_guarded_memchr(start, '\n', (size_t)left, &eol, &fault) < 0) {
+            return fault_error(self, &fault, "readline", self->region.data,
+                               self->region.size);
+        }
         if (eol != NULL) {
-            n = eol - start + 1;
+            n = (const char *)eol - start + 1;
         }
     }
     Py_ssize_t pos = self->pos;
-    PyObject *res = copy_out(self, pos, n);
+    PyObject *res = copy_out(self, "readline", pos, n);
     if (res != NULL) {
         self->pos = pos + n;
     }
@@ -1062,9 +1165,12 @@ mmap_write(MmapObject *self, PyObject *args)
     }
     Py_ssize_t pos = self->pos;
     Py_ssize_t n = data.len;
-    copy_bytes(self, self->region.data + pos, data.buf, (size_t)n);
-    self->pos = pos + n;
+    int rc = copy_bytes(self, "write", self->region.data + pos, data.buf, (size_t)n);
     PyBuffer_Release(&data);
+    if (rc < 0) {
+        return NULL;
+    }
+    self->pos = pos + n;
     return PyLong_FromSsize_t(n);
 }
 
@@ -1089,7 +1195,9 @@ mmap_write_byte(MmapObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "write byte out of range");
         return NULL;
     }
-    self->region.data[self->pos] = (char)value;
+    if (store_byte(self, "write_byte", self->pos, value) < 0) {
+        return NULL;
+    }
     self->pos++;
     Py_RETURN_NONE;
 }
@@ -1185,6 +1293,22 @@ reverse_search(const char *hay, size_t hlen, const char *needle, size_t nlen)
     return NULL;
 }
 
+/* reverse_search for fastio_guarded_call. */
+typedef struct {
+    const char *hay;
+    size_t hlen;
+    const char *needle;
+    size_t nlen;
+    const void *hit;
+} search;
+
+static void
+run_reverse_search(void *arg)
+{
+    search *s = arg;
+    s->hit = reverse_search(s->hay, s->hlen, s->needle, s->nlen);
+}
+
 static PyObject *
 mmap_gfind(MmapObject *self, PyObject *args, int reverse)
 {
@@ -1230,14 +1354,24 @@ mmap_gfind(MmapObject *self, PyObject *args, int reverse)
         size_t hlen = (size_t)(end - start);
         const char *needle = view.buf;
         size_t nlen = (size_t)view.len;
-        const char *hit;
+        const char *data = r->data;
+        Py_ssize_t size_now = r->size;
+        search s = {hay, hlen, needle, nlen, NULL};
+        fastio_fault fault;
+        int rc;
         /* Searching a large map takes long: let other threads run (our
          * view keeps the needle alive and unmoved). */
         RUN_MAYBE_NOGIL(self, hlen >= FASTIO_NOGIL_COPY_THRESHOLD,
-                        hit = reverse ? reverse_search(hay, hlen, needle, nlen)
-                                      : memmem(hay, hlen, needle, nlen));
-        if (hit != NULL) {
-            res = start + (hit - hay);
+                        rc = reverse ? fastio_guarded_call(run_reverse_search, &s, &fault)
+                                     : fastio_guarded_memmem(hay, hlen, needle, nlen,
+                                                             &s.hit, &fault));
+        if (rc < 0) {
+            PyBuffer_Release(&view);
+            return fault_error(self, &fault, reverse ? "rfind" : "find", data,
+                               size_now);
+        }
+        if (s.hit != NULL) {
+            res = start + ((const char *)s.hit - hay);
         }
     }
     PyBuffer_Release(&view);
@@ -1287,7 +1421,10 @@ mmap_move(MmapObject *self, PyObject *args)
                         "source, destination, or count out of range");
         return NULL;
     }
-    copy_bytes(self, self->region.data + dest, self->region.data + src, (size_t)cnt);
+    if (copy_bytes(self, "move", self->region.data + dest, self->region.data + src,
+                   (size_t)cnt) < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -1597,6 +1734,34 @@ mmap_populate(MmapObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(mmap_valid_doc,
+"valid($self, /)\n--\n\n"
+"Whether the file still covers the whole map (fstat: its size is at least\n"
+"offset + len(self)). When it does not, touching the lost pages through\n"
+"numpy or any other code that is not fastio's raises SIGBUS, which kills\n"
+"the process; fastio's own accessors raise MappingError instead. True for\n"
+"anonymous maps and for maps of files fstat cannot size (devices). See\n"
+"docs/sigbus.md.");
+
+static PyObject *
+mmap_valid(MmapObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    if (self->fd < 0) {
+        Py_RETURN_TRUE;
+    }
+    struct stat st;
+    if (fstat(self->fd, &st) < 0) {
+        return fastio_oserror_errno("fstat", NULL);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        Py_RETURN_TRUE;
+    }
+    return PyBool_FromLong((long long)st.st_size >= self->offset + (long long)self->region.size);
+}
+
 /* mlock or munlock over the whole map, GIL released, region pinned. */
 static PyObject *
 lock_or_unlock(MmapObject *self, int lock)
@@ -1708,6 +1873,7 @@ static PyMethodDef mmap_methods[] = {
     {"advise", (PyCFunction)(void (*)(void))mmap_advise, METH_VARARGS | METH_KEYWORDS,
      mmap_advise_doc},
     {"populate", (PyCFunction)mmap_populate, METH_NOARGS, mmap_populate_doc},
+    {"valid", (PyCFunction)mmap_valid, METH_NOARGS, mmap_valid_doc},
     {"lock", (PyCFunction)mmap_lock, METH_NOARGS, mmap_lock_doc},
     {"unlock", (PyCFunction)mmap_unlock, METH_NOARGS, mmap_unlock_doc},
     {"residency", (PyCFunction)mmap_residency, METH_NOARGS, mmap_residency_doc},
@@ -1733,7 +1899,11 @@ PyDoc_STRVAR(mmap_doc,
 "access=ACCESS_DEFAULT, offset=0, *, populate=False, hugepages=False)\n--\n\n"
 "A memory map, a superset of the stdlib mmap.mmap. fileno -1 maps\n"
 "anonymous memory. offset may be any byte offset. populate prefaults the\n"
-"pages (MADV_POPULATE_READ/WRITE); hugepages asks for huge pages.");
+"pages (MADV_POPULATE_READ/WRITE); hugepages asks for huge pages.\n"
+"If the file shrinks under the map, the accessors (indexing, slicing,\n"
+"read, write, find, move, iteration, `in`) raise fastio.MappingError\n"
+"instead of dying of SIGBUS; numpy views are not protected (valid(),\n"
+"populate() and docs/sigbus.md).");
 
 static PyType_Slot mmap_slots[] = {
     {Py_tp_doc, (void *)mmap_doc},

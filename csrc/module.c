@@ -168,7 +168,8 @@ fastio_exec(PyObject *module)
         fastio_sysv_exec(module, st) < 0 ||
         fastio_sync_exec(module, st) < 0 ||
         fastio_channel_exec(module, st) < 0 ||
-        fastio_aio_exec(module, st) < 0) {
+        fastio_aio_exec(module, st) < 0 ||
+        fastio_sigbus_exec(module, st) < 0) {
         return -1;
     }
     return 0;

@@ -11,9 +11,10 @@ import stat
 import numpy as np
 
 from . import _core
+from ._core import MappingError  # sigbus.c: SIGBUS in fastio's copies
 from .arrays import as_ndarray
 
-__all__ = ["mmap"]
+__all__ = ["mmap", "MappingError"]
 
 # numpy.memmap's mode words (short and long), as the access each means.
 _MODES = {

@@ -220,7 +220,7 @@ ALL_METHODS = {
     "write_byte": (1,), "seek": (0,), "tell": (), "find": (b"a",),
     "rfind": (b"a",), "move": (0, 0, 0), "resize": (10,), "flush": (),
     "madvise": (fastio.MADV_NORMAL,), "advise": (fastio.MADV_NORMAL,),
-    "size": (), "populate": (), "lock": (), "unlock": (), "residency": (),
+    "size": (), "populate": (), "lock": (), "unlock": (), "residency": (), "valid": (),
     "asarray": (), "__enter__": (), "__len__": (), "__getitem__": (0,),
     "__setitem__": (0, 1), "__iter__": (), "__contains__": (b"a",),
 }

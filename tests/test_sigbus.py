@@ -1,0 +1,369 @@
+"""SIGBUS under a map: fastio's accessors raise MappingError, the rest dies.
+
+Each test truncates the mapped file in-process, so that the map's tail is
+no longer backed by the file, then touches the lost pages. What must kill
+the process (numpy access, a fault outside any guard) runs in a child
+process and is checked by its exit signal.
+"""
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import fastio
+from conftest import LeakCheck
+
+PAGE = fastio.PAGESIZE
+SIZE = 4 * PAGE
+KEEP = 2 * PAGE  # the file is truncated to this: pages 2 and 3 are lost
+
+
+@pytest.fixture
+def shrunk(tmp_path):
+    """A shared writable map of SIZE zero bytes whose file now has KEEP."""
+    path = tmp_path / "shrink.bin"
+    path.write_bytes(b"\0" * SIZE)
+    m = fastio.mmap(path, mode="r+")
+    os.truncate(path, KEEP)
+    yield m
+    m.close()
+
+
+def assert_mapping_error(excinfo, op, offset=None):
+    e = excinfo.value
+    assert isinstance(e, fastio.MappingError)
+    assert isinstance(e, OSError) and isinstance(e, fastio.FastIOError)
+    assert e.errno == errno.EFAULT
+    assert "past the file's end" in str(e)
+    assert f"({op})" in str(e)
+    # The offset reported is where a lost page starts in the map. Which lost
+    # page a multi-byte copy or search touches first is libc's choice (large
+    # memmoves may start at the end): exact only for one-byte accesses.
+    assert e.offset is not None
+    assert KEEP <= e.offset < SIZE and e.offset % PAGE == 0
+    assert f"offset {e.offset} of {SIZE}" in str(e)
+    if offset is not None:
+        assert e.offset == offset - offset % PAGE
+
+
+def test_exception_type():
+    assert issubclass(fastio.MappingError, fastio.FastIOError)
+    assert issubclass(fastio.MappingError, OSError)
+    assert fastio.MappingError.__module__ == "fastio"
+
+
+def test_valid(tmp_path):
+    path = tmp_path / "v.bin"
+    path.write_bytes(b"a" * SIZE)
+    with fastio.mmap(path, mode="r") as m:
+        assert m.valid()
+        os.truncate(path, SIZE - 1)
+        assert not m.valid()
+        os.truncate(path, 2 * SIZE)  # growing back covers the map again
+        assert m.valid()
+    # A map at an offset: the file must cover offset + length.
+    with fastio.mmap(path, 100, mode="r", offset=PAGE + 5) as m:
+        assert m.valid()
+        os.truncate(path, PAGE + 104)
+        assert not m.valid()
+    with fastio.mmap(-1, SIZE) as m:
+        assert m.valid()
+    m.close()
+    with pytest.raises(ValueError):
+        m.valid()
+
+
+def test_populate_reports_instead_of_faulting(shrunk):
+    try:
+        shrunk.populate()
+    except OSError as e:
+        assert e.errno == errno.EFAULT
+    else:
+        pytest.skip("the kernel has no MADV_POPULATE_WRITE (Linux 5.14+)")
+
+
+@pytest.mark.parametrize("op, call, offset", [
+    ("index", lambda m: m[KEEP + 7], KEEP + 7),
+    ("index", lambda m: m[-1], SIZE - 1),
+    ("slice", lambda m: m[:], None),
+    ("slice", lambda m: m[KEEP - 10:KEEP + 10], None),
+    ("slice", lambda m: m[::3], None),
+    ("read", lambda m: m.read(), None),
+    ("read_byte", lambda m: (m.seek(KEEP + 1), m.read_byte()), KEEP + 1),
+    ("readline", lambda m: m.readline(), None),
+    ("find", lambda m: m.find(b"needle"), None),
+    ("rfind", lambda m: m.rfind(b"needle"), None),
+    ("move", lambda m: m.move(0, KEEP + 3, 10), None),
+    ("move", lambda m: m.move(KEEP + 5, 0, 10), None),
+    ("write", lambda m: (m.seek(KEEP - 1), m.write(b"xyz")), None),
+    ("write_byte", lambda m: (m.seek(KEEP), m.write_byte(1)), KEEP),
+    ("item assignment", lambda m: m.__setitem__(KEEP + 2, 65), KEEP + 2),
+    ("slice assignment", lambda m: m.__setitem__(slice(KEEP - 4, KEEP + 4), b"12345678"),
+     None),
+    ("slice assignment", lambda m: m.__setitem__(slice(KEEP, KEEP + 8, 2), b"1234"), KEEP),
+    ("iteration", lambda m: list(m), KEEP),
+    ("in", lambda m: b"\x01" in m, None),
+    ("in", lambda m: 1 in m, KEEP),
+])
+def test_accessor_raises_and_process_lives(shrunk, op, call, offset):
+    with pytest.raises(fastio.MappingError) as excinfo:
+        call(shrunk)
+    assert_mapping_error(excinfo, op, offset)
+    # The map still works. (A write straddling the file's end may have
+    # stored its bytes before the lost page, as libc's memmove or ASan's
+    # copies them in its own order: only the bytes well before are checked.)
+    assert shrunk[:KEEP - 8] == b"\0" * (KEEP - 8)
+    shrunk[0] = 1
+    assert shrunk[0] == 1
+
+
+@pytest.mark.parametrize("mode", ["r", "c"])
+def test_read_only_and_copy_on_write_maps(tmp_path, mode):
+    path = tmp_path / "ro.bin"
+    path.write_bytes(b"r" * SIZE)
+    with fastio.mmap(path, mode=mode) as m:
+        os.truncate(path, KEEP)
+        with pytest.raises(fastio.MappingError) as excinfo:
+            m[:]
+        assert_mapping_error(excinfo, "slice")
+        assert m[:KEEP] == b"r" * KEEP
+
+
+def test_offset_map_reports_offset_in_the_map(tmp_path):
+    # The map starts 5 bytes into page 1 of the file: file page 2, the
+    # first one lost, starts at map offset PAGE - 5.
+    path = tmp_path / "off.bin"
+    path.write_bytes(b"o" * SIZE)
+    with fastio.mmap(path, 2 * PAGE, mode="r", offset=PAGE + 5) as m:
+        os.truncate(path, KEEP)
+        assert not m.valid()
+        assert m[PAGE - 6] == ord("o")
+        with pytest.raises(fastio.MappingError) as excinfo:
+            m[PAGE + 100]
+        assert excinfo.value.offset == PAGE - 5
+        assert f"offset {PAGE - 5} of {2 * PAGE}" in str(excinfo.value)
+
+
+def test_large_copies_with_gil_released(tmp_path):
+    # Past FASTIO_NOGIL_COPY_THRESHOLD (1 MiB): the copy runs without the GIL
+    # and the exception is raised after it is taken back.
+    size = 4 << 20
+    path = tmp_path / "big.bin"
+    with open(path, "wb") as f:
+        f.truncate(size)
+    m = fastio.mmap(path, mode="r+")
+    os.truncate(path, 3 << 20)
+    ops = [
+        ("slice", lambda: m[:]),
+        ("read", lambda: (m.seek(0), m.read())),
+        ("find", lambda: m.find(b"x")),
+        ("rfind", lambda: m.rfind(b"x")),
+        ("in", lambda: b"x" in m),
+        ("move", lambda: m.move(0, 2 << 20, 2 << 20)),
+        ("slice assignment", lambda: m.__setitem__(slice(2 << 20, 4 << 20), bytes(2 << 20))),
+        ("write", lambda: (m.seek(2 << 20), m.write(bytes(2 << 20)))),
+    ]
+    for op, call in ops:
+        with pytest.raises(fastio.MappingError) as excinfo:
+            call()
+        assert f"({op})" in str(excinfo.value)
+        assert excinfo.value.errno == errno.EFAULT
+        off = excinfo.value.offset
+        assert 3 << 20 <= off < size and off % PAGE == 0
+    m.close()
+
+
+def test_copy_from_another_shrunk_map(shrunk, tmp_path):
+    # The fault is in the source of the copy, another map: still caught.
+    src_path = tmp_path / "src.bin"
+    src_path.write_bytes(b"s" * SIZE)
+    src = fastio.mmap(src_path, mode="r")
+    os.truncate(src_path, PAGE)
+    with pytest.raises(fastio.MappingError) as excinfo:
+        shrunk[:PAGE * 2] = memoryview(src)[:PAGE * 2]
+    assert "(slice assignment)" in str(excinfo.value)
+    src.close()
+
+
+def test_no_leak_on_faults(tmp_path):
+    path = tmp_path / "leak.bin"
+    path.write_bytes(b"\0" * SIZE)
+    leaks = LeakCheck()
+    for _ in range(200):
+        m = fastio.mmap(path, mode="r+")
+        os.truncate(path, KEEP)
+        for call in (lambda: m[:], lambda: m[KEEP], lambda: m.find(b"a")):
+            with pytest.raises(fastio.MappingError):
+                call()
+        m.close()
+        os.truncate(path, SIZE)
+    leaks.check()
+
+
+def test_threads_fault_concurrently(tmp_path):
+    # Each thread has its own guard: each gets its own exception, with its
+    # own map's offset, while the others fault at the same time.
+    nthreads, rounds = 4, 200
+    maps = []
+    for t in range(nthreads):
+        path = tmp_path / f"t{t}.bin"
+        path.write_bytes(b"\0" * SIZE)
+        m = fastio.mmap(path, mode="r")
+        os.truncate(path, KEEP)
+        maps.append(m)
+    barrier = threading.Barrier(nthreads)
+    results = [None] * nthreads
+
+    def worker(t):
+        m = maps[t]
+        got = []
+        barrier.wait()
+        for i in range(rounds):
+            off = KEEP + (t * 97 + i) % (SIZE - KEEP)
+            try:
+                m[off]
+            except fastio.MappingError as e:
+                got.append(e.offset == off - off % PAGE)
+            try:
+                m[:]
+            except fastio.MappingError as e:
+                got.append(KEEP <= e.offset < SIZE)
+        results[t] = got
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(nthreads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for got in results:
+        assert got is not None and len(got) == 2 * rounds and all(got)
+    for m in maps:
+        m.close()
+
+
+# ------------------------------------------------------------------ children
+
+def run_child(code, tmp_path, env_extra=None):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(os.path.dirname(fastio.__file__))] +
+        ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    # Under ASan (LD_PRELOAD), let the SIGBUS of an unguarded fault reach the
+    # default action, so that the child dies of SIGBUS as it would without
+    # ASan, instead of ASan's report and exit(1).
+    if "libasan" in env.get("LD_PRELOAD", ""):
+        env["ASAN_OPTIONS"] = ",".join(filter(None, [env.get("ASAN_OPTIONS"),
+                                                      "handle_sigbus=0"]))
+    env.pop("PYTHONFAULTHANDLER", None)
+    env.update(env_extra or {})
+    prelude = textwrap.dedent(f"""\
+        import os
+        path = {str(tmp_path / 'child.bin')!r}
+        with open(path, "wb") as f:
+            f.truncate({SIZE})
+        """)
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_numpy_access_is_not_protected(tmp_path):
+    # The docs' "not protected" statement: numpy's own element access goes
+    # around fastio, and the lost page kills the process with SIGBUS.
+    r = run_child(f"""
+        import fastio
+        m = fastio.mmap(path, mode="r+")
+        a = m.asarray()
+        os.truncate(path, {KEEP})
+        assert not m.valid()
+        try:
+            m[{KEEP}]
+        except fastio.MappingError:
+            print("guarded", flush=True)
+        print(int(a[{KEEP}]), flush=True)
+        print("survived", flush=True)
+        """, tmp_path)
+    assert r.returncode == -signal.SIGBUS, (r.returncode, r.stderr)
+    assert r.stdout == "guarded\n"
+
+
+def test_faulthandler_enabled_before_import_still_chained(tmp_path):
+    # faulthandler first, then fastio: our handler is in front and chains
+    # to faulthandler for a fault outside any guard.
+    r = run_child(f"""
+        import faulthandler, sys
+        faulthandler.enable()
+        import fastio
+        import numpy as np
+        m = fastio.mmap(path, mode="r")
+        a = np.frombuffer(m, dtype=np.uint8)
+        os.truncate(path, {KEEP})
+        try:
+            m[{KEEP}]
+        except fastio.MappingError:
+            print("guarded", flush=True)
+        def touch_the_lost_page():
+            return int(a[{KEEP}])
+        touch_the_lost_page()
+        """, tmp_path)
+    assert r.returncode == -signal.SIGBUS, (r.returncode, r.stderr)
+    assert r.stdout == "guarded\n"
+    assert "Fatal Python error: Bus error" in r.stderr
+    assert "touch_the_lost_page" in r.stderr
+
+
+def test_faulthandler_enabled_after_import(tmp_path):
+    # faulthandler in front of ours: it sees a guarded fault first, prints
+    # its report, puts our handler back and re-raises; the guard still turns
+    # the fault into MappingError and the process lives. An unguarded fault
+    # then dies of SIGBUS.
+    r = run_child(f"""
+        import fastio
+        import faulthandler
+        faulthandler.enable()
+        import numpy as np
+        m = fastio.mmap(path, mode="r")
+        a = np.frombuffer(m, dtype=np.uint8)
+        os.truncate(path, {KEEP})
+        try:
+            m[{KEEP}]
+        except fastio.MappingError as e:
+            print("guarded", e.errno, e.offset, flush=True)
+        int(a[{KEEP}])
+        """, tmp_path)
+    assert r.returncode == -signal.SIGBUS, (r.returncode, r.stderr)
+    assert r.stdout.startswith(f"guarded {errno.EFAULT} ")
+    assert "Fatal Python error: Bus error" in r.stderr
+
+
+def test_sigbus_sent_by_kill_is_not_caught(tmp_path):
+    # A SIGBUS sent from outside is no fault of a guarded copy: the previous
+    # disposition applies (here the default: death).
+    r = run_child("""
+        import signal
+        import fastio
+        os.kill(os.getpid(), signal.SIGBUS)
+        print("survived")
+        """, tmp_path)
+    assert r.returncode == -signal.SIGBUS, (r.returncode, r.stderr)
+    assert r.stdout == ""
+
+
+def test_stdlib_mmap_is_not_protected(tmp_path):
+    # fastio's handler changes nothing for other code: the stdlib's mmap over
+    # a shrunk file still dies of SIGBUS with fastio imported.
+    r = run_child(f"""
+        import mmap
+        import fastio
+        f = open(path, "r+b")
+        m = mmap.mmap(f.fileno(), {SIZE})
+        os.truncate(path, {KEEP})
+        m[{KEEP}]
+        print("survived")
+        """, tmp_path)
+    assert r.returncode == -signal.SIGBUS, (r.returncode, r.stderr)
