@@ -569,10 +569,13 @@ channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         uint64_t magic = __atomic_load_n(&sh->magic, __ATOMIC_ACQUIRE);
         if (magic != CH_MAGIC || sh->version != CH_VERSION ||
             sh->header_size != CH_HEADER) {
+            /* PyErr_Format has no %llx: format the magic here. */
+            char found[64];
+            snprintf(found, sizeof found, "magic 0x%016llx version %u",
+                     (unsigned long long)magic, (unsigned)sh->version);
             PyErr_Format(PyExc_ValueError,
-                         "the memory at offset=%zd holds no fastio.Channel (magic "
-                         "0x%016llx version %u): create it first", offset,
-                         (unsigned long long)magic, (unsigned)sh->version);
+                         "the memory at offset=%zd holds no fastio.Channel (%s): "
+                         "create it first", offset, found);
             goto fail;
         }
         if (sh->capacity < 64 || sh->capacity % FRAME_ALIGN ||

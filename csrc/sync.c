@@ -119,8 +119,8 @@ fastio_anchor_init(fastio_anchor *a, PyObject *buffer, Py_ssize_t offset,
     if ((uintptr_t)p % align != 0) {
         PyErr_Format(PyExc_ValueError,
                      "%s must start on a multiple of %zu bytes: offset=%zd "
-                     "gives address 0x%zx",
-                     what, align, offset, (size_t)(uintptr_t)p);
+                     "gives address %p",
+                     what, align, offset, (void *)p);
         PyBuffer_Release(&a->view);
         return -1;
     }
