@@ -449,6 +449,13 @@ channel_wait(ChannelObject *self, int role, uint64_t need, long long deadline_ns
             }
         }
     }
+    if (self->anchor.closed && result != R_ERROR) {
+        /* Another thread closed the Channel while we waited: leaving may
+         * release the last hold on the ring (the owner unmaps it next), so
+         * the caller must not touch the header or the data again. */
+        PyErr_SetString(PyExc_ValueError, "Channel is closed");
+        result = R_ERROR;
+    }
     fastio_anchor_leave(&self->anchor);
     return result;
 }
