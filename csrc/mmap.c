@@ -949,7 +949,8 @@ mmap_ass_subscript(MmapObject *self, PyObject *item, PyObject *value)
             return -1;
         }
         if (!PyIndex_Check(value)) {
-            PyErr_SetString(PyExc_TypeError, "mmap item value must be an int");
+            PyErr_Format(PyExc_TypeError, "mmap item value must be an int, got %.100s",
+                         Py_TYPE(value)->tp_name);
             return -1;
         }
         Py_ssize_t v = PyNumber_AsSsize_t(value, PyExc_TypeError);
@@ -957,8 +958,9 @@ mmap_ass_subscript(MmapObject *self, PyObject *item, PyObject *value)
             return -1;
         }
         if (v < 0 || v > 255) {
-            PyErr_SetString(PyExc_ValueError,
-                            "mmap item value must be in range(0, 256)");
+            PyErr_Format(PyExc_ValueError,
+                         "mmap item value must be in range(0, 256), got value=%zd",
+                         (Py_ssize_t)v);
             return -1;
         }
         /* value.__index__ may have closed or shrunk the map. */
@@ -992,7 +994,9 @@ mmap_ass_subscript(MmapObject *self, PyObject *item, PyObject *value)
             return -1;
         }
         if (vbuf.len != n) {
-            PyErr_SetString(PyExc_IndexError, "mmap slice assignment is wrong size");
+            PyErr_Format(PyExc_IndexError,
+                         "mmap slice assignment is wrong size: the slice has %zd "
+                         "bytes, the value %zd", (Py_ssize_t)n, vbuf.len);
             PyBuffer_Release(&vbuf);
             return -1;
         }
