@@ -449,6 +449,13 @@ channel_wait(ChannelObject *self, int role, uint64_t need, long long deadline_ns
             }
         }
     }
+    if (self->anchor.closed && result != R_ERROR) {
+        /* Another thread closed the Channel while we waited: leaving may
+         * release the last hold on the ring (the owner unmaps it next), so
+         * the caller must not touch the header or the data again. */
+        PyErr_SetString(PyExc_ValueError, "Channel is closed");
+        result = R_ERROR;
+    }
     fastio_anchor_leave(&self->anchor);
     return result;
 }
@@ -569,10 +576,13 @@ channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         uint64_t magic = __atomic_load_n(&sh->magic, __ATOMIC_ACQUIRE);
         if (magic != CH_MAGIC || sh->version != CH_VERSION ||
             sh->header_size != CH_HEADER) {
+            /* PyErr_Format has no %llx: format the magic here. */
+            char found[64];
+            snprintf(found, sizeof found, "magic 0x%016llx version %u",
+                     (unsigned long long)magic, (unsigned)sh->version);
             PyErr_Format(PyExc_ValueError,
-                         "the memory at offset=%zd holds no fastio.Channel (magic "
-                         "0x%016llx version %u): create it first", offset,
-                         (unsigned long long)magic, (unsigned)sh->version);
+                         "the memory at offset=%zd holds no fastio.Channel (%s): "
+                         "create it first", offset, found);
             goto fail;
         }
         if (sh->capacity < 64 || sh->capacity % FRAME_ALIGN ||
@@ -659,6 +669,15 @@ raise_broken(ChannelObject *self)
     return NULL;
 }
 
+/* MappingError for a SIGBUS while copying into or out of the ring (its
+ * file was truncated under it). */
+static PyObject *
+ring_fault(ChannelObject *self, const fastio_fault *fault, const char *op)
+{
+    return fastio_mapping_error(fastio_state_from_type(Py_TYPE(self)), fault, op,
+                                self->data, (Py_ssize_t)self->capacity, -1, -1);
+}
+
 /* Write one frame. meta may be empty. */
 static PyObject *
 send_frame(ChannelObject *self, uint32_t kind, const char *meta, Py_ssize_t meta_len,
@@ -701,10 +720,13 @@ send_frame(ChannelObject *self, uint32_t kind, const char *meta, Py_ssize_t meta
         if (r != R_READY) {
             goto wait_failed;
         }
-        frame_hdr *w = (frame_hdr *)(self->data + pos);
-        w->kind = KIND_WRAP;
-        w->meta_len = 0;
-        w->payload_len = 0;
+        frame_hdr wrap = {0};
+        wrap.kind = KIND_WRAP;
+        fastio_fault fault;
+        if (fastio_guarded_memmove(self->data + pos, &wrap, sizeof wrap, &fault) < 0) {
+            self->sending = 0;
+            return ring_fault(self, &fault, "Channel.send");
+        }
         head += cap - pos;
         pos = 0;
         atomic_store_explicit(&sh->head, head, memory_order_release);
@@ -715,22 +737,41 @@ send_frame(ChannelObject *self, uint32_t kind, const char *meta, Py_ssize_t meta
         goto wait_failed;
     }
     char *f = self->data + pos;
-    frame_hdr *h = (frame_hdr *)f;
-    h->kind = kind;
-    h->meta_len = (uint32_t)meta_len;
-    h->payload_len = (uint64_t)payload->len;
-    if (meta_len) {
-        memcpy(f + FRAME_HDR, meta, (size_t)meta_len);
-    }
+    frame_hdr hdr = {0};
+    hdr.kind = kind;
+    hdr.meta_len = (uint32_t)meta_len;
+    hdr.payload_len = (uint64_t)payload->len;
     char *dst = f + FRAME_HDR + align_up((uint64_t)meta_len, FRAME_ALIGN);
-    /* A large copy releases the GIL: the anchor keeps the ring mapped and
+    /* Every write into the ring is guarded: a segment whose file was
+     * truncated under it raises MappingError (the frame is not published).
+     * A large copy releases the GIL: the anchor keeps the ring mapped and
      * `sending` keeps other threads of ours out of the producer's side. */
-    fastio_anchor_enter(&self->anchor);
-    fastio_memcpy(dst, payload->buf, (size_t)payload->len);
-    fastio_anchor_leave(&self->anchor);
-    atomic_store_explicit(&sh->head, head + need, memory_order_release);
-    notify(sh, ROLE_CONSUMER);
+    fastio_fault fault;
+    int rc = fastio_guarded_memmove(f, &hdr, sizeof hdr, &fault);
+    if (rc == 0 && meta_len) {
+        rc = fastio_guarded_memmove(f + FRAME_HDR, meta, (size_t)meta_len, &fault);
+    }
+    if (rc == 0) {
+        fastio_anchor_enter(&self->anchor);
+        rc = fastio_memcpy_guarded(dst, payload->buf, (size_t)payload->len, &fault);
+        if (rc == 0 && self->anchor.closed) {
+            /* Closed by another thread during the copy: leaving may drop the
+             * last hold on the ring, so do not publish. */
+            fastio_anchor_leave(&self->anchor);
+            self->sending = 0;
+            PyErr_SetString(PyExc_ValueError, "Channel is closed");
+            return NULL;
+        }
+        if (rc == 0) {
+            atomic_store_explicit(&sh->head, head + need, memory_order_release);
+            notify(sh, ROLE_CONSUMER);
+        }
+        fastio_anchor_leave(&self->anchor);
+    }
     self->sending = 0;
+    if (rc < 0) {
+        return ring_fault(self, &fault, "Channel.send");
+    }
     Py_RETURN_NONE;
 
 wait_failed:
@@ -834,6 +875,15 @@ next_frame(ChannelObject *self, double timeout, frame_hdr **out, uint64_t *tail_
         uint64_t tail = atomic_load_explicit(&sh->tail, memory_order_relaxed);
         uint64_t pos = tail % cap;
         frame_hdr *h = (frame_hdr *)(self->data + pos);
+        /* Read the header under the guard first: if its page is gone (the
+         * file was truncated), MappingError instead of SIGBUS. */
+        frame_hdr probe;
+        fastio_fault fault;
+        if (fastio_guarded_memmove(&probe, h, sizeof probe, &fault) < 0) {
+            self->receiving = 0;
+            ring_fault(self, &fault, "Channel.recv");
+            return -1;
+        }
         if (h->kind == KIND_WRAP) {
             atomic_store_explicit(&sh->tail, tail + (cap - pos), memory_order_release);
             notify(sh, ROLE_PRODUCER);
@@ -901,11 +951,30 @@ channel_recv_frame(ChannelObject *self, PyObject *args, PyObject *kwds)
          * the consumer's side until the frame is freed. */
         self->receiving = 1;
         fastio_anchor_enter(&self->anchor);
-        fastio_memcpy(PyBytes_AS_STRING(b), src, h->payload_len);
-        fastio_anchor_leave(&self->anchor);
-        self->receiving = 0;
+        fastio_fault fault;
+        int rc = fastio_memcpy_guarded(PyBytes_AS_STRING(b), src, h->payload_len,
+                                       &fault);
+        if (rc == 0 && self->anchor.closed) {
+            /* Closed by another thread during the copy: leaving may drop
+             * the last hold on the ring, so do not touch its header. */
+            fastio_anchor_leave(&self->anchor);
+            self->receiving = 0;
+            Py_DECREF(b);
+            PyErr_SetString(PyExc_ValueError, "Channel is closed");
+            return NULL;
+        }
+        if (rc < 0) {
+            /* The frame stays where it is (tail unmoved). */
+            ring_fault(self, &fault, "Channel.recv");
+            fastio_anchor_leave(&self->anchor);
+            self->receiving = 0;
+            Py_DECREF(b);
+            return NULL;
+        }
         atomic_store_explicit(&self->sh->tail, tail + fsize, memory_order_release);
         notify(self->sh, ROLE_PRODUCER);
+        fastio_anchor_leave(&self->anchor);
+        self->receiving = 0;
         return b;
     }
     /* Anything else: the Python layer decodes it, then calls release(). */

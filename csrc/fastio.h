@@ -182,6 +182,10 @@ int fastio_guarded_memmem(const void *hay, size_t hlen, const void *needle,
  * search). fn must not take locks, allocate or call Python: the jump
  * abandons it midway. 0, or -1 with *fault filled. */
 int fastio_guarded_call(void (*fn)(void *arg), void *arg, fastio_fault *fault);
+/* fastio_memcpy (region.c: the GIL released when large) under the guard:
+ * 0, or -1 with *fault filled (dst then holds a partial copy). Call with the
+ * GIL and the memory pinned; raise with fastio_mapping_error() on -1. */
+int fastio_memcpy_guarded(void *dst, const void *src, size_t n, fastio_fault *fault);
 /* With the GIL: raise fastio.MappingError (OSError, errno EFAULT when the
  * page is past the file's end, else EIO) for a fault during `op` on the
  * mapped bytes [data, data+size), which are the bytes [file_offset,

@@ -716,7 +716,8 @@ mmap_item(MmapObject *self, Py_ssize_t i)
         return NULL;
     }
     if (i < 0 || i >= self->region.size) {
-        PyErr_SetString(PyExc_IndexError, "mmap index out of range");
+        PyErr_Format(PyExc_IndexError, "mmap index out of range: index=%zd, length=%zd",
+                         i, self->region.size);
         return NULL;
     }
     return item_bytes(self, "item", i);
@@ -729,7 +730,8 @@ mmap_ass_item(MmapObject *self, Py_ssize_t i, PyObject *value)
         return -1;
     }
     if (i < 0 || i >= self->region.size) {
-        PyErr_SetString(PyExc_IndexError, "mmap index out of range");
+        PyErr_Format(PyExc_IndexError, "mmap index out of range: index=%zd, length=%zd",
+                         i, self->region.size);
         return -1;
     }
     if (value == NULL) {
@@ -872,11 +874,13 @@ mmap_subscript(MmapObject *self, PyObject *item)
         if (check_valid(self) < 0) {
             return NULL;
         }
+        Py_ssize_t index = i;  /* as given, for the message */
         if (i < 0) {
             i += self->region.size;
         }
         if (i < 0 || i >= self->region.size) {
-            PyErr_SetString(PyExc_IndexError, "mmap index out of range");
+            PyErr_Format(PyExc_IndexError, "mmap index out of range: index=%zd, length=%zd",
+                         index, self->region.size);
             return NULL;
         }
         unsigned char c;
@@ -931,11 +935,13 @@ mmap_ass_subscript(MmapObject *self, PyObject *item, PyObject *value)
         if (check_valid(self) < 0) {
             return -1;
         }
+        Py_ssize_t index = i;  /* as given, for the message */
         if (i < 0) {
             i += self->region.size;
         }
         if (i < 0 || i >= self->region.size) {
-            PyErr_SetString(PyExc_IndexError, "mmap index out of range");
+            PyErr_Format(PyExc_IndexError, "mmap index out of range: index=%zd, length=%zd",
+                         index, self->region.size);
             return -1;
         }
         if (value == NULL) {
@@ -943,7 +949,8 @@ mmap_ass_subscript(MmapObject *self, PyObject *item, PyObject *value)
             return -1;
         }
         if (!PyIndex_Check(value)) {
-            PyErr_SetString(PyExc_TypeError, "mmap item value must be an int");
+            PyErr_Format(PyExc_TypeError, "mmap item value must be an int, got %.100s",
+                         Py_TYPE(value)->tp_name);
             return -1;
         }
         Py_ssize_t v = PyNumber_AsSsize_t(value, PyExc_TypeError);
@@ -951,8 +958,9 @@ mmap_ass_subscript(MmapObject *self, PyObject *item, PyObject *value)
             return -1;
         }
         if (v < 0 || v > 255) {
-            PyErr_SetString(PyExc_ValueError,
-                            "mmap item value must be in range(0, 256)");
+            PyErr_Format(PyExc_ValueError,
+                         "mmap item value must be in range(0, 256), got value=%zd",
+                         (Py_ssize_t)v);
             return -1;
         }
         /* value.__index__ may have closed or shrunk the map. */
@@ -960,7 +968,8 @@ mmap_ass_subscript(MmapObject *self, PyObject *item, PyObject *value)
             return -1;
         }
         if (i >= self->region.size) {
-            PyErr_SetString(PyExc_IndexError, "mmap index out of range");
+            PyErr_Format(PyExc_IndexError, "mmap index out of range: index=%zd, length=%zd",
+                         i, self->region.size);
             return -1;
         }
         return store_byte(self, "item assignment", i, (unsigned char)v);
@@ -985,7 +994,9 @@ mmap_ass_subscript(MmapObject *self, PyObject *item, PyObject *value)
             return -1;
         }
         if (vbuf.len != n) {
-            PyErr_SetString(PyExc_IndexError, "mmap slice assignment is wrong size");
+            PyErr_Format(PyExc_IndexError,
+                         "mmap slice assignment is wrong size: the slice has %zd "
+                         "bytes, the value %zd", (Py_ssize_t)n, vbuf.len);
             PyBuffer_Release(&vbuf);
             return -1;
         }
@@ -1089,7 +1100,8 @@ mmap_read_byte(MmapObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     if (self->pos >= self->region.size) {
-        PyErr_SetString(PyExc_ValueError, "read byte out of range");
+        PyErr_Format(PyExc_ValueError, "read byte out of range: pos=%zd, length=%zd",
+                     self->pos, self->region.size);
         return NULL;
     }
     unsigned char c;
@@ -1160,7 +1172,9 @@ mmap_write(MmapObject *self, PyObject *args)
     }
     if (self->pos > self->region.size || self->region.size - self->pos < data.len) {
         PyBuffer_Release(&data);
-        PyErr_SetString(PyExc_ValueError, "data out of range");
+        PyErr_Format(PyExc_ValueError,
+                     "data out of range: pos=%zd + len(data)=%zd > length=%zd",
+                     self->pos, data.len, self->region.size);
         return NULL;
     }
     Py_ssize_t pos = self->pos;
@@ -1192,7 +1206,8 @@ mmap_write_byte(MmapObject *self, PyObject *args)
         return NULL;
     }
     if (self->pos >= self->region.size) {
-        PyErr_SetString(PyExc_ValueError, "write byte out of range");
+        PyErr_Format(PyExc_ValueError, "write byte out of range: pos=%zd, length=%zd",
+                     self->pos, self->region.size);
         return NULL;
     }
     if (store_byte(self, "write_byte", self->pos, value) < 0) {
@@ -1239,7 +1254,7 @@ mmap_seek(MmapObject *self, PyObject *args)
         where = self->region.size + dist;
         break;
     default:
-        PyErr_SetString(PyExc_ValueError, "unknown seek type");
+        PyErr_Format(PyExc_ValueError, "unknown seek type: whence=%d", how);
         return NULL;
     }
     if (where < 0 || where > self->region.size) {
@@ -1249,7 +1264,8 @@ mmap_seek(MmapObject *self, PyObject *args)
     Py_RETURN_NONE;
 
 out_of_range:
-    PyErr_SetString(PyExc_ValueError, "seek out of range");
+    PyErr_Format(PyExc_ValueError, "seek out of range: pos=%zd, whence=%d, length=%zd",
+                 dist, how, self->region.size);
     return NULL;
 }
 
@@ -1417,8 +1433,9 @@ mmap_move(MmapObject *self, PyObject *args)
     }
     Py_ssize_t size = self->region.size;
     if (dest < 0 || src < 0 || cnt < 0 || size - dest < cnt || size - src < cnt) {
-        PyErr_SetString(PyExc_ValueError,
-                        "source, destination, or count out of range");
+        PyErr_Format(PyExc_ValueError,
+                     "source, destination, or count out of range: dest=%zd, src=%zd, "
+                     "count=%zd, length=%zd", dest, src, cnt, size);
         return NULL;
     }
     if (copy_bytes(self, "move", self->region.data + dest, self->region.data + src,
@@ -1481,7 +1498,7 @@ mmap_resize(MmapObject *self, PyObject *args)
         return NULL;
     }
     if (new_size < 0 || PY_SSIZE_T_MAX - new_size < self->offset) {
-        PyErr_SetString(PyExc_ValueError, "new size out of range");
+        PyErr_Format(PyExc_ValueError, "new size out of range: newsize=%zd", new_size);
         return NULL;
     }
     size_t delta = (size_t)(r->data - r->base);
@@ -1613,7 +1630,9 @@ mmap_madvise(MmapObject *self, PyObject *args)
         return NULL;
     }
     if (start < 0 || start >= self->region.size) {
-        PyErr_SetString(PyExc_ValueError, "madvise start out of bounds");
+        PyErr_Format(PyExc_ValueError,
+                     "madvise start out of bounds: start=%zd, length of map=%zd",
+                     start, self->region.size);
         return NULL;
     }
     if (length < 0) {

@@ -152,3 +152,20 @@ fastio_memcpy(void *dst, const void *src, size_t n)
         memcpy(dst, src, n);
     }
 }
+
+int
+fastio_memcpy_guarded(void *dst, const void *src, size_t n, fastio_fault *fault)
+{
+    /* fastio_memcpy under the SIGBUS guard (sigbus.c): the jump lands
+     * inside fastio_guarded_memmove, never across the GIL macros. */
+    int rc = 0;
+    if (n >= FASTIO_NOGIL_COPY_THRESHOLD) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = fastio_guarded_memmove(dst, src, n, fault);
+        Py_END_ALLOW_THREADS
+    }
+    else if (n) {
+        rc = fastio_guarded_memmove(dst, src, n, fault);
+    }
+    return rc;
+}

@@ -295,6 +295,11 @@ vector_io(PyObject *const *args, Py_ssize_t nargs, int writing)
     }
     PyObject *seq = PySequence_Fast(args[1], "buffers must be a sequence of buffers");
     if (seq == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Format(PyExc_TypeError,
+                         "buffers must be a sequence of buffers, got buffers of type %.100s",
+                         Py_TYPE(args[1])->tp_name);
+        }
         return NULL;
     }
     Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);

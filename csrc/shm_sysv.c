@@ -262,12 +262,22 @@ PyDoc_STRVAR(sysv_stat_doc,
 static PyObject *
 sysv_stat(SysvObject *self, PyObject *Py_UNUSED(ignored))
 {
+    /* docs/shm.md: every method of a closed segment raises ValueError (the
+     * id may name a removed segment, or another one since). */
+    if (self->region.closed) {
+        PyErr_SetString(PyExc_ValueError, CLOSED_MSG);
+        return NULL;
+    }
     return stat_tuple(self->shmid);
 }
 
 static PyObject *
 lock_or_unlock(SysvObject *self, int lock)
 {
+    if (self->region.closed) {
+        PyErr_SetString(PyExc_ValueError, CLOSED_MSG);
+        return NULL;
+    }
     int err = sys_shmctl(self->shmid, lock ? SHM_LOCK : SHM_UNLOCK, NULL);
     if (err < 0) {
         return fastio_oserror(err, lock ? "shmctl SHM_LOCK" : "shmctl SHM_UNLOCK",

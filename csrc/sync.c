@@ -73,6 +73,11 @@ fastio_parse_timeout(PyObject *obj, const char *argname, double *out)
     }
     double t = PyFloat_AsDouble(obj);
     if (t == -1.0 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s must be a number of seconds or None, got %s of type %.100s",
+                         argname, argname, Py_TYPE(obj)->tp_name);
+        }
         return -1;
     }
     if (!(t >= 0.0)) {  /* negative or NaN */
@@ -119,8 +124,8 @@ fastio_anchor_init(fastio_anchor *a, PyObject *buffer, Py_ssize_t offset,
     if ((uintptr_t)p % align != 0) {
         PyErr_Format(PyExc_ValueError,
                      "%s must start on a multiple of %zu bytes: offset=%zd "
-                     "gives address 0x%zx",
-                     what, align, offset, (size_t)(uintptr_t)p);
+                     "gives address %p",
+                     what, align, offset, (void *)p);
         PyBuffer_Release(&a->view);
         return -1;
     }
@@ -198,6 +203,11 @@ parse_acquire(PyObject *args, PyObject *kwds, const char *fname, double *wait)
     if (timeout_obj != Py_None) {
         timeout = PyFloat_AsDouble(timeout_obj);
         if (timeout == -1.0 && PyErr_Occurred()) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Format(PyExc_TypeError,
+                             "timeout must be a number of seconds, -1 or None, got "
+                             "timeout of type %.100s", Py_TYPE(timeout_obj)->tp_name);
+            }
             return -1;
         }
         /* threading.Lock spells "forever" as -1 */

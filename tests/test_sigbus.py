@@ -367,3 +367,51 @@ def test_stdlib_mmap_is_not_protected(tmp_path):
         print("survived")
         """, tmp_path)
     assert r.returncode == -signal.SIGBUS, (r.returncode, r.stderr)
+
+
+@pytest.fixture
+def shm_file():
+    """A file in /dev/shm (tmpfs: truncating it drops its pages at once)."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    path = f"/dev/shm/fastio-test-sigbus-{os.getpid()}-{os.urandom(4).hex()}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.ftruncate(fd, 65536)
+    yield fd
+    os.close(fd)
+    os.unlink(path)
+
+
+@pytest.mark.parametrize("side", ["send", "recv"])
+def test_channel_on_truncated_segment_raises(shm_file, side):
+    """Channel's copies into and out of the ring are guarded: with its file
+    cut back to the first page (the header survives), a copy touching the
+    lost pages raises MappingError; the process lives and the ring's
+    header is left consistent (the frame is neither published nor
+    consumed)."""
+    m = fastio.mmap(shm_file, 65536)
+    ch = fastio.Channel(buffer=m)
+    ch.send_bytes(b"a" * 16)
+    assert ch.recv_bytes() == b"a" * 16
+    if side == "recv":
+        ch.send_bytes(b"r" * 16000)
+    os.ftruncate(shm_file, 4096)
+    with pytest.raises(fastio.MappingError) as info:
+        if side == "send":
+            ch.send_bytes(b"s" * 16000)
+        else:
+            ch.recv_bytes()
+    assert f"Channel.{side}" in str(info.value)
+    assert ch.pending == (16000 + 16 if side == "recv" else 0)
+    os.ftruncate(shm_file, 65536)  # the pages come back (zeroed)
+    if side == "send":
+        ch.send_bytes(b"t" * 16000)
+        assert ch.recv_bytes() == b"t" * 16000
+    else:
+        # The payload starts 304 bytes into the map (256-byte header, the
+        # 32-byte first frame, a 16-byte frame header): what the first page
+        # kept is intact, the rest came back as zeros.
+        kept = 4096 - 304
+        assert ch.recv_bytes() == b"r" * kept + bytes(16000 - kept)
+    ch.close()
+    m.close()

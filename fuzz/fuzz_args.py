@@ -1,0 +1,158 @@
+"""atheris fuzz target: the argument parsing of every C type and function.
+
+Each input picks a target (a constructor or a method of fastio.mmap,
+Buffer, SharedMemory, SysVSharedMemory, Lock, Semaphore, Channel, Queue,
+or a function of csrc/rw.c) and 0-4 arguments drawn from ints (small, edge
+and huge), floats, bytes, str, None, tuples, and buffers; it calls the
+target and accepts any ordinary exception. A crash, a hang (libFuzzer's
+-timeout) or an exception outside EXPECTED is a finding.
+
+File descriptors are drawn only from the target's own (a data file, -1 and
+a closed number), never 0-2 or libFuzzer's. Sizes stay small so that a run
+cannot exhaust memory; calls that could wait get timeout=0 or are left out.
+
+    python fuzz/fuzz_args.py -max_total_time=60       # CI: tests/test_fuzz.py
+"""
+import os
+import sys
+import tempfile
+
+import atheris
+
+with atheris.instrument_imports():
+    import fastio
+
+EXPECTED = (TypeError, ValueError, OverflowError, OSError, IndexError, RuntimeError,
+            BufferError, EOFError, KeyError, NotImplementedError, MemoryError,
+            ArithmeticError,
+            # numpy.dtype("%,...") parses a repeat count with ast.literal_eval
+            # (asarray's dtype argument): numpy's behaviour, not fastio's.
+            SyntaxError)
+
+_dir = tempfile.mkdtemp(prefix="fastio-fuzz-")
+_path = os.path.join(_dir, "data.bin")
+with open(_path, "wb") as f:
+    f.write(os.urandom(16384))
+FD = os.open(_path, os.O_RDWR)
+FDS = [FD, -1, 987654]
+
+INTS = [0, 1, -1, 2, 7, 8, 16, 63, 64, 255, 256, 4095, 4096, 4097, 65536,
+        2**31 - 1, 2**31, -2**31, 2**32, 2**62, 2**63 - 1, 2**63, -2**63, 2**64, 10**30]
+
+
+def draw(fdp, depth=0):
+    kind = fdp.ConsumeIntInRange(0, 10)
+    if kind == 0:
+        return INTS[fdp.ConsumeIntInRange(0, len(INTS) - 1)]
+    if kind == 1:
+        return fdp.ConsumeIntInRange(-70000, 70000)
+    if kind == 2:
+        return fdp.ConsumeFloat()
+    if kind == 3:
+        return fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 300))
+    if kind == 4:
+        return fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 40))
+    if kind == 5:
+        return None
+    if kind == 6:
+        return bytearray(fdp.ConsumeIntInRange(0, 8192))
+    if kind == 7:
+        return FDS[fdp.ConsumeIntInRange(0, len(FDS) - 1)]
+    if kind == 8 and depth < 2:
+        return tuple(draw(fdp, depth + 1) for _ in range(fdp.ConsumeIntInRange(0, 3)))
+    if kind == 9:
+        return fdp.ConsumeBool()
+    return [bytearray(16), b"ab"]
+
+
+def _objects():
+    """Live objects whose methods are fuzzed (remade when a call closes one)."""
+    seg = fastio.mmap(-1, 8192)
+    return dict(
+        mmap=fastio.mmap(FD, 16384), anon=fastio.mmap(-1, 4096),
+        buffer=fastio.Buffer(4096), shm=fastio.SharedMemory(create=True, size=8192),
+        sysv=fastio.SysVSharedMemory(size=8192), seg=seg,
+        lock=fastio.Lock(seg, 0), sem=fastio.Semaphore(seg, 64, value=1),
+        channel=fastio.Channel(4096), queue=fastio.Queue(8, "threads"))
+
+
+OBJ = _objects()
+
+# Methods that can wait get timeout=0 (or blocking=False) appended.
+WAITS = {"acquire": {"blocking": False}, "recv_bytes": {"timeout": 0},
+         "send_bytes": {"timeout": 0}, "_recv": {"timeout": 0},
+         "_recv_view": {"timeout": 0}, "wait": {"timeout": 0}, "recv": {"timeout": 0},
+         "recv_view": {"timeout": 0}, "send": {"timeout": 0}, "_send_frame": {}}
+SKIP = {"close", "remove", "__del__", "__init__", "lock", "unlock", "mark_consistent",
+        "drain", "__exit__", "__enter__", "resize"}
+
+
+def _targets():
+    out = [
+        ("mmap()", lambda *a: fastio.mmap(*a).close()),
+        ("mmap(fd)", lambda *a: fastio.mmap(FD, *a).close()),
+        ("Buffer()", lambda *a: fastio.Buffer(*a).close()),
+        ("pread", fastio.pread), ("pwrite", fastio.pwrite),
+        ("preadv", fastio.preadv), ("pwritev", fastio.pwritev),
+        ("readinto_full", fastio.readinto_full), ("fadvise", fastio.fadvise),
+        ("readahead", fastio.readahead),
+        ("Lock()", lambda *a: fastio.Lock(OBJ["seg"], *a).close()),
+        ("Semaphore()", lambda *a: fastio.Semaphore(OBJ["seg"], *a).close()),
+        ("Channel()", lambda *a: fastio.Channel(*a).close()),
+        ("Queue()", lambda *a: fastio.Queue(*a).close()),
+        ("SharedMemory()", lambda *a: fastio.SharedMemory(*a).close()),
+        ("SysVSharedMemory()", lambda *a: fastio.SysVSharedMemory(*a).close()),
+    ]
+    for name, obj in OBJ.items():
+        for attr in dir(type(obj)):
+            if attr.startswith("__") or attr in SKIP or attr.endswith("_async"):
+                continue
+            if callable(getattr(type(obj), attr, None)):
+                out.append((f"{name}.{attr}", (name, attr)))
+    return out
+
+
+TARGETS = _targets()
+
+
+def call(target, args):
+    if isinstance(target, tuple):
+        name, attr = target
+        method = getattr(OBJ[name], attr)
+        return method(*args, **WAITS.get(attr, {}))
+    return target(*args)
+
+
+def TestOneInput(data):
+    fdp = atheris.FuzzedDataProvider(data)
+    name, target = TARGETS[fdp.ConsumeIntInRange(0, len(TARGETS) - 1)]
+    args = [draw(fdp) for _ in range(fdp.ConsumeIntInRange(0, 4))]
+    if name.startswith(("Queue()",)) and args and isinstance(args[0], int) and args[0] > 4096:
+        return  # a deep ring is a legitimate large allocation, not a finding
+    if name.endswith(("madvise", "advise")) and any(a in (100, 101) for a in args
+                                                    if isinstance(a, int)):
+        return  # MADV_HWPOISON / MADV_SOFT_OFFLINE: as root they poison real pages
+    try:
+        r = call(target, args)
+    except EXPECTED:
+        return
+    finally:
+        if name.startswith("queue.") and not OBJ["queue"].closed:
+            # completions of what the call queued: reap them before the
+            # buffers go (the Queue pins them, so this is only tidiness)
+            try:
+                OBJ["queue"].wait(0, timeout=0)
+            except EXPECTED:
+                pass
+    if name.startswith("channel.") and name.endswith(("_recv", "_recv_view")):
+        OBJ["channel"].release()
+    del r
+
+
+def main():
+    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Run the atheris fuzz target (fuzz/fuzz_args.py) for a short, CI-sized
+while: any crash, hang or unexpected exception in fastio's argument parsing
+fails the test with libFuzzer's report. FASTIO_FUZZ_SECONDS sets the
+length (default 20); longer runs: python fuzz/fuzz_args.py -max_total_time=N.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("atheris", reason="atheris is not installed (pip install atheris)")
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_fuzz_argument_parsing(tmp_path):
+    seconds = int(os.environ.get("FASTIO_FUZZ_SECONDS", "20"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "fuzz" / "fuzz_args.py"), f"-max_total_time={seconds}",
+         "-timeout=10", "-rss_limit_mb=2048", f"-artifact_prefix={tmp_path}/",
+         str(tmp_path)],
+        capture_output=True, text=True, timeout=seconds + 120, env=env)
+    report = proc.stderr[-6000:]
+    assert proc.returncode == 0, f"the fuzzer found something:\n{report}"
+    assert "Done" in proc.stderr, report
