@@ -30,6 +30,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -143,7 +144,29 @@ typedef struct {
     Py_buffer *reg_bufs;
     unsigned nreg_bufs;
     PyObject *weakreflist;
+    unsigned long fork_generation;  /* fork_generation when created */
 } QueueObject;
+
+/* ------------------------------------------------------------------ */
+/* fork: a Queue belongs to the process that made it. A forked child has
+ * copies of its rings and slots but not its kernel context's ownership
+ * (Linux AIO contexts are per address space), its threads (only the forking
+ * thread survives), nor its completions (the kernel writes them into the
+ * parent's memory). A pthread_atfork child handler bumps this counter, so the
+ * check costs a load, not a getpid() system call per request. */
+static volatile unsigned long fork_generation;
+
+static void
+on_fork_child(void)
+{
+    fork_generation++;
+}
+
+static int
+q_forked(QueueObject *q)
+{
+    return q->fork_generation != fork_generation;
+}
 
 /* ================================================================== */
 /* Helpers (GIL held) */
@@ -221,6 +244,14 @@ get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *func,
 static int
 q_check(QueueObject *q)
 {
+    if (q_forked(q) && q->ctx != NULL) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "this %s Queue was created by the parent of this forked "
+                     "process: a child cannot use its parent's queue (rings, "
+                     "threads and completions stay with the parent); create "
+                     "a new fastio.Queue in the child", q->ops->name);
+        return -1;
+    }
     if (q->ctx == NULL) {
         PyErr_SetString(PyExc_ValueError, "I/O operation on a closed Queue");
         return -1;
@@ -724,6 +755,14 @@ q_close(QueueObject *q)
     if (q->ctx == NULL) {
         return;
     }
+    if (q_forked(q)) {
+        /* In a forked child: never drive the parent's backend (cancelling
+         * its I/O, joining threads that do not exist here). The child's copy
+         * of the context and of the slots is left as it is; the buffers in
+         * flight stay pinned, as in the broken-backend case below. */
+        q->ctx = NULL;
+        return;
+    }
     q_quiesce(q);
     if (q->inflight + q->batch_inflight > 0) {
         /* The backend could not give them back: keep the buffers pinned
@@ -848,6 +887,7 @@ Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     q->ctx = ctx;
     q->features = features;
+    q->fork_generation = fork_generation;
     return (PyObject *)q;
 }
 
@@ -1842,6 +1882,15 @@ static PyMethodDef aio_functions[] = {
 int
 fastio_aio_exec(PyObject *module, fastio_state *st)
 {
+    static int atfork_registered;
+    if (!atfork_registered) {
+        /* Once per process, whatever the number of module instances. */
+        if (pthread_atfork(NULL, NULL, on_fork_child) != 0) {
+            PyErr_SetString(PyExc_RuntimeError, "pthread_atfork failed");
+            return -1;
+        }
+        atfork_registered = 1;
+    }
     PyObject *bases = PyTuple_Pack(2, st->FastIOError, PyExc_OSError);
     if (bases == NULL) {
         return -1;
