@@ -156,10 +156,46 @@ typedef struct {
  * check costs a load, not a getpid() system call per request. */
 static volatile unsigned long fork_generation;
 
+/* Probe results, once per process: a probe opens and destroys a kernel
+ * context, and Linux AIO's io_destroy waits for an RCU grace period (tens
+ * of milliseconds), which a Queue per call must not pay twice. */
+static struct {
+    int known;
+    int err;
+    unsigned features;
+    char why[256];
+} probe_cache[NBACKENDS];
+
 static void
 on_fork_child(void)
 {
     fork_generation++;
+    /* A child may be put under a seccomp filter before it probes. */
+    memset(probe_cache, 0, sizeof probe_cache);
+}
+
+/* all_backends[i]->probe, cached; call with the GIL held (it guards the
+ * cache; the probe itself runs with the GIL released). */
+static int
+cached_probe(size_t i, char *why, size_t whylen, unsigned *features)
+{
+    if (!probe_cache[i].known) {
+        char w[sizeof probe_cache[i].why] = "";
+        unsigned f = 0;
+        int err;
+        Py_BEGIN_ALLOW_THREADS
+        err = all_backends[i]->probe(w, sizeof w, &f);
+        Py_END_ALLOW_THREADS
+        if (!probe_cache[i].known) {
+            probe_cache[i].err = err;
+            probe_cache[i].features = f;
+            memcpy(probe_cache[i].why, w, sizeof w);
+            probe_cache[i].known = 1;
+        }
+    }
+    snprintf(why, whylen, "%s", probe_cache[i].why);
+    *features = probe_cache[i].features;
+    return probe_cache[i].err;
 }
 
 static int
@@ -815,9 +851,11 @@ Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     const fastio_aio_ops *ops = NULL;
+    size_t index = 0;
     for (size_t i = 0; i < NBACKENDS; i++) {
         if (strcmp(all_backends[i]->name, name) == 0) {
             ops = all_backends[i];
+            index = i;
         }
     }
     if (ops == NULL) {
@@ -829,7 +867,7 @@ Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     fastio_state *st = fastio_state_from_type(type);
     char why[256] = "";
     unsigned features = 0;
-    int err = ops->probe(why, sizeof why, &features);
+    int err = cached_probe(index, why, sizeof why, &features);
     if (err < 0 || ops->open == NULL) {
         if (err == 0) {
             err = -ENOSYS;
@@ -1792,10 +1830,7 @@ aio_backends(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
         const fastio_aio_ops *ops = all_backends[i];
         char why[256] = "";
         unsigned features = 0;
-        int err;
-        Py_BEGIN_ALLOW_THREADS
-        err = ops->probe(why, sizeof why, &features);
-        Py_END_ALLOW_THREADS
+        int err = cached_probe(i, why, sizeof why, &features);
         if (err == 0 && ops->open == NULL) {
             err = -ENOSYS;
             snprintf(why, sizeof why, "not built");

@@ -186,14 +186,16 @@ def _queue(backend):
 # to keep the file under a minute on 2 cores:
 #  - SharedMemory/shared_array posix and Channel(shared=True): ~1 ms a
 #    cycle (shm_open, ftruncate, the owner's registry record and unlink);
-#  - Queue 'threads': ~3 ms a cycle (it starts and joins its pool).
+#  - Queue 'threads': ~3 ms a cycle (it starts and joins its pool);
+#  - Queue 'linux_aio': ~35 ms a cycle (io_destroy waits for an RCU grace
+#    period), so 100 cycles.
 CASES = [
     (mmap_file, 10_000), (mmap_anon, 10_000), (memmap, 10_000), (open_array, 10_000),
     (buffer, 10_000), (empty, 10_000), (shared_memory, 2_000), (sysv, 10_000),
     (memfd, 10_000), (shared_array_posix, 1_000), (shared_array_sysv, 2_000),
     (lock, 10_000), (semaphore, 10_000), (channel, 10_000), (channel_shared, 1_000),
 ]
-_QUEUE_COUNTS = {"threads": 1_000}
+_QUEUE_COUNTS = {"threads": 1_000, "linux_aio": 100}
 for _name, _info in fastio.backends().items():
     CASES.append((_queue(_name), _QUEUE_COUNTS.get(_name, 10_000)))
 
