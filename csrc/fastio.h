@@ -243,4 +243,20 @@ double fastio_monotonic(void);
 /* The system page size, read once at module init. */
 extern long fastio_pagesize;
 
+/* Page helpers (region.c) shared by the mapping types. */
+/* madvise(2), EINTR retried: 0 or -errno. */
+int fastio_sys_madvise(void *p, size_t len, int advice);
+/* 1 when the kernel knows MADV_POPULATE_READ/WRITE (5.14+), 0 when not;
+ * probed once. */
+int fastio_kernel_has_madv_populate(void);
+/* 1 for the advice values that throw page contents away (DONTNEED, FREE,
+ * REMOVE, DONTNEED_LOCKED): their range is rounded inward. */
+int fastio_advice_discards(int advice);
+/* The page-rounded range covering [p, p+length): outward (start down, end
+ * up), or inward (whole pages inside only) when `inward`, so that no byte
+ * outside the caller's range is lost. *len is 0 when no whole page lies
+ * inside. */
+void fastio_page_range(char *p, size_t length, int inward, char **addr,
+                       size_t *len);
+
 #endif /* FASTIO_H */

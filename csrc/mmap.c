@@ -50,24 +50,6 @@ typedef struct {
 /* ================================================================== */
 /* Syscall helpers: return 0 or -errno, touch nothing else. */
 
-/* 1 when the kernel knows MADV_POPULATE_READ (5.14+), 0 when not;
- * probed once. Older kernels get MAP_POPULATE at mmap time instead. */
-static int
-kernel_has_madv_populate(void)
-{
-    static int known = -1;
-    if (known < 0) {
-        void *p = mmap(NULL, (size_t)fastio_pagesize, PROT_READ,
-                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED) {
-            return 0;
-        }
-        known = madvise(p, (size_t)fastio_pagesize, MADV_POPULATE_READ) == 0;
-        munmap(p, (size_t)fastio_pagesize);
-    }
-    return known;
-}
-
 /* Whether prefaulting should be for writing: only for shared writable maps,
  * so their pages are allocated and dirty-tracked now, not at first store. A
  * copy-on-write map prefaulted for writing would copy every page. */
@@ -77,23 +59,12 @@ populate_writes(int flags, int prot)
     return (prot & PROT_WRITE) && (flags & MAP_SHARED);
 }
 
-static int
-sys_madvise(void *p, size_t len, int advice)
-{
-    while (madvise(p, len, advice) < 0) {
-        if (errno != EINTR) {
-            return -errno;
-        }
-    }
-    return 0;
-}
-
 /* Prefault [p, p+len): MADV_POPULATE_WRITE or READ. EFAULT (past the end
  * of the file) and the like come back as -errno instead of a SIGBUS. */
 static int
 populate_range(void *p, size_t len, int writable)
 {
-    return sys_madvise(p, len, writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
+    return fastio_sys_madvise(p, len, writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
 }
 
 static int
@@ -288,7 +259,7 @@ mmap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
 
     int want_populate = populate && length > 0;
-    if (want_populate && !kernel_has_madv_populate()) {
+    if (want_populate && !fastio_kernel_has_madv_populate()) {
         flags |= MAP_POPULATE;
         want_populate = 0;
     }
@@ -513,39 +484,8 @@ static void
 page_range(MmapObject *self, Py_ssize_t start, Py_ssize_t length, int inward,
            char **addr, size_t *len)
 {
-    uintptr_t page = (uintptr_t)fastio_pagesize;
-    uintptr_t a = (uintptr_t)(self->region.data + start);
-    uintptr_t e = a + (uintptr_t)length;
-    uintptr_t a0, e0;
-    if (inward) {
-        a0 = (a + page - 1) & ~(page - 1);
-        e0 = e & ~(page - 1);
-    }
-    else {
-        a0 = a & ~(page - 1);
-        e0 = (e + page - 1) & ~(page - 1);
-    }
-    *addr = (char *)a0;
-    *len = e0 > a0 ? (size_t)(e0 - a0) : 0;
-}
-
-/* The advice values that throw page contents away. */
-static int
-advice_discards(int advice)
-{
-    switch (advice) {
-    case MADV_DONTNEED:
-#ifdef MADV_FREE
-    case MADV_FREE:
-#endif
-#ifdef MADV_REMOVE
-    case MADV_REMOVE:
-#endif
-    case 24: /* MADV_DONTNEED_LOCKED */
-        return 1;
-    default:
-        return 0;
-    }
+    fastio_page_range(self->region.data + start, (size_t)length, inward,
+                      addr, len);
 }
 
 /* madvise(addr, len, advice) with the GIL released and the region pinned.
@@ -554,7 +494,7 @@ static int
 advise_range(MmapObject *self, char *addr, size_t len, int advice)
 {
     int err = 0;
-    RUN_MAYBE_NOGIL(self, len > 0, err = sys_madvise(addr, len, advice));
+    RUN_MAYBE_NOGIL(self, len > 0, err = fastio_sys_madvise(addr, len, advice));
     return err;
 }
 
@@ -1719,7 +1659,7 @@ mmap_advise(MmapObject *self, PyObject *args, PyObject *kwds)
     }
     char *addr;
     size_t len;
-    page_range(self, start, length, advice_discards(advice), &addr, &len);
+    page_range(self, start, length, fastio_advice_discards(advice), &addr, &len);
     int err = advise_range(self, addr, len, advice);
     if (err < 0) {
         return fastio_oserror(err, "madvise", NULL);

@@ -169,3 +169,76 @@ fastio_memcpy_guarded(void *dst, const void *src, size_t n, fastio_fault *fault)
     }
     return rc;
 }
+
+/* ------------------------------------------------------------------ */
+/* Page helpers shared by the mapping types (mmap.c, shm_posix.c) */
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+
+int
+fastio_sys_madvise(void *p, size_t len, int advice)
+{
+    while (madvise(p, len, advice) < 0) {
+        if (errno != EINTR) {
+            return -errno;
+        }
+    }
+    return 0;
+}
+
+int
+fastio_kernel_has_madv_populate(void)
+{
+    /* MADV_POPULATE_READ and _WRITE came in the same release (5.14):
+     * probing one tells about both. */
+    static int known = -1;
+    if (known < 0) {
+        void *p = mmap(NULL, (size_t)fastio_pagesize, PROT_READ,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) {
+            return 0;
+        }
+        known = madvise(p, (size_t)fastio_pagesize, MADV_POPULATE_READ) == 0;
+        munmap(p, (size_t)fastio_pagesize);
+    }
+    return known;
+}
+
+int
+fastio_advice_discards(int advice)
+{
+    switch (advice) {
+    case MADV_DONTNEED:
+#ifdef MADV_FREE
+    case MADV_FREE:
+#endif
+#ifdef MADV_REMOVE
+    case MADV_REMOVE:
+#endif
+    case 24: /* MADV_DONTNEED_LOCKED */
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+void
+fastio_page_range(char *p, size_t length, int inward, char **addr, size_t *len)
+{
+    uintptr_t page = (uintptr_t)fastio_pagesize;
+    uintptr_t a = (uintptr_t)p;
+    uintptr_t e = a + (uintptr_t)length;
+    uintptr_t a0, e0;
+    if (inward) {
+        a0 = (a + page - 1) & ~(page - 1);
+        e0 = e & ~(page - 1);
+    }
+    else {
+        a0 = a & ~(page - 1);
+        e0 = (e + page - 1) & ~(page - 1);
+    }
+    *addr = (char *)a0;
+    *len = e0 > a0 ? (size_t)(e0 - a0) : 0;
+}

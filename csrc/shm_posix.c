@@ -101,34 +101,6 @@ sys_ftruncate(int fd, off_t size)
     return 0;
 }
 
-static int
-sys_madvise(void *p, size_t len, int advice)
-{
-    while (madvise(p, len, advice) < 0) {
-        if (errno != EINTR) {
-            return -errno;
-        }
-    }
-    return 0;
-}
-
-/* 1 when the kernel knows MADV_POPULATE_WRITE (5.14+); probed once. */
-static int
-kernel_has_madv_populate(void)
-{
-    static int known = -1;
-    if (known < 0) {
-        void *p = mmap(NULL, (size_t)fastio_pagesize, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED) {
-            return 0;
-        }
-        known = madvise(p, (size_t)fastio_pagesize, MADV_POPULATE_WRITE) == 0;
-        munmap(p, (size_t)fastio_pagesize);
-    }
-    return known;
-}
-
 /* Allocate the segment's pages before they are mapped: on tmpfs this is
  * markedly cheaper than letting MADV_POPULATE_WRITE allocate them one
  * fault at a time (it then only maps pages that exist). Best effort:
@@ -157,7 +129,7 @@ map_segment(int fd, size_t size, int readonly, int populate, int hugepages,
     if (populate && !readonly) {
         preallocate(fd, size);
     }
-    int madv_populate = populate && kernel_has_madv_populate();
+    int madv_populate = populate && fastio_kernel_has_madv_populate();
     if (populate && !madv_populate) {
         flags |= MAP_POPULATE;
     }
@@ -173,7 +145,7 @@ map_segment(int fd, size_t size, int readonly, int populate, int hugepages,
     }
 #endif
     if (madv_populate) {
-        int err = sys_madvise(p, size, readonly ? MADV_POPULATE_READ
+        int err = fastio_sys_madvise(p, size, readonly ? MADV_POPULATE_READ
                                                 : MADV_POPULATE_WRITE);
         if (err < 0) {
             munmap(p, size);
@@ -211,8 +183,8 @@ fastio_segment_populate(PyObject *self, fastio_region *r)
     size_t len = r->alloc_size;
     int advice = r->readonly ? MADV_POPULATE_READ : MADV_POPULATE_WRITE;
     int err = 0;
-    if (kernel_has_madv_populate()) {
-        RUN_NOGIL(r, err = sys_madvise(addr, len, advice));
+    if (fastio_kernel_has_madv_populate()) {
+        RUN_NOGIL(r, err = fastio_sys_madvise(addr, len, advice));
     }
     else {
         /* Old kernel: read one byte per page. Never write: another
@@ -292,26 +264,6 @@ fastio_segment_fill(PyObject *self, fastio_region *r, PyObject *args,
     Py_RETURN_NONE;
 }
 
-/* The advice values that throw page contents away: the range is rounded
- * inward for them, so no byte outside the caller's range is lost. */
-static int
-advice_discards(int advice)
-{
-    switch (advice) {
-    case MADV_DONTNEED:
-#ifdef MADV_FREE
-    case MADV_FREE:
-#endif
-#ifdef MADV_REMOVE
-    case MADV_REMOVE:
-#endif
-    case 24: /* MADV_DONTNEED_LOCKED */
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 PyObject *
 fastio_segment_advise(PyObject *self, fastio_region *r, PyObject *args,
                       PyObject *kwds)
@@ -357,24 +309,15 @@ fastio_segment_advise(PyObject *self, fastio_region *r, PyObject *args,
                      start, length, size);
         return NULL;
     }
-    uintptr_t page = (uintptr_t)fastio_pagesize;
-    uintptr_t a = (uintptr_t)(r->data + start), e = a + (uintptr_t)length;
-    uintptr_t a0, e0;
-    if (advice_discards(advice)) {
-        a0 = (a + page - 1) & ~(page - 1);
-        e0 = e & ~(page - 1);
-    }
-    else {
-        a0 = a & ~(page - 1);
-        e0 = (e + page - 1) & ~(page - 1);
-    }
-    if (e0 <= a0) {
+    char *addr;
+    size_t len;
+    fastio_page_range(r->data + start, (size_t)length,
+                      fastio_advice_discards(advice), &addr, &len);
+    if (len == 0) {
         Py_RETURN_NONE;
     }
-    char *addr = (char *)a0;
-    size_t len = (size_t)(e0 - a0);
     int err = 0;
-    RUN_NOGIL(r, err = sys_madvise(addr, len, advice));
+    RUN_NOGIL(r, err = fastio_sys_madvise(addr, len, advice));
     if (err < 0) {
         return fastio_oserror(err, "madvise", NULL);
     }

@@ -185,6 +185,79 @@ slice_end(double deadline)
     return ts;
 }
 
+/* create=False: the memory at `offset` must already hold a fastio.<what>
+ * of this version (its creator published `expected` last, with release
+ * order). 0, or -1 with ValueError. */
+static int
+check_attached(_Atomic uint32_t *magic_p, const uint32_t *version_p,
+               uint32_t expected,
+               Py_ssize_t offset, const char *what)
+{
+    uint32_t magic = atomic_load_explicit(magic_p, memory_order_acquire);
+    /* The version is read after the magic: the acquire makes it valid. */
+    uint32_t version = *version_p;
+    if (magic != expected || version != SYNC_VERSION) {
+        PyErr_Format(PyExc_ValueError,
+                     "the memory at offset=%zd holds no fastio.%s "
+                     "(magic 0x%08x version %u, expected 0x%08x version %u): "
+                     "create it first with create=True",
+                     offset, what, (unsigned)magic, (unsigned)version,
+                     (unsigned)expected, (unsigned)SYNC_VERSION);
+        return -1;
+    }
+    return 0;
+}
+
+/* One blocking wait until the absolute CLOCK_MONOTONIC time *ts: 0 when
+ * acquired, else a positive errno (ETIMEDOUT when the time passed). Called
+ * without the GIL. */
+typedef int (*timed_wait_fn)(void *obj, const struct timespec *ts);
+
+static int
+mutex_timed_wait(void *m, const struct timespec *ts)
+{
+    return pthread_mutex_clocklock((pthread_mutex_t *)m, CLOCK_MONOTONIC, ts);
+}
+
+static int
+sem_timed_wait(void *s, const struct timespec *ts)
+{
+    return sem_clockwait((sem_t *)s, CLOCK_MONOTONIC, ts) < 0 ? errno : 0;
+}
+
+/* Wait with `wait_op` on `obj` until it succeeds, fails, or the deadline
+ * (-1: none) passes, in slices of WAIT_SLICE with the GIL released, so
+ * that signal handlers (Ctrl-C) run between slices. EINTR is retried.
+ * The anchor keeps the segment mapped while the GIL is released, even if
+ * another thread closes the object meanwhile. Returns the last result of
+ * wait_op (0, ETIMEDOUT at the deadline, or another errno), or -1 with an
+ * exception set when a signal handler raised. */
+static int
+timed_wait_loop(fastio_anchor *anchor, timed_wait_fn wait_op, void *obj,
+                double deadline)
+{
+    int rc;
+    fastio_anchor_enter(anchor);
+    for (;;) {
+        struct timespec ts = slice_end(deadline);
+        Py_BEGIN_ALLOW_THREADS
+        rc = wait_op(obj, &ts);
+        Py_END_ALLOW_THREADS
+        if (rc != ETIMEDOUT && rc != EINTR) {
+            break;
+        }
+        if (rc == ETIMEDOUT && deadline >= 0 && fastio_monotonic() >= deadline) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            rc = -1;
+            break;
+        }
+    }
+    fastio_anchor_leave(anchor);
+    return rc;
+}
+
 /* Parse threading-style acquire(blocking=True, timeout=-1 or None).
  * *wait: -1 forever, 0 no wait, else seconds. */
 static int
@@ -331,19 +404,11 @@ lock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         /* Publish: an attacher that sees the magic sees an initialized mutex. */
         atomic_store_explicit(&sh->magic, LOCK_MAGIC, memory_order_release);
     }
-    else {
-        uint32_t magic = atomic_load_explicit(&sh->magic, memory_order_acquire);
-        if (magic != LOCK_MAGIC || sh->version != SYNC_VERSION) {
-            PyErr_Format(PyExc_ValueError,
-                         "the memory at offset=%zd holds no fastio.Lock "
-                         "(magic 0x%08x version %u, expected 0x%08x version %u): "
-                         "create it first with create=True",
-                         offset, (unsigned)magic, (unsigned)sh->version,
-                         (unsigned)LOCK_MAGIC, (unsigned)SYNC_VERSION);
-            fastio_anchor_close(&self->anchor);
-            Py_DECREF(self);
-            return NULL;
-        }
+    else if (check_attached(&sh->magic, &sh->version, LOCK_MAGIC, offset,
+                            "Lock") < 0) {
+        fastio_anchor_close(&self->anchor);
+        Py_DECREF(self);
+        return NULL;
     }
     return (PyObject *)self;
 }
@@ -386,27 +451,10 @@ lock_acquire_impl(LockObject *self, double wait)
     if (rc != EBUSY || wait == 0.0) {
         return lock_result(self, rc);
     }
-    double deadline = deadline_after(wait);
-    /* The anchor keeps the segment mapped while the GIL is released, even
-     * if another thread closes this object meanwhile. */
-    fastio_anchor_enter(&self->anchor);
-    for (;;) {
-        struct timespec ts = slice_end(deadline);
-        Py_BEGIN_ALLOW_THREADS
-        rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
-        Py_END_ALLOW_THREADS
-        if (rc != ETIMEDOUT) {
-            break;
-        }
-        if (deadline >= 0 && fastio_monotonic() >= deadline) {
-            break;
-        }
-        if (PyErr_CheckSignals() < 0) {
-            fastio_anchor_leave(&self->anchor);
-            return NULL;
-        }
+    rc = timed_wait_loop(&self->anchor, mutex_timed_wait, m, deadline_after(wait));
+    if (rc < 0) {
+        return NULL;
     }
-    fastio_anchor_leave(&self->anchor);
     return lock_result(self, rc);
 }
 
@@ -674,19 +722,11 @@ semaphore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         sh->reserved = 0;
         atomic_store_explicit(&sh->magic, SEM_MAGIC, memory_order_release);
     }
-    else {
-        uint32_t magic = atomic_load_explicit(&sh->magic, memory_order_acquire);
-        if (magic != SEM_MAGIC || sh->version != SYNC_VERSION) {
-            PyErr_Format(PyExc_ValueError,
-                         "the memory at offset=%zd holds no fastio.Semaphore "
-                         "(magic 0x%08x version %u, expected 0x%08x version %u): "
-                         "create it first with create=True",
-                         offset, (unsigned)magic, (unsigned)sh->version,
-                         (unsigned)SEM_MAGIC, (unsigned)SYNC_VERSION);
-            fastio_anchor_close(&self->anchor);
-            Py_DECREF(self);
-            return NULL;
-        }
+    else if (check_attached(&sh->magic, &sh->version, SEM_MAGIC, offset,
+                            "Semaphore") < 0) {
+        fastio_anchor_close(&self->anchor);
+        Py_DECREF(self);
+        return NULL;
     }
     return (PyObject *)self;
 }
@@ -733,31 +773,12 @@ sem_acquire_impl(SemObject *self, double wait)
     if (wait == 0.0) {
         Py_RETURN_FALSE;
     }
-    double deadline = deadline_after(wait);
-    int err = 0;
-    fastio_anchor_enter(&self->anchor);
-    for (;;) {
-        struct timespec ts = slice_end(deadline);
-        Py_BEGIN_ALLOW_THREADS
-        rc = sem_clockwait(s, CLOCK_MONOTONIC, &ts);
-        err = rc < 0 ? errno : 0;
-        Py_END_ALLOW_THREADS
-        if (rc == 0) {
-            break;
-        }
-        if (err != ETIMEDOUT && err != EINTR) {
-            break;
-        }
-        if (err == ETIMEDOUT && deadline >= 0 && fastio_monotonic() >= deadline) {
-            break;
-        }
-        if (PyErr_CheckSignals() < 0) {
-            fastio_anchor_leave(&self->anchor);
-            return NULL;
-        }
+    int err = timed_wait_loop(&self->anchor, sem_timed_wait, s,
+                              deadline_after(wait));
+    if (err < 0) {
+        return NULL;
     }
-    fastio_anchor_leave(&self->anchor);
-    if (rc == 0) {
+    if (err == 0) {
         Py_RETURN_TRUE;
     }
     if (err == ETIMEDOUT) {

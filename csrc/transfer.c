@@ -249,6 +249,29 @@ xfer_retry(xfer *x, int err, int want_in, int want_out, const char *syscall)
     return -err;
 }
 
+/* xfer_chunk_done: go on with the next chunk. */
+#define XFER_NEXT 2
+
+/* The end of one chunk of a sendfile or splice loop: n is what `syscall`
+ * returned (err its errno when n < 0); the caller has already advanced its
+ * offsets by n. Returns XFER_NEXT to go on, 0 at the end of the input, or
+ * what the method returns (-errno, -EINTR when a handler raised,
+ * XFER_BLOCKED). */
+static int
+xfer_chunk_done(xfer *x, size_t want, ssize_t n, int err, const char *syscall)
+{
+    if (n > 0) {
+        xfer_moved(x, n);
+        return xfer_short(x, want, n) < 0 ? -EINTR : XFER_NEXT;
+    }
+    if (n == 0) {
+        x->eof = 1;
+        return 0;
+    }
+    int r = xfer_retry(x, err, 1, 1, syscall);
+    return r != 0 ? r : XFER_NEXT;
+}
+
 /* ------------------------------------------------------------------ */
 /* The methods: each loops until count or end of input */
 
@@ -331,22 +354,11 @@ step_sendfile(xfer *x)
         off_t off = (off_t)x->in_off;
         ssize_t n = sendfile(x->out_fd, x->in_fd,
                              x->in_off >= 0 ? &off : NULL, want);
-        if (n > 0) {
-            xfer_moved(x, n);
-            if (x->in_off >= 0) {
-                x->in_off += n;
-            }
-            if (xfer_short(x, want, n) < 0) {
-                return -EINTR;
-            }
-            continue;
+        if (n > 0 && x->in_off >= 0) {
+            x->in_off += n;
         }
-        if (n == 0) {
-            x->eof = 1;
-            return 0;
-        }
-        int r = xfer_retry(x, errno, 1, 1, "sendfile");
-        if (r != 0) {
+        int r = xfer_chunk_done(x, want, n, errno, "sendfile");
+        if (r != XFER_NEXT) {
             return r;
         }
     }
@@ -369,24 +381,15 @@ splice_direct(xfer *x)
                            x->out_fd, out_off ? &ooff : NULL, want,
                            SPLICE_F_MOVE | SPLICE_F_MORE);
         if (n > 0) {
-            xfer_moved(x, n);
             if (in_off) {
                 *in_off += n;
             }
             if (out_off) {
                 *out_off += n;
             }
-            if (xfer_short(x, want, n) < 0) {
-                return -EINTR;
-            }
-            continue;
         }
-        if (n == 0) {
-            x->eof = 1;
-            return 0;
-        }
-        int r = xfer_retry(x, errno, 1, 1, "splice");
-        if (r != 0) {
+        int r = xfer_chunk_done(x, want, n, errno, "splice");
+        if (r != XFER_NEXT) {
             return r;
         }
     }

@@ -1,9 +1,11 @@
-"""Shared fixtures: leak counters and temporary files.
+"""Shared fixtures and helpers: leak counters, temporary files, forked
+children.
 
 Tests count what the kernel says a process holds, not what fastio thinks it
 holds: open fds in /proc/self/fd, mappings in /proc/self/maps.
 """
 import gc
+import multiprocessing
 import os
 
 import pytest
@@ -55,3 +57,41 @@ def datafile(tmp_path):
         return p, data
 
     return make
+
+
+def fork(fn, *args):
+    """Run fn(*args) in a forked child; exit code 0 when it returns."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            fn(*args)
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            code = 1
+        os._exit(code)
+    return pid
+
+
+def join(pid):
+    """Wait for a child from fork(); its exit code."""
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _noop():
+    pass
+
+
+@pytest.fixture(scope="module")
+def mp_warm():
+    """Load what multiprocessing loads once per process (modules, shared
+    libraries) before the leak counters are taken: those are not leaks."""
+    ctx = multiprocessing.get_context("fork")
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_noop)
+    p.start()
+    p.join()
+    r.close()
+    w.close()

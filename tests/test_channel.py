@@ -12,26 +12,7 @@ import numpy as np
 import pytest
 
 import fastio
-from conftest import LeakCheck
-
-
-def fork(fn, *args):
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            fn(*args)
-        except BaseException:
-            import traceback
-            traceback.print_exc()
-            code = 1
-        os._exit(code)
-    return pid
-
-
-def join(pid):
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+from conftest import LeakCheck, fork, join
 
 
 # ---------------------------------------------------------------- in one process

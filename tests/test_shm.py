@@ -32,27 +32,10 @@ def shm_names():
     return set(os.listdir(SHM))
 
 
-def _noop():
-    pass
-
-
 # Tests that start threads: glibc maps stacks and malloc arenas for them
 # and keeps them. The guard counts their fds, not all their mappings (they
 # check their own mappings by name).
 _ALLOCATOR_NOISE = {"test_close_while_another_thread_fills"}
-
-
-@pytest.fixture(scope="module")
-def mp_warm():
-    """Load what multiprocessing loads once per process (modules, shared
-    libraries) before the leak counters are taken: those are not leaks."""
-    ctx = multiprocessing.get_context("fork")
-    r, w = ctx.Pipe(duplex=False)
-    p = ctx.Process(target=_noop)
-    p.start()
-    p.join()
-    r.close()
-    w.close()
 
 
 @pytest.fixture(autouse=True)

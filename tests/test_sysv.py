@@ -26,23 +26,6 @@ def my_segments():
     return {s.id for s in fastio.sysv_segments() if s.cpid == os.getpid()}
 
 
-def _noop():
-    pass
-
-
-@pytest.fixture(scope="module")
-def mp_warm():
-    """Load what multiprocessing loads once per process (modules, shared
-    libraries) before the leak counters are taken: those are not leaks."""
-    ctx = multiprocessing.get_context("fork")
-    r, w = ctx.Pipe(duplex=False)
-    p = ctx.Process(target=_noop)
-    p.start()
-    p.join()
-    r.close()
-    w.close()
-
-
 @pytest.fixture(autouse=True)
 def sysv_guard(tmp_path, monkeypatch, mp_warm):
     monkeypatch.setenv("FASTIO_SHM_REGISTRY", str(tmp_path / "registry"))
