@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import fastio
+
 pytest.importorskip("atheris", reason="atheris is not installed (pip install atheris)")
 
 pytestmark = pytest.mark.slow
@@ -19,7 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_fuzz_argument_parsing(tmp_path):
     seconds = int(os.environ.get("FASTIO_FUZZ_SECONDS", "20"))
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # The child must import the fastio this test imported (the installed
+    # package in CI, whose directory has the built extension), not the
+    # source tree next to fuzz/.
+    env = dict(os.environ, PYTHONPATH=str(Path(fastio.__file__).resolve().parent.parent))
     proc = subprocess.run(
         [sys.executable, str(ROOT / "fuzz" / "fuzz_args.py"), f"-max_total_time={seconds}",
          "-timeout=10", "-rss_limit_mb=2048", f"-artifact_prefix={tmp_path}/",
