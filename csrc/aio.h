@@ -110,6 +110,35 @@ typedef struct fastio_aio_ops {
     void (*close)(void *ctx);
 } fastio_aio_ops;
 
+/* Timeouts: every backend's reap() turns its relative timeout into one
+ * CLOCK_MONOTONIC deadline in nanoseconds and waits for what is left. */
+static inline int64_t
+fastio_monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The deadline for timeout from now; -1 (never) for NULL. */
+static inline int64_t
+fastio_deadline_ns(const struct timespec *timeout)
+{
+    if (timeout == NULL) {
+        return -1;
+    }
+    return fastio_monotonic_ns() + (int64_t)timeout->tv_sec * 1000000000 +
+           timeout->tv_nsec;
+}
+
+static inline struct timespec
+fastio_ns_to_timespec(int64_t ns)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000),
+                          .tv_nsec = (long)(ns % 1000000000)};
+    return ts;
+}
+
 extern const fastio_aio_ops fastio_aio_uring_ops;    /* aio_uring.c */
 extern const fastio_aio_ops fastio_aio_linux_ops;    /* aio_linux.c */
 extern const fastio_aio_ops fastio_aio_posix_ops;    /* aio_posix.c */

@@ -156,16 +156,7 @@ posix_reap(void *ctx, fastio_aio_cqe *out, unsigned max, unsigned min_complete,
            const struct timespec *timeout)
 {
     posix_ctx *c = ctx;
-    struct timespec deadline;
-    if (timeout != NULL) {
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_sec += timeout->tv_sec;
-        deadline.tv_nsec += timeout->tv_nsec;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000L;
-        }
-    }
+    int64_t deadline = fastio_deadline_ns(timeout);
     if (min_complete > max) {
         min_complete = max;
     }
@@ -191,17 +182,11 @@ posix_reap(void *ctx, fastio_aio_cqe *out, unsigned max, unsigned min_complete,
         }
         struct timespec left, *lp = NULL;
         if (timeout != NULL) {
-            struct timespec now;
-            clock_gettime(CLOCK_MONOTONIC, &now);
-            left.tv_sec = deadline.tv_sec - now.tv_sec;
-            left.tv_nsec = deadline.tv_nsec - now.tv_nsec;
-            if (left.tv_nsec < 0) {
-                left.tv_sec--;
-                left.tv_nsec += 1000000000L;
-            }
-            if (left.tv_sec < 0) {
+            int64_t left_ns = deadline - fastio_monotonic_ns();
+            if (left_ns < 0) {
                 return (int)got;
             }
+            left = fastio_ns_to_timespec(left_ns);
             lp = &left;
         }
         for (unsigned j = 0; j < c->nlive; j++) {

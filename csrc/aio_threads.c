@@ -255,16 +255,7 @@ threads_reap(void *ctx, fastio_aio_cqe *out, unsigned max, unsigned min_complete
              const struct timespec *timeout)
 {
     threads_ctx *c = ctx;
-    struct timespec deadline;
-    if (timeout != NULL) {
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_sec += timeout->tv_sec;
-        deadline.tv_nsec += timeout->tv_nsec;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000L;
-        }
-    }
+    int64_t deadline = fastio_deadline_ns(timeout);
     if (min_complete > max) {
         min_complete = max;
     }
@@ -303,26 +294,15 @@ threads_reap(void *ctx, fastio_aio_cqe *out, unsigned max, unsigned min_complete
             break;
         }
         else {
-            struct timespec now;
-            clock_gettime(CLOCK_MONOTONIC, &now);
-            if (now.tv_sec > deadline.tv_sec ||
-                (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec)) {
+            int64_t left_ns = deadline - fastio_monotonic_ns();
+            if (left_ns <= 0) {
                 break;
             }
             /* pthread_cond_timedwait takes CLOCK_REALTIME by default:
              * convert the remaining time. */
             struct timespec rt;
             clock_gettime(CLOCK_REALTIME, &rt);
-            rt.tv_sec += deadline.tv_sec - now.tv_sec;
-            rt.tv_nsec += deadline.tv_nsec - now.tv_nsec;
-            while (rt.tv_nsec < 0) {
-                rt.tv_sec--;
-                rt.tv_nsec += 1000000000L;
-            }
-            while (rt.tv_nsec >= 1000000000L) {
-                rt.tv_sec++;
-                rt.tv_nsec -= 1000000000L;
-            }
+            rt = fastio_ns_to_timespec((int64_t)rt.tv_sec * 1000000000 + rt.tv_nsec + left_ns);
             pthread_cond_timedwait(&c->done, &c->lock, &rt);
         }
     }

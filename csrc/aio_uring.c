@@ -523,14 +523,6 @@ cq_ready(uring_ctx *c)
     return load_acquire(c->cq_tail) - load_relaxed(c->cq_head);
 }
 
-static int64_t
-now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* One wait in the kernel for `want` CQEs, bounded by timeout_ns (< 0:
  * forever, 0: no wait, just run pending completions). */
 static int
@@ -571,9 +563,7 @@ uring_reap(void *ctx, fastio_aio_cqe *out, unsigned max, unsigned min_complete,
     /* Waiting for more than is in flight would never end. */
     if (min_complete > c->inflight)
         min_complete = c->inflight;
-    int64_t deadline = -1;
-    if (timeout)
-        deadline = now_ns() + (int64_t)timeout->tv_sec * 1000000000 + timeout->tv_nsec;
+    int64_t deadline = fastio_deadline_ns(timeout);
     unsigned got = cq_copy(c, out, max);
     int waited = 0;
     while (got < max) {
@@ -581,7 +571,7 @@ uring_reap(void *ctx, fastio_aio_cqe *out, unsigned max, unsigned min_complete,
             break;
         int64_t left = -1;
         if (deadline >= 0) {
-            left = deadline - now_ns();
+            left = deadline - fastio_monotonic_ns();
             if (left < 0)
                 left = 0;
         }
