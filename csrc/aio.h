@@ -108,6 +108,13 @@ typedef struct fastio_aio_ops {
     /* Free the context. Every request must have been reaped first
      * (queue.c cancels and drains before calling close). */
     void (*close)(void *ctx);
+
+    /* Optional: in a forked child, free this process's copy of a context
+     * its parent opened, without a system call on the kernel object the
+     * parent still uses (no io_uring_enter, cancel, io_destroy or join):
+     * close the child's copies of its fds, unmap its copies of the rings.
+     * NULL: the copy holds no fd and is left as it is. */
+    void (*forget)(void *ctx);
 } fastio_aio_ops;
 
 /* Timeouts: every backend's reap() turns its relative timeout into one

@@ -1034,6 +1034,22 @@ uring_close(void *ctx)
     free(c);
 }
 
+/* A forked child's copy: closing the child's ring fd drops a reference to
+ * the ring (the parent's fd keeps it alive) and unmapping the child's copies
+ * of the rings touches only the child's address space. */
+static void
+uring_forget(void *ctx)
+{
+    uring_ctx *c = ctx;
+    if (!c)
+        return;
+    ring_unmap(c);
+    free(c->track);
+    free(c->files);
+    free(c->bufs);
+    free(c);
+}
+
 const fastio_aio_ops fastio_aio_uring_ops = {
     .name = "io_uring",
     .probe = uring_probe,
@@ -1045,4 +1061,5 @@ const fastio_aio_ops fastio_aio_uring_ops = {
     .register_buffers = uring_register_buffers,
     .set_eventfd = uring_set_eventfd,
     .close = uring_close,
+    .forget = uring_forget,
 };
