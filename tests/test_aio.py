@@ -417,6 +417,29 @@ def test_open_modes(tmp_path):
         assert os.read(f.fileno(), 3) == b"abc" and f.size == 3
 
 
+def test_open_perm_is_checked(tmp_path):
+    p = tmp_path / "perm.bin"
+    lc = LeakCheck()
+    for bad in (-1, 0o10000, 1 << 40):
+        with pytest.raises(ValueError, match=f"perm=.*{bad}"):
+            fastio.open(p, "w", perm=bad)
+    for bad in ("644", 420.0, None, True):
+        with pytest.raises(TypeError, match="perm"):
+            fastio.open(p, "x", perm=bad)
+    assert not p.exists()  # refused before anything was created
+    lc.check()
+    old = os.umask(0)
+    try:
+        with fastio.open(p, "x", perm=np.int64(0o640)):
+            pass
+        with fastio.open(tmp_path / "sticky.bin", "w", perm=0o7777):
+            pass
+    finally:
+        os.umask(old)
+    assert os.stat(p).st_mode & 0o7777 == 0o640
+    assert os.stat(tmp_path / "sticky.bin").st_mode & 0o777 == 0o777
+
+
 # ---------------------------------------------------------------- lifetimes
 
 def test_buffers_pinned_until_reaped(backend, blob):
