@@ -54,8 +54,8 @@ static const fastio_aio_ops *const all_backends[] = {
  * O_DIRECT random 4 KiB reads at depth 32 ran 10-15% slower when every
  * free slot went in one io_uring_enter (bursts of up to 32) than one
  * request per call, fio's default; 8 per call matched fio within noise
- * at a fifth less CPU per I/O than 1, and cached reads (which complete
- * inside the call) lost nothing at 8 but a third at 1
+ * at a quarter less CPU per I/O than 1, and cached reads (which complete
+ * inside the call) lost 0-6% at 8 against 32 but a third or more at 1
  * (benchmarks/bench_aio.py --submit-batch measures it on your machine). */
 #define SUBMIT_BATCH_DEFAULT 8
 /* user_data of batch requests: the top bit set, the batch slot below. */
