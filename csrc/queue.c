@@ -1387,7 +1387,9 @@ PyDoc_STRVAR(close_doc,
 "close($self, /)\n--\n\n"
 "Cancel what is in flight, wait until the backend gave every request\n"
 "back, release their buffers and free the backend (its threads joined,\n"
-"its ring unmapped). Idempotent.");
+"its ring unmapped). Idempotent. From another thread while a thread is\n"
+"inside the queue (waiting, submitting, in a batch): mark it closed and\n"
+"return at once; that thread finishes the close and raises ValueError.");
 
 static PyObject *
 Queue_close(QueueObject *q, PyObject *Py_UNUSED(ignored))
