@@ -1034,9 +1034,11 @@ uring_close(void *ctx)
     free(c);
 }
 
-/* A forked child's copy: closing the child's ring fd drops a reference to
- * the ring (the parent's fd keeps it alive) and unmapping the child's copies
- * of the rings touches only the child's address space. */
+/* Closing our ring fd drops a reference to the ring: a forked child's copy
+ * leaves the parent's ring alive; the last fd of a ring whose requests we
+ * cannot reap (another thread's, on a single-issuer ring) makes the kernel
+ * cancel and end them on its own. Unmapping touches only our address
+ * space. */
 static void
 uring_forget(void *ctx)
 {

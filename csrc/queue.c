@@ -910,9 +910,22 @@ q_close(QueueObject *q)
     }
     q_quiesce(q);
     if (q->inflight + q->batch_inflight > 0) {
-        /* The backend could not give them back: keep the buffers pinned
-         * forever rather than let the kernel write into freed memory. */
+        /* The backend could not give them back (broken, or this thread may
+         * not reap them: a single-issuer io_uring ring whose requests are
+         * its creator's): keep the buffers pinned forever rather than let
+         * the kernel write into freed memory. Drop what pins no buffer:
+         * the backend's fds and mappings where it can without waiting
+         * (forget: io_uring's kernel ends the requests when its last fd
+         * closes), and the eventfd (the kernel holds its own reference). */
+        void *ctx = q->ctx;
         q->ctx = NULL;
+        if (q->ops->forget != NULL) {
+            q->ops->forget(ctx);
+        }
+        if (q->efd >= 0) {
+            close(q->efd);
+            q->efd = -1;
+        }
         return;
     }
     while (q->done_len > 0) {

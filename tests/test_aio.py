@@ -827,3 +827,36 @@ def test_close_from_another_thread_ends_the_waiter(backend, call, tmp_path):
         pytest.fail("the waiter never got inside the Queue before close()")
     lc.check()
     assert settle_threads(threads) <= threads
+
+
+def test_io_uring_closed_by_a_thread_other_than_its_creator():
+    """A single-issuer ring: only the thread that created it may reap its
+    requests. close() from another thread while the creator's read is in
+    flight (no thread inside the Queue) cannot get it back: the buffer stays
+    pinned for good (docs/aio.md), but the ring's fd and mappings are let
+    go (the kernel ends the request when its last fd closes)."""
+    import threading
+    info = PROBED["io_uring"]
+    if not info.available or "single_issuer" not in info.features:
+        pytest.skip("no single-issuer io_uring here")
+    r, w = os.pipe()
+    buf = fastio.Buffer(16)
+    warm("io_uring", 4)
+    t = threading.Thread(target=lambda: None)  # thread stacks: not ours
+    t.start()
+    t.join()
+    lc = LeakCheck(map_slack=MAP_SLACK)
+    q = fastio.Queue(4, "io_uring")
+    assert "single_issuer" in q.features
+    q.read(r, buf, 0)
+    q.submit()
+    t = threading.Thread(target=q.close)
+    t.start()
+    t.join(JOIN_TIMEOUT)
+    assert not t.is_alive() and q.closed
+    assert buf.exports == 1  # the kernel may have written into it: pinned
+    del q
+    lc.check()  # no ring fd, no ring mapping left
+    os.write(w, b"x" * 16)
+    os.close(r)
+    os.close(w)
