@@ -248,3 +248,40 @@ def test_forked_child_releases_what_the_parents_requests_pin(tmp_path, backend):
     os.close(fd)
     if w is not None:
         os.close(w)
+
+
+@pytest.mark.parametrize("backend", [
+    name for name in ("io_uring", "posix_aio") if fastio.backends()[name].available])
+def test_fork_while_a_thread_waits_in_the_queue(backend):
+    """fork() while another thread is blocked inside the Queue (GIL
+    released): in the child that thread does not exist, so close() must not
+    wait for it nor leave the close to it; it releases the child's pins at
+    once. The parent's waiter gets its completion normally."""
+    import threading
+    from conftest import fork, join
+    buf = fastio.Buffer(16)
+    fd, w = os.pipe()
+    q = fastio.Queue(4, backend)
+    q.read(fd, buf, 0, tag="t")
+    got = []
+    t = threading.Thread(target=lambda: got.append(q.wait(1, timeout=20.0)), daemon=True)
+    t.start()
+    time.sleep(0.2)  # most often inside wait() by now
+
+    def child():
+        q.close()
+        assert q.closed
+        assert buf.exports == 0, "still pinned in the child"
+        buf.close()
+
+    pid = fork(child)
+    assert join(pid) == 0
+    os.write(w, b"p" * 16)
+    t.join(CHILD_TIMEOUT)
+    assert not t.is_alive()
+    assert got == [[("t", 16)]]
+    assert bytes(buf) == b"p" * 16
+    q.close()
+    assert buf.exports == 0
+    os.close(fd)
+    os.close(w)
