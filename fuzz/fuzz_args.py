@@ -172,10 +172,16 @@ def _harmless(name, args):
     return True
 
 
-def TestOneInput(data):
+def decode(data):
+    """The target (name, callable) and the arguments an input calls it with."""
     fdp = atheris.FuzzedDataProvider(data)
     name, target = TARGETS[fdp.ConsumeIntInRange(0, len(TARGETS) - 1)]
     args = [draw(fdp) for _ in range(fdp.ConsumeIntInRange(0, 4))]
+    return name, target, args
+
+
+def TestOneInput(data):
+    name, target, args = decode(data)
     if name.startswith(("Queue()",)) and args and isinstance(args[0], int) and args[0] > 4096:
         return  # a deep ring is a legitimate large allocation, not a finding
     if name.endswith(("madvise", "advise")) and any(a in (100, 101) for a in args
@@ -207,19 +213,11 @@ def TestOneInput(data):
     del r
 
 
-def describe(data):
-    """The target and arguments an input makes TestOneInput call."""
-    fdp = atheris.FuzzedDataProvider(data)
-    name, _ = TARGETS[fdp.ConsumeIntInRange(0, len(TARGETS) - 1)]
-    args = [draw(fdp) for _ in range(fdp.ConsumeIntInRange(0, 4))]
-    return name, args
-
-
 def main():
     if sys.argv[1:2] == ["--describe"]:
         for path in sys.argv[2:]:
             with open(path, "rb") as f:
-                name, args = describe(f.read())
+                name, _, args = decode(f.read())
             print(f"{path}: {name} with args {args!r}")
         return
     atheris.Setup(sys.argv, TestOneInput)
