@@ -119,6 +119,7 @@ def test_named_backend_that_does_not_work_raises_why():
     assert ei.value.errno == b.errno
 
 
+@pytest.mark.smoke
 def test_bad_arguments():
     with pytest.raises(ValueError, match="depth"):
         fastio.Queue(0, "threads")
@@ -151,6 +152,7 @@ def test_signatures():
 @given(reqs=st.lists(st.tuples(st.integers(0, 300 * 1024), st.integers(0, 70000)),
                      min_size=1, max_size=40),
        depth=st.sampled_from([1, 3, 16]))
+@pytest.mark.smoke
 def test_random_reads_match_pread(backend, blob, reqs, depth):
     p, fd, data = blob
     with fastio.Queue(depth, backend) as q:
@@ -173,6 +175,7 @@ def test_random_reads_match_pread(backend, blob, reqs, depth):
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(writes=st.lists(st.tuples(st.integers(0, 100000), st.binary(min_size=0, max_size=5000)),
                        min_size=1, max_size=30))
+@pytest.mark.smoke
 def test_random_writes_match_pwrite(backend, tmp_path, writes):
     p = tmp_path / "w.bin"
     p.write_bytes(b"")
@@ -281,6 +284,7 @@ def test_wait_timeout_returns_what_there_is(backend, blob):
 
 # ---------------------------------------------------------------- per-request errors
 
+@pytest.mark.smoke
 def test_per_request_errors(backend, blob, tmp_path):
     p, fd, data = blob
     ro = os.open(p, os.O_RDONLY)
@@ -475,6 +479,7 @@ def test_open_perm_is_checked(tmp_path):
 
 # ---------------------------------------------------------------- lifetimes
 
+@pytest.mark.smoke
 def test_buffers_pinned_until_reaped(backend, blob):
     p, fd, data = blob
     buf = fastio.Buffer(4096)
@@ -488,6 +493,7 @@ def test_buffers_pinned_until_reaped(backend, blob):
         assert buf.exports == 0
 
 
+@pytest.mark.smoke
 def test_close_with_io_in_flight_cancels_and_releases(backend, blob):
     p, fd, data = blob
     warm(backend, 16)

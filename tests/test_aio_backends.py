@@ -90,6 +90,7 @@ def test_probe_features(harness, backend):
 
 
 @pytest.mark.parametrize("backend", ["io_uring", "linux_aio"])
+@pytest.mark.smoke
 def test_engine(harness, backend, tmp_path):
     _probe(harness["default"], backend)
     # O_DIRECT needs a real filesystem (tmpfs refuses it): the project's

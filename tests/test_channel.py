@@ -17,6 +17,7 @@ from conftest import LeakCheck, fork, join
 
 # ---------------------------------------------------------------- in one process
 
+@pytest.mark.smoke
 def test_bytes_round_trip_in_process():
     with fastio.Channel(4096) as ch:
         assert ch.capacity == 4096
@@ -51,6 +52,7 @@ ARRAYS = [
 
 
 @pytest.mark.parametrize("arr", ARRAYS, ids=lambda a: f"{a.dtype.str}{a.shape}")
+@pytest.mark.smoke
 def test_arrays_in_process(arr):
     with fastio.Channel(1 << 16) as ch:
         ch.send(arr)
@@ -76,6 +78,7 @@ def test_scalars_and_recv_bytes_on_an_array():
         assert ch.recv().tolist() == [0, 1, 2]
 
 
+@pytest.mark.smoke
 def test_recv_view_is_zero_copy_until_release():
     with fastio.Channel(4096) as ch:
         ch.send(np.full(8, 7, dtype=np.int64))
@@ -96,6 +99,7 @@ def test_recv_view_is_zero_copy_until_release():
     assert kept.tolist() == [0.0, 1.0, 2.0, 3.0]
 
 
+@pytest.mark.smoke
 def test_wraps_around_in_one_process():
     # On an empty ring a message of up to capacity/2 never waits, wherever
     # the ring's end is: one process can send and receive alternately.
@@ -109,6 +113,7 @@ def test_wraps_around_in_one_process():
             assert ch.recv(timeout=0) == msg
 
 
+@pytest.mark.smoke
 def test_messages_up_to_capacity_across_fork():
     cap = 1024
     rng = random.Random(6)
@@ -127,6 +132,7 @@ def test_messages_up_to_capacity_across_fork():
     ch.close()
 
 
+@pytest.mark.smoke
 def test_bad_input():
     with pytest.raises(ValueError, match="capacity=0"):
         fastio.Channel(0)

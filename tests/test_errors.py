@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import fastio
+from conftest import UNDER_VALGRIND
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 
@@ -311,6 +312,15 @@ def ns():
         cleanup()
 
 
+# Rows whose error comes from the kernel, where valgrind answers in its
+# place with another errno.
+VALGRIND_ANSWERS_FOR_THE_KERNEL = {
+    ("fastio.mmap", "huge length"):
+        "under valgrind: its address-space manager refuses a 2**62-byte mmap "
+        "with EINVAL before the kernel sees it (the kernel says ENOMEM)",
+}
+
+
 def _matches(pattern, message):
     rx = ".*".join(re.escape(part) for part in pattern.split("*"))
     return re.fullmatch(rx, message, re.S) is not None
@@ -321,8 +331,11 @@ def _row_id(row):
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[_row_id(r) for r in ROWS])
+@pytest.mark.smoke
 def test_bad_input(ns, row):
     entry, what, call, exc_name, pattern = row
+    if UNDER_VALGRIND and (entry, what) in VALGRIND_ANSWERS_FOR_THE_KERNEL:
+        pytest.skip(VALGRIND_ANSWERS_FOR_THE_KERNEL[entry, what])
     with pytest.raises(BaseException) as info:
         eval(call, dict(ns))
     e = info.value

@@ -115,6 +115,7 @@ def test_unavailable_reasons():
 
 # ---------------------------------------------------------------- C loops
 
+@pytest.mark.smoke
 def test_lab_pread_reads_every_block_and_times_it(labfile, leakcheck):
     path, data = labfile
     offs = np.array([4096, 0, 65536], np.int64)
@@ -136,6 +137,7 @@ def test_lab_pread_reads_every_block_and_times_it(labfile, leakcheck):
     leakcheck.check()
 
 
+@pytest.mark.smoke
 def test_lab_copy_checks_offsets_before_copying():
     src = bytes(range(256)) * 16
     dst = bytearray(16)

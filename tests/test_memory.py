@@ -36,6 +36,7 @@ def buffer_of(arr):
 
 @pytest.mark.parametrize("nbytes", [0, 1, 4095, 4096, 4097, 100_000, 2 * MiB - 1, 3 * MiB + 5])
 @pytest.mark.parametrize("align", [8, 16, 64, 4096, 65536, 2 * MiB])
+@pytest.mark.smoke
 def test_buffer_alignment_and_size(nbytes, align):
     with fastio.Buffer(nbytes, align=align) as buf:
         assert buf.nbytes == nbytes == len(buf)
@@ -90,6 +91,7 @@ def test_buffer_bad_align(align):
         fastio.Buffer(64, align=align)
 
 
+@pytest.mark.smoke
 def test_buffer_bad_nbytes():
     with pytest.raises(ValueError, match="nbytes=-1"):
         fastio.Buffer(-1)
@@ -114,6 +116,7 @@ def test_buffer_out_of_memory_is_oserror():
 
 
 @pytest.mark.parametrize("nbytes", [100, 3 * MiB])
+@pytest.mark.smoke
 def test_close_with_live_view(nbytes):
     buf = fastio.Buffer(nbytes)
     m = memoryview(buf)
@@ -178,6 +181,7 @@ def test_buffer_leaks():
     (0, "u1"), (10, "u1"), ((3, 4), "f8"), ((2, 3, 5), "i4"), (4 * MiB, "u1"),
     ((1000, 1000), np.complex64), (7, [("a", "i4"), ("b", "f8")]),
 ])
+@pytest.mark.smoke
 def test_empty_shape_dtype(shape, dtype):
     a = fastio.empty(shape, dtype)
     expected = np.empty(shape, dtype)

@@ -78,6 +78,7 @@ def test_flush_any_offset_rounds_to_pages(rwfile):
         assert m.flush(1, 6) is None
 
 
+@pytest.mark.smoke
 def test_close_with_live_exports_is_safe(rwfile):
     # The stdlib raises BufferError here; fastio closes and unmaps later.
     path, data, fd = rwfile
@@ -96,6 +97,7 @@ def test_close_with_live_exports_is_safe(rwfile):
 
 # ---------------------------------------------------------------- bad input
 
+@pytest.mark.smoke
 def test_bad_length_and_offset(rwfile):
     path, data, fd = rwfile
     with pytest.raises(OverflowError, match="length must be positive, got length=-1"):
@@ -226,6 +228,7 @@ ALL_METHODS = {
 }
 
 
+@pytest.mark.smoke
 def test_every_method_after_close_raises_valueerror(rwfile):
     path, data, fd = rwfile
     public = {n for n in dir(fastio.mmap) if not n.startswith("_")} - {"close", "closed"}
@@ -388,6 +391,7 @@ def test_resize_at_any_offset(tmp_path, offset, length, new_length):
     assert path.read_bytes() == expected
 
 
+@pytest.mark.smoke
 def test_resize_anonymous_keeps_data():
     with fastio.mmap(-1, 100, flags=fastio.MAP_PRIVATE) as m:
         m[:] = bytes(range(100))
@@ -454,6 +458,7 @@ def test_asarray_shapes(tmp_path):
 
 # ---------------------------------------------------------------- stdlib parity
 
+@pytest.mark.smoke
 def test_items_slices_iteration_contains():
     s = bytes(reversed(range(256)))
     with fastio.mmap(-1, 256) as m, stdlib_mmap.mmap(-1, 256) as sm:
@@ -483,6 +488,7 @@ def test_items_slices_iteration_contains():
         assert m[0:10] == b"0101234567"
 
 
+@pytest.mark.smoke
 def test_read_write_seek_find_readline():
     with fastio.mmap(-1, 32) as m, stdlib_mmap.mmap(-1, 32) as sm:
         for mm in (m, sm):
@@ -536,6 +542,7 @@ def test_stdlib_code_runs_with_fastio_as_mmap(monkeypatch, rwfile):
 
 # ---------------------------------------------------------------- extras
 
+@pytest.mark.smoke
 def test_advise_rounds_and_never_discards_outside_range():
     with fastio.mmap(-1, 4 * PAGE, flags=fastio.MAP_PRIVATE) as m:
         m[:] = b"\xff" * len(m)

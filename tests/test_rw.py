@@ -50,6 +50,7 @@ def wfd(tmp_path):
 @hsettings
 @given(size=st.integers(0, 3 * 4096 + 7), offset=st.integers(0, 4 * 4096),
        length=st.integers(0, 4 * 4096))
+@pytest.mark.smoke
 def test_pread_matches_os(rfile, size, offset, length):
     fd, data = rfile(size, f"p{size}.bin")
     buf = bytearray(length)
@@ -85,6 +86,7 @@ def test_pread_fd_with_fileno(datafile):
         assert f.tell() == 0  # pread does not move the position
 
 
+@pytest.mark.smoke
 def test_pread_bad_input(rfile, tmp_path):
     fd, _ = rfile(100)
     with pytest.raises(TypeError, match="buf") as ei:
@@ -169,6 +171,7 @@ def test_pwrite_matches_model(tmp_path, writes):
         os.close(fd)
 
 
+@pytest.mark.smoke
 def test_pwrite_from_buffers(wfd):
     assert fastio.pwrite(wfd, np.arange(4, dtype="<u2"), 0) == 8
     assert fastio.pwrite(wfd, memoryview(b"xyz"), 8) == 3
@@ -191,6 +194,7 @@ def test_pwrite_read_only_fd(rfile):
 @hsettings
 @given(size=st.integers(0, 20000), offset=st.integers(0, 22000),
        lengths=st.lists(st.integers(0, 6000), max_size=12))
+@pytest.mark.smoke
 def test_preadv_matches_os(rfile, size, offset, lengths):
     fd, data = rfile(size, f"v{size}.bin")
     ours = [bytearray(n) for n in lengths]
@@ -202,6 +206,7 @@ def test_preadv_matches_os(rfile, size, offset, lengths):
 
 @hsettings
 @given(chunks=st.lists(st.binary(max_size=3000), max_size=12), offset=st.integers(0, 5000))
+@pytest.mark.smoke
 def test_pwritev_matches_os(tmp_path, chunks, offset):
     a, b = tmp_path / "a", tmp_path / "b"
     fa = os.open(a, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -263,6 +268,7 @@ def test_pread_parallel(rfile, size, nthreads):
     assert buf == data
 
 
+@pytest.mark.smoke
 def test_pread_parallel_offset_and_short_file(rfile):
     fd, data = rfile(1_000_003)
     # Buffer longer than what is left after the offset: a prefix is read

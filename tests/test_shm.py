@@ -66,6 +66,7 @@ def unique_name(tag="x"):
 
 # ---------------------------------------------------------------- create and attach
 
+@pytest.mark.smoke
 def test_create_attach_roundtrip_and_real_size():
     with fastio.SharedMemory(create=True, size=10000) as a:
         assert a.size == 10000 and a.owner
@@ -187,6 +188,7 @@ def test_longest_name_works():
 @pytest.mark.parametrize("size, exc", [(0, ValueError), (-1, ValueError),
                                        (1.5, TypeError), ("10", TypeError),
                                        (True, TypeError)])
+@pytest.mark.smoke
 def test_bad_sizes_on_create(size, exc):
     with pytest.raises(exc, match="size"):
         fastio.SharedMemory(create=True, size=size)
@@ -314,6 +316,7 @@ def test_no_warnings_and_nothing_left_at_exit(tmp_path):
 
 # ---------------------------------------------------------------- buffer, numpy, close
 
+@pytest.mark.smoke
 def test_close_with_live_views_and_use_after_close():
     leaks = LeakCheck()
     a = fastio.SharedMemory(create=True, size=1 << 20)
@@ -425,6 +428,7 @@ def test_pickle_attaches_by_name():
 
 # ---------------------------------------------------------------- memfd
 
+@pytest.mark.smoke
 def test_memfd_is_sealed_against_shrinking():
     with fastio.memfd(8192) as m:
         assert m.size == 8192 and m.name == "fastio"
@@ -448,6 +452,7 @@ def test_memfd_is_sealed_against_shrinking():
         assert m.readonly  # sealed for writes from the start
 
 
+@pytest.mark.smoke
 def test_memfd_bad_input():
     for size, exc in ((0, ValueError), (-5, ValueError), (2.0, TypeError)):
         with pytest.raises(exc, match="size"):

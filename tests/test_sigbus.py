@@ -58,6 +58,7 @@ def test_exception_type():
     assert fastio.MappingError.__module__ == "fastio"
 
 
+@pytest.mark.smoke
 def test_valid(tmp_path):
     path = tmp_path / "v.bin"
     path.write_bytes(b"a" * SIZE)
@@ -79,6 +80,7 @@ def test_valid(tmp_path):
         m.valid()
 
 
+@pytest.mark.smoke
 def test_populate_reports_instead_of_faulting(shrunk):
     try:
         shrunk.populate()
@@ -111,6 +113,7 @@ def test_populate_reports_instead_of_faulting(shrunk):
     ("in", lambda m: b"\x01" in m, None),
     ("in", lambda m: 1 in m, KEEP),
 ])
+@pytest.mark.smoke
 def test_accessor_raises_and_process_lives(shrunk, op, call, offset):
     with pytest.raises(fastio.MappingError) as excinfo:
         call(shrunk)
@@ -383,6 +386,7 @@ def shm_file():
 
 
 @pytest.mark.parametrize("side", ["send", "recv"])
+@pytest.mark.smoke
 def test_channel_on_truncated_segment_raises(shm_file, side):
     """Channel's copies into and out of the ring are guarded: with its file
     cut back to the first page (the header survives), a copy touching the

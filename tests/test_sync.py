@@ -23,6 +23,7 @@ def shared():
 
 # ---------------------------------------------------------------- Lock basics
 
+@pytest.mark.smoke
 def test_lock_basics(shared):
     lock = fastio.Lock(shared)
     assert fastio.Lock.SIZE == 64
@@ -70,6 +71,7 @@ def test_lock_attach_and_magic(shared):
         fastio.Semaphore(shared, 128, create=False)
 
 
+@pytest.mark.smoke
 def test_lock_bad_arguments(shared):
     with pytest.raises(ValueError, match=r"offset=-16"):
         fastio.Lock(shared, -16)
@@ -281,6 +283,7 @@ def test_wait_interrupted_by_signal(shared, kind):
 
 # ---------------------------------------------------------------- Semaphore
 
+@pytest.mark.smoke
 def test_semaphore_counts(shared):
     sem = fastio.Semaphore(shared, 64, value=3)
     assert fastio.Semaphore.SIZE == 64
@@ -299,6 +302,7 @@ def test_semaphore_counts(shared):
     assert "value=2" in repr(other)
 
 
+@pytest.mark.smoke
 def test_semaphore_bad_arguments(shared):
     with pytest.raises(ValueError, match="value=-1"):
         fastio.Semaphore(shared, value=-1)
@@ -312,6 +316,7 @@ def test_semaphore_bad_arguments(shared):
         sem.value
 
 
+@pytest.mark.smoke
 def test_semaphore_across_processes(shared):
     sem = fastio.Semaphore(shared, value=0)
     done = fastio.Semaphore(shared, 64, value=0)

@@ -58,6 +58,7 @@ def row(shmid):
 
 # ---------------------------------------------------------------- create, attach, stat
 
+@pytest.mark.smoke
 def test_private_segment_and_stat_against_proc():
     with fastio.SysVSharedMemory(None, 10000) as s:
         assert s.key == fastio.IPC_PRIVATE and s.owner and s.size == 10000
@@ -170,6 +171,7 @@ def test_ftok_path_keys(tmp_path):
         fastio.ftok(str(p), 0)
 
 
+@pytest.mark.smoke
 def test_bad_input():
     for size, exc in ((0, ValueError), (-1, ValueError), (1.5, TypeError)):
         with pytest.raises(exc, match="size"):
@@ -218,6 +220,7 @@ def test_removed_while_attached_stays_usable():
     b.close()
 
 
+@pytest.mark.smoke
 def test_close_with_live_views_and_use_after_close():
     leaks = LeakCheck()
     a = fastio.SysVSharedMemory(None, 1 << 20)

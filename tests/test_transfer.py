@@ -173,6 +173,7 @@ def test_sendfile_byte_exact(tmp_path, payload, size, sink, method):
     leaks.check()
 
 
+@pytest.mark.smoke
 def test_sendfile_offset_and_count(tmp_path, payload):
     data = payload[:100000]
     src = write_file(tmp_path / "src.bin", data)
@@ -389,6 +390,7 @@ def test_sendfile_handler_exception_propagates(tmp_path, payload):
         b.close()
 
 
+@pytest.mark.smoke
 def test_sendfile_bad_input(tmp_path):
     leaks = LeakCheck()
     src = write_file(tmp_path / "src.bin", b"data")
@@ -470,6 +472,7 @@ def test_copy_file_range_byte_exact(tmp_path, shm_dir, payload, size, dst_fs):
     leaks.check()
 
 
+@pytest.mark.smoke
 def test_copy_file_range_offsets(tmp_path, payload):
     data = payload[:200000]
     src = write_file(tmp_path / "src.bin", data)
@@ -610,6 +613,7 @@ def test_copyfile_onto_itself_caught_after_open(tmp_path, monkeypatch):
     assert read_file(src) == b"precious"
 
 
+@pytest.mark.smoke
 def test_copyfile_bad_input(tmp_path):
     leaks = LeakCheck()
     src = write_file(tmp_path / "src.bin", b"abc")
@@ -655,6 +659,7 @@ def test_copyfile_empty_file(tmp_path):
 
 # ---------------------------------------------------------------- splice, tee
 
+@pytest.mark.smoke
 def test_splice_file_to_pipe_and_pipe_to_file(tmp_path, payload):
     leaks = LeakCheck()
     data = payload[:1 << 20]
@@ -717,6 +722,7 @@ def test_splice_timeout_on_silent_socket(tmp_path):
         b.close()
 
 
+@pytest.mark.smoke
 def test_tee_duplicates_without_consuming():
     leaks = LeakCheck()
     r1, w1 = os.pipe()
