@@ -798,6 +798,8 @@ xfer_classify(xfer *x, PyObject *in_name, PyObject *out_name)
     x->in_stream = x->in_pipe || S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode);
     x->in_regular = S_ISREG(st.st_mode);
     x->in_size = (int64_t)st.st_size;
+    dev_t in_dev = st.st_dev;
+    ino_t in_ino = st.st_ino;
     Py_BEGIN_ALLOW_THREADS
     r = fstat(x->out_fd, &st);
     Py_END_ALLOW_THREADS
@@ -812,6 +814,23 @@ xfer_classify(xfer *x, PyObject *in_name, PyObject *out_name)
     x->out_pipe = S_ISFIFO(st.st_mode);
     x->any_socket |= S_ISSOCK(st.st_mode);
     x->out_stream = x->out_pipe || S_ISSOCK(st.st_mode) || S_ISCHR(st.st_mode);
+    /* One regular file as both ends (cat f >> f): "to the end" would chase
+     * an end that every write moves on, filling the disk. It means the end
+     * as it is now. */
+    if (x->count == -1 && x->in_regular && S_ISREG(st.st_mode) &&
+        st.st_dev == in_dev && st.st_ino == in_ino) {
+        int64_t start = x->in_off;
+        if (start < 0) {
+            Py_BEGIN_ALLOW_THREADS
+            start = (int64_t)lseek(x->in_fd, 0, SEEK_CUR);
+            Py_END_ALLOW_THREADS
+            if (start < 0) {
+                fastio_oserror_errno("lseek", in_name);
+                return -1;
+            }
+        }
+        x->count = start < x->in_size ? x->in_size - start : 0;
+    }
     /* A stream has no offset: read it from where it stands. */
     if (x->in_stream) {
         x->in_off = -1;

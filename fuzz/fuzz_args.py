@@ -154,12 +154,6 @@ TRANSFERS = {"_transfer", "_tee", "sendfile", "copy_file_range", "splice", "tee"
 def _harmless(name, args):
     """False for a call that could touch what is not the fuzzer's."""
     if name in TRANSFERS:
-        # A known finding, left out until fixed: with the same file as input
-        # and output and the output position at its end, sendfile (count
-        # None) appends what it reads forever, `cat f >> f`, until the disk
-        # is full (fastio.sendfile(fd, fd, 3) after lseek(fd, 0, SEEK_END)).
-        if sum(1 for a in args if a is FD or a == FD) > 1:
-            return False
         # an int 0-2 (or a bool) may be taken as stdin/stdout/stderr
         return not any(isinstance(a, int) and 0 <= a <= 2 for a in args)
     if name == "pread_parallel" and len(args) > 3 and isinstance(args[3], int):

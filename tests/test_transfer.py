@@ -613,6 +613,42 @@ def test_copyfile_onto_itself_caught_after_open(tmp_path, monkeypatch):
     assert read_file(src) == b"precious"
 
 
+SAME_FILE_CHILD = r"""
+import os, resource, signal, sys
+import fastio
+# A regression would append forever (cat f >> f): a file size limit turns
+# that into EFBIG instead of a full disk.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+path, how = sys.argv[1], sys.argv[2]
+fd = os.open(path, os.O_RDWR)
+os.lseek(fd, 0, os.SEEK_END)            # the output position: the end
+if how == "copy_file_range":
+    n = fastio.copy_file_range(fd, fd, None, 0)
+else:
+    n = fastio.sendfile(fd, fd, 3, method=how)
+print(int(n), os.fstat(fd).st_size)
+"""
+
+
+@pytest.mark.parametrize("how", ["sendfile", "splice", "readwrite", "copy_file_range"])
+def test_same_file_to_the_end_means_the_end_at_the_start(tmp_path, how):
+    """One file as input and output, count None: the bytes up to the end as
+    it was when the call started, once (found by the fuzzer: the loop chased
+    the end its own writes moved)."""
+    p = write_file(tmp_path / "f.bin", b"0123456789")
+    proc = subprocess.run([sys.executable, "-c", SAME_FILE_CHILD, str(p), how],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    n, size = map(int, proc.stdout.split())
+    if how == "copy_file_range":
+        assert (n, size) == (10, 20)
+        assert read_file(p) == b"0123456789" * 2
+    else:
+        assert (n, size) == (7, 17)
+        assert read_file(p) == b"0123456789" + b"3456789"
+
+
 @pytest.mark.smoke
 def test_copyfile_bad_input(tmp_path):
     leaks = LeakCheck()
