@@ -64,6 +64,10 @@ static const fastio_constant constants[] = {
 #ifdef MAP_STACK
     {"MAP_STACK", MAP_STACK},
 #endif
+#ifdef MAP_32BIT
+    /* Python 3.13's mmap module has it too. */
+    {"MAP_32BIT", MAP_32BIT},
+#endif
 #ifdef MAP_NORESERVE
     {"MAP_NORESERVE", MAP_NORESERVE},
 #endif
