@@ -31,6 +31,7 @@ start=$SECONDS
 say() { printf '\n=== %s (%ds)\n' "$*" $((SECONDS - start)); }
 
 work=$(mktemp -d)
+chmod 755 "$work"  # apt's _apt user downloads into it
 trap 'rm -rf "$work"' EXIT
 
 if [ ! -x "$prefix/bin/python3.13t" ]; then
