@@ -10,7 +10,10 @@ ratio to the os.pread loop. fio (Debian package `fio`) runs the same
 pattern with its own engines; a missing fio is reported, not fatal.
 
     python benchmarks/bench_aio.py [--file F] [--size 1G] [--requests 100000]
-        [--depths 1,32,128] [--modes cached,direct] [--rounds 3]
+        [--depths 1,32,128] [--modes cached,direct] [--submit-batch 8]
+
+--submit-batch 1,8,64 runs read_blocks with each Queue(submit_batch=N):
+requests handed to the backend per system call (fio's iodepth_batch_submit).
 """
 import argparse
 import json
@@ -90,9 +93,9 @@ def run_pread_loop(path, offsets, direct):
     return record("os.pread loop", len(offs), t, c, pct(lat), "python", 1)
 
 
-def run_read_blocks(path, offsets, direct, backend, depth):
+def run_read_blocks(path, offsets, direct, backend, depth, submit_batch=8, label=False):
     """read_blocks on one backend: one C call for every request."""
-    q = fastio.Queue(depth, backend, direct=direct, latency=True)
+    q = fastio.Queue(depth, backend, direct=direct, latency=True, submit_batch=submit_batch)
     f = fastio.open(path, direct=direct)
     out = fastio.empty((len(offsets), BS), align=4096)
     out.fill(0)  # fault the pages in before the clock starts
@@ -106,7 +109,8 @@ def run_read_blocks(path, offsets, direct, backend, depth):
     finally:
         f.close()
         q.close()
-    return record(f"read_blocks {name}", len(offsets), t, c, lat, name, depth)
+    suffix = f" sb={submit_batch}" if label else ""
+    return record(f"read_blocks {name}{suffix}", len(offsets), t, c, lat, name, depth)
 
 
 def run_fio(path, engine, depth, direct, seconds, size):
@@ -150,6 +154,8 @@ def main():
     ap.add_argument("--depths", default="1,32,128")
     ap.add_argument("--modes", default="cached,direct")
     ap.add_argument("--backends", default=",".join(aio.BACKENDS))
+    ap.add_argument("--submit-batch", default="8",
+                    help="Queue(submit_batch=N) values, comma-separated (default 8)")
     ap.add_argument("--fio-seconds", type=float, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the test file")
     ap.add_argument("--json", help="also write every record (backend included) here")
@@ -157,6 +163,7 @@ def main():
 
     size = parse_size(args.size)
     depths = [int(d) for d in args.depths.split(",")]
+    sbs = [int(v) for v in args.submit_batch.split(",")]
     if not os.path.exists(args.file) or os.path.getsize(args.file) != size:
         print(f"writing {size >> 20} MiB to {args.file} ...", flush=True)
         make_file(args.file, size)
@@ -192,7 +199,9 @@ def main():
         base = rows[0]["iops"]
         for depth in depths:
             for b in backends:
-                rows.append(run_read_blocks(args.file, offsets, direct, b, depth))
+                for sb in sbs:
+                    rows.append(run_read_blocks(args.file, offsets, direct, b, depth, sb,
+                                                label=len(sbs) > 1))
             if have_fio:
                 for engine in ("io_uring", "libaio", "psync"):
                     if engine == "psync" and depth != 1:

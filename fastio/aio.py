@@ -200,7 +200,7 @@ def resolve_backend(backend="auto", direct=False):
 # Queue
 
 class Queue(_core.Queue):
-    """Queue(depth=64, backend='auto', *, sqpoll=False, sqpoll_idle_ms=0, threads=0, latency=False, direct=False)
+    """Queue(depth=64, backend='auto', *, sqpoll=False, sqpoll_idle_ms=0, threads=0, latency=False, submit_batch=8, direct=False)
 
     A submission/completion queue: q.read/q.write/q.fsync queue requests
     (each pins its buffer until its completion is reaped), submit() hands
@@ -213,7 +213,9 @@ class Queue(_core.Queue):
     q.backend is the backend that runs; q.fallback why 'auto' skipped others.
     sqpoll (io_uring): a kernel thread polls the ring. threads (threads
     backend): pool size. latency: record submit-to-reap latencies
-    (latency_histogram(), percentiles()).
+    (latency_histogram(), percentiles()). submit_batch: requests handed to
+    the backend per system call at most (fio's iodepth_batch_submit; 8 by
+    default, see docs/aio.md).
     """
 
     __slots__ = ("fallback",)

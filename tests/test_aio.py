@@ -212,6 +212,39 @@ def test_tags_and_results(backend, blob):
         assert q.wait(5, timeout=0.01) == []
 
 
+@pytest.mark.parametrize("submit_batch", [1, 3, 64])
+def test_submit_batch_caps_each_call_not_the_total(backend, blob, submit_batch):
+    # submit_batch bounds the requests per backend call; every request is
+    # still submitted (several calls), and batches read the right bytes.
+    p, fd, data = blob
+    with fastio.Queue(16, backend, submit_batch=submit_batch) as q:
+        assert q.submit_batch == min(submit_batch, 16)
+        bufs = [bytearray(1000) for _ in range(16)]
+        for i, b in enumerate(bufs):
+            q.read(fd, b, i * 1000, tag=i)
+        assert q.submit() == 16
+        assert sorted(q.drain()) == [(i, 1000) for i in range(16)]
+        assert b"".join(bufs) == data[:16000]
+        offsets = np.random.default_rng(submit_batch).integers(0, len(data) - 4096, 500)
+        dest = bytearray(500 * 4096)
+        res = q.read_batch(fd, offsets, 4096, dest)
+        assert (res == 4096).all()
+        got = np.frombuffer(dest, np.uint8).reshape(500, 4096)
+        for k in range(0, 500, 37):
+            assert got[k].tobytes() == data[offsets[k]:offsets[k] + 4096]
+
+
+def test_submit_batch_default_and_bad_values():
+    with fastio.Queue(64, "threads") as q:
+        assert q.submit_batch == 8
+    with fastio.Queue(4, "threads") as q:
+        assert q.submit_batch == 4  # no more than depth can go in one call
+    with pytest.raises(ValueError, match=r"submit_batch must be >= 1, got submit_batch=0"):
+        fastio.Queue(4, "threads", submit_batch=0)
+    with pytest.raises(TypeError):
+        fastio.Queue(4, "threads", submit_batch="8")
+
+
 def test_more_requests_than_depth(backend, blob):
     # q.read on a full queue reaps to make room; nothing is lost.
     p, fd, data = blob

@@ -204,6 +204,7 @@ ROWS = [
     ('fastio.tee', 'negative timeout', 'fastio.tee(PR, PW2, 10, timeout=-1)', 'ValueError', 'timeout must be >= 0 or None, not -1'),
     ('fastio.Queue', 'depth 0', 'fastio.Queue(0)', 'ValueError', 'depth must be in 1..65536, got depth=0'),
     ('fastio.Queue', 'depth negative', 'fastio.Queue(-1)', 'ValueError', 'depth must be in 1..65536, got depth=-1'),
+    ('fastio.Queue', 'submit_batch 0', "fastio.Queue(4, 'threads', submit_batch=0)", 'ValueError', 'submit_batch must be >= 1, got submit_batch=0'),
     ('fastio.Queue', 'bad backend', 'fastio.Queue(8, "bogus")', 'ValueError', "backend must be 'auto' or one of ('io_uring', 'linux_aio', 'posix_aio', 'threads'), got backend='bogus'"),
     ('fastio.Queue', 'unknown option', 'fastio.Queue(8, bogus=1)', 'TypeError', "*'bogus'*"),  # Python 3.13 words it "Queue() got an unexpected keyword argument 'bogus'"
     ('fastio.Queue', 'depth a str', 'fastio.Queue("x")', 'TypeError', "'str' object cannot be interpreted as an integer"),

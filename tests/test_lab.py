@@ -6,6 +6,7 @@ consistent with one another (throughput = bytes / elapsed, p50 <= p99 ...).
 import argparse
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -89,7 +90,8 @@ def test_selected_adds_baselines_and_groups():
     names = [m.name for m in lab.selected(["mmap"])]
     assert names == ["numpy.memmap", "mmap"]
     names = [m.name for m in lab.selected(groups=["sendfile"])]
-    assert names == ["copy.read_write", "sendfile", "copy_file_range"]
+    assert names == ["copy.read_write", "sendfile", "copy_file_range", "splice", "socket.send",
+                     "sendfile.socket", "splice.socket"]
     names = [m.name for m in lab.selected(["aio.threads"])]
     assert names == ["read.bytearray", "psync", "aio.threads"]   # baselines of baselines
     with pytest.raises(KeyError, match="unknown method 'nope'"):
@@ -432,10 +434,26 @@ def test_json_is_fio_like_and_round_trips(small_results, tmp_path):
 
 
 def test_to_pandas(small_results):
-    pd = pytest.importorskip("pandas", reason="pandas is optional")
+    if os.environ.get("CI"):
+        import pandas  # noqa: F401  (in the test extra: CI must not skip this)
+    pytest.importorskip("pandas", reason="pandas is optional (fastio[lab])")
     df = small_results.to_pandas()
-    assert len(df) == len(small_results.records)
+    recs = small_results.records
+    assert len(df) == len(recs)
     assert {"method", "params.block_size", "latency_ns.p99", "throughput_Bps"} <= set(df.columns)
+    assert "check" not in df.columns
+    for i, r in enumerate(recs):
+        assert df["method"][i] == r["method"]
+        if r["status"] == "ok":
+            assert df["throughput_Bps"][i] == r["throughput_Bps"]
+            assert df["latency_ns.p99"][i] == r["latency_ns"]["p99"]
+            assert df["params.block_size"][i] == r["params"]["block_size"]
+
+
+def test_to_pandas_without_pandas_says_how_to_get_it(small_results, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pandas", None)   # import pandas -> ImportError
+    with pytest.raises(ImportError, match="pip install pandas"):
+        small_results.to_pandas()
 
 
 @pytest.mark.parametrize("kind", ["bar", "latency", "sweep"])

@@ -439,6 +439,109 @@ register("copy_file_range", group=SENDFILE, baseline="copy.read_write",
     _copy_method(_cfr, True))
 
 
+def _splice(src, dst, off, bs):
+    return int(fastio.splice(src, dst, bs, in_offset=off, out_offset=off))
+
+
+register("splice", group=SENDFILE, baseline="copy.read_write", requires=("splice",),
+         description="fastio.splice per block, file to file (through an internal pipe)")(
+    _copy_method(_splice, True))
+
+
+# The seed's use case for sendfile is a file going out on a socket. These
+# methods send every block to a TCP connection on 127.0.0.1 whose other
+# end a thread drains (recv_into, GIL released), as a network peer would:
+# the figure is what the sending side gets, loopback included.
+
+class _Drain:
+    """A TCP loopback connection whose far end a thread reads to the end.
+    Keeps the last `keep` bytes received (the check of the lab's tests)."""
+
+    def __init__(self, keep):
+        import socket
+        import threading
+        with socket.create_server(("127.0.0.1", 0)) as srv:
+            self.out = socket.create_connection(srv.getsockname())
+            self._in, _ = srv.accept()
+        self.keep = keep
+        self.tail = bytearray()
+        self.received = 0
+        self.error = None
+        self._thread = threading.Thread(target=self._run, name="fastio-lab-drain",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        try:
+            while True:
+                n = self._in.recv_into(buf)
+                if n == 0:
+                    return
+                self.received += n
+                if self.keep:
+                    self.tail += view[:n]
+                    del self.tail[:-self.keep]
+        except OSError as e:  # reported by close(); the sender sees EPIPE
+            self.error = e
+
+    def close(self):
+        """Shut the sending side, wait for the reader to see the end, close
+        both ends. Returns the bytes received."""
+        import socket
+        try:
+            self.out.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self._thread.join()
+        self.out.close()
+        self._in.close()
+        if self.error is not None:
+            raise self.error
+        return self.received
+
+
+def _socket_method(send_block):
+    def fn(job):
+        src = os.open(job.path, os.O_RDONLY | os.O_CLOEXEC)
+        drain = _Drain(job.block_size if job.verify else 0)
+        try:
+            def req(off):
+                n = send_block(src, drain.out, off, job.block_size)
+                if n != job.block_size:
+                    raise EOFError(f"sent {n} of {job.block_size} bytes at offset {off}")
+            lat = _python_timed(job, req)
+        finally:
+            os.close(src)
+            received = drain.close()
+        if received != job.block_size * len(lat):
+            raise EOFError(f"the peer received {received} of {job.block_size * len(lat)} bytes")
+        return Outcome(received, len(lat), lat, timer=PY_TIMER,
+                       check=bytes(drain.tail) if job.verify and len(lat) else None,
+                       check_offset=int(job.offsets[-1]) if len(job.offsets) else 0)
+    return fn
+
+
+def _pread_send(src, sock, off, bs):
+    sock.sendall(os.pread(src, bs, off))
+    return bs
+
+
+register("socket.send", group=SENDFILE,
+         description="os.pread + socket.sendall per block to a TCP loopback peer "
+                     "(the bytes pass through user space)")(_socket_method(_pread_send))
+register("sendfile.socket", group=SENDFILE, baseline="socket.send", requires=("sendfile",),
+         description="fastio.sendfile(sock, src, off, bs) per block to a TCP loopback peer: "
+                     "sendfile's own use case")(
+    _socket_method(lambda src, sock, off, bs: int(fastio.sendfile(sock, src, off, bs))))
+register("splice.socket", group=SENDFILE, baseline="socket.send", requires=("splice",),
+         description="fastio.splice(src, sock, bs, in_offset=off) per block to a TCP "
+                     "loopback peer (file to pipe to socket)")(
+    _socket_method(lambda src, sock, off, bs: int(fastio.splice(src, sock, bs,
+                                                                in_offset=off))))
+
+
 # ------------------------------------------------------------------ malloc/brk
 
 def _alloc_method(alloc):
