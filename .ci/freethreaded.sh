@@ -88,10 +88,10 @@ print("free-threaded:", sys.version)'
 
 say "venv $venv and the test dependencies"
 [ -x "$venv/bin/python" ] || "$prefix/bin/python3.13t" -m venv "$venv"
-# numpy 2.4 has no cp313t wheels (it supports free-threading from 3.14 on):
-# 2.3 has. --only-binary: the newest hypothesis sdist needs a Rust toolchain
+# numpy 2.5 has no cp313t wheels (pip would try to build it from source):
+# 2.4 has. --only-binary: the newest hypothesis sdist needs a Rust toolchain
 # that downloads crates; its newest wheel is pure Python.
-"$venv/bin/pip" install -q --only-binary=:all: "numpy>=1.22,<2.4" pytest hypothesis
+"$venv/bin/pip" install -q --only-binary=:all: "numpy>=1.22,<2.5" pytest hypothesis
 if [ "$smoke" = 0 ]; then
     # The rest of the test extras (the lab's plots and notebook); psutil and
     # debugpy build from source here, which needs only gcc and the headers.
