@@ -108,6 +108,16 @@ typedef struct fastio_aio_ops {
     /* Free the context. Every request must have been reaped first
      * (queue.c cancels and drains before calling close). */
     void (*close)(void *ctx);
+
+    /* Optional: let go of a context without waiting for, reaping or
+     * cancelling its requests, and without a system call on the kernel
+     * object behind it (no io_uring_enter, cancel, io_destroy or join):
+     * close this process's fds of it, unmap its rings, free its memory.
+     * Used in a forked child (the parent still uses the kernel object), and
+     * when close() could not get the requests back (queue.c then keeps
+     * their buffers pinned for good; the kernel ends them once its last fd
+     * is closed). NULL: the context is left as it is (it holds no fd). */
+    void (*forget)(void *ctx);
 } fastio_aio_ops;
 
 /* Timeouts: every backend's reap() turns its relative timeout into one

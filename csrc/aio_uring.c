@@ -1034,6 +1034,24 @@ uring_close(void *ctx)
     free(c);
 }
 
+/* Closing our ring fd drops a reference to the ring: a forked child's copy
+ * leaves the parent's ring alive; the last fd of a ring whose requests we
+ * cannot reap (another thread's, on a single-issuer ring) makes the kernel
+ * cancel and end them on its own. Unmapping touches only our address
+ * space. */
+static void
+uring_forget(void *ctx)
+{
+    uring_ctx *c = ctx;
+    if (!c)
+        return;
+    ring_unmap(c);
+    free(c->track);
+    free(c->files);
+    free(c->bufs);
+    free(c);
+}
+
 const fastio_aio_ops fastio_aio_uring_ops = {
     .name = "io_uring",
     .probe = uring_probe,
@@ -1045,4 +1063,5 @@ const fastio_aio_ops fastio_aio_uring_ops = {
     .register_buffers = uring_register_buffers,
     .set_eventfd = uring_set_eventfd,
     .close = uring_close,
+    .forget = uring_forget,
 };

@@ -14,8 +14,27 @@
  *
  * The GIL. submit() and reap() of the backend run with the GIL released
  * (they may block); everything they touch is plain C memory of the queue.
- * `busy` marks those sections: a second Python thread calling into the same
- * queue meanwhile gets RuntimeError instead of racing on the slots.
+ * `busy` is set for the whole of every call that may release the GIL (not
+ * only around the releases: a call also runs Python code between them, a
+ * finalizer or a signal handler, during which another thread may run): a
+ * second Python thread calling into the same queue meanwhile gets
+ * RuntimeError instead of racing on the slots.
+ *
+ * close() from another thread while one is inside (issue 7). close() does
+ * not free anything under that thread's feet, nor wait for it: it sets
+ * `closing` and returns. The thread inside sees the mark when its backend
+ * call returns (every wait without a deadline is cut into SIGNAL_POLL_NS
+ * slices for this, see reap_into), then finishes the close itself: cancel,
+ * wait until the backend gave every request back (`draining`: those waits
+ * do not stop at the mark), release the buffers, free the backend; and
+ * raises ValueError. So a buffer is never released while the kernel may
+ * still write into it, and the backend is freed by the last thread out.
+ * Why no immediate wake-up: it would need a thread-safe wake operation in
+ * every backend (a MSG_RING from a second ring for io_uring; nothing wakes
+ * io_getevents or aio_suspend but a completion or a signal), and some calls
+ * cannot be woken at all (io_submit running a pipe read synchronously, a
+ * pread the threads backend runs in the reaping thread). Why close() does
+ * not wait for the thread to leave: for those, it could wait forever.
  *
  * Close (close(), __exit__, dealloc, GC clear): requests never submitted
  * complete with ECANCELED, the backend is asked to cancel the rest, and the
@@ -31,6 +50,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -144,6 +164,8 @@ typedef struct {
     uint64_t next_tag;
     int efd;
     int busy;
+    _Atomic int closing;    /* close() from another thread: see the top */
+    int draining;           /* waits that must not stop at `closing` */
     unsigned submit_batch;  /* requests per backend submit call at most */
     int latency;            /* record latencies */
     uint64_t *hist;         /* LAT_BUCKETS counters (latency) */
@@ -298,7 +320,7 @@ q_check(QueueObject *q)
                      "a new fastio.Queue in the child", q->ops->name);
         return -1;
     }
-    if (q->ctx == NULL) {
+    if (q->ctx == NULL || atomic_load(&q->closing)) {
         PyErr_SetString(PyExc_ValueError, "I/O operation on a closed Queue");
         return -1;
     }
@@ -514,7 +536,9 @@ batch_complete(QueueObject *q, q_batch *b, unsigned bs, int64_t res, uint64_t t)
 /* Submit and reap (GIL released: no Py* call below until noted) */
 
 /* One reap: wait for min_complete, then dispatch what came back. Returns
- * the count or -errno. */
+ * the count or -errno. A wait without a deadline (timeout NULL) runs in
+ * SIGNAL_POLL_NS slices and ends with -ECANCELED once another thread
+ * called close(), unless the queue is draining (see the top comment). */
 static int
 reap_into(QueueObject *q, unsigned min_complete, const struct timespec *timeout)
 {
@@ -522,7 +546,19 @@ reap_into(QueueObject *q, unsigned min_complete, const struct timespec *timeout)
     if (min_complete > outstanding) {
         min_complete = outstanding;
     }
-    int r = q->ops->reap(q->ctx, q->cqes, q->depth, min_complete, timeout);
+    int r;
+    if (timeout == NULL && min_complete > 0 && !q->draining) {
+        const struct timespec slice = {0, SIGNAL_POLL_NS};
+        do {
+            if (atomic_load(&q->closing)) {
+                return -ECANCELED;
+            }
+            r = q->ops->reap(q->ctx, q->cqes, q->depth, min_complete, &slice);
+        } while (r == 0);
+    }
+    else {
+        r = q->ops->reap(q->ctx, q->cqes, q->depth, min_complete, timeout);
+    }
     if (r <= 0) {
         return r;
     }
@@ -530,6 +566,12 @@ reap_into(QueueObject *q, unsigned min_complete, const struct timespec *timeout)
     for (int k = 0; k < r; k++) {
         uint64_t ud = q->cqes[k].user_data;
         if (ud & BATCH_BIT) {
+            if (q->batch == NULL) {
+                /* A batch given up on a broken backend (Queue_batch keeps
+                 * its buffers pinned): nothing to record. */
+                q->batch_inflight--;
+                continue;
+            }
             batch_complete(q, q->batch, (unsigned)(ud & ~BATCH_BIT), q->cqes[k].res, t);
             continue;
         }
@@ -687,6 +729,19 @@ batch_run(QueueObject *q, q_batch *b)
 /* ================================================================== */
 /* Waiting with the GIL (signals, deadlines) */
 
+/* Another thread called close() while this one was inside: the exception
+ * (q_leave then finishes the close). Returns -1. */
+static int
+q_closed_meanwhile(void)
+{
+    if (!PyErr_Occurred()) {
+        PyErr_SetString(PyExc_ValueError,
+                        "the Queue was closed by another thread while this call "
+                        "was waiting: its requests were cancelled");
+    }
+    return -1;
+}
+
 /* Reap until at least `need` completions or the deadline (ns, 0: none;
  * UINT64_MAX: do not wait). Runs signal handlers every SIGNAL_POLL_NS.
  * Returns 0 or -1 with an exception. */
@@ -717,11 +772,12 @@ q_reap_wait(QueueObject *q, unsigned need, uint64_t deadline)
             want = 0;  /* take what is there, do not wait */
         }
         int r;
-        q->busy = 1;
         Py_BEGIN_ALLOW_THREADS
         r = reap_into(q, want, &ts);
         Py_END_ALLOW_THREADS
-        q->busy = 0;
+        if (atomic_load(&q->closing)) {
+            return q_closed_meanwhile();
+        }
         if (r > 0) {
             got += (unsigned)r;
         }
@@ -747,11 +803,12 @@ q_submit(QueueObject *q)
 {
     while (q->npending > 0) {
         int r;
-        q->busy = 1;
         Py_BEGIN_ALLOW_THREADS
         r = submit_pending(q);
         Py_END_ALLOW_THREADS
-        q->busy = 0;
+        if (atomic_load(&q->closing)) {
+            return q_closed_meanwhile();
+        }
         if (r == -EINTR && PyErr_CheckSignals() < 0) {
             return -1;
         }
@@ -775,6 +832,7 @@ q_quiesce(QueueObject *q)
     if (q->inflight + q->batch_inflight == 0) {
         return;
     }
+    q->draining = 1;
     Py_BEGIN_ALLOW_THREADS
     q->ops->cancel_all(q->ctx);
     while (q->inflight + q->batch_inflight > 0) {
@@ -784,6 +842,7 @@ q_quiesce(QueueObject *q)
         }
     }
     Py_END_ALLOW_THREADS
+    q->draining = 0;
 }
 
 static void
@@ -801,6 +860,43 @@ q_unregister(QueueObject *q)
     Py_CLEAR(q->reg_files);
 }
 
+/* In a forked child: never drive the parent's backend (cancelling its I/O,
+ * joining threads that do not exist here, io_uring_enter on its ring). The
+ * kernel writes the completions of the parent's requests into the parent's
+ * memory, never into this copy, so every buffer this copy pins can go now:
+ * release the slots (a closed fastio.mmap of the child then unmaps), the
+ * registrations, the child's copy of the eventfd, and let the backend drop
+ * its own copies (ring fd and mappings) without a system call on the
+ * kernel object the parent still uses. A batch the parent ran in another
+ * thread at fork time keeps its buffers: they are that thread's, and it
+ * does not exist here. */
+static void
+q_forget_forked(QueueObject *q)
+{
+    void *ctx = q->ctx;
+    q->ctx = NULL;
+    for (unsigned i = 0; i < q->depth; i++) {
+        if (q->slots[i].state != SLOT_FREE) {
+            slot_release(q, i);
+        }
+    }
+    q->npending = q->done_len = q->done_head = 0;
+    q->inflight = q->batch_inflight = 0;
+    q->batch = NULL;
+    q->busy = 0;  /* the thread that was inside is the parent's */
+    q_unregister(q);
+    if (q->efd >= 0) {
+        close(q->efd);
+        q->efd = -1;
+    }
+    if (q->ops->forget != NULL) {
+        q->ops->forget(ctx);
+    }
+    /* else the backend's copy holds no fd: its memory is left as it is
+     * (a mutex in it may be locked by a thread that is not here). */
+    Py_CLEAR(q->ready);
+}
+
 /* Close: cancel, drain, release every slot, free the backend. */
 static void
 q_close(QueueObject *q)
@@ -809,18 +905,27 @@ q_close(QueueObject *q)
         return;
     }
     if (q_forked(q)) {
-        /* In a forked child: never drive the parent's backend (cancelling
-         * its I/O, joining threads that do not exist here). The child's copy
-         * of the context and of the slots is left as it is; the buffers in
-         * flight stay pinned, as in the broken-backend case below. */
-        q->ctx = NULL;
+        q_forget_forked(q);
         return;
     }
     q_quiesce(q);
     if (q->inflight + q->batch_inflight > 0) {
-        /* The backend could not give them back: keep the buffers pinned
-         * forever rather than let the kernel write into freed memory. */
+        /* The backend could not give them back (broken, or this thread may
+         * not reap them: a single-issuer io_uring ring whose requests are
+         * its creator's): keep the buffers pinned forever rather than let
+         * the kernel write into freed memory. Drop what pins no buffer:
+         * the backend's fds and mappings where it can without waiting
+         * (forget: io_uring's kernel ends the requests when its last fd
+         * closes), and the eventfd (the kernel holds its own reference). */
+        void *ctx = q->ctx;
         q->ctx = NULL;
+        if (q->ops->forget != NULL) {
+            q->ops->forget(ctx);
+        }
+        if (q->efd >= 0) {
+            close(q->efd);
+            q->efd = -1;
+        }
         return;
     }
     while (q->done_len > 0) {
@@ -840,6 +945,36 @@ q_close(QueueObject *q)
         q->efd = -1;
     }
     Py_CLEAR(q->ready);
+}
+
+/* Enter a call that may release the GIL: busy until q_leave. */
+static int
+q_enter(QueueObject *q)
+{
+    if (q_check(q) < 0) {
+        return -1;
+    }
+    q->busy = 1;
+    return 0;
+}
+
+/* Leave it: return result, unless another thread called close() meanwhile:
+ * then finish the close here (this thread owns the requests in flight) and
+ * raise ValueError, or the exception already set. */
+static PyObject *
+q_leave(QueueObject *q, PyObject *result)
+{
+    q->busy = 0;
+    if (!atomic_load(&q->closing)) {
+        return result;
+    }
+    Py_XDECREF(result);  /* completions of a closed queue: dropped, as by close() */
+    q_closed_meanwhile();
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    q_close(q);  /* releases tags and buffers: may run finalizers */
+    PyErr_Restore(type, value, tb);
+    return NULL;
 }
 
 /* ================================================================== */
@@ -1012,36 +1147,12 @@ Queue_dealloc(QueueObject *q)
 /* ================================================================== */
 /* Methods */
 
-/* read/write/fsync: queue one request. */
+/* q_add's work, the queue entered (busy): fetching the fd and buffer may
+ * run Python code, making room releases the GIL. */
 static PyObject *
-q_add(QueueObject *q, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-      uint8_t opcode)
+q_add_request(QueueObject *q, PyObject *const *args, uint8_t opcode, const char *func,
+              PyObject *tag)
 {
-    static const char *const names[] = {"read", "write", "fsync"};
-    const char *func = names[opcode];
-    Py_ssize_t npos = opcode == FASTIO_OP_FSYNC ? 1 : 3;
-    PyObject *tag = Py_None;
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (nargs == npos + 1 && nkw == 0) {
-        tag = args[npos];
-    }
-    else if (nargs != npos || nkw > 1 ||
-             (nkw == 1 && !PyUnicode_Check(PyTuple_GET_ITEM(kwnames, 0)))) {
-        PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments and an "
-                     "optional tag (%zd given)", func, npos, nargs + nkw);
-        return NULL;
-    }
-    else if (nkw == 1) {
-        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "tag") != 0) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
-                         func, PyTuple_GET_ITEM(kwnames, 0));
-            return NULL;
-        }
-        tag = args[nargs];
-    }
-    if (q_check(q) < 0) {
-        return NULL;
-    }
     int fd;
     int64_t offset = 0;
     if (get_fd(args[0], &fd) < 0) {
@@ -1116,6 +1227,38 @@ q_add(QueueObject *q, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     return Py_NewRef(tag);
 }
 
+static PyObject *
+q_add(QueueObject *q, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+      uint8_t opcode)
+{
+    static const char *const names[] = {"read", "write", "fsync"};
+    const char *func = names[opcode];
+    Py_ssize_t npos = opcode == FASTIO_OP_FSYNC ? 1 : 3;
+    PyObject *tag = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs == npos + 1 && nkw == 0) {
+        tag = args[npos];
+    }
+    else if (nargs != npos || nkw > 1 ||
+             (nkw == 1 && !PyUnicode_Check(PyTuple_GET_ITEM(kwnames, 0)))) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments and an "
+                     "optional tag (%zd given)", func, npos, nargs + nkw);
+        return NULL;
+    }
+    else if (nkw == 1) {
+        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "tag") != 0) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
+                         func, PyTuple_GET_ITEM(kwnames, 0));
+            return NULL;
+        }
+        tag = args[nargs];
+    }
+    if (q_enter(q) < 0) {
+        return NULL;
+    }
+    return q_leave(q, q_add_request(q, args, opcode, func, tag));
+}
+
 PyDoc_STRVAR(read_doc,
 "read($self, file, buf, offset, /, tag=None)\n--\n\n"
 "Queue a read of len(buf) bytes of file (an fd or an object with fileno())\n"
@@ -1158,10 +1301,10 @@ PyDoc_STRVAR(submit_doc,
 static PyObject *
 Queue_submit(QueueObject *q, PyObject *Py_UNUSED(ignored))
 {
-    if (q_check(q) < 0 || q_submit(q) < 0) {
+    if (q_enter(q) < 0) {
         return NULL;
     }
-    return PyLong_FromUnsignedLong(q->inflight);
+    return q_leave(q, q_submit(q) < 0 ? NULL : PyLong_FromUnsignedLong(q->inflight));
 }
 
 /* The completions: the ready list, then reaped slots. */
@@ -1216,16 +1359,19 @@ Queue_wait(QueueObject *q, PyObject *args, PyObject *kwds)
         }
         deadline = t == 0 ? UINT64_MAX : now_ns() + (uint64_t)(t * 1e9);
     }
-    if (q_check(q) < 0 || q_submit(q) < 0) {
+    if (q_enter(q) < 0) {
         return NULL;
+    }
+    if (q_submit(q) < 0) {
+        return q_leave(q, NULL);
     }
     Py_ssize_t have = PyList_GET_SIZE(q->ready) + q->done_len;
     unsigned need = min_complete > have ? (unsigned)(min_complete - have) : 0;
     /* Also take what completed already, without waiting. */
     if (q_reap_wait(q, need, need ? deadline : UINT64_MAX) < 0) {
-        return NULL;
+        return q_leave(q, NULL);
     }
-    return take_completions(q);
+    return q_leave(q, take_completions(q));
 }
 
 PyDoc_STRVAR(drain_doc,
@@ -1236,28 +1382,35 @@ PyDoc_STRVAR(drain_doc,
 static PyObject *
 Queue_drain(QueueObject *q, PyObject *Py_UNUSED(ignored))
 {
-    if (q_check(q) < 0 || q_submit(q) < 0) {
+    if (q_enter(q) < 0) {
         return NULL;
+    }
+    if (q_submit(q) < 0) {
+        return q_leave(q, NULL);
     }
     while (q->inflight > 0) {
         if (q_reap_wait(q, q->inflight, 0) < 0) {
-            return NULL;
+            return q_leave(q, NULL);
         }
     }
-    return take_completions(q);
+    return q_leave(q, take_completions(q));
 }
 
 PyDoc_STRVAR(close_doc,
 "close($self, /)\n--\n\n"
 "Cancel what is in flight, wait until the backend gave every request\n"
 "back, release their buffers and free the backend (its threads joined,\n"
-"its ring unmapped). Idempotent.");
+"its ring unmapped). Idempotent. From another thread while a thread is\n"
+"inside the queue (waiting, submitting, in a batch): mark it closed and\n"
+"return at once; that thread finishes the close and raises ValueError.");
 
 static PyObject *
 Queue_close(QueueObject *q, PyObject *Py_UNUSED(ignored))
 {
-    if (q->busy) {
-        return q_check(q), NULL;
+    if (q->busy && !q_forked(q)) {
+        /* A thread is inside: it finishes the close (see the top). */
+        atomic_store(&q->closing, 1);
+        Py_RETURN_NONE;
     }
     q_close(q);
     Py_RETURN_NONE;
@@ -1338,6 +1491,7 @@ Queue_batch(QueueObject *q, PyObject *const *args, Py_ssize_t nargs)
     q_batch b;
     memset(&b, 0, sizeof b);
     void *mem = NULL;
+    int entered = 0;
 
     if (get_i64_array(args[2], &offv, 0, "offsets", -1) < 0) {
         return NULL;
@@ -1455,27 +1609,35 @@ Queue_batch(QueueObject *q, PyObject *const *args, Py_ssize_t nargs)
         }
     }
 
-    /* The loop, with the GIL released; out only for signals. */
+    /* The loop, with the GIL released; out only for signals. The fd and
+     * buffers above may have run Python code: check the queue again. */
+    if (q_enter(q) < 0) {
+        goto done;
+    }
+    entered = 1;
     q->batch = &b;
     int r;
     for (;;) {
-        q->busy = 1;
         Py_BEGIN_ALLOW_THREADS
         r = batch_run(q, &b);
         Py_END_ALLOW_THREADS
-        q->busy = 0;
-        if (r != -EINTR) {
+        if (r != -EINTR || atomic_load(&q->closing)) {
             break;
         }
         if (PyErr_CheckSignals() < 0) {
             break;
         }
     }
+    if (r >= 0 && atomic_load(&q->closing)) {
+        r = -ECANCELED;  /* done, but the caller gets the close: see q_leave */
+    }
     if (r < 0) {
-        /* A signal handler raised or the backend broke: stop the batch
-         * and wait for its requests before the buffers are released. */
+        /* A signal handler raised, the backend broke or another thread
+         * closed the queue: stop the batch and wait for its requests
+         * before the buffers are released. */
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
+        q->draining = 1;
         Py_BEGIN_ALLOW_THREADS
         q->ops->cancel_all(q->ctx);
         while (q->batch_inflight > 0) {
@@ -1485,8 +1647,12 @@ Queue_batch(QueueObject *q, PyObject *const *args, Py_ssize_t nargs)
             }
         }
         Py_END_ALLOW_THREADS
+        q->draining = 0;
         PyErr_Restore(type, value, tb);
-        if (r != -EINTR) {
+        if (atomic_load(&q->closing)) {
+            q_closed_meanwhile();
+        }
+        else if (r != -EINTR) {
             fastio_oserror(r, q->ops->name, NULL);
         }
         if (q->batch_inflight > 0) {
@@ -1522,7 +1688,7 @@ done:
         PyBuffer_Release(&lenv);
     }
     PyBuffer_Release(&offv);
-    return result;
+    return entered ? q_leave(q, result) : result;
 }
 
 PyDoc_STRVAR(register_files_doc,
@@ -1564,6 +1730,12 @@ Queue_register_files(QueueObject *q, PyObject *files)
             return NULL;
         }
     }
+    /* fileno() above may have run Python code: check the queue again. */
+    if (q_enter(q) < 0) {
+        PyMem_Free(fds);
+        Py_DECREF(seq);
+        return NULL;
+    }
     int r;
     if (q->nreg_fds > 0) {
         q->ops->register_files(q->ctx, NULL, 0);
@@ -1578,12 +1750,12 @@ Queue_register_files(QueueObject *q, PyObject *files)
     if (r < 0) {
         PyMem_Free(fds);
         Py_DECREF(seq);
-        return fastio_oserror(r, "register_files", NULL);
+        return q_leave(q, fastio_oserror(r, "register_files", NULL));
     }
     q->reg_fds = fds;
     q->nreg_fds = (unsigned)n;
     q->reg_files = seq;
-    Py_RETURN_NONE;
+    return q_leave(q, Py_NewRef(Py_None));
 }
 
 PyDoc_STRVAR(register_buffers_doc,
@@ -1617,7 +1789,7 @@ Queue_register_buffers(QueueObject *q, PyObject *buffers)
     Py_buffer *views = PyMem_Calloc(n ? n : 1, sizeof(Py_buffer));
     struct iovec *iov = PyMem_Calloc(n ? n : 1, sizeof(struct iovec));
     Py_ssize_t got = 0;
-    int r = 0;
+    int r = 0, entered = 0;
     if (views == NULL || iov == NULL) {
         PyErr_NoMemory();
         goto fail;
@@ -1630,6 +1802,11 @@ Queue_register_buffers(QueueObject *q, PyObject *buffers)
         iov[got].iov_base = views[got].buf;
         iov[got].iov_len = (size_t)views[got].len;
     }
+    /* The buffers above may have run Python code: check the queue again. */
+    if (q_enter(q) < 0) {
+        goto fail;
+    }
+    entered = 1;
     if (q->nreg_bufs > 0) {
         q->ops->register_buffers(q->ctx, NULL, 0);
         for (unsigned i = 0; i < q->nreg_bufs; i++) {
@@ -1652,11 +1829,12 @@ Queue_register_buffers(QueueObject *q, PyObject *buffers)
     Py_DECREF(seq);
     if (n == 0) {
         PyMem_Free(views);
-        Py_RETURN_NONE;
     }
-    q->reg_bufs = views;
-    q->nreg_bufs = (unsigned)n;
-    Py_RETURN_NONE;
+    else {
+        q->reg_bufs = views;
+        q->nreg_bufs = (unsigned)n;
+    }
+    return q_leave(q, Py_NewRef(Py_None));
 
 fail:
     for (Py_ssize_t i = 0; i < got; i++) {
@@ -1665,7 +1843,7 @@ fail:
     PyMem_Free(views);
     PyMem_Free(iov);
     Py_DECREF(seq);
-    return NULL;
+    return entered ? q_leave(q, NULL) : NULL;
 }
 
 PyDoc_STRVAR(eventfd_doc,
@@ -1764,7 +1942,7 @@ Queue_get_features(QueueObject *q, void *Py_UNUSED(c))
 static PyObject *
 Queue_get_closed(QueueObject *q, void *Py_UNUSED(c))
 {
-    return PyBool_FromLong(q->ctx == NULL);
+    return PyBool_FromLong(q->ctx == NULL || atomic_load(&q->closing));
 }
 
 static PyObject *

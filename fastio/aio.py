@@ -18,6 +18,7 @@ socket to become writable through the loop (add_writer) and goes on.
 """
 import collections
 import errno
+import operator
 import os
 import socket
 import weakref
@@ -396,13 +397,15 @@ def open(path, mode="r", direct=False, *, perm=0o644):
     Open path for the Queue and read_blocks: mode 'r', 'r+', 'w', 'w+', 'x'
     or 'x+' (always binary; 'b' is accepted and ignored), O_CLOEXEC, and
     O_DIRECT when direct (the page cache bypassed: offsets, lengths and
-    buffer addresses must then be aligned, see File.alignment). Returns a
+    buffer addresses must then be aligned, see File.alignment). perm: the
+    mode bits of a created file (0..0o7777, less the umask). Returns a
     File. A filesystem without O_DIRECT (tmpfs, some FUSE) raises OSError
     saying so.
     """
     m = mode.replace("b", "")
     if m not in _MODES:
         raise ValueError(f"mode must be one of {tuple(_MODES)}, got mode={mode!r}")
+    perm = _check_perm(perm)
     flags = _MODES[m] | os.O_CLOEXEC
     if direct:
         flags |= os.O_DIRECT
@@ -415,6 +418,21 @@ def open(path, mode="r", direct=False, *, perm=0o644):
                           os.fsdecode(path)) from None
         raise
     return File(fd, os.fsdecode(path), m, bool(direct))
+
+
+def _check_perm(perm):
+    # os.open would take -1 (all bits set: 0o7777 & ~umask) or 1 << 40
+    # (truncated) without a word: a file mode is 12 bits.
+    if isinstance(perm, bool):
+        raise TypeError(f"perm must be an int (file mode bits, e.g. 0o644), got perm={perm!r}")
+    try:
+        perm = operator.index(perm)
+    except TypeError:
+        raise TypeError(f"perm must be an int (file mode bits, e.g. 0o644), "
+                        f"got perm of type {type(perm).__name__}") from None
+    if not 0 <= perm <= 0o7777:
+        raise ValueError(f"perm must be within 0..0o7777, got perm={perm} ({perm:#o})")
+    return perm
 
 
 class _Target:

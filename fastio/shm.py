@@ -336,7 +336,9 @@ class SharedMemory(_core.SharedMemory):
 
     def __new__(cls, name=None, create=False, size=0, *, mode=0o600, persist=False,
                 readonly=False, populate=False, hugepages=False):
-        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+        if isinstance(mode, bool) or not isinstance(mode, int):
+            raise TypeError(f"mode must be an int, got mode of type {type(mode).__name__}")
+        if not 0 <= mode <= 0o7777:
             raise ValueError(f"mode must be an int within 0o7777, got mode={mode!r}")
         if not create:
             if name is None:
@@ -657,7 +659,9 @@ class SysVSharedMemory(_core.SysVSharedMemory):
 
     def __new__(cls, key=None, size=0, *, create=False, mode=0o600, hugepages=False,
                 readonly=False, proj_id=None, persist=False, populate=False):
-        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+        if isinstance(mode, bool) or not isinstance(mode, int):
+            raise TypeError(f"mode must be an int, got mode of type {type(mode).__name__}")
+        if not 0 <= mode <= 0o777:
             raise ValueError(f"mode must be an int within 0o777, got mode={mode!r}")
         if key is None or (type(key) is int and key == IPC_PRIVATE):
             # IPC_PRIVATE always makes a new segment: it is ours to own.

@@ -450,6 +450,29 @@ def test_open_modes(tmp_path):
         assert os.read(f.fileno(), 3) == b"abc" and f.size == 3
 
 
+def test_open_perm_is_checked(tmp_path):
+    p = tmp_path / "perm.bin"
+    lc = LeakCheck()
+    for bad in (-1, 0o10000, 1 << 40):
+        with pytest.raises(ValueError, match=f"perm=.*{bad}"):
+            fastio.open(p, "w", perm=bad)
+    for bad in ("644", 420.0, None, True):
+        with pytest.raises(TypeError, match="perm"):
+            fastio.open(p, "x", perm=bad)
+    assert not p.exists()  # refused before anything was created
+    lc.check()
+    old = os.umask(0)
+    try:
+        with fastio.open(p, "x", perm=np.int64(0o640)):
+            pass
+        with fastio.open(tmp_path / "sticky.bin", "w", perm=0o7777):
+            pass
+    finally:
+        os.umask(old)
+    assert os.stat(p).st_mode & 0o7777 == 0o640
+    assert os.stat(tmp_path / "sticky.bin").st_mode & 0o777 == 0o777
+
+
 # ---------------------------------------------------------------- lifetimes
 
 def test_buffers_pinned_until_reaped(backend, blob):
@@ -661,3 +684,179 @@ def test_batch_on_a_queue_full_of_its_own_requests(backend, blob):
         assert out.tobytes() == data[:1600]
         assert sorted(q.wait(2)) == [("a", 8), ("b", 8)]
         assert bytes(a + b) == data[:16]
+
+
+# ---------------------------------------------------------------- close() from another thread
+
+JOIN_TIMEOUT = 30.0
+_USERFAULTFD_NR = {"x86_64": 323, "aarch64": 282}
+
+
+class Stuck:
+    """A read that does not complete until release(). On an empty pipe
+    (io_uring arms a poll and the request stays in flight; Linux AIO runs it
+    inside io_submit; glibc's aio thread blocks in read), or, for the
+    threads backend (pread on a pipe is ESPIPE), a read of a regular file
+    into an anonymous page registered with userfaultfd: the kernel's copy
+    faults and waits until the userfaultfd is closed."""
+
+    def __init__(self, backend, tmp_path):
+        self.uffd = self.mm = None
+        if backend != "threads":
+            self.fd, self.w = os.pipe()
+            self.buf = fastio.Buffer(16)
+            return
+        import ctypes
+        import fcntl
+        import mmap
+        import struct
+        nr = _USERFAULTFD_NR.get(os.uname().machine)
+        if nr is None:
+            pytest.skip("userfaultfd syscall number unknown on this architecture")
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        uffd = libc.syscall(nr, os.O_CLOEXEC)
+        if uffd < 0:
+            pytest.skip(f"userfaultfd: {os.strerror(ctypes.get_errno())}")
+        self.uffd = uffd
+        fcntl.ioctl(uffd, 0xC018AA3F, bytearray(struct.pack("QQQ", 0xAA, 0, 0)))  # UFFDIO_API
+        self.mm = mmap.mmap(-1, 4096)
+        ref = ctypes.c_char.from_buffer(self.mm)
+        addr = ctypes.addressof(ref)
+        del ref
+        # UFFDIO_REGISTER, mode MISSING: the untouched page faults to us
+        fcntl.ioctl(uffd, 0xC020AA00, bytearray(struct.pack("QQQQ", addr, 4096, 1, 0)))
+        p = tmp_path / "stuck.bin"
+        p.write_bytes(b"s" * 4096)
+        self.fd = os.open(p, os.O_RDONLY)
+        self.w = None
+        self.buf = self.mm
+
+    def release(self):
+        if self.w is not None:
+            os.write(self.w, b"x" * 16)
+        elif self.uffd is not None:
+            os.close(self.uffd)  # the fault resolves with a fresh page
+            self.uffd = None
+
+    def pinned(self):
+        if self.mm is None:
+            return self.buf.exports > 0
+        try:
+            self.mm.resize(8192)  # refused while a buffer export exists
+        except BufferError:
+            return True
+        except (OSError, SystemError):
+            return False
+        return False
+
+    def close(self):
+        self.release()
+        os.close(self.fd)
+        if self.w is not None:
+            os.close(self.w)
+        if self.mm is not None:
+            self.mm.close()  # BufferError if the queue still pinned it
+        else:
+            self.buf.close()
+
+
+def _close_under_waiter(backend, call, tmp_path):
+    """One round: returns the waiter's exception."""
+    import faulthandler
+    import threading
+    stuck = Stuck(backend, tmp_path)
+    q = fastio.Queue(4, backend)
+    got = []
+    started = threading.Event()
+
+    def waiter():
+        try:
+            if call == "read_batch":
+                started.set()
+                got.append(q.read_batch(stuck.fd, [0], 16, stuck.buf))
+            else:
+                q.read(stuck.fd, stuck.buf, 0)
+                started.set()
+                got.append(getattr(q, call)())
+        except BaseException as e:  # noqa: BLE001  checked below
+            got.append(e)
+
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    assert started.wait(JOIN_TIMEOUT)
+    time.sleep(0.2)  # most often inside by now; if not, it sees closed
+    assert q.close() is None  # no RuntimeError, no wait for the waiter
+    assert q.closed
+    with pytest.raises(ValueError, match="closed"):
+        q.submit()
+    if backend == "io_uring":
+        # A pipe read is cancellable: the waiter leaves on its own.
+        t.join(JOIN_TIMEOUT)
+        assert not t.is_alive(), "the waiter was not woken by close()"
+    elif t.is_alive():
+        # The read cannot be cancelled: its buffer stays pinned.
+        assert stuck.pinned()
+    stuck.release()
+    t.join(JOIN_TIMEOUT)
+    if t.is_alive():
+        faulthandler.dump_traceback(sys.stderr, all_threads=True)
+        pytest.fail("the waiter is still inside the Queue: deadlock")
+    assert len(got) == 1 and isinstance(got[0], ValueError), got
+    assert "closed" in str(got[0])
+    assert not stuck.pinned()
+    stuck.close()
+    return got[0]
+
+
+@pytest.mark.parametrize("call", ["wait", "drain", "read_batch"])
+def test_close_from_another_thread_ends_the_waiter(backend, call, tmp_path):
+    """Issue 7: a thread blocked inside the Queue (GIL released) while
+    another thread calls close(). close() returns at once; the waiter
+    cancels and drains its request (the buffer stays pinned until the
+    backend gave it back), frees the backend and raises ValueError."""
+    warm(backend, 4)
+    _close_under_waiter(backend, call, tmp_path)  # warm: thread stacks, ctypes
+    lc = LeakCheck(map_slack=MAP_SLACK)
+    threads = count_threads()
+    for _attempt in range(5):
+        exc = _close_under_waiter(backend, call, tmp_path)
+        if "by another thread" in str(exc):
+            break  # else it came in after close(): try again
+    else:
+        pytest.fail("the waiter never got inside the Queue before close()")
+    lc.check()
+    assert settle_threads(threads) <= threads
+
+
+def test_io_uring_closed_by_a_thread_other_than_its_creator():
+    """A single-issuer ring: only the thread that created it may reap its
+    requests. close() from another thread while the creator's read is in
+    flight (no thread inside the Queue) cannot get it back: the buffer stays
+    pinned for good (docs/aio.md), but the ring's fd and mappings are let
+    go (the kernel ends the request when its last fd closes)."""
+    import threading
+    info = PROBED["io_uring"]
+    if not info.available or "single_issuer" not in info.features:
+        pytest.skip("no single-issuer io_uring here")
+    r, w = os.pipe()
+    buf = fastio.Buffer(16)
+    warm("io_uring", 4)
+    t = threading.Thread(target=lambda: None)  # thread stacks: not ours
+    t.start()
+    t.join()
+    lc = LeakCheck(map_slack=MAP_SLACK)
+    q = fastio.Queue(4, "io_uring")
+    assert "single_issuer" in q.features
+    q.read(r, buf, 0)
+    q.submit()
+    t = threading.Thread(target=q.close)
+    t.start()
+    t.join(JOIN_TIMEOUT)
+    assert not t.is_alive() and q.closed
+    assert buf.exports == 1  # the kernel may have written into it: pinned
+    del q
+    lc.check()  # no ring fd, no ring mapping left
+    os.write(w, b"x" * 16)
+    os.close(r)
+    os.close(w)

@@ -131,6 +131,7 @@ ROWS = [
     ('fastio.SharedMemory', 'missing name', 'fastio.SharedMemory("fastio-no-such-seg")', 'FileNotFoundError', "[Errno 2] No such file or directory (shm_open): '/fastio-no-such-seg'"),
     ('fastio.SharedMemory', 'name with slash', 'fastio.SharedMemory("a/b", create=True, size=10)', 'ValueError', "name must not contain '/' (after a leading one), got name='a/b'"),
     ('fastio.SharedMemory', 'bad mode', 'fastio.SharedMemory(create=True, size=10, mode=-1)', 'ValueError', 'mode must be an int within 0o7777, got mode=-1'),
+    ('fastio.SharedMemory', 'mode a str', 'fastio.SharedMemory(create=True, size=10, mode="600")', 'TypeError', 'mode must be an int, got mode of type str'),
     ('fastio.SharedMemory', 'name an int', 'fastio.SharedMemory(5.5)', 'TypeError', 'name must be a str, got name=5.5'),
     ('fastio.SharedMemory', 'existing name with create', 'fastio.SharedMemory(SHM.name, create=True, size=10)', 'FileExistsError', "[Errno 17] File exists (shm_open): '/*'"),
     ('fastio.SharedMemory', 'too-long name', 'fastio.SharedMemory("x" * 300, create=True, size=10)', 'ValueError', 'name is 300 bytes; the limit is 255: name=*'),
@@ -143,6 +144,7 @@ ROWS = [
     ('fastio.SysVSharedMemory', 'negative size', 'fastio.SysVSharedMemory(size=-1)', 'ValueError', 'creating a segment needs size > 0, got size=-1'),
     ('fastio.SysVSharedMemory', 'size 0 private', 'fastio.SysVSharedMemory(size=0)', 'ValueError', 'creating a segment needs size > 0, got size=0'),
     ('fastio.SysVSharedMemory', 'bad mode', 'fastio.SysVSharedMemory(size=10, mode=0o1777)', 'ValueError', 'mode must be an int within 0o777, got mode=1023'),
+    ('fastio.SysVSharedMemory', 'mode a str', 'fastio.SysVSharedMemory(size=10, mode="600")', 'TypeError', 'mode must be an int, got mode of type str'),
     ('fastio.SysVSharedMemory', 'missing key', 'fastio.SysVSharedMemory(0x7ead0001)', 'FileNotFoundError', '[Errno 2] No such file or directory (shmget)'),
     ('fastio.SysVSharedMemory', 'key a float', 'fastio.SysVSharedMemory(1.5, size=10)', 'TypeError', 'key must be None, an int or a path, got key=1.5'),
     ('SysVSharedMemory.fill', 'value -1', 'SYSV.fill(-1)', 'ValueError', 'fill value must be a byte (0..255), got value=-1'),
@@ -223,6 +225,10 @@ ROWS = [
     ('fastio.open', 'bad mode', 'fastio.open(P, "q")', 'ValueError', "mode must be one of ('r', 'r+', 'w', 'w+', 'x', 'x+'), got mode='q'"),
     ('fastio.open', 'missing file', 'fastio.open(MISSING)', 'FileNotFoundError', "[Errno 2] No such file or directory: '*'"),
     ('fastio.open', 'x on existing file', 'fastio.open(P, "x")', 'FileExistsError', "[Errno 17] File exists: '*'"),
+    ('fastio.open', 'negative perm', 'fastio.open(P2, "w", perm=-1)', 'ValueError', 'perm must be within 0..0o7777, got perm=-1 (-0o1)'),
+    ('fastio.open', 'perm past 0o7777', 'fastio.open(P2, "w", perm=0o10000)', 'ValueError', 'perm must be within 0..0o7777, got perm=4096 (0o10000)'),
+    ('fastio.open', 'perm a str', 'fastio.open(P2, "w", perm="644")', 'TypeError', 'perm must be an int (file mode bits, e.g. 0o644), got perm of type str'),
+    ('fastio.open', 'perm a float', 'fastio.open(P2, "w", perm=420.0)', 'TypeError', 'perm must be an int (file mode bits, e.g. 0o644), got perm of type float'),
     ('fastio.backends', 'argument given', 'fastio.backends(1)', 'TypeError', 'backends() takes 0 positional arguments but 1 was given'),
 ]
 

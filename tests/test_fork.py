@@ -179,3 +179,109 @@ def test_queue_refuses_a_forked_child(tmp_path, backend):
     finally:
         q.close()
         os.close(fd)
+
+
+def _mapped(addr):
+    """Is addr inside a mapping of this process?"""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            if lo <= addr < hi:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("backend", [
+    name for name, info in fastio.backends().items() if info.available])
+def test_forked_child_releases_what_the_parents_requests_pin(tmp_path, backend):
+    """A child's copy of a Queue pins the buffers of the requests the parent
+    had in flight at fork time. Closing the Queue in the child releases them
+    (the kernel writes the parent's completions into the parent's memory)
+    and drops the child's copies of the ring fd and mappings, without a
+    system call on the parent's ring: the child's mmap then really unmaps,
+    and the parent reaps its request normally afterwards."""
+    import numpy as np
+    from conftest import count_fds, fork, join
+    m = fastio.mmap(-1, 8192)
+    addr = np.frombuffer(m, np.uint8).ctypes.data
+    mv = memoryview(m)[100:116]
+    pipe = backend in ("io_uring", "posix_aio")  # a read that stays in flight
+    if pipe:
+        fd, w = os.pipe()
+    else:
+        # linux_aio runs a pipe read inside io_submit, and pread on a pipe
+        # is ESPIPE for the threads backend: a file read submitted and not
+        # reaped pins its buffer just the same.
+        p = tmp_path / "f.bin"
+        p.write_bytes(b"f" * 16)
+        fd, w = os.open(p, os.O_RDONLY), None
+    q = fastio.Queue(4, backend)
+    q.read(fd, mv, 0, tag="t")
+    q.submit()
+    assert q.in_flight == 1
+
+    def child():
+        fds = count_fds()
+        q.close()
+        assert q.closed
+        if backend == "io_uring":
+            assert count_fds() == fds - 1, "the child's copy of the ring fd stayed open"
+        else:
+            assert count_fds() <= fds
+        mv.release()  # BufferError if the queue still pinned it
+        m.close()
+        assert m.closed
+        assert not _mapped(addr), "the mapping stayed: still pinned in the child"
+
+    pid = fork(child)
+    assert join(pid) == 0
+    # The parent's request is untouched by the child's close.
+    if pipe:
+        assert q.wait(0, timeout=0) == []
+        os.write(w, b"p" * 16)
+    assert q.wait(1, timeout=10.0) == [("t", 16)]
+    assert bytes(m[100:116]) == (b"p" if pipe else b"f") * 16
+    q.close()
+    mv.release()
+    m.close()
+    assert not _mapped(addr)
+    os.close(fd)
+    if w is not None:
+        os.close(w)
+
+
+@pytest.mark.parametrize("backend", [
+    name for name in ("io_uring", "posix_aio") if fastio.backends()[name].available])
+def test_fork_while_a_thread_waits_in_the_queue(backend):
+    """fork() while another thread is blocked inside the Queue (GIL
+    released): in the child that thread does not exist, so close() must not
+    wait for it nor leave the close to it; it releases the child's pins at
+    once. The parent's waiter gets its completion normally."""
+    import threading
+    from conftest import fork, join
+    buf = fastio.Buffer(16)
+    fd, w = os.pipe()
+    q = fastio.Queue(4, backend)
+    q.read(fd, buf, 0, tag="t")
+    got = []
+    t = threading.Thread(target=lambda: got.append(q.wait(1, timeout=20.0)), daemon=True)
+    t.start()
+    time.sleep(0.2)  # most often inside wait() by now
+
+    def child():
+        q.close()
+        assert q.closed
+        assert buf.exports == 0, "still pinned in the child"
+        buf.close()
+
+    pid = fork(child)
+    assert join(pid) == 0
+    os.write(w, b"p" * 16)
+    t.join(CHILD_TIMEOUT)
+    assert not t.is_alive()
+    assert got == [[("t", 16)]]
+    assert bytes(buf) == b"p" * 16
+    q.close()
+    assert buf.exports == 0
+    os.close(fd)
+    os.close(w)

@@ -200,8 +200,11 @@ def test_attach_missing_and_name_required():
 
 
 def test_bad_mode():
-    for mode in (-1, 0o10000, "0600"):
+    for mode in (-1, 0o10000):
         with pytest.raises(ValueError, match="mode"):
+            fastio.SharedMemory(create=True, size=1, mode=mode)
+    for mode in ("0600", 0o600 * 1.0, True):
+        with pytest.raises(TypeError, match="mode"):
             fastio.SharedMemory(create=True, size=1, mode=mode)
 
 

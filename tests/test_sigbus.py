@@ -415,3 +415,132 @@ def test_channel_on_truncated_segment_raises(shm_file, side):
         assert ch.recv_bytes() == b"r" * kept + bytes(16000 - kept)
     ch.close()
     m.close()
+
+
+# ---------------------------------------------------------------- disk full
+
+# Run inside a private mount namespace (unshare -m): mounts a small
+# filesystem on a temporary directory, maps a sparse file larger than it,
+# writes through fastio's accessors until the blocks run out, then frees
+# space and writes again. Exit 77: this machine cannot mount it (skip).
+DISK_FULL_CHILD = r'''
+import errno, os, shutil, subprocess, sys, tempfile
+import fastio
+
+kind = sys.argv[1]
+PAGE = fastio.PAGESIZE
+top = tempfile.mkdtemp()
+d = os.path.join(top, "mnt")
+os.mkdir(d)
+clean = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+def run(*cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True, env=clean)
+    if r.returncode:
+        print(f"{' '.join(cmd)}: {r.stderr.strip() or r.returncode}", file=sys.stderr)
+        sys.exit(77)
+
+if kind == "tmpfs":
+    run("mount", "-t", "tmpfs", "-o", "size=512k", "none", d)
+else:  # a 2 MiB ext4 image on a loop device, no journal, no reserve
+    img = os.path.join(top, "fs.img")
+    with open(img, "wb") as f:
+        f.truncate(2 << 20)
+    if shutil.which("mkfs.ext4") is None:
+        print("mkfs.ext4 not found", file=sys.stderr)
+        sys.exit(77)
+    run("mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-b", "4096", "-m", "0", img)
+    run("mount", "-o", "loop", img, d)
+
+# A filler takes some of the space, to be given back at the end.
+with open(os.path.join(d, "filler.bin"), "wb") as f:
+    f.write(b"f" * (16 * PAGE))
+size = 4 << 20  # more than the filesystem holds; > 1 MiB copies drop the GIL
+path = os.path.join(d, "sparse.bin")
+with open(path, "wb") as f:
+    f.truncate(size)
+m = fastio.mmap(path, mode="r+")
+assert m.valid()
+
+def lost(call, op):
+    try:
+        call()
+    except fastio.MappingError as e:
+        assert isinstance(e, OSError) and e.errno == errno.EIO, (op, e.errno, e)
+        assert "could not back the mapped page" in str(e) and f"({op})" in str(e), e
+        assert e.offset is not None and e.offset % PAGE == 0, e.offset
+        return e.offset
+    raise AssertionError(f"{op}: no MappingError on a full filesystem")
+
+# Fill page by page with slice assignment until the blocks run out.
+first = lost(lambda: [m.__setitem__(slice(o, o + PAGE), b"y" * PAGE)
+                      for o in range(0, size, PAGE)], "slice assignment")
+assert 0 < first < size, first
+assert m[:PAGE] == b"y" * PAGE and m[first - 1] == ord("y")
+# Every writing accessor, on the lost page and past it.
+m.seek(first)
+lost(lambda: m.write(b"w" * 100), "write")
+m.seek(first + 10)
+lost(lambda: m.write_byte(1), "write_byte")
+lost(lambda: m.__setitem__(first + 5, 1), "item assignment")
+lost(lambda: m.move(first, 0, 3 * PAGE), "move")
+big = size - first - PAGE  # past the 1 MiB threshold: the GIL is released
+assert big > 1 << 20
+off = lost(lambda: m.__setitem__(slice(first, first + big), bytes(big)), "slice assignment")
+assert first <= off < size
+# Reading a hole needs no block on ext4 (the zero page); tmpfs allocates
+# a page for it, which a full tmpfs cannot: MappingError too, no crash.
+try:
+    assert m[size - 10:] == bytes(10)
+except fastio.MappingError as e:
+    assert kind == "tmpfs" and e.errno == errno.EIO, (kind, e)
+# A system call copying into the lost page: an OSError or a short count.
+src = os.open(os.path.join(d, "filler.bin"), os.O_RDONLY)
+try:
+    n = os.preadv(src, [memoryview(m)[first:first + PAGE]], 0)
+    assert n < PAGE, n
+except OSError as e:
+    assert e.errno in (errno.EFAULT, errno.ENOSPC, errno.EIO), e
+os.close(src)
+# The process and the map go on: free space, write the lost page again.
+os.unlink(os.path.join(d, "filler.bin"))
+m[first:first + PAGE] = b"z" * PAGE
+m.flush()
+assert m[first:first + PAGE] == b"z" * PAGE
+with open(path, "rb") as f:
+    f.seek(first)
+    assert f.read(PAGE) == b"z" * PAGE
+m.close()
+run("umount", d)
+print("ok", first)
+'''
+
+
+@pytest.mark.parametrize("kind", ["tmpfs", "ext4"])
+def test_disk_full_under_a_sparse_map(kind):
+    """Issue 7: a sparse file's filesystem fills up under a writable map.
+    The write fault that finds no block is a SIGBUS; fastio's accessors
+    raise MappingError(EIO) instead, and the map works again once space is
+    freed. Runs as root in a private mount namespace."""
+    import shutil
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("unshare (util-linux) not found: no private mount namespace")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(os.path.dirname(fastio.__file__))] +
+        ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.pop("PYTHONFAULTHANDLER", None)
+    r = subprocess.run([unshare, "-m", "--propagation", "private", sys.executable, "-c",
+                        DISK_FULL_CHILD, kind], capture_output=True, text=True,
+                       timeout=120, env=env)
+    if r.returncode == 77:
+        pytest.skip(f"cannot mount a small {kind} here: {r.stderr.strip()}")
+    if r.returncode == 1 and "unshare failed" in r.stderr:
+        pytest.skip(f"no private mount namespace here: {r.stderr.strip()}")
+    assert r.returncode == 0, (
+        f"child died (signal {-r.returncode})" if r.returncode < 0 else r.returncode,
+        r.stderr[-3000:])
+    assert r.stdout.startswith("ok "), r.stdout
