@@ -33,7 +33,10 @@
 typedef struct {
     PyObject_HEAD
     fastio_region region;
-    int fd;              /* our own dup of the file's fd, -1 for anonymous */
+    int fd;              /* our own dup of the file's fd, -1 for anonymous
+                            or when created with trackfd=False */
+    int trackfd;         /* 0: created with trackfd=False (Python 3.13's
+                            mmap): no fd kept, so size() and resize() refuse */
     Py_ssize_t pos;      /* the file-like position for read/write/seek */
     long long offset;    /* the user's byte offset into the file */
     int access;
@@ -148,7 +151,7 @@ static PyObject *
 mmap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *keywords[] = {"fileno", "length", "flags", "prot", "access",
-                               "offset", "populate", "hugepages", NULL};
+                               "offset", "populate", "hugepages", "trackfd", NULL};
     int fd;
     Py_ssize_t length;
     int flags = MAP_SHARED;
@@ -157,10 +160,11 @@ mmap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     long long offset = 0;
     int populate = 0;
     int hugepages = 0;
+    int trackfd = 1;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "in|iiiL$pp:mmap", keywords,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "in|iiiL$ppp:mmap", keywords,
                                      &fd, &length, &flags, &prot, &access,
-                                     &offset, &populate, &hugepages)) {
+                                     &offset, &populate, &hugepages, &trackfd)) {
         return NULL;
     }
     if (length < 0) {
@@ -243,9 +247,10 @@ mmap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->flags = flags;
     self->prot = prot;
     self->offset = offset;
+    self->trackfd = trackfd;
     self->region.readonly = (access == ACCESS_READ) || !(prot & PROT_WRITE);
 
-    if (fd != -1) {
+    if (fd != -1 && trackfd) {
         /* Own a dup, as the stdlib does: the caller may close theirs. */
         self->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
         if (self->fd < 0) {
@@ -254,9 +259,12 @@ mmap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             return NULL;
         }
     }
-    else {
+    else if (fd == -1) {
         flags |= MAP_ANONYMOUS;
     }
+    /* trackfd=False maps the caller's fd and keeps none: the mapping holds
+     * the file itself, so the caller may close theirs at once. */
+    int map_fd = trackfd ? self->fd : fd;
 
     int want_populate = populate && length > 0;
     if (want_populate && !fastio_kernel_has_madv_populate()) {
@@ -281,7 +289,7 @@ mmap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
 #endif
     if (base == MAP_FAILED) {
-        base = mmap(NULL, map_len, prot, flags, self->fd, (off_t)aligned);
+        base = mmap(NULL, map_len, prot, flags, map_fd, (off_t)aligned);
         if (base == MAP_FAILED) {
             err = -errno;
         }
@@ -1160,7 +1168,8 @@ mmap_write_byte(MmapObject *self, PyObject *args)
 PyDoc_STRVAR(mmap_seek_doc,
 "seek($self, pos, whence=0, /)\n--\n\n"
 "Set the position: whence 0 from the start, 1 from the current position,\n"
-"2 from the end. ValueError if the result is outside [0, len].");
+"2 from the end, and return it (as Python 3.13's mmap does). ValueError if\n"
+"the result is outside [0, len].");
 
 static PyObject *
 mmap_seek(MmapObject *self, PyObject *args)
@@ -1201,12 +1210,22 @@ mmap_seek(MmapObject *self, PyObject *args)
         goto out_of_range;
     }
     self->pos = where;
-    Py_RETURN_NONE;
+    return PyLong_FromSsize_t(where);
 
 out_of_range:
     PyErr_Format(PyExc_ValueError, "seek out of range: pos=%zd, whence=%d, length=%zd",
                  dist, how, self->region.size);
     return NULL;
+}
+
+PyDoc_STRVAR(mmap_seekable_doc,
+"seekable($self, /)\n--\n\n"
+"Return True: a map can always seek (Python 3.13's mmap has it too).");
+
+static PyObject *
+mmap_seekable(MmapObject *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_RETURN_TRUE;
 }
 
 PyDoc_STRVAR(mmap_tell_doc,
@@ -1391,13 +1410,18 @@ mmap_move(MmapObject *self, PyObject *args)
 PyDoc_STRVAR(mmap_size_doc,
 "size($self, /)\n--\n\n"
 "Return the size of the mapped file (fstat), which may differ from len().\n"
-"For an anonymous map, its length (the stdlib raises OSError there).");
+"For an anonymous map, its length (the stdlib raises OSError there).\n"
+"OSError (EBADF) for a map created with trackfd=False, as in the stdlib.");
 
 static PyObject *
 mmap_size(MmapObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (check_valid(self) < 0) {
         return NULL;
+    }
+    if (!self->trackfd) {
+        /* No file descriptor kept: the stdlib's fstat(-1) fails so. */
+        return fastio_oserror(-EBADF, "fstat", NULL);
     }
     if (self->fd < 0) {
         return PyLong_FromSsize_t(self->region.size);
@@ -1414,7 +1438,8 @@ PyDoc_STRVAR(mmap_resize_doc,
 "Change the map's length to newsize (mremap), and the file's size to\n"
 "offset + newsize (ftruncate). BufferError while memoryviews or numpy\n"
 "arrays use the map, since the memory may move. TypeError for read-only\n"
-"and copy-on-write maps, as in the stdlib.");
+"and copy-on-write maps, ValueError for a map created with trackfd=False\n"
+"(no file to truncate), as in the stdlib.");
 
 static PyObject *
 mmap_resize(MmapObject *self, PyObject *args)
@@ -1425,6 +1450,11 @@ mmap_resize(MmapObject *self, PyObject *args)
         return NULL;
     }
     if (!PyArg_ParseTuple(args, "n:resize", &new_size) || check_valid(self) < 0) {
+        return NULL;
+    }
+    if (!self->trackfd) {
+        PyErr_Format(PyExc_ValueError,
+                     "mmap can't resize with trackfd=False: newsize=%zd", new_size);
         return NULL;
     }
     if (r->exports > 0 || r->pins > 0) {
@@ -1699,7 +1729,8 @@ PyDoc_STRVAR(mmap_valid_doc,
 "offset + len(self)). When it does not, touching the lost pages through\n"
 "numpy or any other code that is not fastio's raises SIGBUS, which kills\n"
 "the process; fastio's own accessors raise MappingError instead. True for\n"
-"anonymous maps and for maps of files fstat cannot size (devices). See\n"
+"anonymous maps, for maps of files fstat cannot size (devices) and for\n"
+"maps created with trackfd=False (no descriptor kept to ask). See\n"
 "docs/sigbus.md.");
 
 static PyObject *
@@ -1820,6 +1851,7 @@ static PyMethodDef mmap_methods[] = {
     {"write", (PyCFunction)mmap_write, METH_VARARGS, mmap_write_doc},
     {"write_byte", (PyCFunction)mmap_write_byte, METH_VARARGS, mmap_write_byte_doc},
     {"seek", (PyCFunction)mmap_seek, METH_VARARGS, mmap_seek_doc},
+    {"seekable", (PyCFunction)mmap_seekable, METH_NOARGS, mmap_seekable_doc},
     {"tell", (PyCFunction)mmap_tell, METH_NOARGS, mmap_tell_doc},
     {"find", (PyCFunction)mmap_find, METH_VARARGS, mmap_find_doc},
     {"rfind", (PyCFunction)mmap_rfind, METH_VARARGS, mmap_rfind_doc},
@@ -1855,10 +1887,13 @@ static PyMemberDef mmap_members[] = {
 
 PyDoc_STRVAR(mmap_doc,
 "mmap(fileno, length, flags=MAP_SHARED, prot=PROT_WRITE|PROT_READ, "
-"access=ACCESS_DEFAULT, offset=0, *, populate=False, hugepages=False)\n--\n\n"
+"access=ACCESS_DEFAULT, offset=0, *, populate=False, hugepages=False, "
+"trackfd=True)\n--\n\n"
 "A memory map, a superset of the stdlib mmap.mmap. fileno -1 maps\n"
 "anonymous memory. offset may be any byte offset. populate prefaults the\n"
 "pages (MADV_POPULATE_READ/WRITE); hugepages asks for huge pages.\n"
+"trackfd=False keeps no duplicate of fileno (as in Python 3.13's mmap):\n"
+"size() and resize() then refuse.\n"
 "If the file shrinks under the map, the accessors (indexing, slicing,\n"
 "read, write, find, move, iteration, `in`) raise fastio.MappingError\n"
 "instead of dying of SIGBUS; numpy views are not protected (valid(),\n"

@@ -64,6 +64,10 @@ static const fastio_constant constants[] = {
 #ifdef MAP_STACK
     {"MAP_STACK", MAP_STACK},
 #endif
+#ifdef MAP_32BIT
+    /* Python 3.13's mmap module has it too. */
+    {"MAP_32BIT", MAP_32BIT},
+#endif
 #ifdef MAP_NORESERVE
     {"MAP_NORESERVE", MAP_NORESERVE},
 #endif
@@ -206,6 +210,17 @@ fastio_free(void *module)
 
 static PyModuleDef_Slot fastio_slots[] = {
     {Py_mod_exec, fastio_exec},
+#ifdef Py_mod_gil
+    /* Free-threaded CPython (3.13t+): the types here keep their state
+     * consistent by holding the GIL (a region's exports and pins counters,
+     * which decide when memory is unmapped; an mmap's position; closed flags;
+     * a Queue's in-flight table), so the interpreter must turn the GIL on
+     * when this module is imported. Py_MOD_GIL_USED is also the default;
+     * it is spelled out so the choice is visible. fastio/_freethreading.py
+     * words the warning; docs/freethreading.md says what would be needed
+     * for Py_MOD_GIL_NOT_USED. */
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
     {0, NULL},
 };
 

@@ -2,12 +2,17 @@
 
 Import names from here; fastio._core is the C extension behind them.
 """
-from . import _core
-from ._core import (  # noqa: F401  the stdlib mmap module's constants and error
+# On a free-threaded Python, importing the C core turns the GIL back on
+# (fastio._core relies on it): _freethreading says so in fastio's words.
+from ._freethreading import import_core as _import_core
+
+_core = _import_core()
+del _import_core
+from ._core import (  # noqa: E402,F401  the stdlib mmap module's constants and error
     ACCESS_COPY, ACCESS_DEFAULT, ACCESS_READ, ACCESS_WRITE, ALLOCATIONGRANULARITY,
     PAGESIZE, PROT_EXEC, PROT_READ, PROT_WRITE, FastIOError, error,
 )
-from ._core import __dict__ as _core_dict
+from ._core import __dict__ as _core_dict  # noqa: E402
 
 # Every MAP_*, MADV_* and MS_* constant the C module defines.
 globals().update({k: v for k, v in _core_dict.items()

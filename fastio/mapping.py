@@ -43,7 +43,7 @@ def _needs_write_fd(flags, prot, access):
 
 
 class mmap(_core.mmap):
-    """mmap(fileno, length, flags=MAP_SHARED, prot=PROT_WRITE|PROT_READ, access=ACCESS_DEFAULT, offset=0, *, populate=False, hugepages=False, mode=None)
+    """mmap(fileno, length, flags=MAP_SHARED, prot=PROT_WRITE|PROT_READ, access=ACCESS_DEFAULT, offset=0, *, populate=False, hugepages=False, trackfd=True, mode=None)
 
     A memory map, a drop-in superset of the stdlib ``mmap.mmap``.
 
@@ -60,9 +60,9 @@ class mmap(_core.mmap):
 
     def __new__(cls, fileno, length=None, flags=_DEFAULT_FLAGS, prot=_DEFAULT_PROT,
                 access=_core.ACCESS_DEFAULT, offset=0, *, populate=False,
-                hugepages=False, mode=None):
+                hugepages=False, trackfd=True, mode=None):
         kwargs = dict(flags=flags, prot=prot, access=access, offset=offset,
-                      populate=populate, hugepages=hugepages)
+                      populate=populate, hugepages=hugepages, trackfd=trackfd)
         if not isinstance(fileno, (str, bytes, os.PathLike)):
             if mode is not None:
                 raise ValueError(

@@ -231,7 +231,9 @@ ALL_METHODS = {
 @pytest.mark.smoke
 def test_every_method_after_close_raises_valueerror(rwfile):
     path, data, fd = rwfile
-    public = {n for n in dir(fastio.mmap) if not n.startswith("_")} - {"close", "closed"}
+    # seekable() answers True even when closed, as Python 3.13's mmap does.
+    public = {n for n in dir(fastio.mmap) if not n.startswith("_")} - {
+        "close", "closed", "seekable"}
     assert public <= set(ALL_METHODS), "a method is missing from this test"
     for m in (fastio.mmap(fd, 100), fastio.mmap(-1, 100)):
         m.close()
@@ -738,3 +740,76 @@ def test_signatures_and_stub_match_runtime():
     stubbed = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
     runtime = {n for n in vars(fastio._core.mmap) if not n.startswith("_")}
     assert runtime <= stubbed
+
+
+# ---------------------------------------------------------------- Python 3.13
+# What Python 3.13's mmap added, which fastio has on every Python.
+
+def test_seekable_and_seek_returns_the_position():
+    m = fastio.mmap(-1, 100)
+    assert m.seekable() is True
+    assert m.seek(10) == 10
+    assert m.seek(5, 1) == 15
+    assert m.seek(-1, 2) == 99
+    assert m.tell() == 99
+    m.close()
+    assert m.seekable() is True  # as the stdlib's, even closed
+
+
+def test_trackfd_false_keeps_no_descriptor(rwfile, leakcheck):
+    path, data, fd = rwfile
+    before = len(os.listdir("/proc/self/fd"))
+    m = fastio.mmap(fd, len(data), trackfd=False)
+    assert len(os.listdir("/proc/self/fd")) == before, "trackfd=False dup()ed the fd"
+    assert m[:] == data
+    with pytest.raises(OSError) as info:
+        m.size()
+    assert info.value.errno == errno.EBADF
+    with pytest.raises(ValueError, match="trackfd=False"):
+        m.resize(10)
+    assert m.valid() is True  # no descriptor to ask
+    m[0] = data[0] ^ 0xFF
+    m.flush()
+    assert os.pread(fd, 1, 0)[0] == data[0] ^ 0xFF
+    m.close()
+    leakcheck.check()
+
+
+def test_trackfd_false_outlives_the_callers_fd(tmp_path, leakcheck):
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"abcdef" * 100)
+    fd = os.open(p, os.O_RDWR)
+    m = fastio.mmap(fd, 0, trackfd=False)
+    os.close(fd)  # the mapping holds the file
+    assert m[:6] == b"abcdef"
+    m[0] = ord("X")
+    m.close()
+    assert p.read_bytes()[:6] == b"Xbcdef"
+    leakcheck.check()
+
+
+def test_trackfd_false_anonymous():
+    m = fastio.mmap(-1, 64, trackfd=False)
+    with pytest.raises(OSError) as info:
+        m.size()  # fastio's anonymous size() answers len(); not without a tracked fd
+    assert info.value.errno == errno.EBADF
+    with pytest.raises(ValueError, match="trackfd=False"):
+        m.resize(32)
+    m[0] = 7
+    assert m[0] == 7 and len(m) == 64
+    m.close()
+
+
+def test_trackfd_with_a_path(tmp_path):
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"z" * 4096)
+    with fastio.mmap(p, mode="r", trackfd=False) as m:
+        assert m[:] == b"z" * 4096
+        with pytest.raises(OSError):
+            m.size()
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="MAP_32BIT is x86-64 only")
+def test_map_32bit_constant():
+    # The kernel's value (<asm/mman.h>); Python 3.13's mmap has it too.
+    assert fastio.MAP_32BIT == getattr(stdlib_mmap, "MAP_32BIT", 0x40) == 0x40
