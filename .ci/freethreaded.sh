@@ -3,11 +3,11 @@
 # Debian trixie's python3.13 source package, make a venv of it, install
 # fastio there and run the test suite (docs/freethreading.md).
 #
-# Not run by .ci/run: building CPython takes 3 to 5 minutes on 2 cores
-# (3 min 9 s measured with the downloads; --smoke 3 min 40 s in all), and
-# neither Debian (bookworm, trixie, unstable) nor PyPI ships a free-threaded
-# interpreter that would be quicker to get. Run it
-# by hand, as root, from a clone of the repository:
+# .ci/run runs it with --smoke as its last step: building CPython takes 3 to 5
+# minutes on 2 cores (3 min 9 s measured with the downloads; --smoke 3 min
+# 40 s in all), since neither Debian (bookworm, trixie, unstable) nor PyPI
+# ships a free-threaded interpreter that would be quicker to get. By hand, as
+# root, from a clone of the repository:
 #
 #     bash .ci/freethreaded.sh            # build (once), install, full suite
 #     bash .ci/freethreaded.sh --smoke    # the same with a quick subset
