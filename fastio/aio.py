@@ -235,7 +235,7 @@ class Queue(_core.Queue):
 
     def percentiles(self, ps=(50, 99, 99.9), reset=False):
         """Latency percentiles in ns from the histogram (Queue(latency=True))."""
-        return _percentiles(self.latency_histogram(reset=reset), ps)
+        return percentiles_from_hist(self.latency_histogram(reset=reset), ps)
 
     def read_batch(self, file, offsets, lengths, dest):
         """Read at offsets (lengths: an int for all, or an array) into dest
@@ -281,7 +281,13 @@ _FEATURE_NAMES = ("register_files", "register_buffers", "async_buffered", "sqpol
                   "single_issuer", "defer_taskrun", "fsync", "eventfd")
 
 
-def _percentiles(hist, ps):
+def percentiles_from_hist(hist, ps):
+    """percentiles_from_hist(hist, ps)
+
+    Percentiles from a histogram [(upper bound, count), ...] sorted by
+    bound: the upper bound of the bucket holding the rank (as fio reports
+    from its own buckets). NaN for an empty histogram.
+    """
     total = sum(c for _, c in hist)
     out = {}
     for p in ps:

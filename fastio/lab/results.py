@@ -21,6 +21,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+# The Queue's histograms are read the same way; the lab re-exports it.
+from ..aio import percentiles_from_hist
+
 OK = "ok"
 UNAVAILABLE = "unavailable"
 ERROR = "error"
@@ -31,29 +34,6 @@ _PARAM_KEYS = ("pattern", "block_size", "depth", "size", "cache", "threads")
 
 def _pkey(p: float) -> str:
     return f"p{p:g}"
-
-
-def percentiles_from_hist(hist: Sequence[Tuple[int, int]], ps: Sequence[float]) -> Dict[float, float]:
-    """percentiles_from_hist(hist, ps)
-
-    Percentiles from a histogram [(upper bound, count), ...] sorted by
-    bound: the upper bound of the bucket holding the rank (as fio reports
-    from its own buckets).
-    """
-    total = sum(c for _, c in hist)
-    out = {}
-    for p in ps:
-        if total == 0:
-            out[p] = float("nan")
-            continue
-        rank = p / 100 * total
-        acc = 0
-        for top, c in hist:
-            acc += c
-            if acc >= rank:
-                out[p] = float(top)
-                break
-    return out
 
 
 def latency_summary(lat_ns: Optional[np.ndarray] = None,
