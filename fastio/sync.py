@@ -143,14 +143,7 @@ class Channel(_core.Channel):
         elif shared:
             raise ValueError("shared=True makes the Channel's own segment: "
                              "pass it without buffer=")
-        try:
-            self = super().__new__(cls, buffer, offset, cap, create=True)
-        except BaseException:
-            if owns:
-                buffer.close()
-            raise
-        self._setup(buffer, owns)
-        return self
+        return cls._made(buffer, owns, offset, cap, True)
 
     @classmethod
     def attach(cls, buffer, offset=0):
@@ -164,8 +157,13 @@ class Channel(_core.Channel):
         if owns:
             from .shm import SharedMemory
             buffer = SharedMemory(buffer)
+        return cls._made(buffer, owns, offset, 0, False)
+
+    @classmethod
+    def _made(cls, buffer, owns, offset, capacity, create):
+        # The C object over buffer; a buffer made here is closed if that fails.
         try:
-            self = _core.Channel.__new__(cls, buffer, offset, 0, create=False)
+            self = _core.Channel.__new__(cls, buffer, offset, capacity, create=create)
         except BaseException:
             if owns:
                 buffer.close()
