@@ -408,7 +408,7 @@ shm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     if (mode > 07777) {
-        PyErr_Format(PyExc_ValueError, "mode must be within 0o7777, got mode=%#o",
+        PyErr_Format(PyExc_ValueError, "mode must be within 0o7777, got mode=%d",
                      mode);
         Py_XDECREF(name_bytes);
         return NULL;

@@ -87,7 +87,7 @@ sysv_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     if (mode > 0777) {
-        PyErr_Format(PyExc_ValueError, "mode must be within 0o777, got mode=%#o", mode);
+        PyErr_Format(PyExc_ValueError, "mode must be within 0o777, got mode=%d", mode);
         return NULL;
     }
     if (create && (readonly || by_id)) {
@@ -161,7 +161,7 @@ sysv_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (err < 0) {
         if (existing >= 0 && existing < size) {
             PyErr_Format(PyExc_ValueError,
-                         "System V key=%#x exists with size %zd, smaller than "
+                         "System V key=0x%x exists with size %zd, smaller than "
                          "size=%zd", (unsigned int)key, existing, size);
         }
         else {
