@@ -1,0 +1,160 @@
+"""Every Python code block in README.md and docs/*.md runs, so the docs cannot rot.
+
+How blocks are found and run (the rules a doc writer needs):
+
+- A block fenced with ```python is run; any other fence (```sh, ```pycon
+  for an interactive session with its output, a bare ``` for a signature
+  or an output sample) is not.
+- The blocks of one file run in order, in one namespace (a later block may
+  use the names an earlier one defined), with one fresh temporary
+  directory, made for that file, as the current directory: a block that
+  needs a file creates it there first (or a block before it does).
+- A python block that cannot run here (it needs a network host, a device,
+  root) carries, on the line right before its fence, the marker
+
+      <!-- docs-test: skip REASON -->
+
+  and is reported as skipped with that reason. The marker is an HTML
+  comment, so readers of the rendered page do not see it.
+- One test per block, named after the file and the line of its fence; a
+  traceback names the doc's own lines (``docs/aio.md``, line 40). Running
+  one block alone (``-k 'aio.md:150'``) runs the blocks before it first.
+- Each block gets at most BLOCK_TIMEOUT seconds (SIGALRM; fastio's calls
+  retry EINTR after checking for signals, so a blocked call ends too).
+"""
+import os
+import re
+import signal
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BLOCK_TIMEOUT = 120
+FENCE = re.compile(r"^```(?P<lang>[^\s`]*)[^\n]*\n(?P<code>.*?)^```[ \t]*$", re.S | re.M)
+SKIP = re.compile(r"<!--\s*docs-test:\s*skip\b\s*(?P<reason>.*?)\s*-->\s*\Z")
+
+
+def doc_files():
+    if not os.path.exists(os.path.join(ROOT, "README.md")):
+        return []       # not a source checkout: no docs beside the tests
+    docs = os.path.join(ROOT, "docs")
+    return ["README.md"] + sorted(os.path.join("docs", f) for f in os.listdir(docs)
+                                  if f.endswith(".md"))
+
+
+def blocks_of(relpath):
+    """[(line of the fence, code, skip reason or None)] of the python blocks."""
+    with open(os.path.join(ROOT, relpath), encoding="utf-8") as f:
+        return parse(f.read())
+
+
+def parse(text):
+    out = []
+    for m in FENCE.finditer(text):
+        if m.group("lang") != "python":
+            continue
+        line = text.count("\n", 0, m.start()) + 1
+        before = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        skip = SKIP.search(before)
+        out.append((line, m.group("code"), skip.group("reason") or "no reason given"
+                    if skip else None))
+    return out
+
+
+ALL = [(f, line, code, skip) for f in doc_files() for line, code, skip in blocks_of(f)]
+
+
+class _FileState:
+    """One doc file's namespace, directory and progress through its blocks."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.namespace = {"__name__": "__docs__"}
+        self.done = {}      # line -> None (ran) or the error text
+
+
+_STATES = {}
+
+
+class BlockTimeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise BlockTimeout(f"a docs block ran longer than {BLOCK_TIMEOUT} s")
+
+
+def _run(relpath, line, code, state, monkeypatch):
+    monkeypatch.chdir(state.directory)
+    # Blank lines in front so that tracebacks give the line in the doc.
+    compiled = compile("\n" * line + code, os.path.join(ROOT, relpath), "exec")
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(BLOCK_TIMEOUT)
+    try:
+        exec(compiled, state.namespace)
+    except BaseException as e:
+        state.done[line] = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    state.done[line] = None
+
+
+def test_the_docs_have_python_blocks():
+    if not doc_files():
+        pytest.skip("README.md is not beside tests/ (not a source checkout)")
+    assert len(ALL) > 20
+    assert any(f == "README.md" for f, *_ in ALL)
+
+
+SAMPLE = """intro
+```python
+a = 1
+```
+<!-- docs-test: skip needs a network host -->
+```python
+import socket; socket.create_connection(("example.org", 80))
+```
+```sh
+pip install .
+```
+```pycon
+>>> a
+1
+```
+```
+fastio.mmap(fileno, length)
+```
+"""
+
+
+def test_parser_runs_python_fences_and_honours_the_marker():
+    assert parse(SAMPLE) == [
+        (2, "a = 1\n", None),
+        (6, 'import socket; socket.create_connection(("example.org", 80))\n',
+         "needs a network host")]
+
+
+@pytest.mark.parametrize("relpath,line,code,skip", ALL,
+                         ids=[f"{f}:{line}" for f, line, _, _ in ALL])
+def test_block(relpath, line, code, skip, tmp_path_factory, monkeypatch):
+    if skip is not None:
+        pytest.skip(f"{relpath}:{line}: {skip}")
+    state = _STATES.get(relpath)
+    if state is None:
+        name = re.sub(r"\W", "_", relpath)
+        state = _STATES[relpath] = _FileState(str(tmp_path_factory.mktemp(name)))
+    # The blocks before this one first (in order), when they have not run yet.
+    for f, ln, c, sk in ALL:
+        if f != relpath or ln >= line or sk is not None:
+            continue
+        if ln not in state.done:
+            try:
+                _run(f, ln, c, state, monkeypatch)
+            except BaseException:
+                pass
+        if state.done[ln] is not None:
+            pytest.fail(f"the block at {f}:{ln}, which this one follows, failed: "
+                        f"{state.done[ln]}")
+    _run(relpath, line, code, state, monkeypatch)
