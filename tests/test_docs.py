@@ -158,3 +158,82 @@ def test_block(relpath, line, code, skip, tmp_path_factory, monkeypatch):
             pytest.fail(f"the block at {f}:{ln}, which this one follows, failed: "
                         f"{state.done[ln]}")
     _run(relpath, line, code, state, monkeypatch)
+
+
+# ------------------------------------------------------------ links, wording
+
+IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("relpath", doc_files())
+def test_images_the_docs_show_exist(relpath):
+    with open(os.path.join(ROOT, relpath), encoding="utf-8") as f:
+        text = f.read()
+    for target in IMAGE.findall(text):
+        if "://" in target:
+            continue
+        path = os.path.normpath(os.path.join(ROOT, os.path.dirname(relpath), target))
+        assert os.path.isfile(path), f"{relpath} shows {target}, which does not exist"
+        assert os.path.getsize(path) < 200_000, f"{target}: keep committed figures small"
+
+
+# "seed" was the project's first design document; users never saw it. The
+# lab's groups are the I/O families. The word stays legitimate for the
+# random seed of the rand pattern (``seed=0``, "random seed").
+SEED = re.compile(r"\bseed(?!\s*=)(?!`)", re.I)
+
+
+def seed_words(text):
+    return [text[max(m.start() - 40, 0):m.end() + 40].replace("\n", " ")
+            for m in SEED.finditer(text)
+            if not re.search(r"random\s+$", text[max(m.start() - 10, 0):m.start()], re.I)]
+
+
+def test_no_seed_wording_in_the_docs_and_the_notebook():
+    files = doc_files() + [os.path.join("docs", "compare_io_methods.ipynb")]
+    if not doc_files():
+        pytest.skip("README.md is not beside tests/ (not a source checkout)")
+    found = {}
+    for relpath in files:
+        with open(os.path.join(ROOT, relpath), encoding="utf-8") as f:
+            words = seed_words(f.read())
+        if words:
+            found[relpath] = words
+    assert found == {}
+
+
+def lab_user_text():
+    """The lab's docstrings and every --help text of the CLI."""
+    import inspect
+    import subprocess
+    import sys
+    import tempfile
+    import fastio.lab
+    from fastio.lab import cli, methods, plots, results, runner
+    texts = {}
+    for mod in (fastio.lab, cli, methods, plots, results, runner):
+        texts[mod.__name__] = mod.__doc__ or ""
+        for name, obj in vars(mod).items():
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and \
+                    getattr(obj, "__module__", None) == mod.__name__:
+                texts[f"{mod.__name__}.{name}"] = inspect.getdoc(obj) or ""
+                for mname, m in vars(obj).items() if inspect.isclass(obj) else ():
+                    if inspect.isfunction(m) or isinstance(m, property):
+                        texts[f"{mod.__name__}.{name}.{mname}"] = inspect.getdoc(m) or ""
+    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(fastio.lab.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [pkg_root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    for cmd in ([], ["run"], ["sweep"], ["list"]):
+        p = subprocess.run([sys.executable, "-m", "fastio", *cmd, "--help"], env=env,
+                           cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                           timeout=60)
+        texts[" ".join(["fastio", *cmd, "--help"])] = p.stdout
+    return texts
+
+
+@pytest.mark.xfail(strict=True, reason="cli.py, methods.py, runner.py and results.py "
+                   "still say 'seed row' (the lead fixes them after "
+                   "merging issue 11's branches; then remove this marker)")
+def test_no_seed_wording_in_the_cli_help_and_the_lab_docstrings():
+    found = {k: seed_words(v) for k, v in lab_user_text().items()}
+    assert {k: v for k, v in found.items() if v} == {}
