@@ -136,9 +136,21 @@ def test_parser_runs_python_fences_and_honours_the_marker():
          "needs a network host")]
 
 
+@pytest.fixture
+def lab_registry():
+    """A block may register a lab method (docs/lab.md shows how): the registry
+    is global, so it is put back as it was (same dict, same order) and the
+    other tests see only the lab's own methods."""
+    from fastio.lab import methods
+    saved = dict(methods.METHODS)
+    yield
+    methods.METHODS.clear()
+    methods.METHODS.update(saved)
+
+
 @pytest.mark.parametrize("relpath,line,code,skip", ALL,
                          ids=[f"{f}:{line}" for f, line, _, _ in ALL])
-def test_block(relpath, line, code, skip, tmp_path_factory, monkeypatch):
+def test_block(relpath, line, code, skip, tmp_path_factory, monkeypatch, lab_registry):
     if skip is not None:
         pytest.skip(f"{relpath}:{line}: {skip}")
     state = _STATES.get(relpath)
@@ -237,3 +249,46 @@ def lab_user_text():
 def test_no_seed_wording_in_the_cli_help_and_the_lab_docstrings():
     found = {k: seed_words(v) for k, v in lab_user_text().items()}
     assert {k: v for k, v in found.items() if v} == {}
+
+
+# ------------------------------------------------------------ CLI commands
+
+# `python -m fastio ARGS` or `fastio ARGS`: a code span holding only the
+# command, or a line of a fenced block (up to a comment or a pipe).
+SPAN = re.compile(r"`(?:python3? -m fastio|fastio)((?: +[^\s`]+)*)`")
+LINE = re.compile(r"^(?:.*&& *)?(?:python3? -m fastio|fastio)(?=\s|$)((?: +[^\s#&|;)]+)*)")
+
+
+def cli_commands():
+    out = {}
+    for relpath in doc_files():
+        with open(os.path.join(ROOT, relpath), encoding="utf-8") as f:
+            text = f.read()
+        fenced = set()
+        for m in FENCE.finditer(text):
+            first = text.count("\n", 0, m.start("code")) + 1
+            for i, ln in enumerate(m.group("code").splitlines()):
+                fenced.add(first + i)
+                c = LINE.match(ln) if m.group("lang") != "python" else None
+                if c:
+                    out.setdefault((relpath, tuple(c.group(1).split())), first + i)
+        for n, ln in enumerate(text.splitlines(), 1):
+            if n not in fenced:
+                for c in SPAN.finditer(ln):
+                    out.setdefault((relpath, tuple(c.group(1).split())), n)
+    return [(f, n, list(a)) for (f, a), n in out.items()]
+
+
+@pytest.mark.parametrize("relpath,line,argv", cli_commands(),
+                         ids=[f"{f}:{n}:{' '.join(a)}" for f, n, a in cli_commands()])
+def test_cli_commands_in_the_docs_parse(relpath, line, argv, capsys):
+    """Every lab command the docs show is accepted by the CLI's parser (method
+    and group names, options): parsed only, not run."""
+    from fastio.lab import cli
+    command = argv[0] if argv and argv[0] in cli.COMMANDS else None
+    try:
+        cli.build_parser(command).parse_args(argv[1:] if command else argv)
+    except SystemExit as e:
+        if e.code != 0:     # --help exits 0
+            pytest.fail(f"{relpath}:{line}: fastio {' '.join(argv)}: "
+                        f"{capsys.readouterr().err.strip().splitlines()[-1]}")
