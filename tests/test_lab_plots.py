@@ -85,6 +85,18 @@ def test_linear_axis_when_they_do_not_and_log_option_forces(res):
         "linear"
 
 
+def test_sweep_axis_is_log_only_past_10x(sweep):
+    flat = lab.Results([dict(r, throughput_Bps=1e9 + r["repetition"] * 1e7)
+                        for r in sweep.records], sweep.env)
+    assert flat.plot("sweep").axes[0].get_yscale() == "linear"
+    steep = lab.Results([dict(r, throughput_Bps=r["params"]["block_size"] * 1e6)
+                         for r in sweep.records], sweep.env)
+    ax = steep.plot("sweep").axes[0]
+    assert ax.get_yscale() == "log"
+    ax.figure.canvas.draw()
+    assert "1,000,000" in [t.get_text() for t in ax.get_yticklabels()]   # not 10^6
+
+
 def test_title_names_the_parameters(res):
     title = res.plot("bar").axes[0].get_title()
     for part in ("pattern seq", "block 64 KiB", "depth 1", "file 1 MiB", "cache warm"):

@@ -109,6 +109,20 @@ def _where(fixed: Dict[str, Any], varying: Sequence[str]) -> str:
     return ", ".join(parts)
 
 
+def _plain_numbers(axis, values):
+    """Label a log axis 200, 1000, 20000 rather than 2x10^2, 10^3: the
+    figures are read as numbers. Minor ticks get labels too when the values
+    span less than two decades (else there would be one or two labels)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    fmt = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:.2g}")
+    axis.set_major_formatter(fmt)
+    pos = [v for v in values if v and v > 0]
+    few = bool(pos) and max(pos) / min(pos) < 100
+    axis.set_minor_formatter(FuncFormatter(
+        lambda v, _: (f"{v:,.0f}" if v >= 1 else f"{v:.2g}")
+        if str(f"{v:.1g}")[0] in "25" else "") if few else NullFormatter())
+
+
 def _legend_outside(ax, handles=None, labels=None, fontsize=8):
     # Right of the axes, so that no entry ever covers a bar or a line.
     kw = dict(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
@@ -197,6 +211,7 @@ def _bar(ax, rows, varying, reps, log):
     tops = [v + hi for v, (_, hi) in zip(vals, lo_hi)]
     if _want_log(vals + tops, log):
         ax.set_xscale("log")
+        _plain_numbers(ax.xaxis, vals + tops)
     ax.set_xlabel("MB/s (10^6 bytes/s), median of the repetitions" +
                   (", log scale" if ax.get_xscale() == "log" else ""))
     for i, r in enumerate(rows):
@@ -237,6 +252,7 @@ def _latency(ax, rows, varying, results, log):
     ax.invert_yaxis()
     if _want_log(allv, log if log is not None else True):
         ax.set_xscale("log")
+        _plain_numbers(ax.xaxis, allv)
     ax.set_xlabel("latency per request, µs, median of the repetitions" +
                   (", log scale" if ax.get_xscale() == "log" else ""))
     handles, labels = ax.get_legend_handles_labels()
@@ -268,16 +284,18 @@ def _sweep(ax, rows, varying, reps, log):
         label = key[0] + "".join(f", {_fmt_param(k, v)}" for k, v in zip(others, key[1:]))
         xs = [p[0] for p in pts]
         vs = [p[1] for p in pts]
-        allv += vs + [v + hi for v, _, _, hi in pts]
+        allv += vs + [v + hi for _, v, _, hi in pts]
         ax.errorbar(xs, vs, yerr=[[p[2] for p in pts], [p[3] for p in pts]], marker="o",
                     markersize=4, capsize=3, label=label, color=color, linestyle=style)
     xs = sorted({r["params"][xkey] for r in rows})
     ax.set_xscale("log", base=2)
     ax.set_xticks(xs, [fmt_size(x) if xkey == "block_size" else str(x) for x in xs])
-    ax.minorticks_off()
+    from matplotlib.ticker import NullLocator
+    ax.xaxis.set_minor_locator(NullLocator())   # only the measured sizes are ticks
     ax.set_xlabel("block size" if xkey == "block_size" else "requests in flight (depth)")
     if _want_log(allv, log):
         ax.set_yscale("log")
+        _plain_numbers(ax.yaxis, allv)
     ax.set_ylabel("MB/s, median (whiskers: min-max)" +
                   (", log scale" if ax.get_yscale() == "log" else ""))
     ax.grid(True, which="major", alpha=0.3)
