@@ -147,3 +147,18 @@ def test_saved_png(res, tmp_path):
     res.plot("bar", path=str(path))
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_the_docs_figures_script_runs(tmp_path):
+    """docs/lab_figures.py (which draws docs/img/lab-*.png) runs, small."""
+    import importlib.util
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "docs", "lab_figures.py")
+    if not os.path.exists(script):
+        pytest.skip("docs/ is not beside tests/ (not a source checkout)")
+    spec = importlib.util.spec_from_file_location("lab_figures", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--size", "1M", "--repeat", "2", "--out", str(tmp_path)]) == 0
+    for name in ("lab-bar", "lab-latency", "lab-sweep"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
