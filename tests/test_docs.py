@@ -19,6 +19,8 @@ How blocks are found and run (the rules a doc writer needs):
 - One test per block, named after the file and the line of its fence; a
   traceback names the doc's own lines (``docs/aio.md``, line 40). Running
   one block alone (``-k 'aio.md:150'``) runs the blocks before it first.
+- A block that plots is skipped under the ASan preload (matplotlib aborts
+  there), and one that needs matplotlib or pandas where it is missing.
 - Each block gets at most BLOCK_TIMEOUT seconds (SIGALRM; fastio's calls
   retry EINTR after checking for signals, so a blocked call ends too).
 """
@@ -61,7 +63,23 @@ def parse(text):
     return out
 
 
-ALL = [(f, line, code, skip) for f in doc_files() for line, code, skip in blocks_of(f)]
+def _missing_here(code):
+    """Why a block cannot run in this test run (None: it can): plotting under
+    the ASan preload (matplotlib's C++ extensions abort there, as
+    test_lab_notebook.py says), or an optional module not installed."""
+    import importlib.util
+    plots = re.search(r"\.plot\(|matplotlib", code)
+    if plots and ("libasan" in os.environ.get("LD_PRELOAD", "")
+                  or os.environ.get("FASTIO_SANITIZE") == "1"):
+        return "plots with matplotlib, whose C++ extensions abort under the ASan preload"
+    for mod, used in (("matplotlib", plots), ("pandas", re.search(r"to_pandas\(", code))):
+        if used and importlib.util.find_spec(mod) is None:
+            return f"needs {mod} (the lab extra), not installed"
+    return None
+
+
+ALL = [(f, line, code, skip or _missing_here(code))
+       for f in doc_files() for line, code, skip in blocks_of(f)]
 
 
 class _FileState:
