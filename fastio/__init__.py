@@ -6,8 +6,42 @@ Import names from here; fastio._core is the C extension behind them.
 # (fastio._core relies on it): _freethreading says so in fastio's words.
 from ._freethreading import import_core as _import_core
 
-_core = _import_core()
-del _import_core
+
+def _core_missing(error):
+    """The ImportError to raise when fastio._core cannot be imported.
+
+    The usual cause is importing from the source tree (a clone's root, where
+    ``python -m pytest`` or ``python`` put the current directory first on
+    sys.path), which has no built extension: say what to do, as numpy does,
+    instead of the import system's "partially initialized module" message.
+    """
+    import importlib.machinery
+    import os
+    here = os.path.dirname(os.path.abspath(__file__))
+    built = [f for f in os.listdir(here) if f.startswith("_core.")
+             and f.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))]
+    if built:
+        # An extension is there but does not load (built for another
+        # Python, or a missing symbol): the import system's error says why.
+        msg = (f"fastio's C extension {', '.join(built)} in {here} failed to load "
+               f"({error}). Rebuild it for this Python: python setup.py build_ext "
+               f"--inplace (in the source tree), or pip install . again.")
+    else:
+        msg = (f"fastio was imported from {here}, where its C extension "
+               f"(fastio._core) is not built: a source tree (a clone of the "
+               f"repository) has none until it is built. Either build it in place "
+               f"(python setup.py build_ext --inplace, in the clone's root), or "
+               f"install fastio (pip install .) and run Python from another "
+               f"directory, so that the installed package is imported instead of "
+               f"the source tree.")
+    return ImportError(msg, name="fastio._core")
+
+
+try:
+    _core = _import_core()
+except ImportError as _e:
+    raise _core_missing(_e) from _e
+del _import_core, _core_missing
 from ._core import (  # noqa: E402,F401  the stdlib mmap module's constants and error
     ACCESS_COPY, ACCESS_DEFAULT, ACCESS_READ, ACCESS_WRITE, ALLOCATIONGRANULARITY,
     PAGESIZE, PROT_EXEC, PROT_READ, PROT_WRITE, FastIOError, error,

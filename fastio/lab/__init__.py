@@ -7,8 +7,8 @@
     >>> res.plot("latency")                # a matplotlib Figure
     >>> lab.sweep("psync", block_size=["4k", "64k", "1M"])
 
-methods.py holds the methods by the seed's rows (read/write, mmap, aio,
-sendfile, malloc/brk), runner.py the cache control and the measurement,
+methods.py holds the methods by I/O family (read/write, mmap, aio,
+sendfile, shared memory, malloc/brk), runner.py the cache control and the measurement,
 results.py the records and their outputs, cli.py ``python -m fastio``.
 """
 from .methods import GROUPS, METHODS, Job, Method, Outcome, register, selected
