@@ -261,6 +261,13 @@ def add_json_argument(ap, name):
                          "sessions'); default $FASTIO_BENCH_NOTE")
 
 
+def _repo_relative(arg):
+    """A path inside the repository as the repository-relative path a reader
+    can type (the JSON's command must not name this machine's checkout)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    return arg[len(root):] if arg.startswith(root) else arg
+
+
 class Report:
     """Every figure of one run, per round, with the conditions; printed with
     its spread and written as JSON for make_tables.py.
@@ -274,16 +281,16 @@ class Report:
         self.data = {
             "script": os.path.basename(script),
             "command": "python benchmarks/" + os.path.basename(script) + "".join(
-                " " + shlex.quote(a) for a in sys.argv[1:]),
+                " " + shlex.quote(_repo_relative(a)) for a in sys.argv[1:]),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine_record(path),
-            "cache": None, "params": {}, "notes": [],
+            "cache": None, "params": {}, "note": "", "notes": [],
             "figures": {}, "ratios": {},
         }
         self.args = args
-        note = getattr(args, "note", "") if args is not None else ""
-        if note:
-            self.data["notes"].append(note)
+        # The run's note (--note: what the machine was doing), apart from
+        # the notes a script adds about its own rows.
+        self.data["note"] = (getattr(args, "note", "") if args is not None else "") or ""
 
     def set(self, **kw):
         """Record conditions: cache='...', filesystem='...', params={...}."""
@@ -343,7 +350,7 @@ class Report:
             for r in rats.values():
                 print(f"  {r['label']:<{w}}  {with_spread(r['per_round'], '.2f')}x"
                       f"  [{r['n']} rounds]")
-        for n in self.data["notes"]:
+        for n in filter(None, [self.data["note"]] + self.data["notes"]):
             print(f"note: {n}")
 
     def write(self, path=None):

@@ -182,7 +182,8 @@ def main():
     for b in info.values():
         state = "works" if b.available else f"unavailable: {b.reason}"
         print(f"backend : {b.name:9} {state}; features: {', '.join(sorted(b.features)) or '-'}")
-    auto_cached, auto_direct = aio.resolve_backend("auto"), aio.resolve_backend("auto", direct=True)
+    auto_cached = aio.resolve_backend("auto")[0]
+    auto_direct = aio.resolve_backend("auto", direct=True)[0]
     print(f"auto    : {auto_cached} buffered, {auto_direct} O_DIRECT")
     have_fio = shutil.which("fio")
     if have_fio:

@@ -19,7 +19,6 @@ import argparse
 import multiprocessing
 import os
 import statistics
-import sys
 import time
 
 import numpy as np

@@ -27,8 +27,8 @@ import sys
 import tempfile
 import time
 
-from _common import (Report, add_json_argument, cache_state, filesystem_of, machine_info, make_file, median, mount_of,
-                     print_table, run_rounds, warm)
+from _common import (Report, add_json_argument, cache_state, filesystem_of, machine_info,
+                     make_file, median, mount_of, print_table, run_rounds, warm)
 import fastio
 
 READER = r"""

@@ -110,12 +110,22 @@ def num(x):
     return f"{x:.2f}"
 
 
-def spread(s):
+WIDE = 1.5  # a ratio whose per-round min-max spans more than this is flagged
+
+
+def spread(s, flag=False):
+    """'1.04 (0.93-1.32)'; with flag, a dagger when max/min > WIDE."""
     if s is None:
         return "-"
     if s["n"] == 1:
         return f"{num(s['median'])} (1 run)"
-    return f"{num(s['median'])} ({num(s['min'])}-{num(s['max'])})"
+    wide = flag and s["min"] > 0 and s["max"] / s["min"] > WIDE
+    return f"{num(s['median'])} ({num(s['min'])}-{num(s['max'])})" + (" †" if wide else "")
+
+
+FOOTNOTE = (f"† the per-round ratios span more than {WIDE}x: the machine's noise is as "
+            "large as the difference; rerun with more rounds on a quiet machine before "
+            "trusting that ratio.")
 
 
 def load_results(directory=RESULTS):
@@ -191,13 +201,14 @@ def conditions(d):
     params = ", ".join(f"{k} {v}" for k, v in d.get("params", {}).items())
     if params:
         lines.append(f"- parameters: {params}")
-    for n in d.get("notes", []):
+    for n in filter(None, [d.get("note")] + d.get("notes", [])):
         lines.append(f"- note: {n}")
     return lines
 
 
 def script_section(name, d):
     out = [f"### `{d['script']}`", ""] + conditions(d) + [""]
+    # "†" on a ratio: see the footnote at the top of the tables.
     out += ["| figure | median (min-max) | unit | rounds |", "| --- | ---: | --- | ---: |"]
     for f in d["figures"].values():
         s = stats(f["values"])
@@ -207,7 +218,7 @@ def script_section(name, d):
                 "| rounds |", "| --- | ---: | ---: |"]
         for r in d["ratios"].values():
             s = stats(r["per_round"])
-            out.append(f"| {r['label']} | {spread(s)} | {s['n'] if s else 0} |")
+            out.append(f"| {r['label']} | {spread(s, True)} | {s['n'] if s else 0} |")
     return out + [""]
 
 
@@ -226,7 +237,10 @@ def lab_section(data):
            f"{mach.get('python', '?')}, numpy {mach.get('numpy', '?')}",
            f"- file: {f.get('size', 0) >> 20} MiB, {fs.get('type', '?')} on "
            f"{fs.get('device', '?')}; cache: {sorted({r['params']['cache'] for r in res.records})}",
-           f"- the CLI's columns: {' '.join(header)}", "",
+           f"- the CLI's columns: {' '.join(header)}"]
+    if env.get("note"):
+        out.append(f"- note: {env['note']}")
+    out += ["",
            "| method | vs | MB/s median (min-max) | baseline MB/s | ratio, per repetition "
            "(min-max) |", "| --- | --- | ---: | ---: | ---: |"]
     from fastio.lab import METHODS
@@ -235,8 +249,8 @@ def lab_section(data):
         base = METHODS[m].baseline if m in METHODS else None
         if base and (m, base) in pairs:
             a, b, r = pairs[(m, base)]
-            out.append(f"| {m} | {base} | {spread(a)} | {spread(b)} | {spread(r)} |")
-    return out + [""]
+            out.append(f"| {m} | {base} | {spread(a)} | {spread(b)} | {spread(r, True)} |")
+    return out + ["", FOOTNOTE, ""]
 
 
 def docs_block(results):
@@ -245,7 +259,8 @@ def docs_block(results):
            "rerun everything with `python benchmarks/run_all.py` (add `--quick` for the "
            "short sizes). Figures are medians over the rounds with the min-max beside "
            "them; a ratio is the median of the ratios of the two contenders measured in "
-           "the same round, with their min-max. Compare ratios within one run only.", ""]
+           "the same round, with their min-max. Compare ratios within one run only.", "",
+           FOOTNOTE, ""]
     if "lab" in results:
         out += lab_section(results["lab"])
     for name, d in results.items():
@@ -269,7 +284,7 @@ def readme_block(results):
                 a, b, r = pairs[(m, base)]
                 out.append(f"| {size} MiB, the lab's default run (columns MB/s, ratio) | "
                            f"`fastio --json` | `{base}` | `{m}` | {num(b['median'])} MB/s | "
-                           f"{num(a['median'])} MB/s | {spread(r)} |")
+                           f"{num(a['median'])} MB/s | {spread(r, True)} |")
     for name, rid, what, base, fast in README_ROWS:
         d = results.get(name)
         r = d and d["ratios"].get(rid)
@@ -278,16 +293,16 @@ def readme_block(results):
         fb, ff = d["figures"][r["baseline"]], d["figures"][r["fastio"]]
         out.append(f"| {what} | `benchmarks/{d['script']}` | {base} | {fast} | "
                    f"{num(fb['median'])} {fb['unit']} | {num(ff['median'])} {ff['unit']} | "
-                   f"{spread(stats(r['per_round']))} |")
+                   f"{spread(stats(r['per_round']), True)} |")
     dates = sorted({d["date"][:10] for d in results.values() if "date" in d})
-    notes = sorted({n for d in results.values() for n in d.get("notes", [])})
+    notes = sorted({d["note"] for d in results.values() if d.get("note")})
     m = next((d["machine"] for d in results.values() if "machine" in d), None)
     if m:
         out += ["", f"Measured {', '.join(dates)} on {m['cpu']}, {m['cpus']} CPUs, "
                 f"{m['kernel']}, {m.get('filesystem', '')}; "
                 + ("; ".join(notes) if notes else "no note")
                 + ". Sizes, rounds and conditions of every row: "
-                "[docs/benchmarks.md](docs/benchmarks.md)."]
+                "[docs/benchmarks.md](docs/benchmarks.md).", "", FOOTNOTE]
     return "\n".join(out + ["", END])
 
 
