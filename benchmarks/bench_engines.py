@@ -127,7 +127,7 @@ def phase(title, rows, exe, fio, path, size, args, unavailable, rep, mode):
         tools = {"engine": lambda: measure("engine")}
         if fio:
             tools["fio"] = lambda: measure("fio")
-        vals = run_rounds(tools, args.rounds, lambda fn: fn(), warmup=False)
+        vals = run_rounds(tools, args.rounds, lambda fn: fn())
         fio_name = f"fio {fio_engine} d{depth}" + (" fixed" if fio_extra else "")
         e = [v for v in vals["engine"] if v == v]
         f = [v for v in vals.get("fio", []) if v == v]
