@@ -1,16 +1,24 @@
 """Random 4 KiB reads: fastio.read_blocks on every backend and depth against
-fio and the Python os.pread loop, on the same file, in the same run.
+fio and a plain Python os.pread loop, on the same file, in the same run.
 
 Two cache states: 'cached' (the file in the page cache, buffered reads) and
-'direct' (O_DIRECT: every read goes to the device). For each contender the
-table gives IOPS, MB/s, latency percentiles (submit to reap, measured in C
-per request for fastio; fio's completion latency; per call for os.pread),
-CPU time per I/O (process CPU: the thread pool's workers count), and the
-ratio to the os.pread loop. fio (Debian package `fio`) runs the same
+'direct' (O_DIRECT: every read goes to the device). Every contender runs
+once per round, in an order that rotates each round, after one untimed
+warm-up round; the table gives the median IOPS with its min-max over the
+rounds, and each ratio is the median of the per-round ratios (min-max).
+
+The baseline is the fastest way a Python user writes it: a plain loop of
+os.pread (cached) or os.preadv into one aligned buffer (O_DIRECT), with no
+timing inside the loop. Latency percentiles of that loop come from a
+separate run, labelled as such, whose per-call clock reads cost time of
+their own; fastio's percentiles are taken in C per request (submit to reap),
+fio's are its completion latency. CPU time per I/O is process CPU (the
+thread pool's workers count). fio (Debian package `fio`) runs the same
 pattern with its own engines; a missing fio is reported, not fatal.
 
     python benchmarks/bench_aio.py [--file F] [--size 1G] [--requests 100000]
         [--depths 1,32,128] [--modes cached,direct] [--submit-batch 8]
+        [--rounds 5] [--fio-seconds 2] [--json PATH]
 
 --submit-batch 1,8,64 runs read_blocks with each Queue(submit_batch=N):
 requests handed to the backend per system call (fio's iodepth_batch_submit).
@@ -21,26 +29,16 @@ import os
 import resource
 import shutil
 import subprocess
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import cache_state, evict, machine_info, make_file, parse_size, warm  # noqa: E402,E501
-
-import fastio  # noqa: E402
-from fastio import aio  # noqa: E402
+from _common import (Report, add_json_argument, cache_state, evict, machine_info, make_file,
+                     parse_size, run_rounds, stats, warm)
+import fastio
+from fastio import aio
 
 BS = 4096
-
-
-def table(rows, headings):
-    cells = [headings] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(headings))]
-    for line in cells:
-        print(f"  {line[0]:<{widths[0]}}" + "".join(f"  {c:>{w}}" for c, w in
-                                                  zip(line[1:], widths[1:])))
 
 
 def cpu_seconds():
@@ -54,46 +52,58 @@ def pct(values_ns, ps=(50, 99, 99.9)):
     return {p: float(np.percentile(values_ns, p)) for p in ps}
 
 
-def record(name, n, seconds, cpu, lat, backend="", depth=""):
-    return {"contender": name, "backend": backend, "depth": depth, "ios": n,
-            "iops": n / seconds, "mbps": n * BS / seconds / 1e6,
-            "p50_us": lat[50] / 1e3, "p99_us": lat[99] / 1e3, "p999_us": lat[99.9] / 1e3,
-            "cpu_us_per_io": cpu / n * 1e6}
+def record(n, seconds, cpu, lat=None):
+    lat = lat or {50: float("nan"), 99: float("nan"), 99.9: float("nan")}
+    return {"ios": n, "iops": n / seconds, "cpu_us_per_io": cpu / n * 1e6,
+            "p50_us": lat[50] / 1e3, "p99_us": lat[99] / 1e3, "p999_us": lat[99.9] / 1e3}
 
 
 # ---------------------------------------------------------------- contenders
 
 def run_pread_loop(path, offsets, direct):
-    """The Python baseline: os.pread (cached) or os.preadv into an aligned
-    buffer (O_DIRECT), one call per request, timed per call."""
-    flags = os.O_RDONLY | (os.O_DIRECT if direct else 0)
-    fd = os.open(path, flags)
-    lat = np.empty(len(offsets), np.int64)
+    """The Python baseline at its best: a plain loop of os.pread (cached) or
+    os.preadv into one aligned buffer (O_DIRECT), nothing else in the loop."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECT if direct else 0))
     buf = fastio.empty(BS, align=4096)
-    clock = time.perf_counter_ns
     offs = offsets.tolist()
     try:
         c0, t0 = cpu_seconds(), time.perf_counter()
         if direct:
-            preadv = os.preadv
-            bufs = [buf]
-            for i, off in enumerate(offs):
-                s = clock()
+            preadv, bufs = os.preadv, [buf]
+            for off in offs:
                 preadv(fd, bufs, off)
-                lat[i] = clock() - s
         else:
             pread = os.pread
-            for i, off in enumerate(offs):
-                s = clock()
+            for off in offs:
                 pread(fd, BS, off)
-                lat[i] = clock() - s
         t, c = time.perf_counter() - t0, cpu_seconds() - c0
     finally:
         os.close(fd)
-    return record("os.pread loop", len(offs), t, c, pct(lat), "python", 1)
+    return record(len(offs), t, c)
 
 
-def run_read_blocks(path, offsets, direct, backend, depth, submit_batch=8, label=False):
+def pread_loop_latency(path, offsets, direct):
+    """A separate run of the same loop with a clock read around every call,
+    for its latency percentiles only (the clock reads slow the loop)."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECT if direct else 0))
+    lat = np.empty(len(offsets), np.int64)
+    buf = fastio.empty(BS, align=4096)
+    clock = time.perf_counter_ns
+    try:
+        for i, off in enumerate(offsets.tolist()):
+            s = clock()
+            if direct:
+                os.preadv(fd, [buf], off)
+            else:
+                os.pread(fd, BS, off)
+            lat[i] = clock() - s
+    finally:
+        os.close(fd)
+    p = pct(lat)
+    return {"p50_us": p[50] / 1e3, "p99_us": p[99] / 1e3, "p999_us": p[99.9] / 1e3}
+
+
+def run_read_blocks(path, offsets, direct, backend, depth, submit_batch=8):
     """read_blocks on one backend: one C call for every request."""
     q = fastio.Queue(depth, backend, direct=direct, latency=True, submit_batch=submit_batch)
     f = fastio.open(path, direct=direct)
@@ -105,12 +115,10 @@ def run_read_blocks(path, offsets, direct, backend, depth, submit_batch=8, label
         fastio.read_blocks(f, offsets, BS, out=out, queue=q)
         t, c = time.perf_counter() - t0, cpu_seconds() - c0
         lat = q.percentiles((50, 99, 99.9))
-        name = q.backend
     finally:
         f.close()
         q.close()
-    suffix = f" sb={submit_batch}" if label else ""
-    return record(f"read_blocks {name}{suffix}", len(offsets), t, c, lat, name, depth)
+    return record(len(offsets), t, c, lat)
 
 
 def run_fio(path, engine, depth, direct, seconds, size):
@@ -127,10 +135,10 @@ def run_fio(path, engine, depth, direct, seconds, size):
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     except subprocess.TimeoutExpired:
-        return {"contender": f"fio {engine}", "error": "timed out"}
+        raise RuntimeError(f"fio {engine} timed out")
     if proc.returncode != 0:
         err = (proc.stderr or proc.stdout).strip().splitlines()
-        return {"contender": f"fio {engine}", "error": err[-1] if err else "failed"}
+        raise RuntimeError(f"fio {engine}: {err[-1] if err else 'failed'}")
     job = json.loads(proc.stdout[proc.stdout.index("{"):])["jobs"][0]
     rd = job["read"]
     n = rd["total_ios"]
@@ -139,7 +147,7 @@ def run_fio(path, engine, depth, direct, seconds, size):
     lat = {50: float(clat.get("50.000000", "nan")), 99: float(clat.get("99.000000", "nan")),
            99.9: float(clat.get("99.900000", "nan"))}
     cpu = (job["usr_cpu"] + job["sys_cpu"]) / 100 * runtime
-    return record(f"fio {engine}", n, runtime, cpu, lat, engine, depth)
+    return record(n, runtime, cpu, lat)
 
 
 # ---------------------------------------------------------------- main
@@ -156,9 +164,10 @@ def main():
     ap.add_argument("--backends", default=",".join(aio.BACKENDS))
     ap.add_argument("--submit-batch", default="8",
                     help="Queue(submit_batch=N) values, comma-separated (default 8)")
-    ap.add_argument("--fio-seconds", type=float, default=3)
+    ap.add_argument("--rounds", type=int, default=5, help="rotating rounds (default 5)")
+    ap.add_argument("--fio-seconds", type=float, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the test file")
-    ap.add_argument("--json", help="also write every record (backend included) here")
+    add_json_argument(ap, "aio")
     args = ap.parse_args()
 
     size = parse_size(args.size)
@@ -168,22 +177,28 @@ def main():
         print(f"writing {size >> 20} MiB to {args.file} ...", flush=True)
         make_file(args.file, size)
     machine_info(args.file)
+    rep = Report(__file__, args, args.file)
     info = fastio.backends()
     for b in info.values():
         state = "works" if b.available else f"unavailable: {b.reason}"
         print(f"backend : {b.name:9} {state}; features: {', '.join(sorted(b.features)) or '-'}")
-    print(f"auto    : {aio.resolve_backend('auto')} buffered, "
-          f"{aio.resolve_backend('auto', direct=True)} O_DIRECT")
+    auto_cached = aio.resolve_backend("auto")[0]
+    auto_direct = aio.resolve_backend("auto", direct=True)[0]
+    print(f"auto    : {auto_cached} buffered, {auto_direct} O_DIRECT")
     have_fio = shutil.which("fio")
     if have_fio:
         v = subprocess.run([have_fio, "--version"], capture_output=True, text=True)
         print(f"fio     : {v.stdout.strip()}")
+        rep.set(params={"fio": v.stdout.strip()})
     else:
         print("fio     : not installed (apt-get install fio): its rows are skipped")
     backends = [b for b in args.backends.split(",") if info[b].available]
     rng = np.random.default_rng(12345)
     nblocks = size // BS
-    summary = {}
+    rep.set(params={"size": size, "block": BS, "depths": depths, "submit_batch": sbs,
+                    "rounds": args.rounds, "fio_seconds": args.fio_seconds,
+                    "backends": backends, "auto": [auto_cached, auto_direct]})
+    caches = {}
 
     for mode in args.modes.split(","):
         direct = mode == "direct"
@@ -193,74 +208,76 @@ def main():
             evict(args.file)
         else:
             warm(args.file)
+        caches[mode] = cache_state(args.file)
         print(f"\n== {mode}: {n} random {BS}-byte reads over {size >> 20} MiB; "
-              f"{cache_state(args.file)}")
-        rows = [run_pread_loop(args.file, offsets, direct)]
-        base = rows[0]["iops"]
+              f"{caches[mode]}; {args.rounds} rounds")
+        contenders = [("os.pread loop", lambda: run_pread_loop(args.file, offsets, direct))]
+        meta = {"os.pread loop": ("python", 1)}
         for depth in depths:
             for b in backends:
                 for sb in sbs:
-                    rows.append(run_read_blocks(args.file, offsets, direct, b, depth, sb,
-                                                label=len(sbs) > 1))
+                    name = f"read_blocks {b} d{depth}" + (f" sb={sb}" if len(sbs) > 1 else "")
+                    meta[name] = (b, depth)
+                    contenders.append((name, lambda b=b, d=depth, sb=sb: run_read_blocks(
+                        args.file, offsets, direct, b, d, sb)))
             if have_fio:
                 for engine in ("io_uring", "libaio", "psync"):
                     if engine == "psync" and depth != 1:
                         continue
-                    r = run_fio(args.file, engine, depth, direct, args.fio_seconds, size)
-                    if r is not None and "error" in r:
-                        print(f"  fio {engine} depth {depth}: {r['error']}")
-                    elif r is not None:
-                        rows.append(r)
-        for r in rows:
-            r["x_pread"] = r["iops"] / base
-        table(
-            [[r["contender"], r["depth"], f"{r['iops']:,.0f}", f"{r['mbps']:,.0f}",
-              f"{r['p50_us']:.1f}", f"{r['p99_us']:.1f}", f"{r['p999_us']:.1f}",
-              f"{r['cpu_us_per_io']:.2f}", f"{r['x_pread']:.2f}x"] for r in rows],
-            ["contender", "depth", "IOPS", "MB/s", "p50 us", "p99 us", "p99.9 us",
-             "CPU us/IO", "vs os.pread"])
-        summary[mode] = rows
+                    name = f"fio {engine} d{depth}"
+                    try:
+                        run_fio(args.file, engine, depth, direct, 0.2, size)
+                    except RuntimeError as e:
+                        print(f"  {name}: {e}")
+                        continue
+                    meta[name] = (engine, depth)
+                    contenders.append((name, lambda e=engine, d=depth: run_fio(
+                        args.file, e, d, direct, args.fio_seconds, size)))
+        recs = run_rounds(contenders, args.rounds, lambda fn: fn())
+        if direct:
+            cache_after = cache_state(args.file)
+        lat = pread_loop_latency(args.file, offsets, direct)
+        rows = []
+        for name, rs in recs.items():
+            fid = f"{mode}: {name}"
+            med = {k: stats([r[k] for r in rs])["median"]
+                   for k in ("cpu_us_per_io", "p50_us", "p99_us", "p999_us")}
+            if name == "os.pread loop":
+                med.update(lat)
+                med["latency_note"] = "percentiles from a separate run timed per call"
+            rep.figure(fid, f"{mode}: {name}", "IOPS", [r["iops"] for r in rs],
+                       backend=meta[name][0], depth=meta[name][1], **med)
+            rows.append((name, rs, med))
+        base = [r["iops"] for r in recs["os.pread loop"]]
+        print(f"  {'contender':<28} {'IOPS median (min-max)':>30} {'p50 us':>7} {'p99 us':>7} "
+              f"{'p99.9':>7} {'CPU us/IO':>9} {'vs os.pread (min-max)':>22}")
+        for name, rs, med in rows:
+            io = stats([r["iops"] for r in rs])
+            ra = stats([r["iops"] / b for r, b in zip(rs, base)])
+            print(f"  {name:<28} {io['median']:>12,.0f} ({io['min']:,.0f}-{io['max']:,.0f})"
+                  f" {med['p50_us']:7.1f} {med['p99_us']:7.1f} {med['p999_us']:7.1f}"
+                  f" {med['cpu_us_per_io']:9.2f} {ra['median']:>8.2f}x ({ra['min']:.2f}-"
+                  f"{ra['max']:.2f})")
+        print("  (os.pread loop percentiles: a separate run timed per call)")
+        if direct:
+            caches[mode] += f" before; {cache_after} after"
 
-    # The goals of the issue, as ratios measured in this run.
-    print("\n== ratios")
-    def find(mode, contender, depth):
-        for r in summary.get(mode, []):
-            if r["contender"] == contender and r["depth"] == depth:
-                return r
-        return None
-
-    def fastest(mode, depth):
-        rs = [r for r in summary.get(mode, [])
-              if r["contender"].startswith("read_blocks") and r["depth"] == depth]
-        return max(rs, key=lambda r: r["iops"]) if rs else None
-
-    d = fastest("direct", 32)
-    if d:
-        fio_u = find("direct", "fio io_uring", 32)
-        pl = find("direct", "os.pread loop", 1)
-        if fio_u:
-            print(f"O_DIRECT depth 32: read_blocks {d['backend']} / fio io_uring = "
-                  f"{d['iops'] / fio_u['iops']:.2f} (goal >= 0.9)")
-        print(f"O_DIRECT depth 32: read_blocks {d['backend']} / os.pread loop = "
-              f"{d['iops'] / pl['iops']:.2f} (goal >= 3.5)")
-    auto, _ = aio.resolve_backend("auto")
-    for depth in depths:
-        c = find("cached", f"read_blocks {auto}", depth)
-        if c:
-            pl = find("cached", "os.pread loop", 1)
-            print(f"cached depth {depth}: read_blocks auto ({auto}) / os.pread loop = "
-                  f"{c['iops'] / pl['iops']:.2f} (goal >= 2)")
-    for b, engine in (("io_uring", "io_uring"), ("linux_aio", "libaio"), ("threads", "psync")):
+        # The ratios that README and docs cite, per round.
         for depth in depths:
-            mine = find("cached", f"read_blocks {b}", depth)
-            theirs = find("cached", f"fio {engine}", depth)
-            if mine and theirs:
-                print(f"cached depth {depth}: CPU per I/O read_blocks {b} - fio {engine} = "
-                      f"{mine['cpu_us_per_io'] - theirs['cpu_us_per_io']:+.2f} us "
-                      f"(goal <= +0.3)")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(summary, fh, indent=1)
+            for b in backends:
+                name = f"read_blocks {b} d{depth}" + (f" sb={sbs[0]}" if len(sbs) > 1 else "")
+                if name in recs:
+                    rep.ratio(f"{mode}: {b} d{depth} / pread", f"{mode}: read_blocks {b} "
+                              f"depth {depth} / os.pread loop", f"{mode}: {name}",
+                              f"{mode}: os.pread loop")
+            for b, engine in (("io_uring", "io_uring"), ("linux_aio", "libaio")):
+                name = f"read_blocks {b} d{depth}" + (f" sb={sbs[0]}" if len(sbs) > 1 else "")
+                if name in recs and f"fio {engine} d{depth}" in recs:
+                    rep.ratio(f"{mode}: {b} d{depth} / fio", f"{mode}: read_blocks {b} "
+                              f"depth {depth} / fio {engine}", f"{mode}: {name}",
+                              f"{mode}: fio {engine} d{depth}")
+    rep.set(cache="; ".join(f"{m}: {c}" for m, c in caches.items()))
+    rep.finish()
     if not args.keep:
         os.unlink(args.file)
 

@@ -1,7 +1,7 @@
 """The cost of the first touch of fresh memory, per 4 KiB page: np.empty + fill
 against fastio.empty with and without transparent huge pages.
 
-    PYTHONPATH=. python benchmarks/bench_alloc.py [--size-mib 256] [--rounds 7]
+    python benchmarks/bench_alloc.py [--size-mib 256] [--rounds 7] [--json PATH]
 
 Each round allocates fresh memory of --size-mib, writes every byte (fill), and
 frees it. The same fill of memory that is already faulted in is the floor
@@ -18,8 +18,7 @@ import time
 
 import numpy as np
 
-# _common first: it puts this checkout's fastio first on sys.path.
-from _common import machine_info, median, print_table, run_rounds
+from _common import Report, add_json_argument, machine_info, median, print_table, run_rounds
 import fastio
 
 
@@ -47,6 +46,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=7)
+    add_json_argument(ap, "alloc")
     args = ap.parse_args()
     machine_info()
     print(f"THP     : defrag {thp_defrag()}")
@@ -95,7 +95,7 @@ def main():
                   ("fastio.empty huge pages + fill", fastio_huge),
                   ("fastio.empty huge, populate + fill", fastio_huge_populate),
                   ("fill of touched memory (floor)", fill_warm)]
-    thp = {name: 0 for name, _ in contenders}
+    thp = {name: [] for name, _ in contenders}
     names = {fn: name for name, fn in contenders}
 
     def once(fn):
@@ -103,7 +103,7 @@ def main():
         t0 = time.perf_counter()
         fn()
         seconds = time.perf_counter() - t0
-        thp[names[fn]] += vmstat("thp_fault_alloc") - before
+        thp[names[fn]].append(vmstat("thp_fault_alloc") - before)
         return seconds
 
     times = run_rounds(contenders, args.rounds, once)
@@ -115,10 +115,29 @@ def main():
     rows = {name: (ts, thp[name]) for name, ts in times.items()}
     print_table(rows, [("us/page", lambda r: median(r[0]) / pages * 1e6, ".3f"),
                        ("touch us/page", lambda r: (median(r[0]) - floor) / pages * 1e6, ".3f"),
-                       ("THP faults", lambda r: r[1] // args.rounds, "d"),
+                       ("THP faults", lambda r: median(r[1][-args.rounds:]), ".0f"),
                        ("vs np.empty", lambda r: base / median(r[0]), ".2fx")])
     print("(us/page: whole round per 4 KiB page; touch: minus the floor, i.e. the "
           "fault + zeroing; THP faults: per round, from /proc/vmstat)")
+    rep = Report(__file__, args)
+    rep.set(params={"size": size, "rounds": args.rounds, "thp_defrag": thp_defrag()})
+    ids = {"np.empty + fill (baseline)": "np_empty", "np.empty, numpy's THP advice off":
+           "np_empty_no_thp", "fastio.empty 4 KiB pages + fill": "fastio_4k",
+           "fastio.empty huge pages + fill": "fastio_huge",
+           "fastio.empty huge, populate + fill": "fastio_huge_populate",
+           "fill of touched memory (floor)": "floor"}
+    for name, ts in times.items():
+        rep.figure(ids[name], name + " (us per 4 KiB page)", "us/page",
+                   [t / pages * 1e6 for t in ts], higher_is_better=False,
+                   thp_faults_per_round=thp[name][-args.rounds:])
+    for fid in ("fastio_4k", "fastio_huge", "fastio_huge_populate"):
+        label = rep.data['figures'][fid]['label'].replace(" (us per 4 KiB page)", "")
+        # np.empty gets huge pages (numpy's own MADV_HUGEPAGE): the 4 KiB
+        # row compares page sizes, and says so.
+        label += " (4 KiB pages against numpy's huge pages)" if fid == "fastio_4k" else ""
+        rep.ratio(fid, f"{label} vs np.empty + fill (time)",
+                  fid, "np_empty")
+    rep.finish()
 
 
 if __name__ == "__main__":

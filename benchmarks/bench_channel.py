@@ -1,7 +1,8 @@
 """fastio.Channel between two processes, against multiprocessing.Queue and an
 os.pipe ping-pong.
 
-    PYTHONPATH=. python benchmarks/bench_channel.py [--arrays 400] [--trips 20000] [--rounds 5]
+    python benchmarks/bench_channel.py [--arrays 400] [--trips 20000] [--rounds 5]
+        [--json PATH]
 
 1. Throughput: a forked child sends 1 MiB float64 arrays; the parent receives
    them (Channel.recv: one copy in, one copy out; Channel.recv_view: one copy
@@ -10,22 +11,20 @@ os.pipe ping-pong.
 2. Round trip: the parent sends an 8-byte message, a forked child echoes it
    back, over two Channels against two os.pipe()s (os.write/os.read).
    Goal: Channel round trip no slower than the pipe's (ratio >= 1.0).
-Contenders run in interleaved rounds; medians (and best) are printed, with
-the ratio against the baseline measured in the same run.
+Contenders run in rotating rounds after a warm-up round (_common.run_rounds);
+medians with their min-max are printed, and each ratio is the median of the
+per-round ratios against the baseline measured in the same round.
 """
 import argparse
 import multiprocessing
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine_info  # noqa: E402  (puts the checkout on sys.path)
-
-import fastio  # noqa: E402
+from _common import Report, add_json_argument, machine_info, run_rounds
+import fastio
 
 MiB = 1 << 20
 
@@ -182,14 +181,17 @@ def main():
     ap.add_argument("--arrays", type=int, default=400)
     ap.add_argument("--trips", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=5)
+    add_json_argument(ap, "channel")
     args = ap.parse_args()
     machine_info()
+    rep = Report(__file__, args)
+    rep.set(params={"arrays": args.arrays, "array_bytes": MiB, "trips": args.trips,
+                    "rounds": args.rounds}, cache="not applicable (memory only)")
 
-    thr = {"Channel.recv": [], "Channel.recv_view": [], "mp.Queue": []}
-    for _ in range(args.rounds):
-        thr["mp.Queue"].append(queue_throughput(args.arrays))
-        thr["Channel.recv"].append(channel_throughput(args.arrays, view=False))
-        thr["Channel.recv_view"].append(channel_throughput(args.arrays, view=True))
+    thr = run_rounds({"Channel.recv": lambda: channel_throughput(args.arrays, view=False),
+                      "Channel.recv_view": lambda: channel_throughput(args.arrays, view=True),
+                      "mp.Queue": lambda: queue_throughput(args.arrays)},
+                     args.rounds, lambda fn: fn())
     print(f"\n1 MiB float64 arrays, child -> parent, {args.arrays} per round, "
           f"{args.rounds} rounds (median / best arrays/s, GiB/s):")
     base = statistics.median(thr["mp.Queue"])
@@ -202,10 +204,9 @@ def main():
           f"{statistics.median(thr['Channel.recv_view']) / base:.2f}x (recv_view)  "
           f"-> {'met' if ratio_thr >= 5 else 'NOT met'}")
 
-    rt = {"Channel": [], "os.pipe": []}
-    for _ in range(args.rounds):
-        rt["os.pipe"].append(pipe_round_trip(args.trips))
-        rt["Channel"].append(channel_round_trip(args.trips))
+    rt = run_rounds({"Channel": lambda: channel_round_trip(args.trips),
+                     "os.pipe": lambda: pipe_round_trip(args.trips)},
+                    args.rounds, lambda fn: fn())
     print(f"\n8-byte round trip, parent <-> forked child, {args.trips} trips per round "
           f"(median / best, us):")
     for name, xs in rt.items():
@@ -214,6 +215,17 @@ def main():
     ratio_rt = statistics.median(rt["os.pipe"]) / statistics.median(rt["Channel"])
     print(f"  goal Channel no slower than a pipe: pipe/Channel = {ratio_rt:.2f}x  "
           f"-> {'met' if ratio_rt >= 1.0 else 'NOT met'}")
+    for name, xs in thr.items():
+        rep.figure(f"arrays: {name}", f"1 MiB arrays received: {name}", "arrays/s", xs)
+    for name, xs in rt.items():
+        rep.figure(f"rtt: {name}", f"8-byte round trip: {name}", "us",
+                   [x * 1e6 for x in xs], higher_is_better=False)
+    rep.ratio("recv", "Channel.recv / mp.Queue (arrays/s)", "arrays: Channel.recv",
+              "arrays: mp.Queue")
+    rep.ratio("recv_view", "Channel.recv_view / mp.Queue (arrays/s)",
+              "arrays: Channel.recv_view", "arrays: mp.Queue")
+    rep.ratio("rtt", "Channel round trip vs os.pipe (time)", "rtt: Channel", "rtt: os.pipe")
+    rep.finish()
 
 
 if __name__ == "__main__":

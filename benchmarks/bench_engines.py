@@ -1,6 +1,7 @@
 """Random 4 KiB reads through fastio's C engines against fio, same file, same run.
 
     python benchmarks/bench_engines.py [--size 1G] [--seconds 2] [--rounds 3] [--dir DIR]
+        [--json PATH]
 
 The engines (csrc/aio_uring.c, csrc/aio_linux.c) are driven through their ops
 table by the C harness tests/c/engines.c ("bench" mode), compiled here with
@@ -17,8 +18,10 @@ printed (1.00: as fast as fio). Two phases over one file of --size bytes:
 
 fio runs with --gtod_reduce=1 and batches of the queue depth for submission
 and completion (what the harness does: it submits every free slot and reaps
-every ready completion). Each figure is the best of --rounds runs of
---seconds each; the two tools alternate within a round. fio missing: the engines' figures alone (install
+every ready completion). Each figure is the median of --rounds runs of --seconds each
+(min-max beside it); the two tools alternate, the one that goes first
+changing every round, after an untimed warm-up of each; the ratio is the
+median of the per-round ratios. fio missing: the engines' figures alone (install
 it with apt-get install fio).
 """
 import argparse
@@ -30,9 +33,8 @@ import sys
 import sysconfig
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from benchmarks._common import (cache_state, machine_info, make_file,  # noqa: E402
-                                parse_size, warm)
+from _common import (Report, add_json_argument, cache_state, machine_info, make_file,
+                     parse_size, run_rounds, warm, with_spread)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -101,33 +103,47 @@ def check_probe(exe, backend):
     return None if proc.returncode == 0 else proc.stdout.strip()
 
 
-def phase(title, rows, exe, fio, path, size, args, unavailable):
+def phase(title, rows, exe, fio, path, size, args, unavailable, rep, mode):
     print(f"\n{title}")
-    print(f"  {'configuration':32} {'engine IOPS':>12} {'fio IOPS':>12} {'engine/fio':>11}")
+    print(f"  {'configuration':32} {'engine IOPS (min-max)':>28} {'fio IOPS (min-max)':>28} "
+          f"{'engine/fio (min-max)':>20}")
     for name, method, depth, direct, fixed, fio_engine, fio_extra in rows:
         if method in unavailable:
             print(f"  {name:32} skipped: {unavailable[method]}")
             continue
-        best_e = best_f = None
-        err_e = err_f = None
-        for _ in range(args.rounds):
-            e, err_e = run_engine(exe, method, path, depth, args.seconds, direct, fixed)
-            if e is not None:
-                best_e = max(best_e or 0, e)
-            if fio:
-                f, err_f = run_fio(fio, fio_engine, fio_extra, path, size, depth,
-                                   args.seconds, direct)
-                if f is not None:
-                    best_f = max(best_f or 0, f)
-        e_txt = f"{best_e:12,.0f}" if best_e else f"{'error':>12}"
-        f_txt = f"{best_f:12,.0f}" if best_f else f"{'n/a':>12}"
-        ratio = f"{best_e / best_f:11.2f}" if best_e and best_f else f"{'n/a':>11}"
+        errors = {}
+
+        def measure(which):
+            if which == "engine":
+                v, err = run_engine(exe, method, path, depth, args.seconds, direct, fixed)
+            else:
+                v, err = run_fio(fio, fio_engine, fio_extra, path, size, depth,
+                                 args.seconds, direct)
+            if v is None:
+                errors[which] = err
+                return float("nan")
+            return v
+
+        tools = {"engine": lambda: measure("engine")}
+        if fio:
+            tools["fio"] = lambda: measure("fio")
+        vals = run_rounds(tools, args.rounds, lambda fn: fn())
         fio_name = f"fio {fio_engine} d{depth}" + (" fixed" if fio_extra else "")
-        print(f"  {name:32} {e_txt} {f_txt} {ratio}   (fio: {fio_name})")
-        if err_e and not best_e:
-            print(f"      engine: {err_e}")
-        if fio and err_f and not best_f:
-            print(f"      fio: {err_f}")
+        e = [v for v in vals["engine"] if v == v]
+        f = [v for v in vals.get("fio", []) if v == v]
+        e_id, f_id = f"{mode}: engine {name}", f"{mode}: {fio_name}"
+        if e:
+            rep.figure(e_id, f"{mode}: C engine, {name}", "IOPS", e)
+        if f:
+            rep.figure(f_id, f"{mode}: {fio_name}", "IOPS", f)
+        ratio = "n/a"
+        if e and f and len(e) == len(f):
+            r = rep.ratio(f"{mode}: {name}", f"{mode}: C engine / fio, {name}", e_id, f_id)
+            ratio = with_spread(r["per_round"])
+        print(f"  {name:32} {with_spread(e, ',.0f') if e else 'error':>28} "
+              f"{with_spread(f, ',.0f') if f else 'n/a':>28} {ratio:>20}   (fio: {fio_name})")
+        for which, err in errors.items():
+            print(f"      {which}: {err}")
 
 
 def main():
@@ -138,6 +154,7 @@ def main():
     ap.add_argument("--dir", default=None,
                     help="directory of the test file (default: the system's temp dir; "
                          "it must not be tmpfs for O_DIRECT)")
+    add_json_argument(ap, "engines")
     args = ap.parse_args()
     size = parse_size(args.size)
     fio = shutil.which("fio")
@@ -158,13 +175,20 @@ def main():
             if why:
                 unavailable[backend] = why
         print(f"reads   : random 4 KiB, page-aligned, over {size >> 20} MiB; "
-              f"best of {args.rounds} x {args.seconds:g} s")
+              f"median of {args.rounds} x {args.seconds:g} s")
+        rep = Report(__file__, args, path)
+        rep.set(params={"size": size, "seconds": args.seconds, "rounds": args.rounds,
+                        "fio": ver.stdout.strip() if fio else None})
 
         warm(path)
         print(f"cache   : {cache_state(path)}")
-        phase("cached (page cache)", CACHED, exe, fio, path, size, args, unavailable)
+        cache = cache_state(path)
+        phase("cached (page cache)", CACHED, exe, fio, path, size, args, unavailable, rep,
+              "cached")
         phase("O_DIRECT (device; the VM host may cache it)", DIRECT, exe, fio, path, size,
-              args, unavailable)
+              args, unavailable, rep, "direct")
+        rep.set(cache=f"cached phase: {cache}; direct phase: O_DIRECT")
+        rep.finish()
 
 
 if __name__ == "__main__":

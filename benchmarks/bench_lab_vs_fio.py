@@ -15,11 +15,13 @@ buffer is malloc'ed and not page-aligned; on the machine this was written on
 that alone halves fio's cached sequential figure, as it does the lab's
 read.bytearray.)
 
-Each side runs --rounds times (default 7) alternating; the median of each
-is compared. Ratio = lab / fio (1.00: same figure). Needs fio on PATH
+Each side runs --rounds times (default 7) alternating, the one that goes
+first changing every round, after a warm-up of each (_common.run_rounds);
+medians with min-max are printed, and the ratio is the median of the
+per-round ratios lab / fio (1.00: same figure) with its min-max. Needs fio on PATH
 (apt-get install fio); without it the script says so and exits 0.
 
-    python benchmarks/bench_lab_vs_fio.py [--size 1G] [--dir DIR] [--rounds 7]
+    python benchmarks/bench_lab_vs_fio.py [--size 1G] [--dir DIR] [--rounds 7] [--json PATH]
 """
 import argparse
 import json
@@ -29,16 +31,11 @@ import statistics
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _common import Report, add_json_argument, machine_info, run_rounds, with_spread
+import fastio
+from fastio import lab
 
-import fastio  # noqa: E402
-from fastio import lab  # noqa: E402
-
-try:
-    from _common import machine_info  # benchmarks/_common.py
-except ImportError:  # run from elsewhere
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _common import machine_info
+REP = None  # the run's Report, made in main
 
 
 def fio(path, size, *, rw, bs, engine, depth, direct):
@@ -68,26 +65,23 @@ def lab_once(method, path, size, *, pattern, bs, depth, cache):
             "p50": rec["latency_ns"]["p50"], "p99": rec["latency_ns"]["p99"]}
 
 
-def compare(title, rounds, lab_fn, fio_fn, key):
-    labs, fios = [], []
-    for _ in range(rounds):
-        labs.append(lab_fn())
-        fios.append(fio_fn())
-    lm = statistics.median(x[key] for x in labs)
-    fm = statistics.median(x[key] for x in fios)
-    lb, fb = max(x[key] for x in labs), max(x[key] for x in fios)
+def compare(title, rounds, lab_fn, fio_fn, key, fid):
+    got = run_rounds({"lab": lab_fn, "fio": fio_fn}, rounds, lambda fn: fn())
+    labs, fios = got["lab"], got["fio"]
     unit, scale = ("IOPS", 1) if key == "iops" else ("MB/s", 1e-6)
+    lv = [x[key] * scale for x in labs]
+    fv = [x[key] * scale for x in fios]
     lp50 = statistics.median(x["p50"] for x in labs)
-    fp50 = statistics.median(x["p50"] for x in fios if x["p50"] is not None)
+    fp50 = statistics.median(float(x["p50"]) for x in fios if x["p50"] is not None)
+    REP.figure(f"{fid}: lab", f"{title}: lab", unit, lv, p50_us=lp50 / 1e3)
+    REP.figure(f"{fid}: fio", f"{title}: fio", unit, fv, p50_us=fp50 / 1e3)
+    r = REP.ratio(fid, f"{title}: lab / fio", f"{fid}: lab", f"{fid}: fio")
     print(f"{title}")
-    print(f"  lab {lm * scale:12.0f} {unit}  p50 {lp50 / 1e3:8.1f} us")
-    print(f"  fio {fm * scale:12.0f} {unit}  p50 {fp50 / 1e3:8.1f} us")
-    print(f"  ratio lab/fio: {lm / fm:.2f}  (medians of {rounds} alternating rounds; "
-          f"target 0.90..1.10)")
-    # On a shared machine a short run can lose its core to another process:
-    # the best round of each side is the figure least touched by that.
-    print(f"  best lab {lb * scale:.0f} / best fio {fb * scale:.0f} {unit}: {lb / fb:.2f}")
-    return lm / fm
+    print(f"  lab {with_spread(lv, ',.0f', unit):>36}  p50 {lp50 / 1e3:8.1f} us")
+    print(f"  fio {with_spread(fv, ',.0f', unit):>36}  p50 {fp50 / 1e3:8.1f} us")
+    print(f"  ratio lab/fio: {with_spread(r['per_round'])}  (per-round ratios of {rounds} "
+          f"alternating rounds; target 0.90..1.10)")
+    return r["median"]
 
 
 def main(argv=None):
@@ -99,6 +93,7 @@ def main(argv=None):
                          "check (default 128M)")
     ap.add_argument("--dir", default=None, help="directory of the test file (default $TMPDIR)")
     ap.add_argument("--rounds", type=int, default=7, help="alternating rounds (default 7)")
+    add_json_argument(ap, "lab_vs_fio")
     args = ap.parse_args(argv)
     if shutil.which("fio") is None:
         print("fio is not installed (apt-get install fio): nothing to compare against")
@@ -108,7 +103,12 @@ def main(argv=None):
     path = lab.make_file(size, args.dir)
     try:
         machine_info(path)
-        print(subprocess.run(["fio", "--version"], capture_output=True, text=True).stdout.strip())
+        ver = subprocess.run(["fio", "--version"], capture_output=True, text=True).stdout.strip()
+        print(ver)
+        global REP
+        REP = Report(__file__, args, path)
+        REP.set(params={"size": size, "direct_size": dsize, "rounds": args.rounds, "fio": ver},
+                cache="1: O_DIRECT (checked by the lab); 2: warm (lab.warm_cache, checked)")
         print()
         uring = fastio.backends().get("io_uring")
         try:
@@ -118,7 +118,7 @@ def main(argv=None):
                         lambda: lab_once("aio.io_uring", path, dsize, pattern="rand", bs="4k",
                                          depth=32, cache="direct"),
                         lambda: fio(path, dsize, rw="randread", bs="4k", engine="io_uring",
-                                    depth=32, direct=True), "iops")
+                                    depth=32, direct=True), "iops", "uring_direct_d32")
             else:
                 why = uring.reason if uring is not None else "unknown"
                 print(f"1. io_uring, depth 32: not measured: fastio's io_uring backend is "
@@ -128,7 +128,7 @@ def main(argv=None):
                         lambda: lab_once("psync", path, dsize, pattern="rand", bs="4k", depth=1,
                                          cache="direct"),
                         lambda: fio(path, dsize, rw="randread", bs="4k", engine="psync",
-                                    depth=1, direct=True), "iops")
+                                    depth=1, direct=True), "iops", "psync_direct_d1")
         except (OSError, RuntimeError) as e:
             print(f"1. not measured: {e}")
         print()
@@ -136,7 +136,8 @@ def main(argv=None):
         compare("2. sequential cached reads, 1 MiB: lab psync vs fio psync", args.rounds,
                 lambda: lab_once("psync", path, size, pattern="seq", bs="1M", depth=1, cache="warm"),
                 lambda: fio(path, size, rw="read", bs="1M", engine="psync", depth=1,
-                            direct=False), "bw")
+                            direct=False), "bw", "psync_seq_cached")
+        REP.finish()
     finally:
         os.unlink(path)
     return 0

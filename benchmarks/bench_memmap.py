@@ -24,8 +24,8 @@ import time
 
 import numpy as np
 
-# _common first: it puts this checkout's fastio first on sys.path.
-from _common import cache_state, machine_info, make_file, parse_size, print_table, warm
+from _common import (Report, add_json_argument, cache_state, machine_info, make_file, median,
+                     parse_size, print_table, run_rounds, warm)
 import fastio
 
 
@@ -51,9 +51,11 @@ def timed(make):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", default="1G", help="file size (default 1G)")
-    ap.add_argument("--repeat", type=int, default=9, help="rounds, best kept (default 9)")
+    ap.add_argument("--repeat", "--rounds", type=int, default=9, dest="repeat",
+                    help="rotating rounds (default 9)")
     ap.add_argument("--dtype", default="<f8", help="element type summed (default <f8)")
     ap.add_argument("--dir", default=None, help="where to make the file (default: tmp)")
+    add_json_argument(ap, "memmap")
     args = ap.parse_args()
 
     dtype = np.dtype(args.dtype)
@@ -78,37 +80,45 @@ def main():
         "fastio.memmap populate=True": lambda: fastio.memmap(path, dtype, "r", populate=True),
         "fastio.open_array": lambda: fastio.open_array(path, dtype),
     }
-    best = {k: (float("inf"), float("inf")) for k in contenders}
+    sums = {k: [] for k in contenders}
     faults = {}
-    expect = None
-    for _ in range(args.repeat):
-        for name, make in contenders.items():  # alternate: noise hits all alike
-            total, summing, s, faults[name] = timed(make)
-            if expect is None:
-                expect = s
-            assert s == expect or (np.isnan(s) and np.isnan(expect)), (name, s, expect)
-            best[name] = (min(best[name][0], total), min(best[name][1], summing))
+    expect = []
+
+    def once(make):
+        name = names[make]
+        total, summing, s, faults[name] = timed(make)
+        if not expect:
+            expect.append(s)
+        assert s == expect[0] or (np.isnan(s) and np.isnan(expect[0])), (name, s, expect)
+        sums[name].append(summing)
+        return total
+
+    names = {make: name for name, make in contenders.items()}
+    totals = run_rounds(contenders, args.repeat, once)
+    for k in sums:  # drop the warm-up round
+        sums[k] = sums[k][-args.repeat:]
 
     gbs = lambda t: size / t / 1e9  # noqa: E731
-    base_total, base_sum = best["numpy.memmap"]
     print()
-    # Each row: (best open+sum seconds, best sum seconds, faults in the last sum).
-    rows = {name: (total, summing, faults[name]) for name, (total, summing) in best.items()}
-    print_table(rows, [("open+sum ms", lambda r: r[0] * 1e3, ".1f"),
-                       ("GB/s", lambda r: gbs(r[0]), ".2f"),
-                       ("sum ms", lambda r: r[1] * 1e3, ".1f"),
-                       ("GB/s", lambda r: gbs(r[1]), ".2f"),
-                       ("x numpy.memmap", lambda r: base_total / r[0], ".3f"),
+    rows = {name: (totals[name], sums[name], faults[name]) for name in contenders}
+    print_table(rows, [("open+sum ms", lambda r: median(r[0]) * 1e3, ".1f"),
+                       ("GB/s", lambda r: gbs(median(r[0])), ".2f"),
+                       ("min-max GB/s", lambda r: f"{gbs(max(r[0])):.2f}-{gbs(min(r[0])):.2f}",
+                        ""),
+                       ("sum ms", lambda r: median(r[1]) * 1e3, ".1f"),
                        ("faults in sum", lambda r: r[2], "d")],
-                first=f"best of {args.repeat}")
-    ratio = base_total / best["fastio.memmap"][0]
-    print()
-    print(f"fastio.memmap / numpy.memmap (open+sum throughput): {ratio:.3f}x (goal >= 0.95x)")
-    print(f"fastio.memmap populate=True / numpy.memmap: "
-          f"{base_total / best['fastio.memmap populate=True'][0]:.3f}x")
-    print(f"numpy.memmap at {gbs(base_total) / gbs(best['ceiling (in-memory ndarray)'][0]) * 100:.0f}% "
-          f"of the in-memory ceiling, fastio.memmap at "
-          f"{gbs(best['fastio.memmap'][0]) / gbs(best['ceiling (in-memory ndarray)'][0]) * 100:.0f}%")
+                first=f"median of {args.repeat}")
+    rep = Report(__file__, args, path)
+    rep.set(cache=cache_state(path), params={"size": size, "dtype": str(dtype),
+                                             "rounds": args.repeat})
+    ids = {"ceiling (in-memory ndarray)": "ceiling", "numpy.memmap": "numpy_memmap",
+           "fastio.memmap": "fastio_memmap", "fastio.memmap populate=True": "populate",
+           "fastio.open_array": "open_array"}
+    rep.figures_from_times(totals, "GB/s", gbs, ids=ids)
+    for fid, label in (("fastio_memmap", "fastio.memmap"), ("populate", "fastio.memmap("
+                       "populate=True)"), ("open_array", "fastio.open_array")):
+        rep.ratio(fid, f"{label} / numpy.memmap (open + sum)", fid, "numpy_memmap")
+    rep.finish()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """fastio.mmap against the stdlib mmap.mmap, measured in the same run.
 
     python benchmarks/bench_mmap.py [--size-mib 256] [--slices 50000] [--rounds 21]
+        [--json PATH]
 
 1. Random 4 KiB slices ``m[o:o+4096]`` (slices per second, and the ratio
    fastio / stdlib; goal >= 1.0x).
@@ -8,8 +9,8 @@
    whole map (GB/s, and the ratio).
 
 Both use the same file (made once and kept in the temp directory) and the
-same offsets, and run as pairs of back-to-back measurements (the order
-alternating), so that the noise of a shared machine hits both alike. Rates
+same offsets, and run in rounds whose order rotates (_common.run_rounds,
+after a warm-up round), so that the noise of a shared machine hits both alike. Rates
 are medians over the rounds; each ratio is the median of the per-round
 ratios, printed with its spread (min..max). The file is read once first, so the page cache is warm; the
 residency (mincore) before each phase is printed. Prints the machine, the
@@ -27,8 +28,8 @@ import time
 
 import numpy as np
 
-# _common first: it puts this checkout's fastio first on sys.path.
-from _common import cache_state, machine_info, make_file, residency, warm
+from _common import (Report, add_json_argument, cache_state, machine_info, make_file, residency,
+                     run_rounds, warm)
 import fastio
 
 SLICE = 4096
@@ -74,6 +75,7 @@ def main():
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                     help="cpu: process CPU time (default, robust on a shared "
                          "machine); wall: perf_counter")
+    add_json_argument(ap, "mmap")
     args = ap.parse_args()
     global clock
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -98,19 +100,20 @@ def main():
         time_sum(ours)
         time_sum(theirs)
 
-        slices_f, slices_s, sum_f, sum_s = [], [], [], []
-        for r in range(args.rounds):
-            # Alternate which goes first, so drift in a noisy machine hits both.
-            pair = [(ours, slices_f), (theirs, slices_s)]
-            for m, out in (pair if r % 2 == 0 else pair[::-1]):
-                out.append(args.slices / time_slices(m, offsets))
-            pair = [(ours, sum_f), (theirs, sum_s)]
-            totals = set()
-            for m, out in (pair if r % 2 == 0 else pair[::-1]):
-                dt, total = time_sum(m)
-                out.append(size / dt / 1e9)
-                totals.add(total)
-            assert len(totals) == 1, "the two maps summed differently"
+        totals = set()
+
+        def summed(m):
+            dt, total = time_sum(m)
+            totals.add(total)
+            return size / dt / 1e9
+
+        sl = run_rounds({"fastio": lambda: args.slices / time_slices(ours, offsets),
+                         "stdlib": lambda: args.slices / time_slices(theirs, offsets)},
+                        args.rounds, lambda fn: fn())
+        sm = run_rounds({"fastio": lambda: summed(ours), "stdlib": lambda: summed(theirs)},
+                        args.rounds, lambda fn: fn())
+        assert len(totals) == 1, "the two maps summed differently"
+        slices_f, slices_s, sum_f, sum_s = sl["fastio"], sl["stdlib"], sm["fastio"], sm["stdlib"]
 
         print(f"cache   : resident {residency(path):.1%} of pages after the runs")
         print()
@@ -131,6 +134,17 @@ def main():
         theirs.close()
     finally:
         os.close(fd)
+    rep = Report(__file__, args, path)
+    rep.set(cache=cache_state(path), params={"size": size, "slices": args.slices,
+                                             "rounds": args.rounds, "clock": args.clock})
+    rep.figure("slices_fastio", "fastio.mmap: random 4 KiB slices", "slices/s", slices_f)
+    rep.figure("slices_stdlib", "mmap.mmap: random 4 KiB slices", "slices/s", slices_s)
+    rep.figure("sum_fastio", "fastio.mmap: np.frombuffer(m).sum()", "GB/s", sum_f)
+    rep.figure("sum_stdlib", "mmap.mmap: np.frombuffer(m).sum()", "GB/s", sum_s)
+    rep.ratio("slices", "fastio.mmap / mmap.mmap, random 4 KiB slices", "slices_fastio",
+              "slices_stdlib")
+    rep.ratio("sum", "fastio.mmap / mmap.mmap, sum of the map", "sum_fastio", "sum_stdlib")
+    rep.finish()
     return 0
 
 

@@ -1,7 +1,7 @@
 """Cost per call of a 4 KiB positional read: fastio.pread against os.pread and
 os.preadv.
 
-    PYTHONPATH=. python benchmarks/bench_pread.py [--calls 200000] [--rounds 7]
+    python benchmarks/bench_pread.py [--calls 200000] [--rounds 7] [--json PATH]
 
 A cached file of 64 MiB; every contender reads the same 4 KiB blocks (random
 offsets, page-aligned) in interleaved rounds. fastio.pread and os.preadv read
@@ -15,8 +15,8 @@ import random
 import tempfile
 import time
 
-# _common first: it puts this checkout's fastio first on sys.path.
-from _common import cache_state, machine_info, make_file, median, print_table, run_rounds, warm
+from _common import (Report, add_json_argument, cache_state, machine_info, make_file, median,
+                     print_table, run_rounds, warm)
 import fastio
 
 
@@ -25,6 +25,7 @@ def main():
     ap.add_argument("--calls", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--block", type=int, default=4096)
+    add_json_argument(ap, "pread")
     args = ap.parse_args()
 
     size = 64 << 20
@@ -71,6 +72,9 @@ def main():
 
         times = run_rounds(contenders, args.rounds, per_call_ns)
         os.close(fd)
+        rep = Report(__file__, args, path)
+        rep.set(cache=cache_state(path), params={"file_size": size, "block": block,
+                                                 "calls": args.calls, "rounds": args.rounds})
     finally:
         os.unlink(path)
 
@@ -82,6 +86,17 @@ def main():
                         ("best ratio", lambda ts: min(ts) / base_best, ".2fx")])
     print("(ratio = time per call / os.pread's; < 1 is faster; the target is <= 1.1. "
           "On a noisy machine the best round is the steadier figure.)")
+    ids = {"os.pread (baseline)": "os_pread", "os.preadv into bytearray": "os_preadv",
+           "fastio.pread into bytearray": "fastio_pread_bytearray",
+           "fastio.pread into fastio.Buffer": "fastio_pread_buffer",
+           "(empty loop)": "empty_loop"}
+    rep.figures_from_times(times, "ns/call", higher_is_better=False, ids=ids)
+    for fid in ("fastio_pread_bytearray", "fastio_pread_buffer"):
+        rep.ratio(fid, f"{rep.data['figures'][fid]['label']} vs os.pread (time per call)",
+                  fid, "os_pread")
+    rep.ratio("fastio_pread_bytearray_vs_preadv", "fastio.pread into bytearray vs "
+              "os.preadv into bytearray (time per call)", "fastio_pread_bytearray", "os_preadv")
+    rep.finish()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Shared memory: fastio against multiprocessing, measured in the same run.
 
     python benchmarks/bench_shm.py [--size-mib 256] [--array-mb 100] [--rounds 7]
+        [--json PATH]
 
 1. Create and fill a segment (default 256 MiB) with one byte value, then
    close and unlink it: ``multiprocessing.shared_memory.SharedMemory`` with
@@ -16,8 +17,8 @@
    that returns its sum: a plain ndarray (pickled, copied through a pipe)
    against a fastio.SharedArray (pickled by reference). Goal >= 10x.
 
-Every phase runs as rounds of back-to-back measurements whose order
-alternates, so the noise of a shared machine hits all alike; times are
+Every phase runs as rounds (benchmarks/_common.run_rounds: a warm-up round,
+then an order that rotates each round), so the noise of a shared machine hits all alike; times are
 medians over the rounds and each ratio is the median of the per-round
 ratios (min..max shown). No figure is hard-coded: every number printed is
 measured here. Prints the machine, the kernel and /dev/shm's mount.
@@ -32,8 +33,7 @@ from multiprocessing import shared_memory as stdlib_shm
 
 import numpy as np
 
-# _common first: it puts this checkout's fastio first on sys.path.
-from _common import _read, machine_info  # noqa: I100
+from _common import Report, _read, add_json_argument, machine_info, run_rounds  # noqa: I100
 
 import fastio  # noqa: E402
 
@@ -46,21 +46,21 @@ def print_machine():
 
 
 def rounds_of(fns, rounds):
-    """Run each fn once per round, order rotating; returns {name: [seconds]}."""
-    times = {name: [] for name in fns}
-    names = list(fns)
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        if r % 2:
-            order.reverse()
-        for name in order:
-            t = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - t)
-    return times
+    """{name: [seconds per round]} of each fn, in rotating rounds."""
+    return run_rounds(fns, rounds)
 
 
-def report(times, baseline, goals):
+REP = None  # the run's Report, made in main
+
+
+def report(times, baseline, goals, phase):
+    for name, ts in times.items():
+        REP.figure(f"{phase}: {name}", f"{phase}: {name}", "ms", [t * 1e3 for t in ts],
+                   higher_is_better=False)
+    for name in times:
+        if name != baseline:
+            REP.ratio(f"{phase}: {name}", f"{phase}: {name} vs {baseline} (time)",
+                      f"{phase}: {name}", f"{phase}: {baseline}")
     base = times[baseline]
     print(f"  {baseline:<34} {statistics.median(base) * 1e3:9.1f} ms")
     for name, ts in times.items():
@@ -97,12 +97,11 @@ def bench_create_fill(size, rounds):
     fns = {"multiprocessing.shared_memory": stdlib,
            "fastio.SharedMemory + fill": fastio_fill,
            "fastio populate=True + fill": fastio_populate}
-    for fn in fns.values():  # warm up: imports, the resource tracker
-        fn()
     print(f"\n1. create, fill and unlink {size // MiB} MiB "
           f"(median of {rounds} rounds; ratio = stdlib / fastio)")
     report(rounds_of(fns, rounds), "multiprocessing.shared_memory",
-           {"fastio.SharedMemory + fill": 1.0, "fastio populate=True + fill": 1.15})
+           {"fastio.SharedMemory + fill": 1.0, "fastio populate=True + fill": 1.15},
+           "create+fill")
 
 
 # ---------------------------------------------------------------- 2. attach in another process
@@ -143,20 +142,17 @@ def bench_attach(size, rounds):
              "fastio.SharedMemory attach": [], "fastio.SysVSharedMemory attach": []}
     keys = dict(zip(times, ("stdlib", "posix", "sysv")))
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as ex:
-        for name in times:  # warm up
-            ex.submit(_attach_and_read, keys[name], refs[keys[name]]).result()
-        for r in range(rounds):
-            order = list(times) if r % 2 == 0 else list(times)[::-1]
-            for name in order:
-                dt, _ = ex.submit(_attach_and_read, keys[name], refs[keys[name]]).result()
-                times[name].append(dt)
+        fns = {name: (lambda k=keys[name]: ex.submit(_attach_and_read, k, refs[k]).result()[0])
+               for name in times}
+        # Timed in the worker: each fn returns the worker's seconds.
+        times = run_rounds(fns, rounds, lambda fn: fn())
     s.close()
     s.unlink()
     a.close()
     v.close()
     print(f"\n2. a second process attaches {size // MiB} MiB and reads every page "
           f"(timed in the worker; ratio = stdlib / fastio)")
-    report(times, "multiprocessing.shared_memory attach", {})
+    report(times, "multiprocessing.shared_memory attach", {}, "attach+read")
 
 
 # ---------------------------------------------------------------- 3. arrays to a pool
@@ -179,7 +175,7 @@ def bench_pool(nbytes, rounds):
         times = rounds_of(fns, rounds)
     print(f"\n3. a {nbytes / 1e6:.0f} MB float64 array to a ProcessPoolExecutor worker "
           f"that returns its sum (ratio = plain / shared)")
-    report(times, "plain ndarray (pickled)", {"fastio.SharedArray": 10.0})
+    report(times, "plain ndarray (pickled)", {"fastio.SharedArray": 10.0}, "array to worker")
 
 
 def main():
@@ -187,11 +183,19 @@ def main():
     p.add_argument("--size-mib", type=int, default=256)
     p.add_argument("--array-mb", type=int, default=100)
     p.add_argument("--rounds", type=int, default=7)
+    add_json_argument(p, "shm")
     args = p.parse_args()
     print_machine()
+    global REP
+    REP = Report(__file__, args, "/dev/shm")
+    REP.set(params={"segment": args.size_mib * MiB, "array_bytes": args.array_mb * 1000 * 1000,
+                    "rounds": args.rounds,
+                    "shmem_thp": _read("/sys/kernel/mm/transparent_hugepage/shmem_enabled")},
+            cache="not applicable (memory only)")
     bench_create_fill(args.size_mib * MiB, args.rounds)
     bench_attach(args.size_mib * MiB, args.rounds)
     bench_pool(args.array_mb * 1000 * 1000, args.rounds)
+    REP.finish()
     return 0
 
 

@@ -9,12 +9,14 @@
    and on tmpfs (/dev/shm): fastio.copyfile (each method) against
    shutil.copyfile.
 
-Rounds interleave the contenders (A B C ..., A B C ...) so that drift in a
-shared, noisy machine hits all of them alike; each figure is the median.
+Rounds interleave the contenders, the order rotating each round after a
+warm-up round (_common.run_rounds), so that drift in a shared, noisy machine
+hits all of them alike; each figure is the median with its min-max, each
+ratio the median of the per-round ratios.
 The source file is read once before timing (page cache warm); copies are
 written to the page cache (no fsync) and deleted after each run.
 
-    python benchmarks/bench_transfer.py [--size-mib 256] [--rounds 5]
+    python benchmarks/bench_transfer.py [--size-mib 256] [--rounds 5] [--json PATH]
 """
 import argparse
 import os
@@ -25,9 +27,8 @@ import sys
 import tempfile
 import time
 
-# _common first: it puts this checkout's fastio first on sys.path.
-from _common import (cache_state, filesystem_of, machine_info, make_file, median, mount_of,
-                     print_table, run_rounds, warm)
+from _common import (Report, add_json_argument, cache_state, filesystem_of, machine_info,
+                     make_file, median, mount_of, print_table, run_rounds, warm)
 import fastio
 
 READER = r"""
@@ -67,7 +68,17 @@ def gbps(size, seconds):
     return size / seconds / 1e9
 
 
-def report(title, size, times, baselines):
+REP = None  # the run's Report, made in main
+
+
+def report(title, size, times, baselines, phase):
+    for name, ts in times.items():
+        REP.figure(f"{phase}: {name}", f"{phase}: {name}", "GB/s", [gbps(size, t) for t in ts])
+    for b in baselines:
+        for name in times:
+            if name.startswith("fastio"):
+                REP.ratio(f"{phase}: {name} / {b}", f"{phase}: {name} / {b}",
+                          f"{phase}: {name}", f"{phase}: {b}")
     print(f"\n{title}")
     med = {k: median(v) for k, v in times.items()}
     columns = [("GB/s", lambda ts: gbps(size, median(ts)), ".2f"),
@@ -134,7 +145,7 @@ def bench_socket(src, size, rounds, reader_mode):
     how = ("reader copies out with recv_into, 1 MiB" if reader_mode == "copy" else
            "reader discards in the kernel with recv(MSG_TRUNC)")
     return report(f"file -> loopback TCP socket, {size >> 20} MiB, {how}, median of {rounds}",
-                  size, times, ["os.sendfile loop", "python read/write 64KiB"])
+                  size, times, ["os.sendfile loop", "python read/write 64KiB"], "socket")
 
 
 # ---------------------------------------------------------------- copy
@@ -173,7 +184,8 @@ def bench_copy(directory, size, rounds):
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return report(f"copyfile on {kind} ({directory}), {size >> 20} MiB, auto chose "
-                  f"{auto!r}, median of {rounds}", size, times, ["shutil.copyfile"])
+                  f"{auto!r}, median of {rounds}", size, times, ["shutil.copyfile"],
+                  f"copy on {kind}")
 
 
 def main():
@@ -186,9 +198,14 @@ def main():
                     help="how the draining process reads: copy the bytes out "
                          "(a real receiver) or let TCP discard them (MSG_TRUNC), "
                          "which leaves the sender's cost alone in the figure")
+    add_json_argument(ap, "transfer")
     args = ap.parse_args()
     size = args.size_mib << 20
     machine_info()
+    global REP
+    REP = Report(__file__, args, args.dir)
+    REP.set(params={"size": size, "rounds": args.rounds, "reader": args.reader},
+            cache="sources read once before timing; copies to the page cache, no fsync")
     print("cache   : source files read once before timing (residency measured below); "
           "copies written to the page cache without fsync, deleted after each run")
 
@@ -214,6 +231,7 @@ def main():
         a = med["fastio.copyfile (auto)"]
         print(f"  fastio.copyfile / shutil.copyfile on {label}: "
               f"{med['shutil.copyfile'] / a:.2f}x  (>= 1.0)")
+    REP.finish()
 
 
 if __name__ == "__main__":
