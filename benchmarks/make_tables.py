@@ -283,7 +283,7 @@ def readme_block(results):
             if (m, base) in pairs:
                 a, b, r = pairs[(m, base)]
                 out.append(f"| {size} MiB, the lab's default run (columns MB/s, ratio) | "
-                           f"`fastio --json` | `{base}` | `{m}` | {num(b['median'])} MB/s | "
+                           f"`fastio --json lab.json` | `{base}` | `{m}` | {num(b['median'])} MB/s | "
                            f"{num(a['median'])} MB/s | {spread(r, True)} |")
     for name, rid, what, base, fast in README_ROWS:
         d = results.get(name)
