@@ -698,8 +698,9 @@ channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     Py_ssize_t offset = 0;
     Py_ssize_t capacity = 0;
     int create = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|nn$p:Channel", keywords,
-                                     &buffer, &offset, &capacity, &create)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O&n$p:Channel", keywords,
+                                     &buffer, fastio_offset_converter, &offset,
+                                     &capacity, &create)) {
         return NULL;
     }
     if (capacity < 0 || capacity % FRAME_ALIGN != 0) {
@@ -1002,23 +1003,30 @@ channel_send_bytes(ChannelObject *self, PyObject *args, PyObject *kwds)
 static PyObject *
 channel_send_frame(ChannelObject *self, PyObject *args)
 {
-    unsigned int kind;
+    PyObject *kind_obj;
     Py_buffer meta, data;
     PyObject *timeout_obj;
-    if (!PyArg_ParseTuple(args, "Iy*y*O:_send_frame", &kind, &meta, &data,
-                          &timeout_obj)) {
+    /* kind as an object: "I" would silently truncate 2**32 + 1 to 1. */
+    if (!PyArg_ParseTuple(args, "O!y*y*O:_send_frame", &PyLong_Type, &kind_obj,
+                          &meta, &data, &timeout_obj)) {
         return NULL;
     }
     double timeout;
     PyObject *r = NULL;
-    if (kind == KIND_WRAP) {
-        PyErr_SetString(PyExc_ValueError, "frame kind 0 is reserved");
+    unsigned long kind = PyLong_AsUnsignedLong(kind_obj);
+    if (kind == (unsigned long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        kind = (unsigned long)UINT32_MAX + 1;
+    }
+    if (kind == KIND_WRAP || kind > UINT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "frame kind must be in [1, %lu], got kind=%R",
+                     (unsigned long)UINT32_MAX, kind_obj);
     }
     else if (meta.len > UINT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "frame meta too long");
     }
     else if (fastio_parse_timeout(timeout_obj, "timeout", &timeout) == 0) {
-        r = send_frame(self, kind, meta.buf, meta.len, &data, timeout);
+        r = send_frame(self, (uint32_t)kind, meta.buf, meta.len, &data, timeout);
     }
     PyBuffer_Release(&meta);
     PyBuffer_Release(&data);

@@ -230,6 +230,9 @@ typedef struct {
 int fastio_anchor_init(fastio_anchor *a, PyObject *buffer, Py_ssize_t offset,
                        Py_ssize_t size, size_t align, const char *what,
                        char **out);
+/* PyArg "O&" converter for an `offset` argument: an int (or __index__)
+ * that fits a Py_ssize_t, else TypeError / OverflowError naming offset. */
+int fastio_offset_converter(PyObject *obj, void *out);
 /* Mark closed; release the export now or when the last busy user leaves. */
 void fastio_anchor_close(fastio_anchor *a);
 static inline void fastio_anchor_enter(fastio_anchor *a) { a->busy++; }

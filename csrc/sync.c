@@ -311,6 +311,32 @@ fastio_tag_check(PyTypeObject *tp, _Atomic uint64_t *tag, const uint32_t *versio
 }
 
 int
+fastio_offset_converter(PyObject *obj, void *out)
+{
+    PyObject *idx = PyNumber_Index(obj);
+    if (idx == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Format(PyExc_TypeError, "offset must be an int, got offset of type %.100s",
+                         Py_TYPE(obj)->tp_name);
+        }
+        return 0;
+    }
+    Py_ssize_t v = PyLong_AsSsize_t(idx);
+    if (v == -1 && PyErr_Occurred()) {
+        /* Name the argument: the default says only "too large to convert". */
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Format(PyExc_OverflowError, "offset=%R is out of range (at most %zd)",
+                         idx, PY_SSIZE_T_MAX);
+        }
+        Py_DECREF(idx);
+        return 0;
+    }
+    Py_DECREF(idx);
+    *(Py_ssize_t *)out = v;
+    return 1;
+}
+
+int
 fastio_anchor_init(fastio_anchor *a, PyObject *buffer, Py_ssize_t offset,
                    Py_ssize_t size, size_t align, const char *what, char **out)
 {
@@ -784,8 +810,9 @@ lock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     PyObject *buffer;
     Py_ssize_t offset = 0;
     int create = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|n$p:Lock", keywords,
-                                     &buffer, &offset, &create)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O&$p:Lock", keywords,
+                                     &buffer, fastio_offset_converter, &offset,
+                                     &create)) {
         return NULL;
     }
     parked_sweep();
@@ -1078,7 +1105,8 @@ static PyMethodDef lock_methods[] = {
     {"close", (PyCFunction)lock_close, METH_NOARGS,
      "close($self, /)\n--\n\n"
      "Drop this handle's hold on the segment (the lock itself stays in the\n"
-     "segment for other handles). Idempotent."},
+     "segment for other handles). Idempotent. RuntimeError while the calling\n"
+     "thread holds the lock: release() it first."},
     {"__enter__", (PyCFunction)lock_enter, METH_NOARGS,
      "__enter__($self, /)\n--\n\nacquire() without timeout."},
     {"__exit__", (PyCFunction)lock_exit, METH_VARARGS,
@@ -1110,10 +1138,11 @@ static PyType_Slot lock_slots[] = {
     {Py_tp_doc,
      "Lock(buffer, offset=0, *, create=True)\n--\n\n"
      "A process-shared, robust lock living in Lock.SIZE bytes of a shared\n"
-     "buffer at offset (a multiple of 16). create=True initializes the memory;\n"
-     "create=False attaches to a lock another handle created (ValueError if\n"
-     "the memory holds none). The handle keeps a buffer export of the segment\n"
-     "until close() or collection."},
+     "buffer at offset (a multiple of 16). create=True initializes the memory\n"
+     "(FileExistsError if it holds a live fastio object); create=False\n"
+     "attaches to a lock another handle created (ValueError if the memory\n"
+     "holds none). The handle keeps a buffer export of the segment until\n"
+     "close() or collection (longer while a thread of this process holds it)."},
     {0, NULL},
 };
 
@@ -1153,8 +1182,9 @@ semaphore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     Py_ssize_t offset = 0;
     PyObject *value_obj = NULL;
     int create = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|nO$p:Semaphore", keywords,
-                                     &buffer, &offset, &value_obj, &create)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O&O$p:Semaphore", keywords,
+                                     &buffer, fastio_offset_converter, &offset,
+                                     &value_obj, &create)) {
         return NULL;
     }
     long value = 1;
@@ -1466,7 +1496,9 @@ static PyMethodDef sem_methods[] = {
      "Decrement the count, waiting with the GIL released while it is 0;\n"
      "True if decremented, False when timeout (seconds) expires."},
     {"release", (PyCFunction)(void (*)(void))sem_release, METH_VARARGS | METH_KEYWORDS,
-     "release($self, /, n=1)\n--\n\nIncrement the count by n, waking waiters."},
+     "release($self, /, n=1)\n--\n\nIncrement the count by n, waking waiters.\n"
+     "ValueError if the count would pass SEM_VALUE_MAX. A large n posts with the\n"
+     "GIL released, in chunks between which signals are handled."},
     {"close", (PyCFunction)semaphore_close, METH_NOARGS,
      "close($self, /)\n--\n\nDrop this handle's hold on the segment. Idempotent."},
     {"__enter__", (PyCFunction)sem_enter, METH_NOARGS,
@@ -1502,6 +1534,7 @@ static PyType_Slot sem_slots[] = {
      "Semaphore(buffer, offset=0, value=1, *, create=True)\n--\n\n"
      "A process-shared counting semaphore (POSIX, pshared) living in\n"
      "Semaphore.SIZE bytes of a shared buffer at offset (a multiple of 16).\n"
+     "create=True refuses memory holding a live fastio object (FileExistsError);\n"
      "create=False attaches to one another handle created."},
     {0, NULL},
 };

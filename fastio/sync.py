@@ -10,6 +10,7 @@ import copyreg
 import operator
 import pickle
 import struct
+import sys
 
 import numpy as np
 
@@ -132,6 +133,10 @@ class Channel(_core.Channel):
                     f"Channel capacity must be a positive number of bytes, got "
                     f"capacity={capacity!r}")
             cap = -(-cap // _ALIGN) * _ALIGN
+            if cap > sys.maxsize - _core.Channel.HEADER:
+                raise OverflowError(
+                    f"Channel capacity={capacity!r} is out of range (at most "
+                    f"{sys.maxsize - _core.Channel.HEADER - _ALIGN + 1} bytes)")
         else:
             cap = 0 if buffer is not None else _DEFAULT_CAPACITY
         owns = buffer is None
@@ -258,7 +263,10 @@ class Channel(_core.Channel):
 
     def _decode(self, frame):
         kind, meta, off, n = frame
-        mv = self._mv[off:off + n]
+        mv = self._mv
+        if mv is None:  # closed by another thread since _recv_view returned
+            raise ValueError("Channel is closed")
+        mv = mv[off:off + n]
         if kind == _KIND_BYTES:
             return mv
         if kind == _KIND_ARRAY:
