@@ -242,20 +242,32 @@ def test_channel_header_rewritten_by_a_hostile_peer():
                         words[i] = 16
             os._exit(0)
         try:
+            # The peer's writes may tear the producer's (a length of 0, say),
+            # after which the ring is out of step for good: that is the peer's
+            # doing and ends the run. What must never happen is a message
+            # larger than the ring, a read outside it, or a crash.
             deadline = time.monotonic() + 3
             n = corrupt = 0
             while time.monotonic() < deadline:
-                ch.send_bytes(b"x" * 16, timeout=5)
-                for _ in range(100000):
+                try:
+                    ch.send_bytes(b"x" * 16, timeout=1)
+                except TimeoutError:
+                    break
+                for _ in range(1000):
                     try:
-                        got = ch.recv_bytes(timeout=5)
+                        got = ch.recv_bytes(timeout=1)
                         break
                     except RuntimeError as e:
                         assert "corrupt" in str(e), e
                         corrupt += 1
+                    except TimeoutError:
+                        got = None
+                        break
                 else:
-                    sys.exit("the ring stayed corrupt")
-                assert got == b"x" * 16, len(got)
+                    break
+                if got is None:
+                    break
+                assert len(got) <= 64 - 16, len(got)
                 n += 1
             print(n, corrupt)
         finally:
