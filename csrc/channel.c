@@ -748,11 +748,12 @@ channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         o.op = RING_INIT;
         o.capacity = (uint64_t)capacity;
         if (ring_call(self, &o, "Channel") < 0) {
-            fastio_tag_finish(type, &sh->tag, FASTIO_MAGIC_CHANNEL, 0, CH_HEADER);
+            fastio_tag_finish(type, &sh->tag, FASTIO_MAGIC_CHANNEL, 0, CH_HEADER, NULL, 0);
             goto fail;
         }
         /* Publish last (release): an attacher that sees LIVE sees line 0. */
-        if (fastio_tag_finish(type, &sh->tag, FASTIO_MAGIC_CHANNEL, 1, CH_HEADER) < 0) {
+        if (fastio_tag_finish(type, &sh->tag, FASTIO_MAGIC_CHANNEL, 1, CH_HEADER, NULL,
+                              0) < 0) {
             goto fail;
         }
     }

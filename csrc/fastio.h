@@ -266,11 +266,13 @@ int fastio_parse_timeout(PyObject *obj, const char *argname, double *out);
 int fastio_tag_claim(PyTypeObject *tp, _Atomic uint64_t *tag, uint32_t magic,
                      const char *what, Py_ssize_t offset, Py_ssize_t size,
                      int (*replaceable)(void *ctx), void *ctx);
-/* After a successful claim: publish TAG(magic, LIVE) (release order: the
- * object's fields written before are visible to whoever sees it), or, when
- * `ok` is 0, give the memory back (tag 0). 0, or -1 with MappingError. */
+/* After a successful claim: write `version` at version_p (if not NULL),
+ * then publish TAG(magic, LIVE) (release order: the object's fields written
+ * before are visible to whoever sees it); or, when `ok` is 0, give the
+ * memory back (tag 0). Guarded: 0, or -1 with MappingError. */
 int fastio_tag_finish(PyTypeObject *tp, _Atomic uint64_t *tag, uint32_t magic,
-                      int ok, Py_ssize_t size);
+                      int ok, Py_ssize_t size, uint32_t *version_p,
+                      uint32_t version);
 /* create=False: 0 when the tag is TAG(magic, LIVE) and *version_p (read
  * after it, acquire order) is `version`; else -1 with ValueError (or
  * MappingError) naming the offset. */

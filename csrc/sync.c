@@ -150,9 +150,10 @@ typedef struct {
     uint32_t magic;
     int (*replaceable)(void *ctx);
     void *ctx;
-    const uint32_t *version_p;
+    const uint32_t *version_p;     /* LOAD: where the version is */
+    uint32_t *version_out;         /* STORE: where to write `version` */
     uint64_t seen;                 /* out: the tag found (LOAD, CLAIM) */
-    uint32_t version;              /* out: LOAD */
+    uint32_t version;              /* out: LOAD; in: STORE */
     int claimed;                   /* out: CLAIM */
 } tag_op;
 
@@ -204,6 +205,9 @@ tag_op_run(void *arg)
         break;
     }
     case TAG_STORE:
+        if (o->version_out != NULL) {
+            *o->version_out = o->version;  /* published by the release below */
+        }
         atomic_store_explicit(o->tag, o->want, memory_order_release);
         break;
     }
@@ -264,10 +268,11 @@ fastio_tag_claim(PyTypeObject *tp, _Atomic uint64_t *tag, uint32_t magic,
 
 int
 fastio_tag_finish(PyTypeObject *tp, _Atomic uint64_t *tag, uint32_t magic, int ok,
-                  Py_ssize_t size)
+                  Py_ssize_t size, uint32_t *version_p, uint32_t version)
 {
     tag_op o = {.op = TAG_STORE, .tag = tag,
-                .want = ok ? FASTIO_TAG(magic, FASTIO_STATE_LIVE) : 0};
+                .want = ok ? FASTIO_TAG(magic, FASTIO_STATE_LIVE) : 0,
+                .version_out = ok ? version_p : NULL, .version = version};
     fastio_fault fault;
     if (fastio_guarded_call(tag_op_run, &o, &fault) < 0) {
         if (ok) {
@@ -843,15 +848,13 @@ lock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             if (!PyErr_Occurred()) {
                 fastio_oserror(-o.rc, "pthread_mutex_init", NULL);
             }
-            fastio_tag_finish(type, &sh->tag, LOCK_MAGIC, 0, SYNC_SIZE);
+            fastio_tag_finish(type, &sh->tag, LOCK_MAGIC, 0, SYNC_SIZE, NULL, 0);
             goto fail;
         }
-        /* Plain stores in the guarded tag call's wake: a fault here would
-         * have shown in the init just before (same page). */
-        sh->version = SYNC_VERSION;
-        sh->reserved = 0;
-        /* Publish: an attacher that sees LIVE sees an initialized mutex. */
-        if (fastio_tag_finish(type, &sh->tag, LOCK_MAGIC, 1, SYNC_SIZE) < 0) {
+        /* Publish (the version, then LIVE): an attacher that sees LIVE sees
+         * an initialized mutex. */
+        if (fastio_tag_finish(type, &sh->tag, LOCK_MAGIC, 1, SYNC_SIZE, &sh->version,
+                              SYNC_VERSION) < 0) {
             goto fail;
         }
     }
@@ -1191,6 +1194,12 @@ semaphore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (value_obj != NULL) {
         value = PyLong_AsLong(value_obj);
         if (value == -1 && PyErr_Occurred()) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Format(PyExc_TypeError,
+                             "Semaphore value must be an int, got value of type %.100s",
+                             Py_TYPE(value_obj)->tp_name);
+                return NULL;
+            }
             if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
                 return NULL;
             }
@@ -1230,12 +1239,11 @@ semaphore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             if (!PyErr_Occurred()) {
                 fastio_oserror(-o.rc, "sem_init", NULL);
             }
-            fastio_tag_finish(type, &sh->tag, SEM_MAGIC, 0, SYNC_SIZE);
+            fastio_tag_finish(type, &sh->tag, SEM_MAGIC, 0, SYNC_SIZE, NULL, 0);
             goto fail;
         }
-        sh->version = SYNC_VERSION;  /* same page as the sem_t just written */
-        sh->reserved = 0;
-        if (fastio_tag_finish(type, &sh->tag, SEM_MAGIC, 1, SYNC_SIZE) < 0) {
+        if (fastio_tag_finish(type, &sh->tag, SEM_MAGIC, 1, SYNC_SIZE, &sh->version,
+                              SYNC_VERSION) < 0) {
             goto fail;
         }
     }
@@ -1383,6 +1391,10 @@ sem_release(SemObject *self, PyObject *args, PyObject *kwds)
         int overflow;
         n = PyLong_AsLongAndOverflow(n_obj, &overflow);
         if (n == -1 && PyErr_Occurred()) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Format(PyExc_TypeError, "n must be an int, got n of type %.100s",
+                             Py_TYPE(n_obj)->tp_name);
+            }
             return NULL;
         }
         if (overflow) {
