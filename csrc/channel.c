@@ -6,8 +6,11 @@
  * Python layer (fastio/sync.py) owns policy: where the memory comes from and
  * how numpy arrays are framed (C never imports numpy).
  *
- * Layout: a 256-byte header, then `capacity` bytes of data.
- *   line 0: magic, version, capacity (written once by the creator)
+ * Layout (version 2): a 256-byte header, then `capacity` bytes of data.
+ *   line 0: tag (magic "FCHN" | state INIT/LIVE, see fastio.h: claimed by
+ *           one compare-and-swap, so creating over a live Channel is
+ *           FileExistsError), version, header size, capacity (written
+ *           once by the creator, read once by an attacher)
  *   line 1 (producer's): head = bytes ever written; data_seq, the futex word
  *           the consumer sleeps on; producer_closed; producer_waiting;
  *           the producer's pid and start time (for liveness)
@@ -385,9 +388,8 @@ wake_both(ch_header *sh)
 enum {
     RING_CHECK,       /* out: avail (to role), closed (the peer's flag) */
     RING_WAIT,        /* wait_slice(role, need, slice_end, spin); out: w */
-    RING_PEER,        /* out: pid, start of the peer of role */
+    RING_PID,         /* out: pid, start recorded for role */
     RING_PEER_DIED,   /* the peer of role died: its flag = 2; out: avail */
-    RING_OWN,         /* out: pid, start recorded for role */
     RING_SET_OWN,     /* record pid, start for role */
     RING_INDEX,       /* out: index = role's own index (head or tail) */
     RING_PUBLISH,     /* role's index = index (release), then notify the peer */
@@ -430,17 +432,13 @@ ring_run(void *arg)
     case RING_WAIT:
         o->w = wait_slice(sh, o->cap, o->role, o->need, o->slice_end, o->spin);
         break;
-    case RING_PEER:
-        o->pid = atomic_load(producer ? &sh->consumer_pid : &sh->producer_pid);
-        o->start = atomic_load(producer ? &sh->consumer_start : &sh->producer_start);
+    case RING_PID:
+        o->pid = atomic_load(producer ? &sh->producer_pid : &sh->consumer_pid);
+        o->start = atomic_load(producer ? &sh->producer_start : &sh->consumer_start);
         break;
     case RING_PEER_DIED:
         atomic_store(producer ? &sh->consumer_closed : &sh->producer_closed, 2);
         o->avail = available(sh, o->cap, o->role);
-        break;
-    case RING_OWN:
-        o->pid = atomic_load(producer ? &sh->producer_pid : &sh->consumer_pid);
-        o->start = atomic_load(producer ? &sh->producer_start : &sh->consumer_start);
         break;
     case RING_SET_OWN:
         atomic_store(producer ? &sh->producer_start : &sh->consumer_start, o->start);
@@ -590,13 +588,13 @@ channel_wait(ChannelObject *self, int role, uint64_t need, long long deadline_ns
         o.spin = w == W_WOKEN;
         if (w == W_SLICE) {
             /* A futex cannot tell that the peer died: look at its pid. */
-            o.op = RING_PEER;
-            if (ring_call(self, &o, opname) < 0) {
+            ring_op peer = {.op = RING_PID, .role = 1 - role};  /* the other role */
+            if (ring_call(self, &peer, opname) < 0) {
                 result = R_ERROR;
                 break;
             }
-            pid_t p = o.pid;
-            if (p > 0 && p != getpid() && !process_alive(p, o.start)) {
+            pid_t p = peer.pid;
+            if (p > 0 && p != getpid() && !process_alive(p, peer.start)) {
                 o.op = RING_PEER_DIED;
                 if (ring_call(self, &o, opname) < 0) {
                     result = R_ERROR;
@@ -630,7 +628,7 @@ claim(ChannelObject *self, int role, const char *opname)
         return 0;
     }
     pid_t me = getpid();
-    ring_op o = {.op = RING_OWN, .role = role};
+    ring_op o = {.op = RING_PID, .role = role};
     if (ring_call(self, &o, opname) < 0) {
         return -1;
     }

@@ -64,15 +64,20 @@ typedef struct {
     _Atomic uint64_t tag;
     uint32_t version;
     uint32_t reserved;
+} sync_head;
+
+typedef struct {
+    sync_head head;
     pthread_mutex_t mutex;
 } lock_shared;
 
 typedef struct {
-    _Atomic uint64_t tag;
-    uint32_t version;
-    uint32_t reserved;
+    sync_head head;
     sem_t sem;
 } sem_shared;
+
+_Static_assert(offsetof(lock_shared, mutex) == 16 && offsetof(sem_shared, sem) == 16,
+               "the pthread object starts at +16");
 
 _Static_assert(sizeof(lock_shared) <= SYNC_SIZE, "Lock.SIZE too small");
 _Static_assert(sizeof(sem_shared) <= SYNC_SIZE, "Semaphore.SIZE too small");
@@ -531,6 +536,36 @@ sync_call(PyObject *self, sync_op *o, const char *opname, const void *shared)
     return 0;
 }
 
+/* The object at h: create=True claims its tag, runs `init` (an OP_*_INIT
+ * on it; `init_call` names the libc call) and publishes it; create=False
+ * checks that it holds a live `what`. 0, or -1 with an exception. */
+static int
+sync_make(PyObject *self, sync_head *h, uint32_t magic, const char *what,
+          Py_ssize_t offset, int create, sync_op *init, const char *init_call,
+          int (*replaceable)(void *ctx), void *ctx)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    if (!create) {
+        return fastio_tag_check(type, &h->tag, &h->version, magic, SYNC_VERSION, what,
+                                offset, SYNC_SIZE);
+    }
+    if (fastio_tag_claim(type, &h->tag, magic, what, offset, SYNC_SIZE, replaceable,
+                         ctx) < 0) {
+        return -1;
+    }
+    if (sync_call(self, init, what, h) < 0 || init->rc != 0) {
+        if (!PyErr_Occurred()) {
+            fastio_oserror(-init->rc, init_call, NULL);
+        }
+        fastio_tag_finish(type, &h->tag, magic, 0, SYNC_SIZE, NULL, 0);
+        return -1;
+    }
+    /* Publish (the version, then LIVE): an attacher that sees LIVE sees an
+     * initialized object. */
+    return fastio_tag_finish(type, &h->tag, magic, 1, SYNC_SIZE, &h->version,
+                             SYNC_VERSION);
+}
+
 /* Wait with `o` (OP_CLOCKLOCK or OP_SEM_CLOCKWAIT) until it succeeds,
  * fails, or the deadline (-1: none) passes, in slices of WAIT_SLICE with
  * the GIL released, so that signal handlers (Ctrl-C) run between slices.
@@ -836,30 +871,11 @@ lock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     lock_shared *sh = (lock_shared *)p;
     self->shared = sh;
-    if (create) {
-        if (fastio_tag_claim(type, &sh->tag, LOCK_MAGIC, "Lock", offset, SYNC_SIZE,
-                             lock_unrecoverable, &sh->mutex) < 0) {
-            goto fail;
-        }
-        /* The claim (state INIT) makes this the only creator: nobody holds
-         * or waits on the mutex it initialises. */
-        sync_op o = {.op = OP_MUTEX_INIT, .obj = &sh->mutex};
-        if (sync_call((PyObject *)self, &o, "Lock", sh) < 0 || o.rc != 0) {
-            if (!PyErr_Occurred()) {
-                fastio_oserror(-o.rc, "pthread_mutex_init", NULL);
-            }
-            fastio_tag_finish(type, &sh->tag, LOCK_MAGIC, 0, SYNC_SIZE, NULL, 0);
-            goto fail;
-        }
-        /* Publish (the version, then LIVE): an attacher that sees LIVE sees
-         * an initialized mutex. */
-        if (fastio_tag_finish(type, &sh->tag, LOCK_MAGIC, 1, SYNC_SIZE, &sh->version,
-                              SYNC_VERSION) < 0) {
-            goto fail;
-        }
-    }
-    else if (fastio_tag_check(type, &sh->tag, &sh->version, LOCK_MAGIC, SYNC_VERSION,
-                              "Lock", offset, SYNC_SIZE) < 0) {
+    /* The claim (state INIT) makes this the only creator: nobody holds or
+     * waits on the mutex it initialises. */
+    sync_op o = {.op = OP_MUTEX_INIT, .obj = &sh->mutex};
+    if (sync_make((PyObject *)self, &sh->head, LOCK_MAGIC, "Lock", offset, create, &o,
+                  "pthread_mutex_init", lock_unrecoverable, &sh->mutex) < 0) {
         goto fail;
     }
     return (PyObject *)self;
@@ -1228,27 +1244,10 @@ semaphore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     sem_shared *sh = (sem_shared *)p;
     self->shared = sh;
-    if (create) {
-        /* A semaphore has no unusable state: a live one is never replaced. */
-        if (fastio_tag_claim(type, &sh->tag, SEM_MAGIC, "Semaphore", offset,
-                             SYNC_SIZE, NULL, NULL) < 0) {
-            goto fail;
-        }
-        sync_op o = {.op = OP_SEM_INIT, .obj = &sh->sem, .n = value};
-        if (sync_call((PyObject *)self, &o, "Semaphore", sh) < 0 || o.rc != 0) {
-            if (!PyErr_Occurred()) {
-                fastio_oserror(-o.rc, "sem_init", NULL);
-            }
-            fastio_tag_finish(type, &sh->tag, SEM_MAGIC, 0, SYNC_SIZE, NULL, 0);
-            goto fail;
-        }
-        if (fastio_tag_finish(type, &sh->tag, SEM_MAGIC, 1, SYNC_SIZE, &sh->version,
-                              SYNC_VERSION) < 0) {
-            goto fail;
-        }
-    }
-    else if (fastio_tag_check(type, &sh->tag, &sh->version, SEM_MAGIC, SYNC_VERSION,
-                              "Semaphore", offset, SYNC_SIZE) < 0) {
+    /* A semaphore has no unusable state: a live one is never replaced. */
+    sync_op o = {.op = OP_SEM_INIT, .obj = &sh->sem, .n = value};
+    if (sync_make((PyObject *)self, &sh->head, SEM_MAGIC, "Semaphore", offset, create,
+                  &o, "sem_init", NULL, NULL) < 0) {
         goto fail;
     }
     return (PyObject *)self;

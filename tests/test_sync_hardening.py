@@ -5,9 +5,6 @@ two threads on one Channel endpoint, SIGBUS on a truncated ring or lock,
 and bounded timeouts. Crash-prone ones run in a child process."""
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
@@ -16,25 +13,12 @@ import pytest
 
 import fastio
 from conftest import fork, join
-
-
-def run_child(code, timeout=120):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.dirname(os.path.dirname(fastio.__file__))] +
-        ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    # Under ASan, let an unguarded SIGBUS reach its default action.
-    if "libasan" in env.get("LD_PRELOAD", ""):
-        env["ASAN_OPTIONS"] = ",".join(filter(None, [env.get("ASAN_OPTIONS"),
-                                                      "handle_sigbus=0"]))
-    env.pop("PYTHONFAULTHANDLER", None)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+from test_sigbus import run_child  # (code, tmp_path): a child; `path` is a 4-page file
 
 
 # ------------------------------------------------ finding 4: held lock unmapped
 
-def test_held_lock_memory_is_not_reused_under_the_robust_list():
+def test_held_lock_memory_is_not_reused_under_the_robust_list(tmp_path):
     # The issue's scenario: a Lock held by this thread, its handle dropped
     # and its segment closed, an unrelated mapping made (the kernel reuses
     # the freed address), then another robust lock taken by this thread:
@@ -63,7 +47,7 @@ def test_held_lock_memory_is_not_reused_under_the_robust_list():
             l2.release()
         bad = [i for i in range(4096) if u[i] != 0xAB]
         sys.exit(f"user mapping corrupted at {bad[:8]}" if bad else 0)
-    """)
+    """, tmp_path)
     assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
 
 
@@ -217,7 +201,7 @@ def test_concurrent_creators_one_wins():
 
 # ------------------------------------------------ finding 12: the Channel's double fetch
 
-def test_channel_header_rewritten_by_a_hostile_peer():
+def test_channel_header_rewritten_by_a_hostile_peer(tmp_path):
     # A peer process keeps rewriting the payload length of the frames in a
     # 64-byte ring between a valid 16 and 1 MiB. The receiver must either
     # see the valid frame or call the ring corrupt: before the fix it
@@ -273,7 +257,7 @@ def test_channel_header_rewritten_by_a_hostile_peer():
         finally:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-    """)
+    """, tmp_path)
     assert r.returncode == 0, (r.returncode, r.stdout, r.stderr[-2000:])
 
 
@@ -403,12 +387,8 @@ def test_timeouts_inf_nan_huge():
 
 @pytest.mark.parametrize("what", ["lock", "semaphore", "channel"])
 def test_truncated_file_is_mapping_error_not_sigbus(tmp_path, what):
-    path = tmp_path / "seg.bin"
     r = run_child(f"""
-        import os, fastio
-        path = {str(path)!r}
-        with open(path, "wb") as f:
-            f.truncate(1 << 16)
+        import fastio
         m = fastio.mmap(path, mode="r+")
         what = {what!r}
         if what == "lock":
@@ -434,5 +414,5 @@ def test_truncated_file_is_mapping_error_not_sigbus(tmp_path, what):
                 raise SystemExit(f"{{op}} did not raise MappingError")
         obj.close()
         print("ok")
-    """)
+    """, tmp_path)
     assert r.returncode == 0 and "ok" in r.stdout, (r.returncode, r.stdout, r.stderr[-2000:])
