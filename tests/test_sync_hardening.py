@@ -331,7 +331,7 @@ def test_release_from_another_thread_while_receiving_refused():
 def test_large_release_lets_other_threads_run():
     m = fastio.mmap(-1, 4096)
     sem = fastio.Semaphore(m, 0, value=0)
-    n = 20_000_000
+    n = 60_000_000
     took = []
 
     def post():
@@ -349,7 +349,7 @@ def test_large_release_lets_other_threads_run():
         ticks += 1
         time.sleep(0.001)
     t.join(120)
-    if took[0] < 0.2:
+    if took[0] < 0.1:
         pytest.skip(f"release({n}) took {took[0]:.3f} s: too fast to observe")
     assert ticks == 20, f"{ticks} ticks while release({n}) ran {took[0]:.2f} s"
     assert sem.value == n
