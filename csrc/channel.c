@@ -6,8 +6,11 @@
  * Python layer (fastio/sync.py) owns policy: where the memory comes from and
  * how numpy arrays are framed (C never imports numpy).
  *
- * Layout: a 256-byte header, then `capacity` bytes of data.
- *   line 0: magic, version, capacity (written once by the creator)
+ * Layout (version 2): a 256-byte header, then `capacity` bytes of data.
+ *   line 0: tag (magic "FCHN" | state INIT/LIVE, see fastio.h: claimed by
+ *           one compare-and-swap, so creating over a live Channel is
+ *           FileExistsError), version, header size, capacity (written
+ *           once by the creator, read once by an attacher)
  *   line 1 (producer's): head = bytes ever written; data_seq, the futex word
  *           the consumer sleeps on; producer_closed; producer_waiting;
  *           the producer's pid and start time (for liveness)
@@ -55,8 +58,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CH_MAGIC 0x314e4148434f4946ull  /* "FIOCHAN1" little-endian */
-#define CH_VERSION 1u
+#define CH_VERSION 2u
 #define CH_HEADER 256
 #define CH_ALIGN 64
 #define FRAME_ALIGN 16
@@ -74,7 +76,7 @@
 #define SPIN_NS 50000LL
 
 typedef struct {
-    uint64_t magic;
+    _Atomic uint64_t tag;  /* FASTIO_TAG(FASTIO_MAGIC_CHANNEL, INIT or LIVE) */
     uint32_t version;
     uint32_t header_size;
     uint64_t capacity;
@@ -367,6 +369,145 @@ wake_both(ch_header *sh)
 }
 
 /* ================================================================== */
+/* Guarded access to the shared header
+ *
+ * The ring may live in a file (a /dev/shm file, a SharedMemory) that
+ * another process truncates; touching a vanished page raises SIGBUS. Every
+ * load and store of the shared header, and every wait on it, runs through
+ * ring_run() under the SIGBUS guard (ring_call, or fastio_guarded_call in a
+ * GIL-released block), and every copy into or out of the data area through
+ * the guarded copies: a vanished page is fastio.MappingError. ring_run()
+ * only loads, stores and makes futex / sched_yield system calls, so the
+ * guard's jump can abandon it anywhere (a *_waiting flag left up costs the
+ * peer one futex wake).
+ *
+ * Values read from the header are read once, into the op, and the caller
+ * uses only that copy: the peer (buggy or hostile) may change the header
+ * at any time, so a value checked and then read again is not the value
+ * checked. */
+enum {
+    RING_CHECK,       /* out: avail (to role), closed (the peer's flag) */
+    RING_WAIT,        /* wait_slice(role, need, slice_end, spin); out: w */
+    RING_PID,         /* out: pid, start recorded for role */
+    RING_PEER_DIED,   /* the peer of role died: its flag = 2; out: avail */
+    RING_SET_OWN,     /* record pid, start for role */
+    RING_INDEX,       /* out: index = role's own index (head or tail) */
+    RING_PUBLISH,     /* role's index = index (release), then notify the peer */
+    RING_FLAGS,       /* out: pflag, cflag (producer_closed, consumer_closed) */
+    RING_CLOSE,       /* set the flags of the roles in pflag/cflag, wake both */
+    RING_INIT,        /* zero the header after the tag, write line 0 */
+    RING_LINE0,       /* out: version, header_size, capacity */
+};
+
+typedef struct {
+    int op;
+    ch_header *sh;
+    uint64_t cap;
+    int role;
+    uint64_t need;
+    long long slice_end;
+    int spin;
+    int w;
+    uint64_t avail;
+    int closed;
+    int32_t pid;
+    uint64_t start;
+    uint64_t index;
+    uint32_t pflag, cflag;
+    uint32_t version, header_size;
+    uint64_t capacity;
+} ring_op;
+
+static void
+ring_run(void *arg)
+{
+    ring_op *o = arg;
+    ch_header *sh = o->sh;
+    int producer = o->role == ROLE_PRODUCER;
+    switch (o->op) {
+    case RING_CHECK:
+        o->avail = available(sh, o->cap, o->role);
+        o->closed = peer_closed(sh, o->role);
+        break;
+    case RING_WAIT:
+        o->w = wait_slice(sh, o->cap, o->role, o->need, o->slice_end, o->spin);
+        break;
+    case RING_PID:
+        o->pid = atomic_load(producer ? &sh->producer_pid : &sh->consumer_pid);
+        o->start = atomic_load(producer ? &sh->producer_start : &sh->consumer_start);
+        break;
+    case RING_PEER_DIED:
+        atomic_store(producer ? &sh->consumer_closed : &sh->producer_closed, 2);
+        o->avail = available(sh, o->cap, o->role);
+        break;
+    case RING_SET_OWN:
+        atomic_store(producer ? &sh->producer_start : &sh->consumer_start, o->start);
+        atomic_store(producer ? &sh->producer_pid : &sh->consumer_pid, o->pid);
+        break;
+    case RING_INDEX:
+        /* Our own index: only our side writes it (relaxed). */
+        o->index = atomic_load_explicit(producer ? &sh->head : &sh->tail,
+                                        memory_order_relaxed);
+        break;
+    case RING_PUBLISH:
+        atomic_store_explicit(producer ? &sh->head : &sh->tail, o->index,
+                              memory_order_release);
+        notify(sh, producer ? ROLE_CONSUMER : ROLE_PRODUCER);
+        break;
+    case RING_FLAGS:
+        o->pflag = atomic_load_explicit(&sh->producer_closed, memory_order_acquire);
+        o->cflag = atomic_load_explicit(&sh->consumer_closed, memory_order_acquire);
+        break;
+    case RING_CLOSE:
+        if (o->pflag) {
+            atomic_store_explicit(&sh->producer_closed, 1, memory_order_release);
+        }
+        if (o->cflag) {
+            atomic_store_explicit(&sh->consumer_closed, 1, memory_order_release);
+        }
+        wake_both(sh);
+        break;
+    case RING_INIT:
+        /* Everything after the tag (the claim set it to INIT). */
+        memset((char *)sh + sizeof(uint64_t), 0, CH_HEADER - sizeof(uint64_t));
+        sh->version = CH_VERSION;
+        sh->header_size = CH_HEADER;
+        sh->capacity = o->capacity;
+        break;
+    case RING_LINE0:
+        o->version = sh->version;
+        o->header_size = sh->header_size;
+        o->capacity = sh->capacity;
+        break;
+    }
+}
+
+/* MappingError for a SIGBUS while touching the ring (its file was
+ * truncated under it). */
+static PyObject *
+ring_fault(ChannelObject *self, const fastio_fault *fault, const char *op)
+{
+    return fastio_mapping_error(fastio_state_from_type(Py_TYPE(self)), fault, op,
+                                (const char *)self->sh,
+                                (Py_ssize_t)(CH_HEADER + self->capacity), -1, -1);
+}
+
+/* With the GIL: run `o` on self's header under the guard. 0, or -1 with
+ * MappingError. */
+static int
+ring_call(ChannelObject *self, ring_op *o, const char *opname)
+{
+    fastio_fault fault;
+    o->sh = self->sh;
+    o->cap = self->capacity;
+    if (fastio_guarded_call(ring_run, o, &fault) < 0) {
+        ring_fault(self, &fault, opname);
+        return -1;
+    }
+    return 0;
+}
+
+/* ================================================================== */
 /* Waiting with the GIL (the Python-facing loop) */
 
 enum { R_READY = 0, R_EOF = 1, R_TIMEOUT = 2, R_ERROR = -1 };
@@ -383,33 +524,45 @@ channel_check(ChannelObject *self)
 
 /* Wait until `need` bytes are available to `role`. deadline_ns < 0: none;
  * 0: do not wait. R_EOF: the peer closed or died (the flag is then set in
- * the header). R_ERROR: an exception is set (own close, signal). */
+ * the header). R_ERROR: an exception is set (own close, signal, fault). */
 static int
-channel_wait(ChannelObject *self, int role, uint64_t need, long long deadline_ns)
+channel_wait(ChannelObject *self, int role, uint64_t need, long long deadline_ns,
+             const char *opname)
 {
-    ch_header *sh = self->sh;
-    uint64_t cap = self->capacity;
-    if (available(sh, cap, role) >= need) {
+    ring_op o = {.op = RING_CHECK, .role = role, .need = need};
+    if (ring_call(self, &o, opname) < 0) {
+        return R_ERROR;
+    }
+    if (o.avail >= need) {
         return R_READY;
     }
-    if (peer_closed(sh, role)) {
+    if (o.closed) {
         return R_EOF;
     }
     if (deadline_ns == 0) {
         return R_TIMEOUT;
     }
     fastio_anchor_enter(&self->anchor);
-    int spin = 1;
+    o.spin = 1;
     int result;
     for (;;) {
         long long slice_end = now_ns() + WAIT_SLICE_NS;
         if (deadline_ns > 0 && deadline_ns < slice_end) {
             slice_end = deadline_ns;
         }
-        int w;
+        o.op = RING_WAIT;
+        o.slice_end = slice_end;
+        int g;
+        fastio_fault fault;
         Py_BEGIN_ALLOW_THREADS
-        w = wait_slice(sh, cap, role, need, slice_end, spin);
+        g = fastio_guarded_call(ring_run, &o, &fault);
         Py_END_ALLOW_THREADS
+        if (g < 0) {
+            ring_fault(self, &fault, opname);
+            result = R_ERROR;
+            break;
+        }
+        int w = o.w;
         if (w == W_READY) {
             result = R_READY;
             break;
@@ -432,19 +585,23 @@ channel_wait(ChannelObject *self, int role, uint64_t need, long long deadline_ns
             break;
         }
         /* Spin again only after a wake-up (the peer is active). */
-        spin = w == W_WOKEN;
+        o.spin = w == W_WOKEN;
         if (w == W_SLICE) {
             /* A futex cannot tell that the peer died: look at its pid. */
-            _Atomic int32_t *pid = role == ROLE_PRODUCER ? &sh->consumer_pid
-                                                         : &sh->producer_pid;
-            _Atomic uint64_t *start = role == ROLE_PRODUCER ? &sh->consumer_start
-                                                            : &sh->producer_start;
-            pid_t p = atomic_load(pid);
-            if (p > 0 && p != getpid() && !process_alive(p, atomic_load(start))) {
-                atomic_store(role == ROLE_PRODUCER ? &sh->consumer_closed
-                                                   : &sh->producer_closed, 2);
+            ring_op peer = {.op = RING_PID, .role = 1 - role};  /* the other role */
+            if (ring_call(self, &peer, opname) < 0) {
+                result = R_ERROR;
+                break;
+            }
+            pid_t p = peer.pid;
+            if (p > 0 && p != getpid() && !process_alive(p, peer.start)) {
+                o.op = RING_PEER_DIED;
+                if (ring_call(self, &o, opname) < 0) {
+                    result = R_ERROR;
+                    break;
+                }
                 /* Data the dead producer published stays receivable. */
-                result = available(sh, cap, role) >= need ? R_READY : R_EOF;
+                result = o.avail >= need ? R_READY : R_EOF;
                 break;
             }
         }
@@ -463,20 +620,20 @@ channel_wait(ChannelObject *self, int role, uint64_t need, long long deadline_ns
 /* Claim `role` for this process on its first use (records pid and start
  * time for the peer's liveness checks). Refuses a second live process. */
 static int
-claim(ChannelObject *self, int role)
+claim(ChannelObject *self, int role, const char *opname)
 {
     unsigned gen = atomic_load_explicit(&fork_gen, memory_order_relaxed);
     unsigned *mine = role == ROLE_PRODUCER ? &self->producer_gen : &self->consumer_gen;
     if (*mine == gen) {
         return 0;
     }
-    ch_header *sh = self->sh;
-    _Atomic int32_t *pid = role == ROLE_PRODUCER ? &sh->producer_pid : &sh->consumer_pid;
-    _Atomic uint64_t *start = role == ROLE_PRODUCER ? &sh->producer_start
-                                                    : &sh->consumer_start;
     pid_t me = getpid();
-    pid_t other = atomic_load(pid);
-    if (other > 0 && other != me && process_alive(other, atomic_load(start))) {
+    ring_op o = {.op = RING_PID, .role = role};
+    if (ring_call(self, &o, opname) < 0) {
+        return -1;
+    }
+    pid_t other = o.pid;
+    if (other > 0 && other != me && process_alive(other, o.start)) {
         PyErr_Format(PyExc_RuntimeError,
                      "Channel is single-producer single-consumer: process %d "
                      "already %s on it", (int)other,
@@ -486,8 +643,12 @@ claim(ChannelObject *self, int role)
     char state;
     uint64_t my_start = 0;
     (void)proc_stat(me, &state, &my_start);  /* 0 if /proc is missing */
-    atomic_store(start, my_start);
-    atomic_store(pid, (int32_t)me);
+    o.op = RING_SET_OWN;
+    o.pid = (int32_t)me;
+    o.start = my_start;
+    if (ring_call(self, &o, opname) < 0) {
+        return -1;
+    }
     *mine = gen;
     return 0;
 }
@@ -501,19 +662,27 @@ deadline_from(double timeout)
     if (timeout == 0) {
         return 0;
     }
+    /* fastio_parse_timeout bounds timeout by FASTIO_TIMEOUT_MAX (1e9 s):
+     * 1e18 ns plus the monotonic clock stays inside a long long. */
     return now_ns() + (long long)(timeout * 1e9) + 1;
 }
 
-/* Free the frame a recv_view() left held. */
-static void
-release_held(ChannelObject *self)
+/* Free the frame a recv_view() left held. 0, or -1 with MappingError. */
+static int
+release_held(ChannelObject *self, const char *opname)
 {
-    if (self->held) {
-        uint64_t tail = atomic_load_explicit(&self->sh->tail, memory_order_relaxed);
-        atomic_store_explicit(&self->sh->tail, tail + self->held, memory_order_release);
-        self->held = 0;
-        notify(self->sh, ROLE_PRODUCER);
+    if (self->held == 0) {
+        return 0;
     }
+    uint64_t held = self->held;
+    self->held = 0;
+    ring_op o = {.op = RING_INDEX, .role = ROLE_CONSUMER};
+    if (ring_call(self, &o, opname) < 0) {
+        return -1;
+    }
+    o.op = RING_PUBLISH;
+    o.index += held;
+    return ring_call(self, &o, opname);
 }
 
 /* ================================================================== */
@@ -527,8 +696,9 @@ channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     Py_ssize_t offset = 0;
     Py_ssize_t capacity = 0;
     int create = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|nn$p:Channel", keywords,
-                                     &buffer, &offset, &capacity, &create)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O&n$p:Channel", keywords,
+                                     &buffer, fastio_offset_converter, &offset,
+                                     &capacity, &create)) {
         return NULL;
     }
     if (capacity < 0 || capacity % FRAME_ALIGN != 0) {
@@ -552,7 +722,10 @@ channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     ch_header *sh = (ch_header *)p;
+    self->sh = sh;
+    self->capacity = 0;  /* ring_fault's extent until the capacity is known */
     Py_ssize_t room = self->anchor.view.len - offset - CH_HEADER;
+    ring_op o = {0};
     if (create) {
         if (capacity == 0) {
             capacity = room & ~(Py_ssize_t)(FRAME_ALIGN - 1);
@@ -564,39 +737,47 @@ channel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                          capacity, room, CH_HEADER, offset);
             goto fail;
         }
-        /* Zero everything but the magic first; publish the magic last. */
-        memset((char *)sh + sizeof(uint64_t), 0, CH_HEADER - sizeof(uint64_t));
-        sh->version = CH_VERSION;
-        sh->header_size = CH_HEADER;
-        sh->capacity = (uint64_t)capacity;
-        atomic_thread_fence(memory_order_release);
-        __atomic_store_n(&sh->magic, CH_MAGIC, __ATOMIC_RELEASE);
+        /* Claim the tag (state INIT): a second creator over a live Channel
+         * gets FileExistsError instead of zeroing its indices under it. */
+        if (fastio_tag_claim(type, &sh->tag, FASTIO_MAGIC_CHANNEL, "Channel", offset,
+                             CH_HEADER, NULL, NULL) < 0) {
+            goto fail;
+        }
+        o.op = RING_INIT;
+        o.capacity = (uint64_t)capacity;
+        if (ring_call(self, &o, "Channel") < 0) {
+            fastio_tag_finish(type, &sh->tag, FASTIO_MAGIC_CHANNEL, 0, CH_HEADER, NULL, 0);
+            goto fail;
+        }
+        /* Publish last (release): an attacher that sees LIVE sees line 0. */
+        if (fastio_tag_finish(type, &sh->tag, FASTIO_MAGIC_CHANNEL, 1, CH_HEADER, NULL,
+                              0) < 0) {
+            goto fail;
+        }
     }
     else {
-        uint64_t magic = __atomic_load_n(&sh->magic, __ATOMIC_ACQUIRE);
-        if (magic != CH_MAGIC || sh->version != CH_VERSION ||
-            sh->header_size != CH_HEADER) {
-            /* PyErr_Format has no %llx: format the magic here. */
-            char found[64];
-            snprintf(found, sizeof found, "magic 0x%016llx version %u",
-                     (unsigned long long)magic, (unsigned)sh->version);
-            PyErr_Format(PyExc_ValueError,
-                         "the memory at offset=%zd holds no fastio.Channel (%s): "
-                         "create it first", offset, found);
+        if (fastio_tag_check(type, &sh->tag, &sh->version, FASTIO_MAGIC_CHANNEL,
+                             CH_VERSION, "Channel", offset, CH_HEADER) < 0) {
             goto fail;
         }
-        if (sh->capacity < 64 || sh->capacity % FRAME_ALIGN ||
-            sh->capacity > (uint64_t)room) {
-            PyErr_Format(PyExc_ValueError,
-                         "the Channel header at offset=%zd says capacity=%llu, but "
-                         "the buffer has %zd bytes after the header",
-                         offset, (unsigned long long)sh->capacity, room);
+        /* Line 0 read once: the capacity checked is the capacity used. */
+        o.op = RING_LINE0;
+        if (ring_call(self, &o, "Channel.attach") < 0) {
             goto fail;
         }
+        if (o.header_size != CH_HEADER || o.capacity < 64 ||
+            o.capacity % FRAME_ALIGN || o.capacity > (uint64_t)room) {
+            PyErr_Format(PyExc_ValueError,
+                         "the Channel header at offset=%zd says capacity=%llu "
+                         "(header %u bytes), but the buffer has %zd bytes after "
+                         "the header", offset, (unsigned long long)o.capacity,
+                         (unsigned)o.header_size, room);
+            goto fail;
+        }
+        capacity = (Py_ssize_t)o.capacity;
     }
-    self->sh = sh;
     self->data = p + CH_HEADER;
-    self->capacity = sh->capacity;
+    self->capacity = (uint64_t)capacity;
     return (PyObject *)self;
 
 fail:
@@ -605,7 +786,9 @@ fail:
     return NULL;
 }
 
-/* Mark this process's roles closed and wake whoever waits. */
+/* Mark this process's roles closed and wake whoever waits. Safe twice, from
+ * any thread and from a finalizer: `closed` is set before anything else,
+ * and nothing here runs Python code until the anchor lets go. */
 static void
 channel_close_impl(ChannelObject *self)
 {
@@ -613,22 +796,19 @@ channel_close_impl(ChannelObject *self)
         fastio_anchor_close(&self->anchor);
         return;
     }
-    ch_header *sh = self->sh;
     unsigned gen = atomic_load(&fork_gen);
-    int any = 0;
-    if (self->producer_gen == gen) {
-        atomic_store_explicit(&sh->producer_closed, 1, memory_order_release);
-        any = 1;
-    }
-    if (self->consumer_gen == gen) {
-        atomic_store_explicit(&sh->consumer_closed, 1, memory_order_release);
-        any = 1;
-    }
+    ring_op o = {.op = RING_CLOSE};
+    o.pflag = self->producer_gen == gen;
+    o.cflag = self->consumer_gen == gen;
     self->held = 0;
-    if (any || self->anchor.busy) {
-        /* busy: a thread of ours is waiting; it sees `closed` on waking. */
-        self->anchor.closed = 1;
-        wake_both(sh);
+    int busy = self->anchor.busy != 0;
+    self->anchor.closed = 1;
+    if (o.pflag || o.cflag || busy) {
+        /* busy: a thread of ours is waiting; it sees `closed` on waking.
+         * A fault (the ring's file truncated) leaves nothing to wake. */
+        o.sh = self->sh;
+        o.cap = self->capacity;
+        (void)fastio_guarded_call(ring_run, &o, NULL);
     }
     fastio_anchor_close(&self->anchor);
 }
@@ -660,38 +840,34 @@ channel_traverse(ChannelObject *self, visitproc visit, void *arg)
 /* Sending */
 
 static PyObject *
-raise_broken(ChannelObject *self)
+raise_broken(ChannelObject *self, const char *opname)
 {
-    uint32_t how = atomic_load(&self->sh->consumer_closed);
+    ring_op o = {.op = RING_FLAGS};
+    if (ring_call(self, &o, opname) < 0) {
+        return NULL;
+    }
     PyErr_SetString(PyExc_BrokenPipeError,
-                    how == 2 ? "the receiving process of the Channel died"
-                             : "the receiving side closed the Channel");
+                    o.cflag == 2 ? "the receiving process of the Channel died"
+                                 : "the receiving side closed the Channel");
     return NULL;
 }
 
-/* MappingError for a SIGBUS while copying into or out of the ring (its
- * file was truncated under it). */
-static PyObject *
-ring_fault(ChannelObject *self, const fastio_fault *fault, const char *op)
-{
-    return fastio_mapping_error(fastio_state_from_type(Py_TYPE(self)), fault, op,
-                                self->data, (Py_ssize_t)self->capacity, -1, -1);
-}
-
-/* Write one frame. meta may be empty. */
+/* Write one frame. meta may be empty. meta and payload are the caller's
+ * buffers, held (and so pinned) by the caller for the whole call. */
 static PyObject *
 send_frame(ChannelObject *self, uint32_t kind, const char *meta, Py_ssize_t meta_len,
            Py_buffer *payload, double timeout)
 {
+    const char *op = "Channel.send";
     if (channel_check(self) < 0) {
         return NULL;
     }
     if (self->sending) {
         PyErr_SetString(PyExc_RuntimeError,
-                        "another thread is sending on this Channel (one producer)");
+                        "another thread is sending on this Channel (one producer "
+                        "at a time)");
         return NULL;
     }
-    ch_header *sh = self->sh;
     uint64_t cap = self->capacity;
     uint64_t need = frame_size((uint64_t)meta_len, (uint64_t)payload->len);
     if (need > cap) {
@@ -701,38 +877,56 @@ send_frame(ChannelObject *self, uint32_t kind, const char *meta, Py_ssize_t meta
                      (unsigned long long)need, (unsigned long long)cap);
         return NULL;
     }
-    if (claim(self, ROLE_PRODUCER) < 0) {
-        return NULL;
-    }
-    if (atomic_load(&sh->consumer_closed)) {
-        return raise_broken(self);
-    }
+    /* Busy from here to every return: nothing below runs Python code with
+     * `sending` clear, and another thread of ours gets RuntimeError. */
     self->sending = 1;
+    PyObject *result = NULL;
+    if (claim(self, ROLE_PRODUCER, op) < 0) {
+        goto done;
+    }
+    ring_op o = {.op = RING_FLAGS};
+    if (ring_call(self, &o, op) < 0) {
+        goto done;
+    }
+    if (o.cflag) {
+        raise_broken(self, op);
+        goto done;
+    }
     long long deadline = deadline_from(timeout);
-    uint64_t head = atomic_load_explicit(&sh->head, memory_order_relaxed);
+    /* head is read once; every position below derives from this copy and
+     * is bounded by cap, whatever the peer writes into the header. */
+    o.op = RING_INDEX;
+    o.role = ROLE_PRODUCER;
+    if (ring_call(self, &o, op) < 0) {
+        goto done;
+    }
+    uint64_t head = o.index;
     uint64_t pos = head % cap;
     int r;
+    fastio_fault fault;
     if (cap - pos < need) {
         /* Not enough room before the end: a wrap marker fills the rest of
          * the lap, published alone so that a frame as large as the whole
          * ring can follow once the consumer has passed it. */
-        r = channel_wait(self, ROLE_PRODUCER, cap - pos, deadline);
+        r = channel_wait(self, ROLE_PRODUCER, cap - pos, deadline, op);
         if (r != R_READY) {
             goto wait_failed;
         }
         frame_hdr wrap = {0};
         wrap.kind = KIND_WRAP;
-        fastio_fault fault;
         if (fastio_guarded_memmove(self->data + pos, &wrap, sizeof wrap, &fault) < 0) {
-            self->sending = 0;
-            return ring_fault(self, &fault, "Channel.send");
+            ring_fault(self, &fault, op);
+            goto done;
         }
         head += cap - pos;
         pos = 0;
-        atomic_store_explicit(&sh->head, head, memory_order_release);
-        notify(sh, ROLE_CONSUMER);
+        o.op = RING_PUBLISH;
+        o.index = head;
+        if (ring_call(self, &o, op) < 0) {
+            goto done;
+        }
     }
-    r = channel_wait(self, ROLE_PRODUCER, need, deadline);
+    r = channel_wait(self, ROLE_PRODUCER, need, deadline, op);
     if (r != R_READY) {
         goto wait_failed;
     }
@@ -746,43 +940,44 @@ send_frame(ChannelObject *self, uint32_t kind, const char *meta, Py_ssize_t meta
      * truncated under it raises MappingError (the frame is not published).
      * A large copy releases the GIL: the anchor keeps the ring mapped and
      * `sending` keeps other threads of ours out of the producer's side. */
-    fastio_fault fault;
     int rc = fastio_guarded_memmove(f, &hdr, sizeof hdr, &fault);
     if (rc == 0 && meta_len) {
         rc = fastio_guarded_memmove(f + FRAME_HDR, meta, (size_t)meta_len, &fault);
     }
-    if (rc == 0) {
-        fastio_anchor_enter(&self->anchor);
-        rc = fastio_memcpy_guarded(dst, payload->buf, (size_t)payload->len, &fault);
-        if (rc == 0 && self->anchor.closed) {
-            /* Closed by another thread during the copy: leaving may drop the
-             * last hold on the ring, so do not publish. */
-            fastio_anchor_leave(&self->anchor);
-            self->sending = 0;
-            PyErr_SetString(PyExc_ValueError, "Channel is closed");
-            return NULL;
-        }
-        if (rc == 0) {
-            atomic_store_explicit(&sh->head, head + need, memory_order_release);
-            notify(sh, ROLE_CONSUMER);
-        }
-        fastio_anchor_leave(&self->anchor);
-    }
-    self->sending = 0;
     if (rc < 0) {
-        return ring_fault(self, &fault, "Channel.send");
+        ring_fault(self, &fault, op);
+        goto done;
     }
-    Py_RETURN_NONE;
+    fastio_anchor_enter(&self->anchor);
+    rc = fastio_memcpy_guarded(dst, payload->buf, (size_t)payload->len, &fault);
+    if (rc == 0 && self->anchor.closed) {
+        /* Closed by another thread during the copy: leaving may drop the
+         * last hold on the ring, so do not publish. */
+        PyErr_SetString(PyExc_ValueError, "Channel is closed");
+    }
+    else if (rc < 0) {
+        ring_fault(self, &fault, op);
+    }
+    else {
+        o.op = RING_PUBLISH;
+        o.index = head + need;
+        if (ring_call(self, &o, op) == 0) {
+            result = Py_NewRef(Py_None);
+        }
+    }
+    fastio_anchor_leave(&self->anchor);
+    goto done;
 
 wait_failed:
-    self->sending = 0;
     if (r == R_EOF) {
-        return raise_broken(self);
+        raise_broken(self, op);
     }
-    if (r == R_TIMEOUT) {
+    else if (r == R_TIMEOUT) {
         PyErr_SetString(PyExc_TimeoutError, "Channel.send timed out: the ring is full");
     }
-    return NULL;
+done:
+    self->sending = 0;
+    return result;
 }
 
 static PyObject *
@@ -807,23 +1002,30 @@ channel_send_bytes(ChannelObject *self, PyObject *args, PyObject *kwds)
 static PyObject *
 channel_send_frame(ChannelObject *self, PyObject *args)
 {
-    unsigned int kind;
+    PyObject *kind_obj;
     Py_buffer meta, data;
     PyObject *timeout_obj;
-    if (!PyArg_ParseTuple(args, "Iy*y*O:_send_frame", &kind, &meta, &data,
-                          &timeout_obj)) {
+    /* kind as an object: "I" would silently truncate 2**32 + 1 to 1. */
+    if (!PyArg_ParseTuple(args, "O!y*y*O:_send_frame", &PyLong_Type, &kind_obj,
+                          &meta, &data, &timeout_obj)) {
         return NULL;
     }
     double timeout;
     PyObject *r = NULL;
-    if (kind == KIND_WRAP) {
-        PyErr_SetString(PyExc_ValueError, "frame kind 0 is reserved");
+    unsigned long kind = PyLong_AsUnsignedLong(kind_obj);
+    if (kind == (unsigned long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        kind = (unsigned long)UINT32_MAX + 1;
+    }
+    if (kind == KIND_WRAP || kind > UINT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "frame kind must be in [1, %lu], got kind=%R",
+                     (unsigned long)UINT32_MAX, kind_obj);
     }
     else if (meta.len > UINT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "frame meta too long");
     }
     else if (fastio_parse_timeout(timeout_obj, "timeout", &timeout) == 0) {
-        r = send_frame(self, kind, meta.buf, meta.len, &data, timeout);
+        r = send_frame(self, (uint32_t)kind, meta.buf, meta.len, &data, timeout);
     }
     PyBuffer_Release(&meta);
     PyBuffer_Release(&data);
@@ -833,38 +1035,39 @@ channel_send_frame(ChannelObject *self, PyObject *args)
 /* ================================================================== */
 /* Receiving */
 
-/* Wait for the next frame (skipping wrap markers). 0 with *out set, or -1
- * with an exception (EOFError, TimeoutError, ValueError, ...). */
+/* The next frame: its header copied out of the ring once and validated;
+ * only this copy is used afterwards. */
+typedef struct {
+    frame_hdr h;
+    uint64_t tail;     /* the consumer index the frame starts at */
+    uint64_t pos;      /* tail % capacity */
+    uint64_t size;     /* frame_size(h.meta_len, h.payload_len) */
+} frame_at;
+
+/* Wait for the next frame (skipping wrap markers). The caller has set
+ * `receiving`. 0 with *out set, or -1 with an exception (EOFError,
+ * TimeoutError, ValueError, MappingError, RuntimeError). */
 static int
-next_frame(ChannelObject *self, double timeout, frame_hdr **out, uint64_t *tail_out)
+next_frame(ChannelObject *self, double timeout, frame_at *out, const char *op)
 {
-    if (channel_check(self) < 0) {
+    if (claim(self, ROLE_CONSUMER, op) < 0 || release_held(self, op) < 0) {
         return -1;
     }
-    if (self->receiving) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "another thread is receiving on this Channel (one consumer)");
-        return -1;
-    }
-    if (claim(self, ROLE_CONSUMER) < 0) {
-        return -1;
-    }
-    release_held(self);
-    ch_header *sh = self->sh;
     uint64_t cap = self->capacity;
     long long deadline = deadline_from(timeout);
-    self->receiving = 1;
     for (;;) {
-        int r = channel_wait(self, ROLE_CONSUMER, 1, deadline);
+        int r = channel_wait(self, ROLE_CONSUMER, 1, deadline, op);
         if (r != R_READY) {
-            self->receiving = 0;
             if (r == R_EOF) {
-                uint32_t how = atomic_load(&sh->producer_closed);
-                PyErr_SetString(PyExc_EOFError,
-                                how == 2 ? "the sending process of the Channel died "
-                                           "(every message it sent was received)"
-                                         : "the sending side closed the Channel "
-                                           "(every message was received)");
+                ring_op o = {.op = RING_FLAGS};
+                if (ring_call(self, &o, op) == 0) {
+                    PyErr_SetString(PyExc_EOFError,
+                                    o.pflag == 2
+                                        ? "the sending process of the Channel died "
+                                          "(every message it sent was received)"
+                                        : "the sending side closed the Channel "
+                                          "(every message was received)");
+                }
             }
             else if (r == R_TIMEOUT) {
                 PyErr_SetString(PyExc_TimeoutError,
@@ -872,37 +1075,45 @@ next_frame(ChannelObject *self, double timeout, frame_hdr **out, uint64_t *tail_
             }
             return -1;
         }
-        uint64_t tail = atomic_load_explicit(&sh->tail, memory_order_relaxed);
-        uint64_t pos = tail % cap;
-        frame_hdr *h = (frame_hdr *)(self->data + pos);
-        /* Read the header under the guard first: if its page is gone (the
-         * file was truncated), MappingError instead of SIGBUS. */
-        frame_hdr probe;
-        fastio_fault fault;
-        if (fastio_guarded_memmove(&probe, h, sizeof probe, &fault) < 0) {
-            self->receiving = 0;
-            ring_fault(self, &fault, "Channel.recv");
+        ring_op o = {.op = RING_INDEX, .role = ROLE_CONSUMER};
+        if (ring_call(self, &o, op) < 0) {
             return -1;
         }
-        if (h->kind == KIND_WRAP) {
-            atomic_store_explicit(&sh->tail, tail + (cap - pos), memory_order_release);
-            notify(sh, ROLE_PRODUCER);
+        uint64_t tail = o.index;
+        uint64_t pos = tail % cap;
+        /* One copy of the header, under the guard; the peer may rewrite the
+         * ring's bytes at any time, so validate and use only the copy. A
+         * frame header never straddles the end: frames are 16-aligned and
+         * cap a multiple of 16. */
+        frame_hdr h;
+        fastio_fault fault;
+        if (fastio_guarded_memmove(&h, self->data + pos, sizeof h, &fault) < 0) {
+            ring_fault(self, &fault, op);
+            return -1;
+        }
+        if (h.kind == KIND_WRAP) {
+            o.op = RING_PUBLISH;
+            o.index = tail + (cap - pos);
+            if (ring_call(self, &o, op) < 0) {
+                return -1;
+            }
             continue;
         }
         /* The producer wrote this; a corrupted ring must not make us read
          * outside the data area. */
-        uint64_t fsize = frame_size(h->meta_len, h->payload_len);
-        if (h->meta_len > cap || h->payload_len > cap || fsize > cap - pos) {
-            self->receiving = 0;
+        uint64_t fsize = h.meta_len > cap || h.payload_len > cap
+                             ? UINT64_MAX : frame_size(h.meta_len, h.payload_len);
+        if (fsize > cap - pos) {
             PyErr_Format(PyExc_RuntimeError,
                          "Channel ring is corrupt at byte %llu (kind %u, %llu bytes)",
-                         (unsigned long long)pos, h->kind,
-                         (unsigned long long)h->payload_len);
+                         (unsigned long long)pos, h.kind,
+                         (unsigned long long)h.payload_len);
             return -1;
         }
-        self->receiving = 0;
-        *out = h;
-        *tail_out = tail;
+        out->h = h;
+        out->tail = tail;
+        out->pos = pos;
+        out->size = fsize;
         return 0;
     }
 }
@@ -918,14 +1129,109 @@ parse_timeout_args(PyObject *args, PyObject *kwds, const char *fmt, double *time
     return fastio_parse_timeout(timeout_obj, "timeout", timeout);
 }
 
-static PyObject *
-frame_tuple(ChannelObject *self, frame_hdr *h)
+/* The consumer's side is busy from the first look at the ring to the
+ * return: another thread of ours gets RuntimeError instead of freeing or
+ * re-reading the frame this one is copying (with the GIL released). */
+static int
+recv_enter(ChannelObject *self)
 {
-    char *f = (char *)h;
-    char *payload = f + FRAME_HDR + align_up(h->meta_len, FRAME_ALIGN);
-    Py_ssize_t off = (Py_ssize_t)(payload - (char *)self->anchor.view.buf);
-    return Py_BuildValue("(Iy#nn)", h->kind, f + FRAME_HDR, (Py_ssize_t)h->meta_len,
-                         off, (Py_ssize_t)h->payload_len);
+    if (channel_check(self) < 0) {
+        return -1;
+    }
+    if (self->receiving) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "another thread is receiving on this Channel (one consumer "
+                        "at a time)");
+        return -1;
+    }
+    self->receiving = 1;
+    return 0;
+}
+
+/* The frame's meta bytes, copied out of the ring under the guard. */
+static PyObject *
+frame_meta(ChannelObject *self, const frame_at *fr, const char *op)
+{
+    PyObject *meta = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)fr->h.meta_len);
+    if (meta == NULL) {
+        return NULL;
+    }
+    fastio_fault fault;
+    if (fastio_guarded_memmove(PyBytes_AS_STRING(meta), self->data + fr->pos + FRAME_HDR,
+                               fr->h.meta_len, &fault) < 0) {
+        Py_DECREF(meta);
+        return ring_fault(self, &fault, op);
+    }
+    return meta;
+}
+
+static char *
+frame_payload(ChannelObject *self, const frame_at *fr)
+{
+    return self->data + fr->pos + FRAME_HDR + align_up(fr->h.meta_len, FRAME_ALIGN);
+}
+
+/* Receive and consume the next message, copied: bytes for a bytes message;
+ * else (kind, meta, bytearray) when `any_kind` (the Python layer makes the
+ * array), or TypeError leaving the message in place. */
+static PyObject *
+recv_copy(ChannelObject *self, double timeout, int any_kind)
+{
+    const char *op = "Channel.recv";
+    if (recv_enter(self) < 0) {
+        return NULL;
+    }
+    PyObject *meta = NULL, *payload = NULL, *result = NULL;
+    frame_at fr;
+    if (next_frame(self, timeout, &fr, op) < 0) {
+        goto done;
+    }
+    int is_bytes = fr.h.kind == KIND_BYTES;
+    if (!is_bytes && !any_kind) {
+        /* Leave the frame where it is (tail unmoved): recv() gets it next. */
+        PyErr_SetString(PyExc_TypeError,
+                        "recv_bytes(): the next message is an array, not bytes; "
+                        "it stays in the Channel for recv()");
+        goto done;
+    }
+    if (!is_bytes && (meta = frame_meta(self, &fr, op)) == NULL) {
+        goto done;
+    }
+    /* fr.h.payload_len <= capacity, which fits a Py_ssize_t (a buffer). */
+    Py_ssize_t n = (Py_ssize_t)fr.h.payload_len;
+    payload = is_bytes ? PyBytes_FromStringAndSize(NULL, n)
+                       : PyByteArray_FromStringAndSize(NULL, n);
+    if (payload == NULL) {
+        goto done;
+    }
+    char *dst = is_bytes ? PyBytes_AS_STRING(payload) : PyByteArray_AS_STRING(payload);
+    /* A large copy releases the GIL: the anchor keeps the ring mapped,
+     * `receiving` keeps other threads of ours off the consumer's side. */
+    fastio_anchor_enter(&self->anchor);
+    fastio_fault fault;
+    int rc = fastio_memcpy_guarded(dst, frame_payload(self, &fr), (size_t)n, &fault);
+    if (rc == 0 && self->anchor.closed) {
+        /* Closed by another thread during the copy: leaving may drop the
+         * last hold on the ring, so do not touch its header. */
+        PyErr_SetString(PyExc_ValueError, "Channel is closed");
+    }
+    else if (rc < 0) {
+        ring_fault(self, &fault, op);  /* the frame stays (tail unmoved) */
+    }
+    else {
+        ring_op o = {.op = RING_PUBLISH, .role = ROLE_CONSUMER,
+                     .index = fr.tail + fr.size};
+        if (ring_call(self, &o, op) == 0) {
+            result = is_bytes ? Py_NewRef(payload)
+                              : Py_BuildValue("(IOO)", fr.h.kind, meta, payload);
+        }
+    }
+    fastio_anchor_leave(&self->anchor);
+done:
+    self->receiving = 0;
+    Py_XDECREF(meta);
+    Py_XDECREF(payload);
+    return result;
 }
 
 static PyObject *
@@ -935,83 +1241,46 @@ channel_recv_frame(ChannelObject *self, PyObject *args, PyObject *kwds)
     if (parse_timeout_args(args, kwds, "|O:_recv", &timeout) < 0) {
         return NULL;
     }
-    frame_hdr *h;
-    uint64_t tail;
-    if (next_frame(self, timeout, &h, &tail) < 0) {
-        return NULL;
-    }
-    uint64_t fsize = frame_size(h->meta_len, h->payload_len);
-    if (h->kind == KIND_BYTES) {
-        char *src = (char *)h + FRAME_HDR + align_up(h->meta_len, FRAME_ALIGN);
-        PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h->payload_len);
-        if (b == NULL) {
-            return NULL;
-        }
-        /* A large copy releases the GIL: keep other threads of ours off
-         * the consumer's side until the frame is freed. */
-        self->receiving = 1;
-        fastio_anchor_enter(&self->anchor);
-        fastio_fault fault;
-        int rc = fastio_memcpy_guarded(PyBytes_AS_STRING(b), src, h->payload_len,
-                                       &fault);
-        if (rc == 0 && self->anchor.closed) {
-            /* Closed by another thread during the copy: leaving may drop
-             * the last hold on the ring, so do not touch its header. */
-            fastio_anchor_leave(&self->anchor);
-            self->receiving = 0;
-            Py_DECREF(b);
-            PyErr_SetString(PyExc_ValueError, "Channel is closed");
-            return NULL;
-        }
-        if (rc < 0) {
-            /* The frame stays where it is (tail unmoved). */
-            ring_fault(self, &fault, "Channel.recv");
-            fastio_anchor_leave(&self->anchor);
-            self->receiving = 0;
-            Py_DECREF(b);
-            return NULL;
-        }
-        atomic_store_explicit(&self->sh->tail, tail + fsize, memory_order_release);
-        notify(self->sh, ROLE_PRODUCER);
-        fastio_anchor_leave(&self->anchor);
-        self->receiving = 0;
-        return b;
-    }
-    /* Anything else: the Python layer decodes it, then calls release(). */
-    self->held = fsize;
-    return frame_tuple(self, h);
-}
-
-static PyObject *
-channel_recv_view(ChannelObject *self, PyObject *args, PyObject *kwds)
-{
-    double timeout;
-    if (parse_timeout_args(args, kwds, "|O:_recv_view", &timeout) < 0) {
-        return NULL;
-    }
-    frame_hdr *h;
-    uint64_t tail;
-    if (next_frame(self, timeout, &h, &tail) < 0) {
-        return NULL;
-    }
-    self->held = frame_size(h->meta_len, h->payload_len);
-    return frame_tuple(self, h);
+    return recv_copy(self, timeout, 1);
 }
 
 static PyObject *
 channel_recv_bytes(ChannelObject *self, PyObject *args, PyObject *kwds)
 {
-    PyObject *r = channel_recv_frame(self, args, kwds);
-    if (r != NULL && !PyBytes_CheckExact(r)) {
-        Py_DECREF(r);
-        /* Leave the frame where it is (tail unmoved): recv() gets it next. */
-        self->held = 0;
-        PyErr_SetString(PyExc_TypeError,
-                        "recv_bytes(): the next message is an array, not bytes; "
-                        "it stays in the Channel for recv()");
+    double timeout;
+    if (parse_timeout_args(args, kwds, "|O:recv_bytes", &timeout) < 0) {
         return NULL;
     }
-    return r;
+    return recv_copy(self, timeout, 0);
+}
+
+static PyObject *
+channel_recv_view(ChannelObject *self, PyObject *args, PyObject *kwds)
+{
+    const char *op = "Channel.recv_view";
+    double timeout;
+    if (parse_timeout_args(args, kwds, "|O:_recv_view", &timeout) < 0) {
+        return NULL;
+    }
+    if (recv_enter(self) < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    frame_at fr;
+    if (next_frame(self, timeout, &fr, op) == 0) {
+        PyObject *meta = frame_meta(self, &fr, op);
+        if (meta != NULL) {
+            Py_ssize_t off = (Py_ssize_t)(frame_payload(self, &fr) -
+                                          (char *)self->anchor.view.buf);
+            result = Py_BuildValue("(INnn)", fr.h.kind, meta, off,
+                                   (Py_ssize_t)fr.h.payload_len);
+            if (result != NULL) {
+                self->held = fr.size;  /* freed by the next receive or release() */
+            }
+        }
+    }
+    self->receiving = 0;
+    return result;
 }
 
 static PyObject *
@@ -1020,7 +1289,17 @@ channel_release(ChannelObject *self, PyObject *Py_UNUSED(ignored))
     if (channel_check(self) < 0) {
         return NULL;
     }
-    release_held(self);
+    if (self->receiving) {
+        /* Another thread is inside a receive: it already freed the held
+         * frame and may be copying the next one. */
+        PyErr_SetString(PyExc_RuntimeError,
+                        "another thread is receiving on this Channel (one consumer "
+                        "at a time)");
+        return NULL;
+    }
+    if (release_held(self, "Channel.release") < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -1058,8 +1337,11 @@ channel_get_pending(ChannelObject *self, void *closure)
     if (channel_check(self) < 0) {
         return NULL;
     }
-    return PyLong_FromUnsignedLongLong(available(self->sh, self->capacity,
-                                                 ROLE_CONSUMER));
+    ring_op o = {.op = RING_CHECK, .role = ROLE_CONSUMER};
+    if (ring_call(self, &o, "Channel.pending") < 0) {
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(o.avail);
 }
 
 static PyObject *
@@ -1068,9 +1350,11 @@ channel_get_eof(ChannelObject *self, void *closure)
     if (channel_check(self) < 0) {
         return NULL;
     }
-    ch_header *sh = self->sh;
-    return Py_BuildValue("(II)", (unsigned)atomic_load(&sh->producer_closed),
-                         (unsigned)atomic_load(&sh->consumer_closed));
+    ring_op o = {.op = RING_FLAGS};
+    if (ring_call(self, &o, "Channel._closed_flags") < 0) {
+        return NULL;
+    }
+    return Py_BuildValue("(II)", (unsigned)o.pflag, (unsigned)o.cflag);
 }
 
 static PyMethodDef channel_methods[] = {
@@ -1091,8 +1375,8 @@ static PyMethodDef channel_methods[] = {
     {"_recv", (PyCFunction)(void (*)(void))channel_recv_frame,
      METH_VARARGS | METH_KEYWORDS,
      "_recv($self, /, timeout=None)\n--\n\n"
-     "bytes for a bytes message (consumed); else (kind, meta, offset, length),\n"
-     "held until release()."},
+     "The next message, consumed: bytes for a bytes message, else\n"
+     "(kind, meta, bytearray payload) for the Python layer to decode."},
     {"_recv_view", (PyCFunction)(void (*)(void))channel_recv_view,
      METH_VARARGS | METH_KEYWORDS,
      "_recv_view($self, /, timeout=None)\n--\n\n"

@@ -230,13 +230,59 @@ typedef struct {
 int fastio_anchor_init(fastio_anchor *a, PyObject *buffer, Py_ssize_t offset,
                        Py_ssize_t size, size_t align, const char *what,
                        char **out);
+/* PyArg "O&" converter for an `offset` argument: an int (or __index__)
+ * that fits a Py_ssize_t, else TypeError / OverflowError naming offset. */
+int fastio_offset_converter(PyObject *obj, void *out);
 /* Mark closed; release the export now or when the last busy user leaves. */
 void fastio_anchor_close(fastio_anchor *a);
 static inline void fastio_anchor_enter(fastio_anchor *a) { a->busy++; }
 void fastio_anchor_leave(fastio_anchor *a);
-/* Parse a timeout in seconds: None -> *out = -1 (forever); a number >= 0
- * -> *out = seconds. Negative or NaN -> ValueError naming `argname`. */
+/* Parse a timeout in seconds: None or inf -> *out = -1 (forever); a
+ * number in [0, FASTIO_TIMEOUT_MAX] -> *out = seconds. Negative or NaN ->
+ * ValueError, finite past the limit -> OverflowError, naming `argname`. */
 int fastio_parse_timeout(PyObject *obj, const char *argname, double *out);
+/* The longest finite timeout (seconds, about 31 years): its nanoseconds
+ * plus CLOCK_MONOTONIC's stay far inside a long long. */
+#define FASTIO_TIMEOUT_MAX 1e9
+
+/* Objects living in shared memory (Lock, Semaphore, Channel) begin with a
+ * 64-bit tag word: a magic naming the kind (low half) and a state (high
+ * half). create=True claims the word with one compare-and-swap, so that
+ * creation over a live object (or one being created) is refused with
+ * FileExistsError instead of re-initialising memory another process uses;
+ * create=False requires TAG(magic, LIVE). */
+#define FASTIO_MAGIC_LOCK 0x4b434c46u     /* "FLCK" */
+#define FASTIO_MAGIC_SEM 0x4d455346u      /* "FSEM" */
+#define FASTIO_MAGIC_CHANNEL 0x4e484346u  /* "FCHN" */
+#define FASTIO_STATE_INIT 0x54494e49u     /* "INIT": a creator is at work */
+#define FASTIO_STATE_LIVE 0x4556494cu     /* "LIVE" */
+#define FASTIO_TAG(magic, state) ((uint64_t)(magic) | ((uint64_t)(state) << 32))
+/* create=True: atomically turn the tag at `tag` (the object `what`, `size`
+ * bytes at `offset` of its buffer) into TAG(magic, INIT), unless it holds a
+ * live or being-created fastio object. `replaceable(ctx)`, if not NULL, is
+ * asked (under the SIGBUS guard) whether a live object of the same kind may
+ * be made anew (a Lock nobody can ever take again). 0, or -1 with
+ * FileExistsError or MappingError. */
+int fastio_tag_claim(PyTypeObject *tp, _Atomic uint64_t *tag, uint32_t magic,
+                     const char *what, Py_ssize_t offset, Py_ssize_t size,
+                     int (*replaceable)(void *ctx), void *ctx);
+/* After a successful claim: write `version` at version_p (if not NULL),
+ * then publish TAG(magic, LIVE) (release order: the object's fields written
+ * before are visible to whoever sees it); or, when `ok` is 0, give the
+ * memory back (tag 0). Guarded: 0, or -1 with MappingError. */
+int fastio_tag_finish(PyTypeObject *tp, _Atomic uint64_t *tag, uint32_t magic,
+                      int ok, Py_ssize_t size, uint32_t *version_p,
+                      uint32_t version);
+/* create=False: 0 when the tag is TAG(magic, LIVE) and *version_p (read
+ * after it, acquire order) is `version`; else -1 with ValueError (or
+ * MappingError) naming the offset. */
+int fastio_tag_check(PyTypeObject *tp, _Atomic uint64_t *tag,
+                     const uint32_t *version_p, uint32_t magic, uint32_t version,
+                     const char *what, Py_ssize_t offset, Py_ssize_t size);
+/* MappingError for a SIGBUS while touching the `size` bytes of a shared
+ * object at `addr` during `op`. Returns NULL. */
+PyObject *fastio_shared_fault(PyTypeObject *tp, const fastio_fault *fault,
+                              const char *op, const void *addr, Py_ssize_t size);
 /* CLOCK_MONOTONIC now, in seconds. */
 double fastio_monotonic(void);
 

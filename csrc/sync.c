@@ -8,11 +8,28 @@
  * held, which we raise as fastio.OwnerDeadError instead of hanging forever.
  * fastio.Semaphore is an unnamed POSIX semaphore (sem_init with pshared=1).
  *
- * Layout in the segment (SIZE = 64 bytes each, 16-byte aligned):
- *   u32 magic, u32 version, u64 reserved, then the pthread object at +16.
- * The magic is written last (release) by the creator and checked (acquire)
- * by attachers, so create=False on memory that holds no lock is a clear
- * ValueError instead of undefined behaviour inside glibc.
+ * Layout in the segment (SIZE = 64 bytes each, 16-byte aligned), version 2:
+ *   +0  u64 tag: magic ("FLCK" / "FSEM", low half) | state << 32
+ *   +8  u32 version, u32 reserved
+ *   +16 the pthread_mutex_t (40 bytes) or sem_t (32 bytes)
+ * create=True claims the tag with one compare-and-swap (state INIT), so a
+ * second creator -- Lock(m) where Lock(m, create=False) was meant -- gets
+ * FileExistsError instead of re-initialising a mutex someone holds; the
+ * creator publishes state LIVE last (release). Attachers check the tag
+ * (acquire), so create=False on memory that holds no lock is a clear
+ * ValueError instead of undefined behaviour inside glibc. (Version 1 had a
+ * u32 magic and a u32 version at +0 and no state; same size.)
+ *
+ * SIGBUS: the memory may be a file (a /dev/shm file, a SharedMemory) that
+ * another process truncates. Every libc call on the shared object, and
+ * every load or store of the tag, runs under the SIGBUS guard (sync_call,
+ * tag_call), so a vanished page is fastio.MappingError, not a dead process.
+ * Such a fault can only happen at the object's first touch by the call (the
+ * page was gone before it) or when a truncation races the call; in both
+ * cases the object is destroyed for every process, and leaving glibc
+ * midway can at worst leave this thread's robust-list "pending" pointer
+ * aimed at it, which the kernel reads with fault-tolerant accessors and
+ * the next robust lock overwrites.
  *
  * Waiting: a first try with the GIL held (no syscall when uncontended),
  * then timed waits with the GIL released in slices of WAIT_SLICE seconds;
@@ -22,36 +39,53 @@
  */
 #include "fastio.h"
 
+#include <linux/futex.h>
 #include <math.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
-#define LOCK_MAGIC 0x4b434c46u  /* "FLCK" */
-#define SEM_MAGIC 0x4d455346u   /* "FSEM" */
-#define SYNC_VERSION 1u
+#define LOCK_MAGIC FASTIO_MAGIC_LOCK
+#define SEM_MAGIC FASTIO_MAGIC_SEM
+#define SYNC_VERSION 2u
 #define SYNC_SIZE 64
 #define SYNC_ALIGN 16
 /* How long one GIL-released wait lasts before signals are checked. */
 #define WAIT_SLICE 0.05
+/* Semaphore.release(n) posts with the GIL released in chunks of this many,
+ * checking signals between chunks. */
+#define POST_CHUNK 65536L
 
 typedef struct {
-    _Atomic uint32_t magic;
+    _Atomic uint64_t tag;
     uint32_t version;
-    uint64_t reserved;
+    uint32_t reserved;
+} sync_head;
+
+typedef struct {
+    sync_head head;
     pthread_mutex_t mutex;
 } lock_shared;
 
 typedef struct {
-    _Atomic uint32_t magic;
-    uint32_t version;
-    uint64_t reserved;
+    sync_head head;
     sem_t sem;
 } sem_shared;
 
+_Static_assert(offsetof(lock_shared, mutex) == 16 && offsetof(sem_shared, sem) == 16,
+               "the pthread object starts at +16");
+
 _Static_assert(sizeof(lock_shared) <= SYNC_SIZE, "Lock.SIZE too small");
 _Static_assert(sizeof(sem_shared) <= SYNC_SIZE, "Semaphore.SIZE too small");
+/* The robust-futex ABI (the kernel's Documentation/locking/robust-futex-ABI)
+ * keeps the holder's thread id in the futex word, which glibc's
+ * pthread_mutex_t begins with; lock_owner_tid() reads it there. */
+_Static_assert(offsetof(pthread_mutex_t, __data.__lock) == 0,
+               "pthread_mutex_t does not begin with its futex word");
 
 /* ================================================================== */
 /* Helpers shared with channel.c (declared in fastio.h) */
@@ -86,8 +120,230 @@ fastio_parse_timeout(PyObject *obj, const char *argname, double *out)
                      argname, argname, obj);
         return -1;
     }
+    if (isinf(t)) {
+        *out = -1.0;  /* documented: inf waits without limit, as None */
+        return 0;
+    }
+    if (t > FASTIO_TIMEOUT_MAX) {
+        PyErr_Format(PyExc_OverflowError,
+                     "%s is too large: at most %lld seconds (or inf or None for no "
+                     "limit), got %s=%R", argname, (long long)FASTIO_TIMEOUT_MAX,
+                     argname, obj);
+        return -1;
+    }
     *out = t;
     return 0;
+}
+
+/* ================================================================== */
+/* The SIGBUS guard around shared objects, and their tag word */
+
+PyObject *
+fastio_shared_fault(PyTypeObject *tp, const fastio_fault *fault, const char *op,
+                    const void *addr, Py_ssize_t size)
+{
+    return fastio_mapping_error(fastio_state_from_type(tp), fault, op,
+                                (const char *)addr, size, -1, -1);
+}
+
+enum { TAG_LOAD, TAG_CLAIM, TAG_STORE };
+
+typedef struct {
+    int op;
+    _Atomic uint64_t *tag;
+    uint64_t want;                 /* CLAIM: the INIT tag; STORE: the value */
+    uint32_t magic;
+    int (*replaceable)(void *ctx);
+    void *ctx;
+    const uint32_t *version_p;     /* LOAD: where the version is */
+    uint32_t *version_out;         /* STORE: where to write `version` */
+    uint64_t seen;                 /* out: the tag found (LOAD, CLAIM) */
+    uint32_t version;              /* out: LOAD; in: STORE */
+    int claimed;                   /* out: CLAIM */
+} tag_op;
+
+static int
+tag_is_ours(uint64_t t)
+{
+    uint32_t magic = (uint32_t)t, state = (uint32_t)(t >> 32);
+    return (magic == FASTIO_MAGIC_LOCK || magic == FASTIO_MAGIC_SEM ||
+            magic == FASTIO_MAGIC_CHANNEL) &&
+           (state == FASTIO_STATE_INIT || state == FASTIO_STATE_LIVE);
+}
+
+/* Runs under the guard: touches only the shared tag (and, through
+ * replaceable(), the object after it). */
+static void
+tag_op_run(void *arg)
+{
+    tag_op *o = arg;
+    switch (o->op) {
+    case TAG_LOAD:
+        o->seen = atomic_load_explicit(o->tag, memory_order_acquire);
+        /* Read after the tag: its acquire pairs with the creator's release. */
+        o->version = o->version_p != NULL ? *o->version_p : 0;
+        break;
+    case TAG_CLAIM: {
+        uint64_t t = atomic_load_explicit(o->tag, memory_order_acquire);
+        o->claimed = 0;
+        for (;;) {
+            if (tag_is_ours(t)) {
+                /* A live object (or one being made): only a live one of
+                 * our kind that cannot be used any more may be replaced,
+                 * and the CAS from exactly LIVE makes one creator win. */
+                if (t != FASTIO_TAG(o->magic, FASTIO_STATE_LIVE) ||
+                    o->replaceable == NULL || !o->replaceable(o->ctx)) {
+                    break;
+                }
+            }
+            /* Anything else (zeros, user data, an old layout) is free
+             * memory. The CAS from the value just seen: if another creator
+             * (or a writer of user data) got there first, look again. */
+            if (atomic_compare_exchange_weak_explicit(o->tag, &t, o->want,
+                                                      memory_order_acq_rel,
+                                                      memory_order_acquire)) {
+                o->claimed = 1;
+                break;
+            }
+        }
+        o->seen = t;
+        break;
+    }
+    case TAG_STORE:
+        if (o->version_out != NULL) {
+            *o->version_out = o->version;  /* published by the release below */
+        }
+        atomic_store_explicit(o->tag, o->want, memory_order_release);
+        break;
+    }
+}
+
+static const char *
+kind_name(uint32_t magic)
+{
+    switch (magic) {
+    case FASTIO_MAGIC_LOCK:
+        return "Lock";
+    case FASTIO_MAGIC_SEM:
+        return "Semaphore";
+    default:
+        return "Channel";
+    }
+}
+
+int
+fastio_tag_claim(PyTypeObject *tp, _Atomic uint64_t *tag, uint32_t magic,
+                 const char *what, Py_ssize_t offset, Py_ssize_t size,
+                 int (*replaceable)(void *ctx), void *ctx)
+{
+    tag_op o = {.op = TAG_CLAIM, .tag = tag, .magic = magic,
+                .want = FASTIO_TAG(magic, FASTIO_STATE_INIT),
+                .replaceable = replaceable, .ctx = ctx};
+    fastio_fault fault;
+    if (fastio_guarded_call(tag_op_run, &o, &fault) < 0) {
+        fastio_shared_fault(tp, &fault, what, tag, size);
+        return -1;
+    }
+    if (o.claimed) {
+        return 0;
+    }
+    const char *found = kind_name((uint32_t)o.seen);
+    if ((uint32_t)(o.seen >> 32) == FASTIO_STATE_INIT) {
+        PyErr_Format(PyExc_FileExistsError,
+                     "the memory at offset=%zd holds a fastio.%s that another "
+                     "handle is creating right now (or whose creator died while "
+                     "creating it: then clear its %zd bytes and create it again)",
+                     offset, found, size);
+    }
+    else if ((uint32_t)o.seen == magic) {
+        PyErr_Format(PyExc_FileExistsError,
+                     "the memory at offset=%zd already holds a live fastio.%s: "
+                     "attach to it with create=False (to make a new one there "
+                     "once no process uses the old one, clear its %zd bytes first)",
+                     offset, found, size);
+    }
+    else {
+        PyErr_Format(PyExc_FileExistsError,
+                     "the memory at offset=%zd already holds a live fastio.%s: "
+                     "a fastio.%s there would destroy it; use another offset",
+                     offset, found, what);
+    }
+    return -1;
+}
+
+int
+fastio_tag_finish(PyTypeObject *tp, _Atomic uint64_t *tag, uint32_t magic, int ok,
+                  Py_ssize_t size, uint32_t *version_p, uint32_t version)
+{
+    tag_op o = {.op = TAG_STORE, .tag = tag,
+                .want = ok ? FASTIO_TAG(magic, FASTIO_STATE_LIVE) : 0,
+                .version_out = ok ? version_p : NULL, .version = version};
+    fastio_fault fault;
+    if (fastio_guarded_call(tag_op_run, &o, &fault) < 0) {
+        if (ok) {
+            fastio_shared_fault(tp, &fault, "create", tag, size);
+        }
+        return -1;
+    }
+    return 0;
+}
+
+int
+fastio_tag_check(PyTypeObject *tp, _Atomic uint64_t *tag, const uint32_t *version_p,
+                 uint32_t magic, uint32_t version, const char *what,
+                 Py_ssize_t offset, Py_ssize_t size)
+{
+    tag_op o = {.op = TAG_LOAD, .tag = tag, .version_p = version_p};
+    fastio_fault fault;
+    if (fastio_guarded_call(tag_op_run, &o, &fault) < 0) {
+        fastio_shared_fault(tp, &fault, what, tag, size);
+        return -1;
+    }
+    if (o.seen == FASTIO_TAG(magic, FASTIO_STATE_LIVE) && o.version == version) {
+        return 0;
+    }
+    if (o.seen == FASTIO_TAG(magic, FASTIO_STATE_INIT)) {
+        PyErr_Format(PyExc_ValueError,
+                     "the fastio.%s at offset=%zd is still being created: attach "
+                     "once its creator returned", what, offset);
+        return -1;
+    }
+    /* PyErr_Format has no %llx: format the tag here. */
+    char found[80];
+    snprintf(found, sizeof found, "tag 0x%016llx version %u",
+             (unsigned long long)o.seen, (unsigned)o.version);
+    PyErr_Format(PyExc_ValueError,
+                 "the memory at offset=%zd holds no fastio.%s (%s, expected "
+                 "magic 0x%08x live, version %u): create it first%s",
+                 offset, what, found, (unsigned)magic, (unsigned)version,
+                 magic == FASTIO_MAGIC_CHANNEL ? "" : " with create=True");
+    return -1;
+}
+
+int
+fastio_offset_converter(PyObject *obj, void *out)
+{
+    PyObject *idx = PyNumber_Index(obj);
+    if (idx == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Format(PyExc_TypeError, "offset must be an int, got offset of type %.100s",
+                         Py_TYPE(obj)->tp_name);
+        }
+        return 0;
+    }
+    Py_ssize_t v = PyLong_AsSsize_t(idx);
+    if (v == -1 && PyErr_Occurred()) {
+        /* Name the argument: the default says only "too large to convert". */
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Format(PyExc_OverflowError, "offset=%R is out of range (at most %zd)",
+                         idx, PY_SSIZE_T_MAX);
+        }
+        Py_DECREF(idx);
+        return 0;
+    }
+    Py_DECREF(idx);
+    *(Py_ssize_t *)out = v;
+    return 1;
 }
 
 int
@@ -185,77 +441,165 @@ slice_end(double deadline)
     return ts;
 }
 
-/* create=False: the memory at `offset` must already hold a fastio.<what>
- * of this version (its creator published `expected` last, with release
- * order). 0, or -1 with ValueError. */
-static int
-check_attached(_Atomic uint32_t *magic_p, const uint32_t *version_p,
-               uint32_t expected,
-               Py_ssize_t offset, const char *what)
+/* One libc call on a shared Lock or Semaphore, run by sync_op_run under the
+ * SIGBUS guard (with or without the GIL: it touches no Python object). */
+enum {
+    OP_TRYLOCK, OP_CLOCKLOCK, OP_UNLOCK, OP_CONSISTENT, OP_OWNER, OP_MUTEX_INIT,
+    OP_SEM_TRYWAIT, OP_SEM_CLOCKWAIT, OP_SEM_POST, OP_SEM_GETVALUE, OP_SEM_INIT,
+};
+
+typedef struct {
+    int op;
+    void *obj;              /* &shared->mutex or &shared->sem */
+    struct timespec ts;     /* CLOCKLOCK, SEM_CLOCKWAIT: the absolute end */
+    long n;                 /* SEM_POST: how many posts; SEM_INIT: the value */
+    long done;              /* SEM_POST: how many were made */
+    int value;              /* SEM_GETVALUE: the count; OWNER: the holder's tid */
+    int rc;                 /* 0 or a positive errno */
+} sync_op;
+
+static void
+sync_op_run(void *arg)
 {
-    uint32_t magic = atomic_load_explicit(magic_p, memory_order_acquire);
-    /* The version is read after the magic: the acquire makes it valid. */
-    uint32_t version = *version_p;
-    if (magic != expected || version != SYNC_VERSION) {
-        PyErr_Format(PyExc_ValueError,
-                     "the memory at offset=%zd holds no fastio.%s "
-                     "(magic 0x%08x version %u, expected 0x%08x version %u): "
-                     "create it first with create=True",
-                     offset, what, (unsigned)magic, (unsigned)version,
-                     (unsigned)expected, (unsigned)SYNC_VERSION);
+    sync_op *o = arg;
+    int r;
+    switch (o->op) {
+    case OP_TRYLOCK:
+        o->rc = pthread_mutex_trylock(o->obj);
+        break;
+    case OP_CLOCKLOCK:
+        o->rc = pthread_mutex_clocklock(o->obj, CLOCK_MONOTONIC, &o->ts);
+        break;
+    case OP_UNLOCK:
+        o->rc = pthread_mutex_unlock(o->obj);
+        break;
+    case OP_CONSISTENT:
+        o->rc = pthread_mutex_consistent(o->obj);
+        break;
+    case OP_OWNER:
+        /* The futex word: the holder's tid plus the WAITERS / OWNER_DIED
+         * bits (robust-futex ABI). A plain load: no side effect, unlike
+         * a trylock, which would take a dead owner's lock. */
+        o->value = __atomic_load_n((int *)o->obj, __ATOMIC_ACQUIRE) & FUTEX_TID_MASK;
+        break;
+    case OP_MUTEX_INIT: {
+        pthread_mutexattr_t attr;
+        r = pthread_mutexattr_init(&attr);
+        if (r == 0) {
+            pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+            pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+            /* Error checking: relocking from the holding thread is EDEADLK
+             * (an exception) instead of a silent self-deadlock. */
+            pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
+            r = pthread_mutex_init(o->obj, &attr);
+            pthread_mutexattr_destroy(&attr);
+        }
+        o->rc = r;
+        break;
+    }
+    case OP_SEM_TRYWAIT:
+        while ((r = sem_trywait(o->obj)) < 0 && errno == EINTR) {
+        }
+        o->rc = r < 0 ? errno : 0;
+        break;
+    case OP_SEM_CLOCKWAIT:
+        o->rc = sem_clockwait(o->obj, CLOCK_MONOTONIC, &o->ts) < 0 ? errno : 0;
+        break;
+    case OP_SEM_POST:
+        o->rc = 0;
+        for (o->done = 0; o->done < o->n; o->done++) {
+            if (sem_post(o->obj) < 0) {
+                o->rc = errno;  /* EOVERFLOW: past SEM_VALUE_MAX */
+                break;
+            }
+        }
+        break;
+    case OP_SEM_GETVALUE:
+        o->rc = sem_getvalue(o->obj, &o->value) < 0 ? errno : 0;
+        break;
+    case OP_SEM_INIT:
+        o->rc = sem_init(o->obj, 1, (unsigned)o->n) < 0 ? errno : 0;
+        break;
+    }
+}
+
+/* With the GIL: run `o` under the guard. 0 (o->rc says how it went), or -1
+ * with MappingError (the object's page is gone: its file was truncated). */
+static int
+sync_call(PyObject *self, sync_op *o, const char *opname, const void *shared)
+{
+    fastio_fault fault;
+    if (fastio_guarded_call(sync_op_run, o, &fault) < 0) {
+        fastio_shared_fault(Py_TYPE(self), &fault, opname, shared, SYNC_SIZE);
         return -1;
     }
     return 0;
 }
 
-/* One blocking wait until the absolute CLOCK_MONOTONIC time *ts: 0 when
- * acquired, else a positive errno (ETIMEDOUT when the time passed). Called
- * without the GIL. */
-typedef int (*timed_wait_fn)(void *obj, const struct timespec *ts);
-
+/* The object at h: create=True claims its tag, runs `init` (an OP_*_INIT
+ * on it; `init_call` names the libc call) and publishes it; create=False
+ * checks that it holds a live `what`. 0, or -1 with an exception. */
 static int
-mutex_timed_wait(void *m, const struct timespec *ts)
+sync_make(PyObject *self, sync_head *h, uint32_t magic, const char *what,
+          Py_ssize_t offset, int create, sync_op *init, const char *init_call,
+          int (*replaceable)(void *ctx), void *ctx)
 {
-    return pthread_mutex_clocklock((pthread_mutex_t *)m, CLOCK_MONOTONIC, ts);
+    PyTypeObject *type = Py_TYPE(self);
+    if (!create) {
+        return fastio_tag_check(type, &h->tag, &h->version, magic, SYNC_VERSION, what,
+                                offset, SYNC_SIZE);
+    }
+    if (fastio_tag_claim(type, &h->tag, magic, what, offset, SYNC_SIZE, replaceable,
+                         ctx) < 0) {
+        return -1;
+    }
+    if (sync_call(self, init, what, h) < 0 || init->rc != 0) {
+        if (!PyErr_Occurred()) {
+            fastio_oserror(-init->rc, init_call, NULL);
+        }
+        fastio_tag_finish(type, &h->tag, magic, 0, SYNC_SIZE, NULL, 0);
+        return -1;
+    }
+    /* Publish (the version, then LIVE): an attacher that sees LIVE sees an
+     * initialized object. */
+    return fastio_tag_finish(type, &h->tag, magic, 1, SYNC_SIZE, &h->version,
+                             SYNC_VERSION);
 }
 
+/* Wait with `o` (OP_CLOCKLOCK or OP_SEM_CLOCKWAIT) until it succeeds,
+ * fails, or the deadline (-1: none) passes, in slices of WAIT_SLICE with
+ * the GIL released, so that signal handlers (Ctrl-C) run between slices.
+ * EINTR is retried. The caller has entered the anchor (which keeps the
+ * segment mapped while the GIL is released, even if another thread closes
+ * the object meanwhile) and leaves it after. Returns the last o->rc (0,
+ * ETIMEDOUT at the deadline, or another errno), or -1 with an exception
+ * set when a signal handler raised or the memory faulted. */
 static int
-sem_timed_wait(void *s, const struct timespec *ts)
+timed_wait_loop(PyObject *self, sync_op *o, double deadline, const char *opname,
+                const void *shared)
 {
-    return sem_clockwait((sem_t *)s, CLOCK_MONOTONIC, ts) < 0 ? errno : 0;
-}
-
-/* Wait with `wait_op` on `obj` until it succeeds, fails, or the deadline
- * (-1: none) passes, in slices of WAIT_SLICE with the GIL released, so
- * that signal handlers (Ctrl-C) run between slices. EINTR is retried.
- * The anchor keeps the segment mapped while the GIL is released, even if
- * another thread closes the object meanwhile. Returns the last result of
- * wait_op (0, ETIMEDOUT at the deadline, or another errno), or -1 with an
- * exception set when a signal handler raised. */
-static int
-timed_wait_loop(fastio_anchor *anchor, timed_wait_fn wait_op, void *obj,
-                double deadline)
-{
-    int rc;
-    fastio_anchor_enter(anchor);
+    int rc, g;
+    fastio_fault fault;
     for (;;) {
-        struct timespec ts = slice_end(deadline);
+        o->ts = slice_end(deadline);
         Py_BEGIN_ALLOW_THREADS
-        rc = wait_op(obj, &ts);
+        g = fastio_guarded_call(sync_op_run, o, &fault);
         Py_END_ALLOW_THREADS
+        if (g < 0) {
+            fastio_shared_fault(Py_TYPE(self), &fault, opname, shared, SYNC_SIZE);
+            return -1;
+        }
+        rc = o->rc;
         if (rc != ETIMEDOUT && rc != EINTR) {
-            break;
+            return rc;
         }
         if (rc == ETIMEDOUT && deadline >= 0 && fastio_monotonic() >= deadline) {
-            break;
+            return rc;
         }
         if (PyErr_CheckSignals() < 0) {
-            rc = -1;
-            break;
+            return -1;
         }
     }
-    fastio_anchor_leave(anchor);
-    return rc;
 }
 
 /* Parse threading-style acquire(blocking=True, timeout=-1 or None).
@@ -290,8 +634,18 @@ parse_acquire(PyObject *args, PyObject *kwds, const char *fname, double *wait)
                          "None, got timeout=%R", timeout_obj);
             return -1;
         }
+        if (isinf(timeout)) {
+            timeout = -1.0;  /* documented: inf waits without limit */
+        }
+        else if (timeout > FASTIO_TIMEOUT_MAX) {
+            PyErr_Format(PyExc_OverflowError,
+                         "timeout is too large: at most %lld seconds (or -1, inf or "
+                         "None for no limit), got timeout=%R",
+                         (long long)FASTIO_TIMEOUT_MAX, timeout_obj);
+            return -1;
+        }
     }
-    if (!blocking && timeout != -1.0) {
+    if (!blocking && timeout_obj != Py_None && timeout != -1.0) {
         PyErr_SetString(PyExc_ValueError,
                         "can't specify a timeout for a non-blocking call");
         return -1;
@@ -310,6 +664,122 @@ typedef struct {
     Py_ssize_t offset;
     PyObject *weakreflist;
 } LockObject;
+
+/* ------------------------------------------------------------------ */
+/* A held lock's memory stays mapped
+ *
+ * glibc keeps each thread's held robust mutexes on a list threaded through
+ * the mutexes themselves (robust_head -> mutex.__list -> ...): the next
+ * robust lock that thread takes writes a pointer into the previous head,
+ * and the kernel, when the thread exits, walks the list and marks each
+ * mutex whose futex word holds the thread's id. If the memory of a held
+ * mutex is unmapped, those writes land in whatever is mapped there next
+ * (a user's mapping, a heap arena): memory corruption. So:
+ *  - close() in the thread that holds the lock is refused (RuntimeError:
+ *    release() first);
+ *  - a handle closed or collected while some thread of this process holds
+ *    the lock (another thread, or a thread that dropped its last handle
+ *    without releasing) does not release its buffer export: the export is
+ *    parked here, which keeps the segment mapped (region.c defers the
+ *    unmap while an export lives). parked_sweep() releases a parked export
+ *    once the mutex is no longer held by that thread (released through
+ *    another handle, or the thread exited and the kernel cleared the tid).
+ * Unlocking on the holder's behalf instead would be unsound: collection
+ * may run in another thread (EPERM), the holder may still be inside its
+ * critical section through another handle, and a dead owner's lock would
+ * lose its OwnerDeadError. The parked list is touched with the GIL held;
+ * a forked child's copy is released at its first sweep (glibc empties the
+ * child's robust list at fork). */
+typedef struct parked_export {
+    struct parked_export *next;
+    Py_buffer view;
+    pthread_mutex_t *mutex;
+    pid_t tid;              /* the holder when parked */
+    pid_t pid;              /* the process that parked it */
+} parked_export;
+
+static parked_export *parked_list;
+
+static pid_t
+my_tid(void)
+{
+    return (pid_t)syscall(SYS_gettid);
+}
+
+/* 1 when `tid` is a live thread of this process. */
+static int
+tid_is_ours(pid_t tid)
+{
+    if (tid <= 0) {
+        return 0;
+    }
+    return tid == my_tid() || syscall(SYS_tgkill, getpid(), tid, 0) == 0;
+}
+
+/* The tid in the mutex's futex word (0: free, or a dead owner's lock the
+ * kernel marked); 0 too if its page is gone (nobody can hold it then). */
+static pid_t
+mutex_owner(pthread_mutex_t *m)
+{
+    sync_op o = {.op = OP_OWNER, .obj = m};
+    if (fastio_guarded_call(sync_op_run, &o, NULL) < 0) {
+        return 0;
+    }
+    return (pid_t)o.value;
+}
+
+static void
+parked_sweep(void)
+{
+    pid_t pid = getpid();
+    for (;;) {
+        parked_export **pp = &parked_list, *e;
+        while ((e = *pp) != NULL) {
+            if (e->pid != pid || mutex_owner(e->mutex) != e->tid ||
+                !tid_is_ours(e->tid)) {
+                break;
+            }
+            pp = &e->next;
+        }
+        if (e == NULL) {
+            return;
+        }
+        /* Unlink first: releasing the export may run Python code (an
+         * exporter's __release_buffer__, a finalizer) that sweeps again. */
+        *pp = e->next;
+        PyBuffer_Release(&e->view);
+        PyMem_RawFree(e);
+    }
+}
+
+/* Give up the handle's export: now, or -- while a thread of this process
+ * holds the mutex -- park it until the mutex is released. */
+static void
+lock_let_go(LockObject *self)
+{
+    fastio_anchor *a = &self->anchor;
+    if (!a->closed || a->busy != 0 || !a->has_view) {
+        return;
+    }
+    a->has_view = 0;  /* detached before anything below can run Python */
+    pthread_mutex_t *m = &self->shared->mutex;
+    pid_t tid = mutex_owner(m);
+    if (tid_is_ours(tid)) {
+        parked_export *e = PyMem_RawMalloc(sizeof *e);
+        if (e == NULL) {
+            return;  /* keep the export for ever: a leak, never a dangling list */
+        }
+        e->view = a->view;
+        e->mutex = m;
+        e->tid = tid;
+        e->pid = getpid();
+        e->next = parked_list;
+        parked_list = e;
+        return;
+    }
+    PyBuffer_Release(&a->view);
+    parked_sweep();
+}
 
 static int
 lock_check(LockObject *self)
@@ -355,6 +825,24 @@ lock_result(LockObject *self, int rc)
     }
 }
 
+/* create=True over a live Lock is allowed in one case: nobody can ever take
+ * it again (released after an owner died without mark_consistent(): every
+ * lock attempt fails with ENOTRECOVERABLE, so nobody holds or waits on it).
+ * glibc marks that state with __owner = PTHREAD_MUTEX_NOTRECOVERABLE
+ * (INT_MAX - 1); a trylock would tell too, but would take a dead owner's
+ * lock as a side effect. Runs under the SIGBUS guard (tag claim). */
+static int
+lock_unrecoverable(void *ctx)
+{
+#ifdef __GLIBC__
+    pthread_mutex_t *m = ctx;
+    return __atomic_load_n(&m->__data.__owner, __ATOMIC_ACQUIRE) == INT_MAX - 1;
+#else
+    (void)ctx;
+    return 0;
+#endif
+}
+
 static PyObject *
 lock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -362,10 +850,12 @@ lock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     PyObject *buffer;
     Py_ssize_t offset = 0;
     int create = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|n$p:Lock", keywords,
-                                     &buffer, &offset, &create)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O&$p:Lock", keywords,
+                                     &buffer, fastio_offset_converter, &offset,
+                                     &create)) {
         return NULL;
     }
+    parked_sweep();
     LockObject *self = (LockObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
         return NULL;
@@ -381,36 +871,20 @@ lock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     lock_shared *sh = (lock_shared *)p;
     self->shared = sh;
-    if (create) {
-        atomic_store_explicit(&sh->magic, 0, memory_order_relaxed);
-        pthread_mutexattr_t attr;
-        int rc = pthread_mutexattr_init(&attr);
-        if (rc == 0) {
-            pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-            pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-            /* Error checking: relocking from the holding thread is EDEADLK
-             * (an exception) instead of a silent self-deadlock. */
-            pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
-            rc = pthread_mutex_init(&sh->mutex, &attr);
-            pthread_mutexattr_destroy(&attr);
-        }
-        if (rc != 0) {
-            fastio_anchor_close(&self->anchor);
-            Py_DECREF(self);
-            return fastio_oserror(-rc, "pthread_mutex_init", NULL);
-        }
-        sh->version = SYNC_VERSION;
-        sh->reserved = 0;
-        /* Publish: an attacher that sees the magic sees an initialized mutex. */
-        atomic_store_explicit(&sh->magic, LOCK_MAGIC, memory_order_release);
-    }
-    else if (check_attached(&sh->magic, &sh->version, LOCK_MAGIC, offset,
-                            "Lock") < 0) {
-        fastio_anchor_close(&self->anchor);
-        Py_DECREF(self);
-        return NULL;
+    /* The claim (state INIT) makes this the only creator: nobody holds or
+     * waits on the mutex it initialises. */
+    sync_op o = {.op = OP_MUTEX_INIT, .obj = &sh->mutex};
+    if (sync_make((PyObject *)self, &sh->head, LOCK_MAGIC, "Lock", offset, create, &o,
+                  "pthread_mutex_init", lock_unrecoverable, &sh->mutex) < 0) {
+        goto fail;
     }
     return (PyObject *)self;
+
+fail:
+    /* Nothing of ours was locked through this handle: let go at once. */
+    fastio_anchor_close(&self->anchor);
+    Py_DECREF(self);
+    return NULL;
 }
 
 static void
@@ -421,8 +895,10 @@ lock_dealloc(LockObject *self)
     if (self->weakreflist != NULL) {
         PyObject_ClearWeakRefs((PyObject *)self);
     }
-    /* busy is 0 here: every wait holds a reference to self. */
-    fastio_anchor_close(&self->anchor);
+    /* busy is 0 here: every wait holds a reference to self. A lock some
+     * thread of ours still holds keeps its memory mapped (parked). */
+    self->anchor.closed = 1;
+    lock_let_go(self);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
@@ -444,14 +920,35 @@ lock_acquire_impl(LockObject *self, double wait)
         return NULL;
     }
     pthread_mutex_t *m = &self->shared->mutex;
-    int rc = pthread_mutex_trylock(m);
+    sync_op o = {.op = OP_TRYLOCK, .obj = m};
+    if (sync_call((PyObject *)self, &o, "Lock.acquire", self->shared) < 0) {
+        return NULL;
+    }
+    int rc = o.rc;
     if (rc == EDEADLK && wait == 0.0) {
         Py_RETURN_FALSE;  /* held by this thread: a try fails, as threading's */
     }
     if (rc != EBUSY || wait == 0.0) {
         return lock_result(self, rc);
     }
-    rc = timed_wait_loop(&self->anchor, mutex_timed_wait, m, deadline_after(wait));
+    o.op = OP_CLOCKLOCK;
+    fastio_anchor_enter(&self->anchor);
+    rc = timed_wait_loop((PyObject *)self, &o, deadline_after(wait), "Lock.acquire",
+                         self->shared);
+    self->anchor.busy--;
+    if (self->anchor.closed && rc == 0) {
+        /* Closed by another thread while we waited: give the lock we just
+         * took back (nobody relies on it yet) rather than hold it through
+         * a handle that cannot release it. (An owner-died lock stays held:
+         * releasing it would lose the owner-death for the next acquirer; it
+         * is marked again when this thread exits, its memory parked.) */
+        o.op = OP_UNLOCK;
+        (void)fastio_guarded_call(sync_op_run, &o, NULL);
+        lock_let_go(self);
+        PyErr_SetString(PyExc_ValueError, "Lock is closed");
+        return NULL;
+    }
+    lock_let_go(self);
     if (rc < 0) {
         return NULL;
     }
@@ -474,16 +971,23 @@ lock_release(LockObject *self, PyObject *Py_UNUSED(ignored))
     if (lock_check(self) < 0) {
         return NULL;
     }
-    int rc = pthread_mutex_unlock(&self->shared->mutex);
-    if (rc == EPERM) {
+    sync_op o = {.op = OP_UNLOCK, .obj = &self->shared->mutex};
+    if (sync_call((PyObject *)self, &o, "Lock.release", self->shared) < 0) {
+        return NULL;
+    }
+    if (o.rc == EPERM) {
         PyErr_SetString(PyExc_RuntimeError,
                         "release unlocked lock: this thread does not hold the Lock "
                         "(a process-shared lock is released by the thread that "
                         "acquired it)");
         return NULL;
     }
-    if (rc != 0) {
-        return fastio_oserror(-rc, "pthread_mutex_unlock", NULL);
+    if (o.rc != 0) {
+        return fastio_oserror(-o.rc, "pthread_mutex_unlock", NULL);
+    }
+    /* Another handle's export may have been parked for this thread. */
+    if (parked_list != NULL) {
+        parked_sweep();
     }
     Py_RETURN_NONE;
 }
@@ -494,9 +998,16 @@ lock_locked(LockObject *self, PyObject *Py_UNUSED(ignored))
     if (lock_check(self) < 0) {
         return NULL;
     }
-    int rc = pthread_mutex_trylock(&self->shared->mutex);
+    sync_op o = {.op = OP_TRYLOCK, .obj = &self->shared->mutex};
+    if (sync_call((PyObject *)self, &o, "Lock.locked", self->shared) < 0) {
+        return NULL;
+    }
+    int rc = o.rc;
     if (rc == 0) {
-        pthread_mutex_unlock(&self->shared->mutex);
+        o.op = OP_UNLOCK;
+        if (sync_call((PyObject *)self, &o, "Lock.locked", self->shared) < 0) {
+            return NULL;
+        }
         Py_RETURN_FALSE;
     }
     if (rc == EBUSY || rc == EDEADLK) {  /* EDEADLK: held by this thread */
@@ -512,15 +1023,18 @@ lock_mark_consistent(LockObject *self, PyObject *Py_UNUSED(ignored))
     if (lock_check(self) < 0) {
         return NULL;
     }
-    int rc = pthread_mutex_consistent(&self->shared->mutex);
-    if (rc == EINVAL) {
+    sync_op o = {.op = OP_CONSISTENT, .obj = &self->shared->mutex};
+    if (sync_call((PyObject *)self, &o, "Lock.mark_consistent", self->shared) < 0) {
+        return NULL;
+    }
+    if (o.rc == EINVAL) {
         PyErr_SetString(PyExc_RuntimeError,
                         "mark_consistent(): the Lock is not in the owner-died state, "
                         "or this thread does not hold it");
         return NULL;
     }
-    if (rc != 0) {
-        return fastio_oserror(-rc, "pthread_mutex_consistent", NULL);
+    if (o.rc != 0) {
+        return fastio_oserror(-o.rc, "pthread_mutex_consistent", NULL);
     }
     Py_RETURN_NONE;
 }
@@ -545,7 +1059,18 @@ lock_exit(LockObject *self, PyObject *args)
 static PyObject *
 lock_close(LockObject *self, PyObject *Py_UNUSED(ignored))
 {
-    fastio_anchor_close(&self->anchor);
+    if (self->anchor.closed) {
+        Py_RETURN_NONE;
+    }
+    if (self->anchor.has_view && mutex_owner(&self->shared->mutex) == my_tid()) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "close(): this thread holds the Lock at offset=%zd; release() "
+                     "it first (this thread's list of held robust locks points into "
+                     "its memory, which closing could unmap)", self->offset);
+        return NULL;
+    }
+    self->anchor.closed = 1;
+    lock_let_go(self);  /* or later: the last waiting thread lets go */
     Py_RETURN_NONE;
 }
 
@@ -599,7 +1124,8 @@ static PyMethodDef lock_methods[] = {
     {"close", (PyCFunction)lock_close, METH_NOARGS,
      "close($self, /)\n--\n\n"
      "Drop this handle's hold on the segment (the lock itself stays in the\n"
-     "segment for other handles). Idempotent."},
+     "segment for other handles). Idempotent. RuntimeError while the calling\n"
+     "thread holds the lock: release() it first."},
     {"__enter__", (PyCFunction)lock_enter, METH_NOARGS,
      "__enter__($self, /)\n--\n\nacquire() without timeout."},
     {"__exit__", (PyCFunction)lock_exit, METH_VARARGS,
@@ -631,10 +1157,11 @@ static PyType_Slot lock_slots[] = {
     {Py_tp_doc,
      "Lock(buffer, offset=0, *, create=True)\n--\n\n"
      "A process-shared, robust lock living in Lock.SIZE bytes of a shared\n"
-     "buffer at offset (a multiple of 16). create=True initializes the memory;\n"
-     "create=False attaches to a lock another handle created (ValueError if\n"
-     "the memory holds none). The handle keeps a buffer export of the segment\n"
-     "until close() or collection."},
+     "buffer at offset (a multiple of 16). create=True initializes the memory\n"
+     "(FileExistsError if it holds a live fastio object); create=False\n"
+     "attaches to a lock another handle created (ValueError if the memory\n"
+     "holds none). The handle keeps a buffer export of the segment until\n"
+     "close() or collection (longer while a thread of this process holds it)."},
     {0, NULL},
 };
 
@@ -674,14 +1201,21 @@ semaphore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     Py_ssize_t offset = 0;
     PyObject *value_obj = NULL;
     int create = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|nO$p:Semaphore", keywords,
-                                     &buffer, &offset, &value_obj, &create)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O&O$p:Semaphore", keywords,
+                                     &buffer, fastio_offset_converter, &offset,
+                                     &value_obj, &create)) {
         return NULL;
     }
     long value = 1;
     if (value_obj != NULL) {
         value = PyLong_AsLong(value_obj);
         if (value == -1 && PyErr_Occurred()) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Format(PyExc_TypeError,
+                             "Semaphore value must be an int, got value of type %.100s",
+                             Py_TYPE(value_obj)->tp_name);
+                return NULL;
+            }
             if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
                 return NULL;
             }
@@ -710,25 +1244,18 @@ semaphore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     sem_shared *sh = (sem_shared *)p;
     self->shared = sh;
-    if (create) {
-        atomic_store_explicit(&sh->magic, 0, memory_order_relaxed);
-        if (sem_init(&sh->sem, 1, (unsigned)value) < 0) {
-            int err = errno;
-            fastio_anchor_close(&self->anchor);
-            Py_DECREF(self);
-            return fastio_oserror(-err, "sem_init", NULL);
-        }
-        sh->version = SYNC_VERSION;
-        sh->reserved = 0;
-        atomic_store_explicit(&sh->magic, SEM_MAGIC, memory_order_release);
-    }
-    else if (check_attached(&sh->magic, &sh->version, SEM_MAGIC, offset,
-                            "Semaphore") < 0) {
-        fastio_anchor_close(&self->anchor);
-        Py_DECREF(self);
-        return NULL;
+    /* A semaphore has no unusable state: a live one is never replaced. */
+    sync_op o = {.op = OP_SEM_INIT, .obj = &sh->sem, .n = value};
+    if (sync_make((PyObject *)self, &sh->head, SEM_MAGIC, "Semaphore", offset, create,
+                  &o, "sem_init", NULL, NULL) < 0) {
+        goto fail;
     }
     return (PyObject *)self;
+
+fail:
+    fastio_anchor_close(&self->anchor);
+    Py_DECREF(self);
+    return NULL;
 }
 
 static void
@@ -760,21 +1287,24 @@ sem_acquire_impl(SemObject *self, double wait)
     if (sem_check(self) < 0) {
         return NULL;
     }
-    sem_t *s = &self->shared->sem;
-    int rc;
-    while ((rc = sem_trywait(s)) < 0 && errno == EINTR) {
+    sync_op o = {.op = OP_SEM_TRYWAIT, .obj = &self->shared->sem};
+    if (sync_call((PyObject *)self, &o, "Semaphore.acquire", self->shared) < 0) {
+        return NULL;
     }
-    if (rc == 0) {
+    if (o.rc == 0) {
         Py_RETURN_TRUE;
     }
-    if (errno != EAGAIN) {
-        return fastio_oserror_errno("sem_trywait", NULL);
+    if (o.rc != EAGAIN) {
+        return fastio_oserror(-o.rc, "sem_trywait", NULL);
     }
     if (wait == 0.0) {
         Py_RETURN_FALSE;
     }
-    int err = timed_wait_loop(&self->anchor, sem_timed_wait, s,
-                              deadline_after(wait));
+    o.op = OP_SEM_CLOCKWAIT;
+    fastio_anchor_enter(&self->anchor);
+    int err = timed_wait_loop((PyObject *)self, &o, deadline_after(wait),
+                              "Semaphore.acquire", self->shared);
+    fastio_anchor_leave(&self->anchor);
     if (err < 0) {
         return NULL;
     }
@@ -797,29 +1327,101 @@ sem_acquire(SemObject *self, PyObject *args, PyObject *kwds)
     return sem_acquire_impl(self, wait);
 }
 
+/* Post n times. POSIX has no "add n": the posts run in chunks of
+ * POST_CHUNK with the GIL released (the anchor keeps the memory mapped),
+ * signals checked between chunks, so a large n neither freezes the other
+ * threads nor ignores Ctrl-C. */
+static PyObject *
+sem_post_n(SemObject *self, long n, const char *opname)
+{
+    sync_op o = {.op = OP_SEM_POST, .obj = &self->shared->sem};
+    if (n <= POST_CHUNK) {
+        o.n = n;
+        if (sync_call((PyObject *)self, &o, opname, self->shared) < 0) {
+            return NULL;
+        }
+        if (o.rc != 0) {
+            return fastio_oserror(-o.rc, "sem_post", NULL);
+        }
+        Py_RETURN_NONE;
+    }
+    fastio_anchor_enter(&self->anchor);
+    long left = n;
+    int g = 0;
+    fastio_fault fault;
+    while (left > 0) {
+        o.n = left < POST_CHUNK ? left : POST_CHUNK;
+        Py_BEGIN_ALLOW_THREADS
+        g = fastio_guarded_call(sync_op_run, &o, &fault);
+        Py_END_ALLOW_THREADS
+        if (g < 0 || o.rc != 0) {
+            break;
+        }
+        left -= o.n;
+        if (left > 0 && PyErr_CheckSignals() < 0) {
+            break;
+        }
+    }
+    fastio_anchor_leave(&self->anchor);
+    if (g < 0) {
+        return fastio_shared_fault(Py_TYPE(self), &fault, opname, self->shared,
+                                   SYNC_SIZE);
+    }
+    if (o.rc != 0) {
+        return fastio_oserror(-o.rc, "sem_post", NULL);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 sem_release(SemObject *self, PyObject *args, PyObject *kwds)
 {
     static char *keywords[] = {"n", NULL};
-    Py_ssize_t n = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|n:release", keywords, &n)) {
+    PyObject *n_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:release", keywords, &n_obj)) {
         return NULL;
+    }
+    long n = 1;
+    if (n_obj != NULL) {
+        /* Any int, range-checked here so that 2**64 names n like 0 does. */
+        int overflow;
+        n = PyLong_AsLongAndOverflow(n_obj, &overflow);
+        if (n == -1 && PyErr_Occurred()) {
+            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Format(PyExc_TypeError, "n must be an int, got n of type %.100s",
+                             Py_TYPE(n_obj)->tp_name);
+            }
+            return NULL;
+        }
+        if (overflow) {
+            n = overflow < 0 ? -1 : (long)SEM_VALUE_MAX + 1;
+        }
     }
     if (sem_check(self) < 0) {
         return NULL;
     }
     if (n < 1 || n > SEM_VALUE_MAX) {
-        PyErr_Format(PyExc_ValueError, "n must be in [1, %d], got n=%zd",
-                     SEM_VALUE_MAX, n);
+        PyErr_Format(PyExc_ValueError, "n must be in [1, %d], got n=%R",
+                     SEM_VALUE_MAX, n_obj != NULL ? n_obj : Py_None);
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (sem_post(&self->shared->sem) < 0) {
-            /* EOVERFLOW: past SEM_VALUE_MAX */
-            return fastio_oserror_errno("sem_post", NULL);
-        }
+    /* Refuse at once what would pass SEM_VALUE_MAX rather than post part
+     * of it (a racing release elsewhere can still make a post fail with
+     * EOVERFLOW: then the count is at the maximum). */
+    sync_op o = {.op = OP_SEM_GETVALUE, .obj = &self->shared->sem};
+    if (sync_call((PyObject *)self, &o, "Semaphore.release", self->shared) < 0) {
+        return NULL;
     }
-    Py_RETURN_NONE;
+    if (o.rc == 0 && o.value >= 0 && n > (long)SEM_VALUE_MAX - o.value) {
+        PyErr_Format(PyExc_ValueError,
+                     "release(n=%ld) would raise the count past %d (it is %d)",
+                     n, SEM_VALUE_MAX, o.value);
+        return NULL;
+    }
+    return sem_post_n(self, n, "Semaphore.release");
 }
 
 static PyObject *
@@ -828,11 +1430,14 @@ sem_get_value(SemObject *self, void *closure)
     if (sem_check(self) < 0) {
         return NULL;
     }
-    int v;
-    if (sem_getvalue(&self->shared->sem, &v) < 0) {
-        return fastio_oserror_errno("sem_getvalue", NULL);
+    sync_op o = {.op = OP_SEM_GETVALUE, .obj = &self->shared->sem};
+    if (sync_call((PyObject *)self, &o, "Semaphore.value", self->shared) < 0) {
+        return NULL;
     }
-    return PyLong_FromLong(v);
+    if (o.rc != 0) {
+        return fastio_oserror(-o.rc, "sem_getvalue", NULL);
+    }
+    return PyLong_FromLong(o.value);
 }
 
 static PyObject *
@@ -847,9 +1452,11 @@ sem_exit(SemObject *self, PyObject *args)
     if (sem_check(self) < 0) {
         return NULL;
     }
-    if (sem_post(&self->shared->sem) < 0) {
-        return fastio_oserror_errno("sem_post", NULL);
+    PyObject *r = sem_post_n(self, 1, "Semaphore.__exit__");
+    if (r == NULL) {
+        return NULL;
     }
+    Py_DECREF(r);
     Py_RETURN_FALSE;
 }
 
@@ -887,10 +1494,11 @@ sem_repr(SemObject *self)
     if (self->anchor.closed) {
         return PyUnicode_FromFormat("<%s closed>", _PyType_Name(Py_TYPE(self)));
     }
-    int v = -1;
-    sem_getvalue(&self->shared->sem, &v);
+    /* Guarded: a repr must not kill the process when the page is gone. */
+    sync_op o = {.op = OP_SEM_GETVALUE, .obj = &self->shared->sem, .value = -1};
+    (void)fastio_guarded_call(sync_op_run, &o, NULL);
     return PyUnicode_FromFormat("<%s offset=%zd value=%d>",
-                                _PyType_Name(Py_TYPE(self)), self->offset, v);
+                                _PyType_Name(Py_TYPE(self)), self->offset, o.value);
 }
 
 static PyMethodDef sem_methods[] = {
@@ -899,7 +1507,9 @@ static PyMethodDef sem_methods[] = {
      "Decrement the count, waiting with the GIL released while it is 0;\n"
      "True if decremented, False when timeout (seconds) expires."},
     {"release", (PyCFunction)(void (*)(void))sem_release, METH_VARARGS | METH_KEYWORDS,
-     "release($self, /, n=1)\n--\n\nIncrement the count by n, waking waiters."},
+     "release($self, /, n=1)\n--\n\nIncrement the count by n, waking waiters.\n"
+     "ValueError if the count would pass SEM_VALUE_MAX. A large n posts with the\n"
+     "GIL released, in chunks between which signals are handled."},
     {"close", (PyCFunction)semaphore_close, METH_NOARGS,
      "close($self, /)\n--\n\nDrop this handle's hold on the segment. Idempotent."},
     {"__enter__", (PyCFunction)sem_enter, METH_NOARGS,
@@ -935,6 +1545,7 @@ static PyType_Slot sem_slots[] = {
      "Semaphore(buffer, offset=0, value=1, *, create=True)\n--\n\n"
      "A process-shared counting semaphore (POSIX, pshared) living in\n"
      "Semaphore.SIZE bytes of a shared buffer at offset (a multiple of 16).\n"
+     "create=True refuses memory holding a live fastio object (FileExistsError);\n"
      "create=False attaches to one another handle created."},
     {0, NULL},
 };

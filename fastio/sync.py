@@ -10,6 +10,7 @@ import copyreg
 import operator
 import pickle
 import struct
+import sys
 
 import numpy as np
 
@@ -132,6 +133,10 @@ class Channel(_core.Channel):
                     f"Channel capacity must be a positive number of bytes, got "
                     f"capacity={capacity!r}")
             cap = -(-cap // _ALIGN) * _ALIGN
+            if cap > sys.maxsize - _core.Channel.HEADER:
+                raise OverflowError(
+                    f"Channel capacity={capacity!r} is out of range (at most "
+                    f"{sys.maxsize - _core.Channel.HEADER - _ALIGN + 1} bytes)")
         else:
             cap = 0 if buffer is not None else _DEFAULT_CAPACITY
         owns = buffer is None
@@ -236,10 +241,14 @@ class Channel(_core.Channel):
         r = self._recv(timeout)
         if r.__class__ is bytes:
             return r
-        try:
-            return self._decode(r).copy()
-        finally:
-            self.release()
+        # (kind, meta, bytearray): C copied the payload out of the ring
+        # under the SIGBUS guard and consumed the message in one call, so no
+        # other thread can free it while it is being read.
+        kind, meta, payload = r
+        if kind != _KIND_ARRAY:
+            raise RuntimeError(f"Channel: unknown message kind {kind}")
+        dt, shape = _decode_array_meta(meta)
+        return np.frombuffer(payload, dt).reshape(shape)
 
     def recv_view(self, timeout=None):
         """recv_view(timeout=None)
@@ -254,7 +263,10 @@ class Channel(_core.Channel):
 
     def _decode(self, frame):
         kind, meta, off, n = frame
-        mv = self._mv[off:off + n]
+        mv = self._mv
+        if mv is None:  # closed by another thread since _recv_view returned
+            raise ValueError("Channel is closed")
+        mv = mv[off:off + n]
         if kind == _KIND_BYTES:
             return mv
         if kind == _KIND_ARRAY:
