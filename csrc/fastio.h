@@ -27,6 +27,7 @@
 typedef struct {
     PyObject *FastIOError;      /* base of the library's own exceptions */
     PyTypeObject *mmap_type;    /* fastio._core.mmap (mmap.c) */
+    PyTypeObject *mmap_iter_type;  /* its iterator (mmap.c), not exported */
     PyTypeObject *buffer_type;  /* fastio._core.Buffer (buffer.c) */
     /* shm_posix.c */
     PyTypeObject *shm_type;
@@ -52,6 +53,7 @@ fastio_state *fastio_state_from_type(PyTypeObject *tp);
 
 /* Each file contributes a spec or a method table; module.c registers them. */
 extern PyType_Spec fastio_mmap_spec;     /* mmap.c */
+extern PyType_Spec fastio_mmap_iter_spec;  /* mmap.c */
 extern PyType_Spec fastio_buffer_spec;   /* buffer.c */
 extern PyMethodDef fastio_rw_methods[];      /* rw.c: pread, pwrite, ... */
 extern PyMethodDef fastio_memory_methods[];  /* buffer.c: heap_info, ... */
@@ -80,6 +82,12 @@ int fastio_add_type(PyObject *module, PyType_Spec *spec, PyObject *bases,
 PyObject *fastio_oserror(int neg_errno, const char *syscall, PyObject *filename);
 /* The same with errno as it stands (for calls made with the GIL held). */
 PyObject *fastio_oserror_errno(const char *syscall, PyObject *filename);
+/* Convert an integer argument (its __index__; floats refused with
+ * TypeError) into [lo, hi], else OverflowError naming `name` and the value.
+ * 0, or -1 with the exception set. It can run Python code (__index__):
+ * re-check any state afterwards. */
+int fastio_int_arg(PyObject *obj, const char *name, long long lo, long long hi,
+                   long long *out);
 
 /* ------------------------------------------------------------------ */
 /* region.c: memory that fastio exports through the buffer protocol.

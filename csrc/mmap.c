@@ -362,6 +362,24 @@ check_writable(MmapObject *self)
     return 0;
 }
 
+/* A map without PROT_READ (prot=PROT_NONE, PROT_WRITE or PROT_EXEC
+ * alone) cannot be read: a load from it is a SIGSEGV, which the SIGBUS
+ * guard does not take (docs/sigbus.md says why fastio does not catch
+ * SIGSEGV). So every accessor that reads the map checks the protection
+ * first and raises TypeError, as writing a read-only map does. Stores need
+ * only PROT_WRITE (check_writable). */
+static int
+check_readable(MmapObject *self)
+{
+    if (!(self->prot & PROT_READ)) {
+        PyErr_Format(PyExc_TypeError,
+                     "mmap can't read a memory map mapped without PROT_READ "
+                     "(prot=%d)", self->prot);
+        return -1;
+    }
+    return 0;
+}
+
 /* Run stmt; when big, with the GIL released and the region pinned, so
  * that other threads run meanwhile, a close() in one of them defers the
  * munmap until the unpin, and a resize() refuses. stmt must not touch any
@@ -418,6 +436,9 @@ static int
 load_byte(MmapObject *self, const char *op, Py_ssize_t i, unsigned char *out)
 {
     fastio_fault fault;
+    if (check_readable(self) < 0) {
+        return -1;
+    }
     if (fastio_guarded_memmove(out, self->region.data + i, 1, &fault) < 0) {
         fault_error(self, &fault, op, self->region.data, self->region.size);
         return -1;
@@ -471,6 +492,9 @@ run_strided_copy(void *arg)
 static PyObject *
 copy_out(MmapObject *self, const char *op, Py_ssize_t start, Py_ssize_t n)
 {
+    if (check_readable(self) < 0) {
+        return NULL;
+    }
     if (n <= 0) {
         return PyBytes_FromStringAndSize(NULL, 0);
     }
@@ -702,39 +726,142 @@ mmap_ass_item(MmapObject *self, Py_ssize_t i, PyObject *value)
 /* Iteration yields bytes of length 1, as the stdlib's (whose iterator is
  * the generic sequence iterator over sq_item). Our users hold a Python
  * subclass, and a subclass's inherited __getitem__ (mp_subscript, which
- * yields ints) replaces sq_item; so tp_iter is explicit here. It is a
- * callable-iterator over a bound C function whose self is [map, index]:
- * no iterator type of its own, and, like the stdlib's, it re-reads the
- * length at each step and raises ValueError if the map was closed. */
-static PyObject *
-mmap_iter_step(PyObject *state, PyObject *Py_UNUSED(ignored))
+ * yields ints) replaces sq_item; so tp_iter is explicit here.
+ *
+ * The iterator is a type of its own (fastio._core.mmap_iterator) whose
+ * state, the map and the index, lives in C fields that no Python code can
+ * reach or set: it used to be a callable-iterator over a list [map, index]
+ * that iter(m).__reduce__() handed out, and a negative index written there
+ * read before the mapping (issue 12, finding 5). Like the stdlib's
+ * iterator, it re-reads the length at each step, raises ValueError once the
+ * map is closed, has __length_hint__, and pickles as (iter, (map,), index)
+ * with a __setstate__ that clamps the index to >= 0; the map itself refuses
+ * to pickle, so pickling one fails as it does with the stdlib. */
+typedef struct {
+    PyObject_HEAD
+    MmapObject *map;     /* NULL once exhausted (the stdlib drops it too) */
+    Py_ssize_t index;    /* the next byte; always >= 0 */
+} MmapIterObject;
+
+static int
+mmap_iter_traverse(MmapIterObject *it, visitproc visit, void *arg)
 {
-    MmapObject *self = (MmapObject *)PyList_GET_ITEM(state, 0);
-    Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(state, 1));
-    if (i == -1 && PyErr_Occurred()) {
+    Py_VISIT(Py_TYPE(it));
+    Py_VISIT(it->map);
+    return 0;
+}
+
+static int
+mmap_iter_clear(MmapIterObject *it)
+{
+    Py_CLEAR(it->map);
+    return 0;
+}
+
+static void
+mmap_iter_dealloc(MmapIterObject *it)
+{
+    PyTypeObject *tp = Py_TYPE(it);
+    PyObject_GC_UnTrack(it);
+    (void)mmap_iter_clear(it);
+    tp->tp_free((PyObject *)it);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+mmap_iter_next(MmapIterObject *it)
+{
+    MmapObject *self = it->map;
+    if (self == NULL) {
         return NULL;
     }
     if (check_valid(self) < 0) {
         return NULL;
     }
+    Py_ssize_t i = it->index;
     if (i >= self->region.size) {
-        PyErr_SetNone(PyExc_StopIteration);
+        /* Exhausted for good, as the stdlib's: a resize that grows the map
+         * later does not revive it. Py_CLEAR detaches before the DECREF. */
+        Py_CLEAR(it->map);
         return NULL;
     }
     PyObject *res = item_bytes(self, "iteration", i);
-    if (res == NULL) {
-        return NULL;
-    }
-    PyObject *next = PyLong_FromSsize_t(i + 1);
-    if (next == NULL || PyList_SetItem(state, 1, next) < 0) {
-        Py_DECREF(res);
-        return NULL;
+    if (res != NULL) {
+        it->index = i + 1;
     }
     return res;
 }
 
-static PyMethodDef mmap_iter_step_def = {
-    "mmap_iterator", (PyCFunction)mmap_iter_step, METH_NOARGS, NULL};
+static PyObject *
+mmap_iter_length_hint(MmapIterObject *it, PyObject *Py_UNUSED(ignored))
+{
+    if (it->map == NULL) {
+        return PyLong_FromLong(0);
+    }
+    if (check_valid(it->map) < 0) {
+        return NULL;
+    }
+    Py_ssize_t size = it->map->region.size;
+    return PyLong_FromSsize_t(it->index < size ? size - it->index : 0);
+}
+
+static PyObject *
+mmap_iter_reduce(MmapIterObject *it, PyObject *Py_UNUSED(ignored))
+{
+    /* The stdlib's seqiter form: iter(map) then __setstate__(index); an
+     * exhausted one rebuilds as iter(()). */
+    PyObject *builtins = PyEval_GetBuiltins();  /* borrowed */
+    PyObject *iter = builtins != NULL ? PyDict_GetItemString(builtins, "iter")
+                                      : NULL;
+    if (iter == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "builtins.iter not found");
+        return NULL;
+    }
+    if (it->map == NULL) {
+        return Py_BuildValue("O(())", iter);
+    }
+    return Py_BuildValue("O(O)n", iter, (PyObject *)it->map, it->index);
+}
+
+static PyObject *
+mmap_iter_setstate(MmapIterObject *it, PyObject *state)
+{
+    Py_ssize_t index = PyLong_AsSsize_t(state);
+    if (index == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    /* As the stdlib's seqiter: a negative index means the start. An index
+     * past the end just ends the iteration at the next step. */
+    if (it->map != NULL) {
+        it->index = index < 0 ? 0 : index;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef mmap_iter_methods[] = {
+    {"__length_hint__", (PyCFunction)mmap_iter_length_hint, METH_NOARGS, NULL},
+    {"__reduce__", (PyCFunction)mmap_iter_reduce, METH_NOARGS, NULL},
+    {"__setstate__", (PyCFunction)mmap_iter_setstate, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot mmap_iter_slots[] = {
+    {Py_tp_dealloc, mmap_iter_dealloc},
+    {Py_tp_traverse, mmap_iter_traverse},
+    {Py_tp_clear, mmap_iter_clear},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, mmap_iter_next},
+    {Py_tp_methods, mmap_iter_methods},
+    {0, NULL},
+};
+
+PyType_Spec fastio_mmap_iter_spec = {
+    .name = "fastio._core.mmap_iterator",
+    .basicsize = sizeof(MmapIterObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = mmap_iter_slots,
+};
 
 static PyObject *
 mmap_iter(MmapObject *self)
@@ -742,20 +869,19 @@ mmap_iter(MmapObject *self)
     if (check_valid(self) < 0) {
         return NULL;
     }
-    PyObject *state = Py_BuildValue("[On]", (PyObject *)self, (Py_ssize_t)0);
-    if (state == NULL) {
+    fastio_state *st = fastio_state_from_type(Py_TYPE(self));
+    if (st == NULL || st->mmap_iter_type == NULL) {
+        PyErr_SetString(PyExc_SystemError, "fastio._core state not found");
         return NULL;
     }
-    PyObject *step = PyCFunction_New(&mmap_iter_step_def, state);
-    Py_DECREF(state);
-    if (step == NULL) {
+    MmapIterObject *it = PyObject_GC_New(MmapIterObject, st->mmap_iter_type);
+    if (it == NULL) {
         return NULL;
     }
-    /* The step never returns None: None is a sentinel that never ends it;
-     * StopIteration does. */
-    PyObject *it = PyCallIter_New(step, Py_None);
-    Py_DECREF(step);
-    return it;
+    it->map = (MmapObject *)Py_NewRef(self);
+    it->index = 0;
+    PyObject_GC_Track(it);
+    return (PyObject *)it;
 }
 
 /* `x in m`: the stdlib answers by iterating (each item a 1-byte bytes);
@@ -764,7 +890,7 @@ mmap_iter(MmapObject *self)
 static int
 mmap_contains(MmapObject *self, PyObject *value)
 {
-    if (check_valid(self) < 0) {
+    if (check_valid(self) < 0 || check_readable(self) < 0) {
         return -1;
     }
     if (PyBytes_CheckExact(value)) {
@@ -848,6 +974,9 @@ mmap_subscript(MmapObject *self, PyObject *item)
         Py_ssize_t n = PySlice_AdjustIndices(self->region.size, &start, &stop, step);
         if (step == 1) {
             return copy_out(self, "slice", start, n);
+        }
+        if (check_readable(self) < 0) {
+            return NULL;
         }
         if (n <= 0) {
             return PyBytes_FromStringAndSize(NULL, 0);
@@ -1068,7 +1197,7 @@ PyDoc_STRVAR(mmap_readline_doc,
 static PyObject *
 mmap_readline(MmapObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (check_valid(self) < 0) {
+    if (check_valid(self) < 0 || check_readable(self) < 0) {
         return NULL;
     }
     Py_ssize_t left = remaining(self);
@@ -1299,7 +1428,7 @@ mmap_gfind(MmapObject *self, PyObject *args, int reverse)
                           opt_ssize_converter, &end)) {
         return NULL;
     }
-    if (check_valid(self) < 0) {
+    if (check_valid(self) < 0 || check_readable(self) < 0) {
         PyBuffer_Release(&view);
         return NULL;
     }
@@ -1387,7 +1516,8 @@ mmap_move(MmapObject *self, PyObject *args)
         return NULL;
     }
     if (!PyArg_ParseTuple(args, "nnn:move", &dest, &src, &cnt) ||
-        check_writable(self) < 0 || check_valid(self) < 0) {
+        check_writable(self) < 0 || check_valid(self) < 0 ||
+        check_readable(self) < 0) {
         return NULL;
     }
     Py_ssize_t size = self->region.size;

@@ -293,7 +293,11 @@ vector_io(PyObject *const *args, Py_ssize_t nargs, int writing)
         get_nonneg(args[2], "offset", &offset) < 0) {
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(args[1], "buffers must be a sequence of buffers");
+    /* A private tuple, not PySequence_Fast: getting each buffer below can
+     * run Python code (__buffer__ on 3.12+, a __index__ in an exporter),
+     * which could shrink or clear a list we walk through its item array
+     * (issue 12, finding 6). A tuple cannot change, and holds its items. */
+    PyObject *seq = PySequence_Tuple(args[1]);
     if (seq == NULL) {
         if (PyErr_ExceptionMatches(PyExc_TypeError)) {
             PyErr_Format(PyExc_TypeError,
@@ -302,7 +306,7 @@ vector_io(PyObject *const *args, Py_ssize_t nargs, int writing)
         }
         return NULL;
     }
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t count = PyTuple_GET_SIZE(seq);
     if (count > IOV_MAX) {
         PyErr_Format(PyExc_ValueError, "%s() takes at most %d buffers, got %zd",
                      func, IOV_MAX, count);
@@ -325,11 +329,11 @@ vector_io(PyObject *const *args, Py_ssize_t nargs, int writing)
     }
     PyObject *result = NULL;
     Py_ssize_t got = 0;
-    PyObject **items = PySequence_Fast_ITEMS(seq);
     for (; got < count; got++) {
         char name[48];
         PyOS_snprintf(name, sizeof(name), "buffers[%zd]", got);
-        if (get_buffer(items[got], &views[got], !writing, func, name) < 0) {
+        if (get_buffer(PyTuple_GET_ITEM(seq, got), &views[got], !writing, func,
+                       name) < 0) {
             goto done;
         }
         iov[got].iov_base = views[got].buf;

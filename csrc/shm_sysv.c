@@ -8,6 +8,7 @@
  */
 #include "fastio.h"
 
+#include <limits.h>
 #include <string.h>
 #include <sys/ipc.h>
 #include <sys/mman.h>
@@ -67,11 +68,21 @@ sysv_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     long long key_ll;
     Py_ssize_t size = 0;
     int create = 0, hugepages = 0, readonly = 0, by_id = 0;
+    PyObject *mode_obj = NULL;
     unsigned int mode = 0600;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "L|n$pIppp:SysVSharedMemory",
-                                     keywords, &key_ll, &size, &create, &mode,
+    /* mode is an object, not "I": "I" truncates without a check, so
+     * mode=2**32+0o777 would have been taken as 0o777. */
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "L|n$pOppp:SysVSharedMemory",
+                                     keywords, &key_ll, &size, &create, &mode_obj,
                                      &hugepages, &readonly, &by_id)) {
         return NULL;
+    }
+    if (mode_obj != NULL) {
+        long long m;
+        if (fastio_int_arg(mode_obj, "mode", 0, 0777, &m) < 0) {
+            return NULL;
+        }
+        mode = (unsigned int)m;
     }
     if (by_id ? (key_ll < 0 || key_ll > INT32_MAX)
               : (key_ll < INT32_MIN || key_ll > UINT32_MAX)) {
@@ -84,10 +95,6 @@ sysv_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                      "%s needs size %s 0, got size=%zd",
                      create ? "creating a segment" : "attaching",
                      create ? ">" : ">=", size);
-        return NULL;
-    }
-    if (mode > 0777) {
-        PyErr_Format(PyExc_ValueError, "mode must be within 0o777, got mode=%#o", mode);
         return NULL;
     }
     if (create && (readonly || by_id)) {
@@ -407,10 +414,17 @@ static PyObject *
 fastio_ftok(PyObject *module, PyObject *args)
 {
     PyObject *path;
+    PyObject *proj_obj;
     int proj_id;
-    if (!PyArg_ParseTuple(args, "O&i:ftok", PyUnicode_FSConverter, &path, &proj_id)) {
+    long long proj_ll;
+    if (!PyArg_ParseTuple(args, "O&O:ftok", PyUnicode_FSConverter, &path, &proj_obj)) {
         return NULL;
     }
+    if (fastio_int_arg(proj_obj, "proj_id", INT_MIN, INT_MAX, &proj_ll) < 0) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    proj_id = (int)proj_ll;
     if ((proj_id & 0xff) == 0) {
         PyErr_Format(PyExc_ValueError,
                      "proj_id's low 8 bits must not be 0, got proj_id=%d", proj_id);
@@ -419,9 +433,12 @@ fastio_ftok(PyObject *module, PyObject *args)
     }
     key_t key = ftok(PyBytes_AS_STRING(path), proj_id);
     if (key == (key_t)-1) {
+        /* errno now: the decode and the DECREF below may free memory,
+         * which may change errno. */
+        int err = -errno;
         PyObject *name = PyUnicode_DecodeFSDefault(PyBytes_AS_STRING(path));
         Py_DECREF(path);
-        fastio_oserror_errno("ftok", name);
+        fastio_oserror(err, "ftok", name);
         Py_XDECREF(name);
         return NULL;
     }
@@ -433,11 +450,25 @@ PyDoc_STRVAR(sysv_remove_fn_doc,
 "sysv_remove(shmid, /)\n--\n\n"
 "shmctl(shmid, IPC_RMID): mark a segment for removal by id.");
 
+/* A segment id argument: an int in [0, INT_MAX] (shmget never returns a
+ * negative id). Not (int)PyLong_AsLong: that truncated id + 2**32 to id,
+ * and sysv_remove then removed another segment (issue 12, finding 11). */
+static int
+shmid_arg(PyObject *arg, int *out)
+{
+    long long v;
+    if (fastio_int_arg(arg, "shmid", 0, INT_MAX, &v) < 0) {
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
 static PyObject *
 fastio_sysv_remove(PyObject *module, PyObject *arg)
 {
-    int shmid = (int)PyLong_AsLong(arg);
-    if (shmid == -1 && PyErr_Occurred()) {
+    int shmid;
+    if (shmid_arg(arg, &shmid) < 0) {
         return NULL;
     }
     int err = sys_shmctl(shmid, IPC_RMID, NULL);
@@ -454,8 +485,8 @@ PyDoc_STRVAR(sysv_stat_fn_doc,
 static PyObject *
 fastio_sysv_stat(PyObject *module, PyObject *arg)
 {
-    int shmid = (int)PyLong_AsLong(arg);
-    if (shmid == -1 && PyErr_Occurred()) {
+    int shmid;
+    if (shmid_arg(arg, &shmid) < 0) {
         return NULL;
     }
     return stat_tuple(shmid);

@@ -257,6 +257,117 @@ def test_iterator_raises_after_close():
         next(it)
 
 
+def _child(code):
+    import subprocess
+    import textwrap
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(os.path.dirname(fastio.__file__))] +
+        ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_iterator_state_is_not_reachable():
+    # issue 12, finding 5: the iterator was a callable-iterator whose state
+    # was a list [map, index] reachable from Python; a negative index read
+    # before the mapping (segfault). In a child: before the fix it dies.
+    r = _child("""
+        import fastio
+        m = fastio.mmap(-1, 4096)
+        it = iter(m)
+        try:
+            state = it.__reduce__()[1][0].__self__
+        except AttributeError:
+            print("unreachable")
+        else:
+            state[1] = -(1 << 40)
+            next(it)
+            print("read before the map")
+        """)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout == "unreachable\n"
+
+
+def test_iterator_is_its_own_type_like_the_stdlib():
+    data = bytes(range(10))
+    m = fastio.mmap(-1, 10)
+    m[:] = data
+    s = stdlib_mmap.mmap(-1, 10)
+    s[:] = data
+    it, sit = iter(m), iter(s)
+    assert iter(it) is it
+    assert type(it).__name__ == "mmap_iterator"
+    with pytest.raises(TypeError):
+        type(it)()  # not constructible from Python
+    with pytest.raises(TypeError):
+        type(it).foo = 1  # immutable
+    assert next(it) == next(sit) == b"\0"
+    assert it.__length_hint__() == sit.__length_hint__() == 9
+    # Pickling: the stdlib's seqiter form (iter, (map,), index); the map
+    # refuses to pickle, so the iterator does too, in both.
+    fn, args, index = it.__reduce__()
+    assert fn is iter and args == (m,) and index == 1
+    assert sit.__reduce__()[2] == 1
+    for x in (it, sit):
+        with pytest.raises(TypeError, match="cannot pickle"):
+            pickle.dumps(x)
+    # __setstate__ clamps a negative index to the start, as seqiter does.
+    it.__setstate__(-5)
+    sit.__setstate__(-5)
+    assert list(it) == list(sit) == [bytes([b]) for b in data]
+    assert it.__length_hint__() == sit.__length_hint__() == 0
+    with pytest.raises(StopIteration):
+        next(it)
+    assert it.__reduce__() == (iter, ((),))
+    it2 = iter(m)
+    it2.__setstate__(1 << 40)  # past the end: just exhausted
+    assert list(it2) == []
+    with pytest.raises(TypeError):
+        it2.__setstate__(0.5)
+
+
+def test_iterator_is_collected_in_a_cycle():
+    # The iterator is GC-tracked: a cycle map -> iterator -> map is freed.
+    class M(fastio.mmap):
+        pass
+    m = M(-1, 10)
+    m.it = iter(m)
+    r = weakref.ref(m)
+    del m
+    gc.collect()
+    assert r() is None
+
+
+@pytest.mark.parametrize("prot", [0, fastio.PROT_WRITE, fastio.PROT_EXEC])
+def test_map_without_prot_read_raises_instead_of_segfault(prot):
+    # issue 12, finding 15: m[0] on a map without PROT_READ segfaulted. In a
+    # child, so that the unfixed build dies there rather than here.
+    r = _child(f"""
+        import fastio
+        m = fastio.mmap(-1, 4096, prot={prot})
+        calls = [lambda: m[0], lambda: m[0:4], lambda: m[::2], lambda: list(m),
+                 lambda: m.read(4), lambda: m.read_byte(), lambda: m.readline(),
+                 lambda: m.find(b"a"), lambda: m.rfind(b"a"), lambda: b"a" in m,
+                 lambda: 1 in m]
+        for call in calls:
+            try:
+                call()
+            except TypeError as e:
+                assert "without PROT_READ" in str(e), e
+            else:
+                raise SystemExit("read a map without PROT_READ")
+        if {prot} & fastio.PROT_WRITE:
+            # Stores need PROT_WRITE only.
+            m[0] = 1
+            m[1:3] = b"ab"
+            m.write(b"x")
+        print("ok")
+        """)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout == "ok\n"
+
+
 def test_resize_with_live_memoryview_raises_buffererror(rwfile):
     path, data, fd = rwfile
     m = fastio.mmap(fd, 0)
