@@ -205,14 +205,55 @@ PyObject *fastio_mapping_error(fastio_state *st, const fastio_fault *fault,
                                Py_ssize_t size, int fd, long long file_offset);
 
 /* ------------------------------------------------------------------ */
-/* shm_posix.c: methods every shared-memory segment type shares (the POSIX
- * one and shm_sysv.c's). `self` owns `r`; each returns a new reference or
- * NULL with an exception, like the method it implements. */
-PyObject *fastio_segment_populate(PyObject *self, fastio_region *r);
-PyObject *fastio_segment_advise(PyObject *self, fastio_region *r,
-                                PyObject *args, PyObject *kwds);
-PyObject *fastio_segment_fill(PyObject *self, fastio_region *r,
-                              PyObject *args, PyObject *kwds);
+/* pages.c: operations on a range of pages of a region, written once for
+ * every maker of regions (mmap, POSIX shm and memfd, System V, Buffer):
+ * the argument checks, the page rounding, the pin across the GIL release,
+ * the SIGBUS guard around every load and store, and the errors. A type's
+ * method builds a fastio_pages for its region and calls the body here. */
+typedef struct {
+    PyObject *owner;          /* the object whose method runs (its type
+                                 finds the module state for MappingError) */
+    fastio_region *r;
+    const char *closed_msg;   /* the ValueError message once closed */
+    const int *fd;            /* the file behind the memory, read when an
+                                 error is raised (fstat says whether the file
+                                 shrank); NULL when there is none */
+    long long file_offset;    /* the file offset of r->data */
+} fastio_pages;
+
+/* advise(advice, start=0, length=None): madvise rounded outward, or
+ * inward for advice that discards data. */
+PyObject *fastio_pages_advise(const fastio_pages *pg, PyObject *args,
+                              PyObject *kwds);
+/* populate(): MADV_POPULATE_WRITE (writable) or _READ over the region; an
+ * old kernel touches each page under the guard. A lost page raises
+ * fastio.MappingError. */
+PyObject *fastio_pages_populate(const fastio_pages *pg, int writable);
+/* fill(value=0, start=0, length=None): memset under the guard, the GIL
+ * released when large. TypeError when the region is read-only. */
+PyObject *fastio_pages_fill(const fastio_pages *pg, PyObject *args,
+                            PyObject *kwds);
+/* fill() in two steps, for a type with a faster path of its own: parse and
+ * check the arguments (0, or -1 with the exception), then fill the range
+ * under the guard. */
+int fastio_pages_fill_args(const fastio_pages *pg, PyObject *args,
+                           PyObject *kwds, int *value, Py_ssize_t *start,
+                           Py_ssize_t *length);
+PyObject *fastio_pages_fill_range(const fastio_pages *pg, int value,
+                                  Py_ssize_t start, Py_ssize_t length);
+/* lock() / unlock(): mlock / munlock of the region's pages, with the
+ * RLIMIT_MEMLOCK limit named when it forbids the lock. */
+PyObject *fastio_pages_lock(const fastio_pages *pg, int lock);
+/* The same without Python (any thread, no GIL needed): 0 or -errno; -EFAULT
+ * with *fault filled for a page lost under the guard (fault->code 0 when
+ * the kernel said EFAULT itself, from MADV_POPULATE). populate_raw stores
+ * zeros when it must touch pages only if may_store (memory of ours alone,
+ * known to be zero). */
+int fastio_pages_populate_raw(char *addr, size_t len, int writable,
+                              int may_store, fastio_fault *fault);
+int fastio_pages_fill_raw(char *addr, size_t n, int value, fastio_fault *fault);
+/* Probe the kernel once at module exec (MADV_POPULATE_*). */
+void fastio_pages_init(void);
 
 /* ------------------------------------------------------------------ */
 /* sync.c: an anchor pins the segment that a lock, semaphore or channel
@@ -251,7 +292,7 @@ double fastio_monotonic(void);
 /* The system page size, read once at module init. */
 extern long fastio_pagesize;
 
-/* Page helpers (region.c) shared by the mapping types. */
+/* Page helpers (pages.c) shared by the mapping types. */
 /* madvise(2), EINTR retried: 0 or -errno. */
 int fastio_sys_madvise(void *p, size_t len, int advice);
 /* 1 when the kernel knows MADV_POPULATE_READ/WRITE (5.14+), 0 when not;

@@ -62,29 +62,10 @@ populate_writes(int flags, int prot)
     return (prot & PROT_WRITE) && (flags & MAP_SHARED);
 }
 
-/* Prefault [p, p+len): MADV_POPULATE_WRITE or READ. EFAULT (past the end
- * of the file) and the like come back as -errno instead of a SIGBUS. */
-static int
-populate_range(void *p, size_t len, int writable)
-{
-    return fastio_sys_madvise(p, len, writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
-}
-
 static int
 sys_msync(void *p, size_t len, int flags)
 {
     while (msync(p, len, flags) < 0) {
-        if (errno != EINTR) {
-            return -errno;
-        }
-    }
-    return 0;
-}
-
-static int
-sys_mlock(void *p, size_t len, int lock)
-{
-    while ((lock ? mlock(p, len) : munlock(p, len)) < 0) {
         if (errno != EINTR) {
             return -errno;
         }
@@ -302,7 +283,12 @@ mmap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 #endif
     }
     if (base != MAP_FAILED && want_populate) {
-        err = populate_range(base, map_len, populate_writes(flags, prot));
+        /* A fresh map: the kernel has MADV_POPULATE (else MAP_POPULATE
+         * above did it), which says EFAULT for a page past the file's end
+         * instead of faulting. */
+        fastio_fault fault;
+        err = fastio_pages_populate_raw(base, map_len,
+                                        populate_writes(flags, prot), 0, &fault);
     }
     Py_END_ALLOW_THREADS
 
@@ -408,6 +394,15 @@ fault_error(MmapObject *self, const fastio_fault *fault, const char *op,
 {
     return fastio_mapping_error(fastio_state_from_type(Py_TYPE(self)), fault,
                                 op, data, size, self->fd, self->offset);
+}
+
+/* The map as pages.c sees it, for advise, populate and lock. */
+static fastio_pages
+map_pages(MmapObject *self)
+{
+    fastio_pages pg = {(PyObject *)self, &self->region, CLOSED_MSG, &self->fd,
+                       self->offset};
+    return pg;
 }
 
 /* memmove between the map and elsewhere (or within the map), without the
@@ -1756,31 +1751,6 @@ mmap_madvise(MmapObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* Validate (start, length) against the map; length -1 means to the end.
- * The message names the argument and its value. */
-static int
-check_range(MmapObject *self, const char *what, Py_ssize_t start,
-            Py_ssize_t *length)
-{
-    Py_ssize_t size = self->region.size;
-    if (start < 0 || start > size) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s start out of range: start=%zd, length of map=%zd",
-                     what, start, size);
-        return -1;
-    }
-    if (*length == -1) {
-        *length = size - start;
-    }
-    else if (*length < 0 || *length > size - start) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s length out of range: start=%zd, length=%zd, "
-                     "length of map=%zd", what, start, *length, size);
-        return -1;
-    }
-    return 0;
-}
-
 PyDoc_STRVAR(mmap_advise_doc,
 "advise($self, advice, start=0, length=None)\n--\n\n"
 "madvise(2) with any MADV_* value over [start, start+length) (None: to\n"
@@ -1792,65 +1762,28 @@ PyDoc_STRVAR(mmap_advise_doc,
 static PyObject *
 mmap_advise(MmapObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *keywords[] = {"advice", "start", "length", NULL};
-    int advice;
-    Py_ssize_t start = 0, length = -1;
-    if (check_valid(self) < 0) {
-        return NULL;
-    }
-    PyObject *length_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|nO:advise", keywords,
-                                     &advice, &start, &length_obj)) {
-        return NULL;
-    }
-    if (length_obj != Py_None) {
-        length = PyNumber_AsSsize_t(length_obj, PyExc_OverflowError);
-        if (length == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (length < 0) {
-            PyErr_Format(PyExc_ValueError,
-                         "advise length must be >= 0, got length=%zd", length);
-            return NULL;
-        }
-    }
-    if (check_valid(self) < 0 || check_range(self, "advise", start, &length) < 0) {
-        return NULL;
-    }
-    char *addr;
-    size_t len;
-    page_range(self, start, length, fastio_advice_discards(advice), &addr, &len);
-    int err = advise_range(self, addr, len, advice);
-    if (err < 0) {
-        return fastio_oserror(err, "madvise", NULL);
-    }
-    Py_RETURN_NONE;
+    fastio_pages pg = map_pages(self);
+    return fastio_pages_advise(&pg, args, kwds);
 }
 
 PyDoc_STRVAR(mmap_populate_doc,
 "populate($self, /)\n--\n\n"
 "Fault every page of the map in now (MADV_POPULATE_WRITE for shared\n"
-"writable maps, MADV_POPULATE_READ otherwise; Linux 5.14+). Pages past\n"
-"the end of the file raise OSError (EFAULT) instead of a SIGBUS.");
+"writable maps, MADV_POPULATE_READ otherwise; Linux 5.14+, older kernels\n"
+"touch each page). Pages past the end of the file raise\n"
+"fastio.MappingError (an OSError, errno EFAULT) instead of a SIGBUS.\n"
+"TypeError for a map without PROT_READ.");
 
 static PyObject *
 mmap_populate(MmapObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (check_valid(self) < 0) {
+    /* An old kernel's populate reads each page: a SIGSEGV without
+     * PROT_READ, which no guard takes. */
+    if (check_valid(self) < 0 || check_readable(self) < 0) {
         return NULL;
     }
-    char *addr;
-    size_t len;
-    page_range(self, 0, self->region.size, 0, &addr, &len);
-    int advice = populate_writes(self->flags, self->prot) ? MADV_POPULATE_WRITE
-                                                         : MADV_POPULATE_READ;
-    int err = advise_range(self, addr, len, advice);
-    if (err < 0) {
-        return fastio_oserror(err, advice == MADV_POPULATE_WRITE
-                                       ? "madvise MADV_POPULATE_WRITE"
-                                       : "madvise MADV_POPULATE_READ", NULL);
-    }
-    Py_RETURN_NONE;
+    fastio_pages pg = map_pages(self);
+    return fastio_pages_populate(&pg, populate_writes(self->flags, self->prot));
 }
 
 PyDoc_STRVAR(mmap_valid_doc,
@@ -1882,44 +1815,6 @@ mmap_valid(MmapObject *self, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong((long long)st.st_size >= self->offset + (long long)self->region.size);
 }
 
-/* mlock or munlock over the whole map, GIL released, region pinned. */
-static PyObject *
-lock_or_unlock(MmapObject *self, int lock)
-{
-    if (check_valid(self) < 0) {
-        return NULL;
-    }
-    char *addr;
-    size_t len;
-    page_range(self, 0, self->region.size, 0, &addr, &len);
-    if (len == 0) {
-        Py_RETURN_NONE;
-    }
-    int err = 0;
-    RUN_NOGIL(self, err = sys_mlock(addr, len, lock));
-    if (err == -ENOMEM || err == -EPERM) {
-        /* Both mean the locked-memory limit nearly always: say which. */
-        char what[160];
-        struct rlimit rl;
-        if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
-            snprintf(what, sizeof what,
-                     "mlock of %zu bytes: RLIMIT_MEMLOCK is %llu bytes; "
-                     "raise it (ulimit -l) or get CAP_IPC_LOCK",
-                     len, (unsigned long long)rl.rlim_cur);
-        }
-        else {
-            snprintf(what, sizeof what,
-                     "mlock of %zu bytes: locked-memory limit (RLIMIT_MEMLOCK) "
-                     "or CAP_IPC_LOCK", len);
-        }
-        return fastio_oserror(err, what, NULL);
-    }
-    if (err < 0) {
-        return fastio_oserror(err, lock ? "mlock" : "munlock", NULL);
-    }
-    Py_RETURN_NONE;
-}
-
 PyDoc_STRVAR(mmap_lock_doc,
 "lock($self, /)\n--\n\n"
 "Lock the map's pages in RAM (mlock). OSError ENOMEM or EPERM, with the\n"
@@ -1928,7 +1823,8 @@ PyDoc_STRVAR(mmap_lock_doc,
 static PyObject *
 mmap_lock(MmapObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return lock_or_unlock(self, 1);
+    fastio_pages pg = map_pages(self);
+    return fastio_pages_lock(&pg, 1);
 }
 
 PyDoc_STRVAR(mmap_unlock_doc,
@@ -1938,7 +1834,8 @@ PyDoc_STRVAR(mmap_unlock_doc,
 static PyObject *
 mmap_unlock(MmapObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return lock_or_unlock(self, 0);
+    fastio_pages pg = map_pages(self);
+    return fastio_pages_lock(&pg, 0);
 }
 
 PyDoc_STRVAR(mmap_residency_doc,

@@ -155,6 +155,7 @@ fastio_exec(PyObject *module)
     if (ps > 0) {
         fastio_pagesize = ps;
     }
+    fastio_pages_init();
 
     st->FastIOError = PyErr_NewExceptionWithDoc(
         "fastio.FastIOError",

@@ -318,10 +318,19 @@ PyDoc_STRVAR(sysv_populate_doc,
 "populate($self, /)\n--\n\n"
 "Fault every page in now (MADV_POPULATE_WRITE, or READ when read-only).");
 
+/* The segment as pages.c sees it: no file behind it. */
+static fastio_pages
+sysv_pages(SysvObject *self)
+{
+    fastio_pages pg = {(PyObject *)self, &self->region, CLOSED_MSG, NULL, 0};
+    return pg;
+}
+
 static PyObject *
 sysv_populate(SysvObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return fastio_segment_populate((PyObject *)self, &self->region);
+    fastio_pages pg = sysv_pages(self);
+    return fastio_pages_populate(&pg, !self->region.readonly);
 }
 
 PyDoc_STRVAR(sysv_fill_doc,
@@ -332,7 +341,8 @@ PyDoc_STRVAR(sysv_fill_doc,
 static PyObject *
 sysv_fill(SysvObject *self, PyObject *args, PyObject *kwds)
 {
-    return fastio_segment_fill((PyObject *)self, &self->region, args, kwds);
+    fastio_pages pg = sysv_pages(self);
+    return fastio_pages_fill(&pg, args, kwds);
 }
 
 PyDoc_STRVAR(sysv_advise_doc,
@@ -343,7 +353,8 @@ PyDoc_STRVAR(sysv_advise_doc,
 static PyObject *
 sysv_advise(SysvObject *self, PyObject *args, PyObject *kwds)
 {
-    return fastio_segment_advise((PyObject *)self, &self->region, args, kwds);
+    fastio_pages pg = sysv_pages(self);
+    return fastio_pages_advise(&pg, args, kwds);
 }
 
 static PyObject *

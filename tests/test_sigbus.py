@@ -602,3 +602,74 @@ def test_disk_full_under_a_sparse_map(kind):
         f"child died (signal {-r.returncode})" if r.returncode < 0 else r.returncode,
         r.stderr[-3000:])
     assert r.stdout.startswith("ok "), r.stdout
+
+
+# ------------------------------------------------------------------ segments
+
+@pytest.mark.parametrize("kind", ["memfd", "posix"])
+@pytest.mark.parametrize("size", [SIZE, 4 << 20])  # memset, and pwrite sizes
+def test_segment_fill_and_populate_on_a_shrunk_segment(tmp_path, kind, size):
+    # issue 12, finding 8: SharedMemory.fill() (and populate's fallback)
+    # touched the segment without the SIGBUS guard: a memfd or POSIX segment
+    # that another holder shrank killed the process. Now they raise
+    # MappingError as the mmap accessors do. In a child: the unfixed build
+    # dies there. (A large fill writes through the descriptor: it must not
+    # grow the shrunk segment back either.)
+    r = run_child(f"""
+        import errno, fastio
+        from fastio import _core
+        kind, size = {kind!r}, {size}
+        if kind == "memfd":
+            fd = _core.memfd_create("shrunk", size)
+            seg = _core.SharedMemory(fd)
+            shrink = lambda: os.ftruncate(fd, {KEEP})
+            end = lambda: os.fstat(fd).st_size
+        else:
+            name = "/fio_test_shrunk_%d" % os.getpid()
+            seg = _core.SharedMemory(name, size, create=True)
+            _core.shm_unlink(name)
+            fd = seg.fileno()
+            shrink = lambda: os.ftruncate(seg.fileno(), {KEEP})
+            end = lambda: os.fstat(seg.fileno()).st_size
+        seg.fill(7, 0, {KEEP})
+        shrink()
+        for what, call in [("fill", lambda: seg.fill(1)),
+                           ("fill", lambda: seg.fill(1, {KEEP} - 10, 20)),
+                           ("populate", seg.populate),
+                           ("fill", lambda: seg.fill(2))]:  # populated now
+            try:
+                call()
+            except fastio.MappingError as e:
+                assert e.errno == errno.EFAULT, e
+                assert "(%s)" % what in str(e), e
+                assert "shrank" in str(e), e
+            else:
+                raise SystemExit("no MappingError from " + what)
+            assert end() == {KEEP}, (what, end())
+        # The kept pages still work (a failed fill may have stored part of
+        # its range before the lost page, as a failed copy does).
+        seg.fill(3, 0, 100)
+        assert bytes(memoryview(seg)[:100]) == b"\\x03" * 100
+        print("survived", flush=True)
+        """, tmp_path)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout == "survived\n"
+
+
+def test_sysv_fill_is_guarded_too(tmp_path):
+    # A System V segment cannot shrink, but its fill goes through the same
+    # guarded path: it works and reports its range errors in the same words.
+    if not os.path.exists("/proc/sysvipc/shm"):
+        pytest.skip("no System V IPC here")
+    seg = fastio._core.SysVSharedMemory(0, SIZE, create=True)
+    try:
+        seg.fill(5)
+        assert bytes(memoryview(seg)) == b"\5" * SIZE
+        seg.fill(6, 10, 5)
+        assert bytes(memoryview(seg)[8:17]) == b"\5\5" + b"\6" * 5 + b"\5\5"
+        with pytest.raises(ValueError, match="fill length out of range"):
+            seg.fill(0, 10, SIZE)
+        seg.populate()
+    finally:
+        seg.close()
+        seg.remove()
