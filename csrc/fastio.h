@@ -125,7 +125,9 @@ int fastio_region_getbuffer(PyObject *owner, fastio_region *r, Py_buffer *view,
 /* bf_releasebuffer: uncount, and free the memory if closed and now unused. */
 void fastio_region_releasebuffer(fastio_region *r, Py_buffer *view);
 /* Mark closed; free now if nothing uses the memory, else when the last export
- * or pin goes. Idempotent. munmap runs with the GIL released. */
+ * or pin goes. Idempotent. The munmap of close() and of the last unpin runs
+ * with the GIL released; that of bf_releasebuffer and dealloc with it held
+ * (region.c's free_if_unused says why). */
 void fastio_region_close(fastio_region *r);
 /* Free the memory now, unconditionally (for dealloc, where exports are
  * necessarily 0 because each export holds a reference to the owner). */

@@ -23,12 +23,6 @@
 #define ACCESS_WRITE 2
 #define ACCESS_COPY 3
 
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
 
 typedef struct {
     PyObject_HEAD

@@ -7,8 +7,9 @@
  *     the memory is freed by the release of the last export;
  *   - a copy running with the GIL released keeps the memory mapped even if
  *     another thread closes the object meanwhile.
- * All functions here are called with the GIL held; only the munmap itself
- * runs without it.
+ * All functions here are called with the GIL held; the munmap of close()
+ * and of the last unpin runs without it (free_if_unused says why not the
+ * others).
  */
 #include "fastio.h"
 
@@ -21,8 +22,10 @@ long fastio_pagesize = 4096;
 /* ------------------------------------------------------------------ */
 /* Freeing */
 
-void
-fastio_region_free(fastio_region *r)
+/* Unmap (or detach, or free) the memory. With the GIL released only when
+ * nogil: see free_if_unused for who may. */
+static void
+region_free(fastio_region *r, int nogil)
 {
     char *base = r->base;
     size_t len = r->alloc_size;
@@ -36,28 +39,49 @@ fastio_region_free(fastio_region *r)
     r->size = 0;
     r->kind = FASTIO_MEM_NONE;
 
-    if (kind == FASTIO_MEM_MMAP && base != NULL) {
-        /* munmap of a large dirty shared mapping can take milliseconds. */
-        Py_BEGIN_ALLOW_THREADS
-        munmap(base, len);
-        Py_END_ALLOW_THREADS
+    if (base == NULL) {
+        return;
     }
-    else if (kind == FASTIO_MEM_SHMAT && base != NULL) {
+    PyThreadState *ts = nogil ? PyEval_SaveThread() : NULL;
+    if (kind == FASTIO_MEM_MMAP) {
+        munmap(base, len);
+    }
+    else if (kind == FASTIO_MEM_SHMAT) {
         /* System V: the attach is undone by shmdt, not munmap. */
-        Py_BEGIN_ALLOW_THREADS
         shmdt(base);
-        Py_END_ALLOW_THREADS
     }
     else if (kind == FASTIO_MEM_HEAP) {
         free(base);
     }
+    if (ts != NULL) {
+        PyEval_RestoreThread(ts);
+    }
 }
 
+void
+fastio_region_free(fastio_region *r)
+{
+    /* tp_dealloc: with the GIL held (see free_if_unused). */
+    region_free(r, 0);
+}
+
+/* Free the memory if the owner is closed and nothing uses it any more.
+ *
+ * Where the GIL is released for the munmap (which can take milliseconds for
+ * a large dirty shared mapping): only in close() and at the unpin that ends
+ * one of our own methods, where fastio's code is the caller. Not in
+ * bf_releasebuffer nor tp_dealloc (fastio_region_free): those run inside
+ * someone else's PyBuffer_Release or Py_DECREF, and C code may well release
+ * a buffer while holding a lock of its own; releasing the GIL there would
+ * let another thread take the GIL and then wait for that lock, while the
+ * releasing thread waits for the GIL: a deadlock. (CPython's mmap releases
+ * the GIL in dealloc; it has no deferred unmap in bf_releasebuffer.) The
+ * price is the munmap's time with the GIL held, once, at the last release. */
 static void
-region_free_if_unused(fastio_region *r)
+free_if_unused(fastio_region *r, int nogil)
 {
     if (r->closed && r->exports == 0 && r->pins == 0) {
-        fastio_region_free(r);
+        region_free(r, nogil);
     }
 }
 
@@ -65,7 +89,7 @@ void
 fastio_region_close(fastio_region *r)
 {
     r->closed = 1;
-    region_free_if_unused(r);
+    free_if_unused(r, 1);
 }
 
 void
@@ -73,7 +97,7 @@ fastio_region_unpin(fastio_region *r)
 {
     assert(r->pins > 0);
     r->pins--;
-    region_free_if_unused(r);
+    free_if_unused(r, 1);
 }
 
 int
@@ -114,7 +138,7 @@ fastio_region_releasebuffer(fastio_region *r, Py_buffer *view)
 {
     assert(r->exports > 0);
     r->exports--;
-    region_free_if_unused(r);
+    free_if_unused(r, 0);
 }
 
 /* ------------------------------------------------------------------ */

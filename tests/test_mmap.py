@@ -257,7 +257,7 @@ def test_iterator_raises_after_close():
         next(it)
 
 
-def _child(code):
+def _child(code, timeout=60):
     import subprocess
     import textwrap
     env = dict(os.environ)
@@ -265,7 +265,7 @@ def _child(code):
         [os.path.dirname(os.path.dirname(fastio.__file__))] +
         ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
-                          capture_output=True, text=True, timeout=60, env=env)
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_iterator_state_is_not_reachable():
@@ -337,6 +337,46 @@ def test_iterator_is_collected_in_a_cycle():
     del m
     gc.collect()
     assert r() is None
+
+
+def test_last_buffer_release_keeps_the_gil():
+    # issue 12, finding 15: the munmap deferred to the release of the last
+    # export ran with the GIL released, inside the caller's PyBuffer_Release.
+    # C code that releases a buffer while holding a lock of its own then
+    # deadlocked with a thread waiting for that lock with the GIL held.
+    # Modelled with ctypes.PyDLL (calls that keep the GIL) and a pthread
+    # mutex; the unfixed build hangs (the child is killed at the timeout).
+    import subprocess
+    code = """
+        import ctypes, sys, threading
+        import fastio
+        sys.setswitchinterval(100)  # this thread keeps the GIL unless it blocks
+        libc = ctypes.PyDLL(None)
+        mutex = ctypes.create_string_buffer(64)  # PTHREAD_MUTEX_INITIALIZER
+        ev = threading.Event()
+        def other():
+            ev.wait()
+            libc.pthread_mutex_lock(mutex)  # waits with the GIL held
+            libc.pthread_mutex_unlock(mutex)
+        t = threading.Thread(target=other)
+        t.start()
+        m = fastio.mmap(-1, 16 << 20)
+        m.write(b"x" * (16 << 20))
+        mv = memoryview(m)
+        m.close()                       # deferred: the view holds the memory
+        libc.pthread_mutex_lock(mutex)  # C code holding its own lock...
+        ev.set()                        # (the other thread now wants the GIL)
+        mv.release()                    # ...releases the last export: munmap
+        libc.pthread_mutex_unlock(mutex)
+        t.join()
+        print("ok")
+        """
+    try:
+        r = _child(code, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("deadlock: the last buffer release dropped the GIL")
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout == "ok\n"
 
 
 @pytest.mark.parametrize("prot", [0, fastio.PROT_WRITE, fastio.PROT_EXEC])
