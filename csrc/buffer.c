@@ -109,8 +109,18 @@ buffer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                                      &populate)) {
         return NULL;
     }
-    /* Clamp instead of raising a message that does not name the argument:
-     * out-of-range values then fail the checks below. */
+    /* Integers only (floats refused with the argument named), clamped
+     * rather than refused when huge: the checks below then say what is
+     * wrong with the value (negative, or too large) in their words. */
+    for (int i = 0; i < 2; i++) {
+        PyObject *o = i == 0 ? nbytes_obj : align_obj;
+        const char *name = i == 0 ? "nbytes" : "align";
+        if (o != NULL && !PyIndex_Check(o)) {
+            PyErr_Format(PyExc_TypeError, "%s must be an integer, got %s=%R (%.100s)",
+                         name, name, o, Py_TYPE(o)->tp_name);
+            return NULL;
+        }
+    }
     Py_ssize_t nbytes = PyNumber_AsSsize_t(nbytes_obj, NULL);
     if (nbytes == -1 && PyErr_Occurred()) {
         return NULL;

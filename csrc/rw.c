@@ -134,6 +134,20 @@ get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *func,
     return -1;
 }
 
+/* offset + len must fit a file offset: the loops below add what they
+ * have read to offset (a signed overflow otherwise). */
+static int
+check_end(long long offset, Py_ssize_t len)
+{
+    if (offset > LLONG_MAX - (long long)len) {
+        PyErr_Format(PyExc_OverflowError,
+                     "offset + len(buf) is too large: offset=%lld, len(buf)=%zd",
+                     offset, len);
+        return -1;
+    }
+    return 0;
+}
+
 static int
 check_nargs(const char *func, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
 {
@@ -238,6 +252,10 @@ rw_readinto_full(PyObject *Py_UNUSED(module), PyObject *const *args,
     if (check_nargs("readinto_full", nargs, 2, 3) < 0 || get_fd(args[0], &fd) < 0 ||
         (nargs > 2 && get_nonneg(args[2], "offset", &offset) < 0) ||
         get_buffer(args[1], &view, 1, "readinto_full", "buf") < 0) {
+        return NULL;
+    }
+    if (check_end(offset, view.len) < 0) {
+        PyBuffer_Release(&view);
         return NULL;
     }
     char *p = view.buf;
@@ -417,15 +435,11 @@ rw_fadvise(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         get_nonneg(args[2], "length", &length) < 0) {
         return NULL;
     }
-    long advice_l = PyLong_AsLong(args[3]);
-    if (advice_l == -1 && PyErr_Occurred()) {
+    long long advice_ll;
+    if (fastio_int_arg(args[3], "advice", INT_MIN, INT_MAX, &advice_ll) < 0) {
         return NULL;
     }
-    if (advice_l < INT_MIN || advice_l > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "fadvise: invalid advice=%ld", advice_l);
-        return NULL;
-    }
-    int advice = (int)advice_l;
+    int advice = (int)advice_ll;
     int err;
     /* WILLNEED starts reads and DONTNEED may write back: both can block. */
     Py_BEGIN_ALLOW_THREADS
@@ -595,6 +609,10 @@ rw_pread_parallel(PyObject *Py_UNUSED(module), PyObject *const *args,
         return NULL;
     }
     if (get_buffer(args[1], &view, 1, "pread_parallel", "buf") < 0) {
+        return NULL;
+    }
+    if (check_end(offset, view.len) < 0) {
+        PyBuffer_Release(&view);
         return NULL;
     }
     if (view.len == 0) {

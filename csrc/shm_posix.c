@@ -45,21 +45,6 @@
 #define F_SEAL_FUTURE_WRITE 0x0010
 #endif
 
-/* PyLong_AsInt is public from 3.13 only. */
-static int
-as_int(PyObject *obj)
-{
-    long v = PyLong_AsLong(obj);
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (v < INT_MIN || v > INT_MAX) {
-        PyErr_Format(PyExc_OverflowError, "%R does not fit a C int", obj);
-        return -1;
-    }
-    return (int)v;
-}
-
 typedef struct {
     PyObject_HEAD
     fastio_region region;
@@ -186,19 +171,29 @@ shm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     PyObject *name_obj;
     Py_ssize_t size = 0;
     int create = 0, readonly = 0, populate = 0, hugepages = 0;
+    PyObject *mode_obj = NULL;
     unsigned int mode = 0600;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|n$pIppp:SharedMemory", keywords,
-                                     &name_obj, &size, &create, &mode, &readonly,
+    /* mode as an object, not "I", which truncates without a check
+     * (mode=2**32+0o600 would have been 0o600). */
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|n$pOppp:SharedMemory", keywords,
+                                     &name_obj, &size, &create, &mode_obj, &readonly,
                                      &populate, &hugepages)) {
         return NULL;
+    }
+    long long v;
+    if (mode_obj != NULL) {
+        if (fastio_int_arg(mode_obj, "mode", 0, 07777, &v) < 0) {
+            return NULL;
+        }
+        mode = (unsigned int)v;
     }
     int given_fd = -1;
     PyObject *name_bytes = NULL;  /* encoded name, owned */
     if (PyLong_Check(name_obj)) {
-        given_fd = as_int(name_obj);
-        if (given_fd == -1 && PyErr_Occurred()) {
+        if (fastio_int_arg(name_obj, "name", INT_MIN, INT_MAX, &v) < 0) {
             return NULL;
         }
+        given_fd = (int)v;
         if (given_fd < 0) {
             PyErr_Format(PyExc_ValueError,
                          "file descriptor must be >= 0, got name=%d", given_fd);
@@ -232,12 +227,6 @@ shm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (create && size <= 0) {
         PyErr_Format(PyExc_ValueError,
                      "create=True needs size > 0, got size=%zd", size);
-        Py_XDECREF(name_bytes);
-        return NULL;
-    }
-    if (mode > 07777) {
-        PyErr_Format(PyExc_ValueError, "mode must be within 0o7777, got mode=%#o",
-                     mode);
         Py_XDECREF(name_bytes);
         return NULL;
     }
@@ -557,10 +546,11 @@ PyDoc_STRVAR(shm_add_seals_doc,
 static PyObject *
 shm_add_seals(ShmObject *self, PyObject *arg)
 {
-    int seals = as_int(arg);
-    if (seals == -1 && PyErr_Occurred()) {
+    long long v;
+    if (fastio_int_arg(arg, "seals", INT_MIN, INT_MAX, &v) < 0) {
         return NULL;
     }
+    int seals = (int)v;
     if (fastio_region_check(&self->region, CLOSED_MSG) < 0) {
         return NULL;
     }
@@ -678,6 +668,12 @@ fastio_memfd_create(PyObject *module, PyObject *args, PyObject *kwds)
     }
     if (size < 0) {
         PyErr_Format(PyExc_ValueError, "size must be >= 0, got size=%zd", size);
+        Py_DECREF(name_bytes);
+        return NULL;
+    }
+    if (hugetlb && size > PY_SSIZE_T_MAX - (2 << 20)) {
+        /* The rounding up to a huge page below must not overflow off_t. */
+        PyErr_Format(PyExc_OverflowError, "size too large: size=%zd", size);
         Py_DECREF(name_bytes);
         return NULL;
     }
