@@ -1493,6 +1493,39 @@ mmap_rfind(MmapObject *self, PyObject *args)
     return mmap_gfind(self, args, 1);
 }
 
+PyDoc_STRVAR(mmap_readinto_doc,
+"_readinto($self, buf, /)\n--\n\n"
+"Copy the map's first len(buf) bytes (at most len(self)) into the writable\n"
+"buffer buf under the SIGBUS guard, with the GIL released when large;\n"
+"return the number copied. Private: read_file(method='mmap') uses it, so\n"
+"that a file shrinking during the read raises MappingError instead of\n"
+"killing the process (a numpy copy would not be guarded).");
+
+static PyObject *
+mmap_readinto(MmapObject *self, PyObject *arg)
+{
+    Py_buffer view;
+    if (check_valid(self) < 0 || check_readable(self) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(arg, &view, PyBUF_WRITABLE) < 0) {
+        return NULL;
+    }
+    /* Getting the buffer can run Python code (__buffer__) that closes or
+     * resizes the map: check again, and size the copy only now. */
+    if (check_valid(self) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    Py_ssize_t n = view.len < self->region.size ? view.len : self->region.size;
+    int rc = copy_bytes(self, "read", view.buf, self->region.data, (size_t)n);
+    PyBuffer_Release(&view);
+    if (rc < 0) {
+        return NULL;
+    }
+    return PyLong_FromSsize_t(n);
+}
+
 PyDoc_STRVAR(mmap_move_doc,
 "move($self, dest, src, count, /)\n--\n\n"
 "Copy count bytes from src to dest within the map (overlap allowed).");
@@ -1877,6 +1910,7 @@ static PyMethodDef mmap_methods[] = {
     {"find", (PyCFunction)mmap_find, METH_VARARGS, mmap_find_doc},
     {"rfind", (PyCFunction)mmap_rfind, METH_VARARGS, mmap_rfind_doc},
     {"move", (PyCFunction)mmap_move, METH_VARARGS, mmap_move_doc},
+    {"_readinto", (PyCFunction)mmap_readinto, METH_O, mmap_readinto_doc},
     {"size", (PyCFunction)mmap_size, METH_NOARGS, mmap_size_doc},
     {"resize", (PyCFunction)mmap_resize, METH_VARARGS, mmap_resize_doc},
     {"flush", (PyCFunction)(void (*)(void))mmap_flush, METH_VARARGS | METH_KEYWORDS,
