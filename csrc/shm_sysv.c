@@ -168,7 +168,7 @@ sysv_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (err < 0) {
         if (existing >= 0 && existing < size) {
             PyErr_Format(PyExc_ValueError,
-                         "System V key=%#x exists with size %zd, smaller than "
+                         "System V key=0x%x exists with size %zd, smaller than "
                          "size=%zd", (unsigned int)key, existing, size);
         }
         else {
