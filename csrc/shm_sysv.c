@@ -65,6 +65,7 @@ sysv_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *keywords[] = {"key", "size", "create", "mode", "hugepages",
                                "readonly", "by_id", NULL};
+    PyObject *key_obj;
     long long key_ll;
     Py_ssize_t size = 0;
     int create = 0, hugepages = 0, readonly = 0, by_id = 0;
@@ -72,8 +73,8 @@ sysv_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     unsigned int mode = 0600;
     /* mode is an object, not "I": "I" truncates without a check, so
      * mode=2**32+0o777 would have been taken as 0o777. */
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "L|n$pOppp:SysVSharedMemory",
-                                     keywords, &key_ll, &size, &create, &mode_obj,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|n$pOppp:SysVSharedMemory",
+                                     keywords, &key_obj, &size, &create, &mode_obj,
                                      &hugepages, &readonly, &by_id)) {
         return NULL;
     }
@@ -84,10 +85,10 @@ sysv_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         }
         mode = (unsigned int)m;
     }
-    if (by_id ? (key_ll < 0 || key_ll > INT32_MAX)
-              : (key_ll < INT32_MIN || key_ll > UINT32_MAX)) {
-        PyErr_Format(PyExc_OverflowError, "%s=%lld does not fit a %s",
-                     by_id ? "id" : "key", key_ll, by_id ? "shmid" : "key_t");
+    /* A key is a 32-bit pattern (given signed or unsigned), an id an int
+     * >= 0: anything else is refused by name, never truncated. */
+    if (fastio_int_arg(key_obj, by_id ? "id" : "key", by_id ? 0 : INT32_MIN,
+                       by_id ? INT32_MAX : UINT32_MAX, &key_ll) < 0) {
         return NULL;
     }
     if (size < 0 || (create && size == 0)) {

@@ -388,6 +388,13 @@ def test_ids_out_of_range_are_refused_not_truncated():
             fastio._core.SysVSharedMemory(0, 4096, create=True, mode=2**32 + 0o600)
         with pytest.raises(OverflowError, match="proj_id"):
             fastio._core.ftok("/", 2**32 + 1)
+        for key in (2**32, -2**31 - 1, 2**70):
+            with pytest.raises(OverflowError, match=r"key out of range .*key="):
+                fastio._core.SysVSharedMemory(key, 4096)
+        with pytest.raises(TypeError, match="key must be an integer"):
+            fastio._core.SysVSharedMemory(1.0, 4096)
+        with pytest.raises(OverflowError, match=r"id out of range .*id="):
+            fastio._core.SysVSharedMemory(seg.id + 2**32, 0, by_id=True)
     finally:
         seg.close()
         seg.remove()
