@@ -143,7 +143,9 @@ void fastio_region_unpin(fastio_region *r);
  * with MADV_HUGEPAGE when asked. Returns 0 or -errno. */
 int fastio_map_anonymous(size_t size, int shared, int hugepages, void **out);
 
-/* Copy with the GIL released when large (threshold in region.c). */
+/* Copy with the GIL released when large (threshold in region.c). Not
+ * guarded: only for memory that cannot fault (heap, private anonymous);
+ * anything mapped from a file or shared uses fastio_memcpy_guarded. */
 void fastio_memcpy(void *dst, const void *src, size_t n);
 #define FASTIO_NOGIL_COPY_THRESHOLD (1 << 20)
 
