@@ -342,16 +342,18 @@ check_writable(MmapObject *self)
     return 0;
 }
 
-/* A map without PROT_READ (prot=PROT_NONE, PROT_WRITE or PROT_EXEC
- * alone) cannot be read: a load from it is a SIGSEGV, which the SIGBUS
- * guard does not take (docs/sigbus.md says why fastio does not catch
- * SIGSEGV). So every accessor that reads the map checks the protection
- * first and raises TypeError, as writing a read-only map does. Stores need
- * only PROT_WRITE (check_writable). */
+/* A map with neither PROT_READ nor PROT_WRITE (prot=PROT_NONE, or
+ * PROT_EXEC alone) cannot be read portably: a load from it is a SIGSEGV,
+ * which the SIGBUS guard does not take (docs/sigbus.md says why fastio does
+ * not catch SIGSEGV). So every accessor that reads the map checks the
+ * protection first and raises TypeError, as writing a read-only map does.
+ * PROT_WRITE alone is readable on Linux (every architecture it runs on maps
+ * write-only pages readable, and the stdlib's mmap reads them): allowed, so
+ * code written against the stdlib keeps working. */
 static int
 check_readable(MmapObject *self)
 {
-    if (!(self->prot & PROT_READ)) {
+    if (!(self->prot & (PROT_READ | PROT_WRITE))) {
         PyErr_Format(PyExc_TypeError,
                      "mmap can't read a memory map mapped without PROT_READ "
                      "(prot=%d)", self->prot);
