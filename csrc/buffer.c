@@ -28,10 +28,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-
 /* Below one huge page, heap memory (see the top of the file). */
 #define BUFFER_MMAP_MIN ((size_t)2 * 1024 * 1024)
 /* The transparent huge page size on x86-64 and arm64 (4 KiB base pages). */
@@ -94,28 +90,6 @@ map_aligned(size_t len, size_t align, int hugepages, void **out, int *huge_ok)
     return 0;
 }
 
-/* Fault every page in now (first touch), so that later writes cost no page
- * faults. MADV_POPULATE_WRITE (5.14+) when the kernel has it, else a store
- * to each page; anonymous memory is zero, so storing 0 changes nothing. */
-static int
-populate_anonymous(char *p, size_t len)
-{
-    while (madvise(p, len, MADV_POPULATE_WRITE) < 0) {
-        if (errno == EINTR) {
-            continue;
-        }
-        if (errno != EINVAL) {
-            return -errno;
-        }
-        volatile char *v = p;
-        for (size_t off = 0; off < len; off += (size_t)fastio_pagesize) {
-            v[off] = 0;
-        }
-        break;
-    }
-    return 0;
-}
-
 /* ================================================================== */
 /* Construction */
 
@@ -135,8 +109,18 @@ buffer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                                      &populate)) {
         return NULL;
     }
-    /* Clamp instead of raising a message that does not name the argument:
-     * out-of-range values then fail the checks below. */
+    /* Integers only (floats refused with the argument named), clamped
+     * rather than refused when huge: the checks below then say what is
+     * wrong with the value (negative, or too large) in their words. */
+    for (int i = 0; i < 2; i++) {
+        PyObject *o = i == 0 ? nbytes_obj : align_obj;
+        const char *name = i == 0 ? "nbytes" : "align";
+        if (o != NULL && !PyIndex_Check(o)) {
+            PyErr_Format(PyExc_TypeError, "%s must be an integer, got %s=%R (%.100s)",
+                         name, name, o, Py_TYPE(o)->tp_name);
+            return NULL;
+        }
+    }
     Py_ssize_t nbytes = PyNumber_AsSsize_t(nbytes_obj, NULL);
     if (nbytes == -1 && PyErr_Occurred()) {
         return NULL;
@@ -193,7 +177,11 @@ buffer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_BEGIN_ALLOW_THREADS
         err = map_aligned(len, map_align, hugepages, &p, &huge_ok);
         if (err == 0 && populate) {
-            err = populate_anonymous(p, len);
+            /* Fault every page in now, so that later writes cost no page
+             * faults: MADV_POPULATE_WRITE, or on an old kernel a zero
+             * stored to each page (the memory is ours alone and zero). */
+            fastio_fault fault;
+            err = fastio_pages_populate_raw(p, len, 1, 1, &fault);
             if (err < 0) {
                 munmap(p, len);
             }

@@ -54,3 +54,38 @@ fastio_oserror_errno(const char *syscall, PyObject *filename)
 {
     return fastio_oserror(-errno, syscall, filename);
 }
+
+/* ------------------------------------------------------------------ */
+/* Integer arguments */
+
+int
+fastio_int_arg(PyObject *obj, const char *name, long long lo, long long hi,
+               long long *out)
+{
+    /* __index__ only: a float where an integer is meant is refused (int()
+     * would truncate 0.5 to 0 and a wrong offset would be used silently). */
+    if (!PyIndex_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an integer, got %s=%R (%.100s)",
+                     name, name, obj, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    PyObject *idx = PyNumber_Index(obj);
+    if (idx == NULL) {
+        return -1;
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(idx, &overflow);
+    if (v == -1 && PyErr_Occurred()) {
+        Py_DECREF(idx);
+        return -1;
+    }
+    if (overflow != 0 || v < lo || v > hi) {
+        PyErr_Format(PyExc_OverflowError, "%s out of range [%lld, %lld]: %s=%S",
+                     name, lo, hi, name, idx);
+        Py_DECREF(idx);
+        return -1;
+    }
+    Py_DECREF(idx);
+    *out = v;
+    return 0;
+}

@@ -27,6 +27,7 @@
 typedef struct {
     PyObject *FastIOError;      /* base of the library's own exceptions */
     PyTypeObject *mmap_type;    /* fastio._core.mmap (mmap.c) */
+    PyTypeObject *mmap_iter_type;  /* its iterator (mmap.c), not exported */
     PyTypeObject *buffer_type;  /* fastio._core.Buffer (buffer.c) */
     /* shm_posix.c */
     PyTypeObject *shm_type;
@@ -52,6 +53,7 @@ fastio_state *fastio_state_from_type(PyTypeObject *tp);
 
 /* Each file contributes a spec or a method table; module.c registers them. */
 extern PyType_Spec fastio_mmap_spec;     /* mmap.c */
+extern PyType_Spec fastio_mmap_iter_spec;  /* mmap.c */
 extern PyType_Spec fastio_buffer_spec;   /* buffer.c */
 extern PyMethodDef fastio_rw_methods[];      /* rw.c: pread, pwrite, ... */
 extern PyMethodDef fastio_memory_methods[];  /* buffer.c: heap_info, ... */
@@ -80,6 +82,12 @@ int fastio_add_type(PyObject *module, PyType_Spec *spec, PyObject *bases,
 PyObject *fastio_oserror(int neg_errno, const char *syscall, PyObject *filename);
 /* The same with errno as it stands (for calls made with the GIL held). */
 PyObject *fastio_oserror_errno(const char *syscall, PyObject *filename);
+/* Convert an integer argument (its __index__; floats refused with
+ * TypeError) into [lo, hi], else OverflowError naming `name` and the value.
+ * 0, or -1 with the exception set. It can run Python code (__index__):
+ * re-check any state afterwards. */
+int fastio_int_arg(PyObject *obj, const char *name, long long lo, long long hi,
+                   long long *out);
 
 /* ------------------------------------------------------------------ */
 /* region.c: memory that fastio exports through the buffer protocol.
@@ -117,7 +125,9 @@ int fastio_region_getbuffer(PyObject *owner, fastio_region *r, Py_buffer *view,
 /* bf_releasebuffer: uncount, and free the memory if closed and now unused. */
 void fastio_region_releasebuffer(fastio_region *r, Py_buffer *view);
 /* Mark closed; free now if nothing uses the memory, else when the last export
- * or pin goes. Idempotent. munmap runs with the GIL released. */
+ * or pin goes. Idempotent. The munmap of close() and of the last unpin runs
+ * with the GIL released; that of bf_releasebuffer and dealloc with it held
+ * (region.c's free_if_unused says why). */
 void fastio_region_close(fastio_region *r);
 /* Free the memory now, unconditionally (for dealloc, where exports are
  * necessarily 0 because each export holds a reference to the owner). */
@@ -133,7 +143,9 @@ void fastio_region_unpin(fastio_region *r);
  * with MADV_HUGEPAGE when asked. Returns 0 or -errno. */
 int fastio_map_anonymous(size_t size, int shared, int hugepages, void **out);
 
-/* Copy with the GIL released when large (threshold in region.c). */
+/* Copy with the GIL released when large (threshold in region.c). Not
+ * guarded: only for memory that cannot fault (heap, private anonymous);
+ * anything mapped from a file or shared uses fastio_memcpy_guarded. */
 void fastio_memcpy(void *dst, const void *src, size_t n);
 #define FASTIO_NOGIL_COPY_THRESHOLD (1 << 20)
 
@@ -197,14 +209,55 @@ PyObject *fastio_mapping_error(fastio_state *st, const fastio_fault *fault,
                                Py_ssize_t size, int fd, long long file_offset);
 
 /* ------------------------------------------------------------------ */
-/* shm_posix.c: methods every shared-memory segment type shares (the POSIX
- * one and shm_sysv.c's). `self` owns `r`; each returns a new reference or
- * NULL with an exception, like the method it implements. */
-PyObject *fastio_segment_populate(PyObject *self, fastio_region *r);
-PyObject *fastio_segment_advise(PyObject *self, fastio_region *r,
-                                PyObject *args, PyObject *kwds);
-PyObject *fastio_segment_fill(PyObject *self, fastio_region *r,
-                              PyObject *args, PyObject *kwds);
+/* pages.c: operations on a range of pages of a region, written once for
+ * every maker of regions (mmap, POSIX shm and memfd, System V, Buffer):
+ * the argument checks, the page rounding, the pin across the GIL release,
+ * the SIGBUS guard around every load and store, and the errors. A type's
+ * method builds a fastio_pages for its region and calls the body here. */
+typedef struct {
+    PyObject *owner;          /* the object whose method runs (its type
+                                 finds the module state for MappingError) */
+    fastio_region *r;
+    const char *closed_msg;   /* the ValueError message once closed */
+    const int *fd;            /* the file behind the memory, read when an
+                                 error is raised (fstat says whether the file
+                                 shrank); NULL when there is none */
+    long long file_offset;    /* the file offset of r->data */
+} fastio_pages;
+
+/* advise(advice, start=0, length=None): madvise rounded outward, or
+ * inward for advice that discards data. */
+PyObject *fastio_pages_advise(const fastio_pages *pg, PyObject *args,
+                              PyObject *kwds);
+/* populate(): MADV_POPULATE_WRITE (writable) or _READ over the region; an
+ * old kernel touches each page under the guard. A lost page raises
+ * fastio.MappingError. */
+PyObject *fastio_pages_populate(const fastio_pages *pg, int writable);
+/* fill(value=0, start=0, length=None): memset under the guard, the GIL
+ * released when large. TypeError when the region is read-only. */
+PyObject *fastio_pages_fill(const fastio_pages *pg, PyObject *args,
+                            PyObject *kwds);
+/* fill() in two steps, for a type with a faster path of its own: parse and
+ * check the arguments (0, or -1 with the exception), then fill the range
+ * under the guard. */
+int fastio_pages_fill_args(const fastio_pages *pg, PyObject *args,
+                           PyObject *kwds, int *value, Py_ssize_t *start,
+                           Py_ssize_t *length);
+PyObject *fastio_pages_fill_range(const fastio_pages *pg, int value,
+                                  Py_ssize_t start, Py_ssize_t length);
+/* lock() / unlock(): mlock / munlock of the region's pages, with the
+ * RLIMIT_MEMLOCK limit named when it forbids the lock. */
+PyObject *fastio_pages_lock(const fastio_pages *pg, int lock);
+/* The same without Python (any thread, no GIL needed): 0 or -errno; -EFAULT
+ * with *fault filled for a page lost under the guard (fault->code 0 when
+ * the kernel said EFAULT itself, from MADV_POPULATE). populate_raw stores
+ * zeros when it must touch pages only if may_store (memory of ours alone,
+ * known to be zero). */
+int fastio_pages_populate_raw(char *addr, size_t len, int writable,
+                              int may_store, fastio_fault *fault);
+int fastio_pages_fill_raw(char *addr, size_t n, int value, fastio_fault *fault);
+/* Probe the kernel once at module exec (MADV_POPULATE_*). */
+void fastio_pages_init(void);
 
 /* ------------------------------------------------------------------ */
 /* sync.c: an anchor pins the segment that a lock, semaphore or channel
@@ -289,7 +342,7 @@ double fastio_monotonic(void);
 /* The system page size, read once at module init. */
 extern long fastio_pagesize;
 
-/* Page helpers (region.c) shared by the mapping types. */
+/* Page helpers (pages.c) shared by the mapping types. */
 /* madvise(2), EINTR retried: 0 or -errno. */
 int fastio_sys_madvise(void *p, size_t len, int advice);
 /* 1 when the kernel knows MADV_POPULATE_READ/WRITE (5.14+), 0 when not;

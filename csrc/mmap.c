@@ -23,12 +23,6 @@
 #define ACCESS_WRITE 2
 #define ACCESS_COPY 3
 
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
 
 typedef struct {
     PyObject_HEAD
@@ -62,29 +56,10 @@ populate_writes(int flags, int prot)
     return (prot & PROT_WRITE) && (flags & MAP_SHARED);
 }
 
-/* Prefault [p, p+len): MADV_POPULATE_WRITE or READ. EFAULT (past the end
- * of the file) and the like come back as -errno instead of a SIGBUS. */
-static int
-populate_range(void *p, size_t len, int writable)
-{
-    return fastio_sys_madvise(p, len, writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
-}
-
 static int
 sys_msync(void *p, size_t len, int flags)
 {
     while (msync(p, len, flags) < 0) {
-        if (errno != EINTR) {
-            return -errno;
-        }
-    }
-    return 0;
-}
-
-static int
-sys_mlock(void *p, size_t len, int lock)
-{
-    while ((lock ? mlock(p, len) : munlock(p, len)) < 0) {
         if (errno != EINTR) {
             return -errno;
         }
@@ -302,7 +277,12 @@ mmap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 #endif
     }
     if (base != MAP_FAILED && want_populate) {
-        err = populate_range(base, map_len, populate_writes(flags, prot));
+        /* A fresh map: the kernel has MADV_POPULATE (else MAP_POPULATE
+         * above did it), which says EFAULT for a page past the file's end
+         * instead of faulting. */
+        fastio_fault fault;
+        err = fastio_pages_populate_raw(base, map_len,
+                                        populate_writes(flags, prot), 0, &fault);
     }
     Py_END_ALLOW_THREADS
 
@@ -362,6 +342,26 @@ check_writable(MmapObject *self)
     return 0;
 }
 
+/* A map with neither PROT_READ nor PROT_WRITE (prot=PROT_NONE, or
+ * PROT_EXEC alone) cannot be read portably: a load from it is a SIGSEGV,
+ * which the SIGBUS guard does not take (docs/sigbus.md says why fastio does
+ * not catch SIGSEGV). So every accessor that reads the map checks the
+ * protection first and raises TypeError, as writing a read-only map does.
+ * PROT_WRITE alone is readable on Linux (every architecture it runs on maps
+ * write-only pages readable, and the stdlib's mmap reads them): allowed, so
+ * code written against the stdlib keeps working. */
+static int
+check_readable(MmapObject *self)
+{
+    if (!(self->prot & (PROT_READ | PROT_WRITE))) {
+        PyErr_Format(PyExc_TypeError,
+                     "mmap can't read a memory map mapped without PROT_READ "
+                     "(prot=%d)", self->prot);
+        return -1;
+    }
+    return 0;
+}
+
 /* Run stmt; when big, with the GIL released and the region pinned, so
  * that other threads run meanwhile, a close() in one of them defers the
  * munmap until the unpin, and a resize() refuses. stmt must not touch any
@@ -392,6 +392,15 @@ fault_error(MmapObject *self, const fastio_fault *fault, const char *op,
                                 op, data, size, self->fd, self->offset);
 }
 
+/* The map as pages.c sees it, for advise, populate and lock. */
+static fastio_pages
+map_pages(MmapObject *self)
+{
+    fastio_pages pg = {(PyObject *)self, &self->region, CLOSED_MSG, &self->fd,
+                       self->offset};
+    return pg;
+}
+
 /* memmove between the map and elsewhere (or within the map), without the
  * GIL when large, under the SIGBUS guard: a page the file no longer covers
  * raises MappingError instead of killing the process. memmove, not memcpy:
@@ -418,6 +427,9 @@ static int
 load_byte(MmapObject *self, const char *op, Py_ssize_t i, unsigned char *out)
 {
     fastio_fault fault;
+    if (check_readable(self) < 0) {
+        return -1;
+    }
     if (fastio_guarded_memmove(out, self->region.data + i, 1, &fault) < 0) {
         fault_error(self, &fault, op, self->region.data, self->region.size);
         return -1;
@@ -471,6 +483,9 @@ run_strided_copy(void *arg)
 static PyObject *
 copy_out(MmapObject *self, const char *op, Py_ssize_t start, Py_ssize_t n)
 {
+    if (check_readable(self) < 0) {
+        return NULL;
+    }
     if (n <= 0) {
         return PyBytes_FromStringAndSize(NULL, 0);
     }
@@ -702,39 +717,142 @@ mmap_ass_item(MmapObject *self, Py_ssize_t i, PyObject *value)
 /* Iteration yields bytes of length 1, as the stdlib's (whose iterator is
  * the generic sequence iterator over sq_item). Our users hold a Python
  * subclass, and a subclass's inherited __getitem__ (mp_subscript, which
- * yields ints) replaces sq_item; so tp_iter is explicit here. It is a
- * callable-iterator over a bound C function whose self is [map, index]:
- * no iterator type of its own, and, like the stdlib's, it re-reads the
- * length at each step and raises ValueError if the map was closed. */
-static PyObject *
-mmap_iter_step(PyObject *state, PyObject *Py_UNUSED(ignored))
+ * yields ints) replaces sq_item; so tp_iter is explicit here.
+ *
+ * The iterator is a type of its own (fastio._core.mmap_iterator) whose
+ * state, the map and the index, lives in C fields that no Python code can
+ * reach or set: it used to be a callable-iterator over a list [map, index]
+ * that iter(m).__reduce__() handed out, and a negative index written there
+ * read before the mapping (issue 12, finding 5). Like the stdlib's
+ * iterator, it re-reads the length at each step, raises ValueError once the
+ * map is closed, has __length_hint__, and pickles as (iter, (map,), index)
+ * with a __setstate__ that clamps the index to >= 0; the map itself refuses
+ * to pickle, so pickling one fails as it does with the stdlib. */
+typedef struct {
+    PyObject_HEAD
+    MmapObject *map;     /* NULL once exhausted (the stdlib drops it too) */
+    Py_ssize_t index;    /* the next byte; always >= 0 */
+} MmapIterObject;
+
+static int
+mmap_iter_traverse(MmapIterObject *it, visitproc visit, void *arg)
 {
-    MmapObject *self = (MmapObject *)PyList_GET_ITEM(state, 0);
-    Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(state, 1));
-    if (i == -1 && PyErr_Occurred()) {
+    Py_VISIT(Py_TYPE(it));
+    Py_VISIT(it->map);
+    return 0;
+}
+
+static int
+mmap_iter_clear(MmapIterObject *it)
+{
+    Py_CLEAR(it->map);
+    return 0;
+}
+
+static void
+mmap_iter_dealloc(MmapIterObject *it)
+{
+    PyTypeObject *tp = Py_TYPE(it);
+    PyObject_GC_UnTrack(it);
+    (void)mmap_iter_clear(it);
+    tp->tp_free((PyObject *)it);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+mmap_iter_next(MmapIterObject *it)
+{
+    MmapObject *self = it->map;
+    if (self == NULL) {
         return NULL;
     }
     if (check_valid(self) < 0) {
         return NULL;
     }
+    Py_ssize_t i = it->index;
     if (i >= self->region.size) {
-        PyErr_SetNone(PyExc_StopIteration);
+        /* Exhausted for good, as the stdlib's: a resize that grows the map
+         * later does not revive it. Py_CLEAR detaches before the DECREF. */
+        Py_CLEAR(it->map);
         return NULL;
     }
     PyObject *res = item_bytes(self, "iteration", i);
-    if (res == NULL) {
-        return NULL;
-    }
-    PyObject *next = PyLong_FromSsize_t(i + 1);
-    if (next == NULL || PyList_SetItem(state, 1, next) < 0) {
-        Py_DECREF(res);
-        return NULL;
+    if (res != NULL) {
+        it->index = i + 1;
     }
     return res;
 }
 
-static PyMethodDef mmap_iter_step_def = {
-    "mmap_iterator", (PyCFunction)mmap_iter_step, METH_NOARGS, NULL};
+static PyObject *
+mmap_iter_length_hint(MmapIterObject *it, PyObject *Py_UNUSED(ignored))
+{
+    if (it->map == NULL) {
+        return PyLong_FromLong(0);
+    }
+    if (check_valid(it->map) < 0) {
+        return NULL;
+    }
+    Py_ssize_t size = it->map->region.size;
+    return PyLong_FromSsize_t(it->index < size ? size - it->index : 0);
+}
+
+static PyObject *
+mmap_iter_reduce(MmapIterObject *it, PyObject *Py_UNUSED(ignored))
+{
+    /* The stdlib's seqiter form: iter(map) then __setstate__(index); an
+     * exhausted one rebuilds as iter(()). */
+    PyObject *builtins = PyEval_GetBuiltins();  /* borrowed */
+    PyObject *iter = builtins != NULL ? PyDict_GetItemString(builtins, "iter")
+                                      : NULL;
+    if (iter == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "builtins.iter not found");
+        return NULL;
+    }
+    if (it->map == NULL) {
+        return Py_BuildValue("O(())", iter);
+    }
+    return Py_BuildValue("O(O)n", iter, (PyObject *)it->map, it->index);
+}
+
+static PyObject *
+mmap_iter_setstate(MmapIterObject *it, PyObject *state)
+{
+    Py_ssize_t index = PyLong_AsSsize_t(state);
+    if (index == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    /* As the stdlib's seqiter: a negative index means the start. An index
+     * past the end just ends the iteration at the next step. */
+    if (it->map != NULL) {
+        it->index = index < 0 ? 0 : index;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef mmap_iter_methods[] = {
+    {"__length_hint__", (PyCFunction)mmap_iter_length_hint, METH_NOARGS, NULL},
+    {"__reduce__", (PyCFunction)mmap_iter_reduce, METH_NOARGS, NULL},
+    {"__setstate__", (PyCFunction)mmap_iter_setstate, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot mmap_iter_slots[] = {
+    {Py_tp_dealloc, mmap_iter_dealloc},
+    {Py_tp_traverse, mmap_iter_traverse},
+    {Py_tp_clear, mmap_iter_clear},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, mmap_iter_next},
+    {Py_tp_methods, mmap_iter_methods},
+    {0, NULL},
+};
+
+PyType_Spec fastio_mmap_iter_spec = {
+    .name = "fastio._core.mmap_iterator",
+    .basicsize = sizeof(MmapIterObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = mmap_iter_slots,
+};
 
 static PyObject *
 mmap_iter(MmapObject *self)
@@ -742,20 +860,19 @@ mmap_iter(MmapObject *self)
     if (check_valid(self) < 0) {
         return NULL;
     }
-    PyObject *state = Py_BuildValue("[On]", (PyObject *)self, (Py_ssize_t)0);
-    if (state == NULL) {
+    fastio_state *st = fastio_state_from_type(Py_TYPE(self));
+    if (st == NULL || st->mmap_iter_type == NULL) {
+        PyErr_SetString(PyExc_SystemError, "fastio._core state not found");
         return NULL;
     }
-    PyObject *step = PyCFunction_New(&mmap_iter_step_def, state);
-    Py_DECREF(state);
-    if (step == NULL) {
+    MmapIterObject *it = PyObject_GC_New(MmapIterObject, st->mmap_iter_type);
+    if (it == NULL) {
         return NULL;
     }
-    /* The step never returns None: None is a sentinel that never ends it;
-     * StopIteration does. */
-    PyObject *it = PyCallIter_New(step, Py_None);
-    Py_DECREF(step);
-    return it;
+    it->map = (MmapObject *)Py_NewRef(self);
+    it->index = 0;
+    PyObject_GC_Track(it);
+    return (PyObject *)it;
 }
 
 /* `x in m`: the stdlib answers by iterating (each item a 1-byte bytes);
@@ -764,7 +881,7 @@ mmap_iter(MmapObject *self)
 static int
 mmap_contains(MmapObject *self, PyObject *value)
 {
-    if (check_valid(self) < 0) {
+    if (check_valid(self) < 0 || check_readable(self) < 0) {
         return -1;
     }
     if (PyBytes_CheckExact(value)) {
@@ -848,6 +965,9 @@ mmap_subscript(MmapObject *self, PyObject *item)
         Py_ssize_t n = PySlice_AdjustIndices(self->region.size, &start, &stop, step);
         if (step == 1) {
             return copy_out(self, "slice", start, n);
+        }
+        if (check_readable(self) < 0) {
+            return NULL;
         }
         if (n <= 0) {
             return PyBytes_FromStringAndSize(NULL, 0);
@@ -1068,7 +1188,7 @@ PyDoc_STRVAR(mmap_readline_doc,
 static PyObject *
 mmap_readline(MmapObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (check_valid(self) < 0) {
+    if (check_valid(self) < 0 || check_readable(self) < 0) {
         return NULL;
     }
     Py_ssize_t left = remaining(self);
@@ -1299,7 +1419,7 @@ mmap_gfind(MmapObject *self, PyObject *args, int reverse)
                           opt_ssize_converter, &end)) {
         return NULL;
     }
-    if (check_valid(self) < 0) {
+    if (check_valid(self) < 0 || check_readable(self) < 0) {
         PyBuffer_Release(&view);
         return NULL;
     }
@@ -1375,6 +1495,39 @@ mmap_rfind(MmapObject *self, PyObject *args)
     return mmap_gfind(self, args, 1);
 }
 
+PyDoc_STRVAR(mmap_readinto_doc,
+"_readinto($self, buf, /)\n--\n\n"
+"Copy the map's first len(buf) bytes (at most len(self)) into the writable\n"
+"buffer buf under the SIGBUS guard, with the GIL released when large;\n"
+"return the number copied. Private: read_file(method='mmap') uses it, so\n"
+"that a file shrinking during the read raises MappingError instead of\n"
+"killing the process (a numpy copy would not be guarded).");
+
+static PyObject *
+mmap_readinto(MmapObject *self, PyObject *arg)
+{
+    Py_buffer view;
+    if (check_valid(self) < 0 || check_readable(self) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(arg, &view, PyBUF_WRITABLE) < 0) {
+        return NULL;
+    }
+    /* Getting the buffer can run Python code (__buffer__) that closes or
+     * resizes the map: check again, and size the copy only now. */
+    if (check_valid(self) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    Py_ssize_t n = view.len < self->region.size ? view.len : self->region.size;
+    int rc = copy_bytes(self, "read", view.buf, self->region.data, (size_t)n);
+    PyBuffer_Release(&view);
+    if (rc < 0) {
+        return NULL;
+    }
+    return PyLong_FromSsize_t(n);
+}
+
 PyDoc_STRVAR(mmap_move_doc,
 "move($self, dest, src, count, /)\n--\n\n"
 "Copy count bytes from src to dest within the map (overlap allowed).");
@@ -1387,7 +1540,8 @@ mmap_move(MmapObject *self, PyObject *args)
         return NULL;
     }
     if (!PyArg_ParseTuple(args, "nnn:move", &dest, &src, &cnt) ||
-        check_writable(self) < 0 || check_valid(self) < 0) {
+        check_writable(self) < 0 || check_valid(self) < 0 ||
+        check_readable(self) < 0) {
         return NULL;
     }
     Py_ssize_t size = self->region.size;
@@ -1626,31 +1780,6 @@ mmap_madvise(MmapObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* Validate (start, length) against the map; length -1 means to the end.
- * The message names the argument and its value. */
-static int
-check_range(MmapObject *self, const char *what, Py_ssize_t start,
-            Py_ssize_t *length)
-{
-    Py_ssize_t size = self->region.size;
-    if (start < 0 || start > size) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s start out of range: start=%zd, length of map=%zd",
-                     what, start, size);
-        return -1;
-    }
-    if (*length == -1) {
-        *length = size - start;
-    }
-    else if (*length < 0 || *length > size - start) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s length out of range: start=%zd, length=%zd, "
-                     "length of map=%zd", what, start, *length, size);
-        return -1;
-    }
-    return 0;
-}
-
 PyDoc_STRVAR(mmap_advise_doc,
 "advise($self, advice, start=0, length=None)\n--\n\n"
 "madvise(2) with any MADV_* value over [start, start+length) (None: to\n"
@@ -1662,65 +1791,28 @@ PyDoc_STRVAR(mmap_advise_doc,
 static PyObject *
 mmap_advise(MmapObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *keywords[] = {"advice", "start", "length", NULL};
-    int advice;
-    Py_ssize_t start = 0, length = -1;
-    if (check_valid(self) < 0) {
-        return NULL;
-    }
-    PyObject *length_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|nO:advise", keywords,
-                                     &advice, &start, &length_obj)) {
-        return NULL;
-    }
-    if (length_obj != Py_None) {
-        length = PyNumber_AsSsize_t(length_obj, PyExc_OverflowError);
-        if (length == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (length < 0) {
-            PyErr_Format(PyExc_ValueError,
-                         "advise length must be >= 0, got length=%zd", length);
-            return NULL;
-        }
-    }
-    if (check_valid(self) < 0 || check_range(self, "advise", start, &length) < 0) {
-        return NULL;
-    }
-    char *addr;
-    size_t len;
-    page_range(self, start, length, fastio_advice_discards(advice), &addr, &len);
-    int err = advise_range(self, addr, len, advice);
-    if (err < 0) {
-        return fastio_oserror(err, "madvise", NULL);
-    }
-    Py_RETURN_NONE;
+    fastio_pages pg = map_pages(self);
+    return fastio_pages_advise(&pg, args, kwds);
 }
 
 PyDoc_STRVAR(mmap_populate_doc,
 "populate($self, /)\n--\n\n"
 "Fault every page of the map in now (MADV_POPULATE_WRITE for shared\n"
-"writable maps, MADV_POPULATE_READ otherwise; Linux 5.14+). Pages past\n"
-"the end of the file raise OSError (EFAULT) instead of a SIGBUS.");
+"writable maps, MADV_POPULATE_READ otherwise; Linux 5.14+, older kernels\n"
+"touch each page). Pages past the end of the file raise\n"
+"fastio.MappingError (an OSError, errno EFAULT) instead of a SIGBUS.\n"
+"TypeError for a map without PROT_READ.");
 
 static PyObject *
 mmap_populate(MmapObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (check_valid(self) < 0) {
+    /* An old kernel's populate reads each page: a SIGSEGV without
+     * PROT_READ, which no guard takes. */
+    if (check_valid(self) < 0 || check_readable(self) < 0) {
         return NULL;
     }
-    char *addr;
-    size_t len;
-    page_range(self, 0, self->region.size, 0, &addr, &len);
-    int advice = populate_writes(self->flags, self->prot) ? MADV_POPULATE_WRITE
-                                                         : MADV_POPULATE_READ;
-    int err = advise_range(self, addr, len, advice);
-    if (err < 0) {
-        return fastio_oserror(err, advice == MADV_POPULATE_WRITE
-                                       ? "madvise MADV_POPULATE_WRITE"
-                                       : "madvise MADV_POPULATE_READ", NULL);
-    }
-    Py_RETURN_NONE;
+    fastio_pages pg = map_pages(self);
+    return fastio_pages_populate(&pg, populate_writes(self->flags, self->prot));
 }
 
 PyDoc_STRVAR(mmap_valid_doc,
@@ -1752,44 +1844,6 @@ mmap_valid(MmapObject *self, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong((long long)st.st_size >= self->offset + (long long)self->region.size);
 }
 
-/* mlock or munlock over the whole map, GIL released, region pinned. */
-static PyObject *
-lock_or_unlock(MmapObject *self, int lock)
-{
-    if (check_valid(self) < 0) {
-        return NULL;
-    }
-    char *addr;
-    size_t len;
-    page_range(self, 0, self->region.size, 0, &addr, &len);
-    if (len == 0) {
-        Py_RETURN_NONE;
-    }
-    int err = 0;
-    RUN_NOGIL(self, err = sys_mlock(addr, len, lock));
-    if (err == -ENOMEM || err == -EPERM) {
-        /* Both mean the locked-memory limit nearly always: say which. */
-        char what[160];
-        struct rlimit rl;
-        if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
-            snprintf(what, sizeof what,
-                     "mlock of %zu bytes: RLIMIT_MEMLOCK is %llu bytes; "
-                     "raise it (ulimit -l) or get CAP_IPC_LOCK",
-                     len, (unsigned long long)rl.rlim_cur);
-        }
-        else {
-            snprintf(what, sizeof what,
-                     "mlock of %zu bytes: locked-memory limit (RLIMIT_MEMLOCK) "
-                     "or CAP_IPC_LOCK", len);
-        }
-        return fastio_oserror(err, what, NULL);
-    }
-    if (err < 0) {
-        return fastio_oserror(err, lock ? "mlock" : "munlock", NULL);
-    }
-    Py_RETURN_NONE;
-}
-
 PyDoc_STRVAR(mmap_lock_doc,
 "lock($self, /)\n--\n\n"
 "Lock the map's pages in RAM (mlock). OSError ENOMEM or EPERM, with the\n"
@@ -1798,7 +1852,8 @@ PyDoc_STRVAR(mmap_lock_doc,
 static PyObject *
 mmap_lock(MmapObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return lock_or_unlock(self, 1);
+    fastio_pages pg = map_pages(self);
+    return fastio_pages_lock(&pg, 1);
 }
 
 PyDoc_STRVAR(mmap_unlock_doc,
@@ -1808,7 +1863,8 @@ PyDoc_STRVAR(mmap_unlock_doc,
 static PyObject *
 mmap_unlock(MmapObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return lock_or_unlock(self, 0);
+    fastio_pages pg = map_pages(self);
+    return fastio_pages_lock(&pg, 0);
 }
 
 PyDoc_STRVAR(mmap_residency_doc,
@@ -1856,6 +1912,7 @@ static PyMethodDef mmap_methods[] = {
     {"find", (PyCFunction)mmap_find, METH_VARARGS, mmap_find_doc},
     {"rfind", (PyCFunction)mmap_rfind, METH_VARARGS, mmap_rfind_doc},
     {"move", (PyCFunction)mmap_move, METH_VARARGS, mmap_move_doc},
+    {"_readinto", (PyCFunction)mmap_readinto, METH_O, mmap_readinto_doc},
     {"size", (PyCFunction)mmap_size, METH_NOARGS, mmap_size_doc},
     {"resize", (PyCFunction)mmap_resize, METH_VARARGS, mmap_resize_doc},
     {"flush", (PyCFunction)(void (*)(void))mmap_flush, METH_VARARGS | METH_KEYWORDS,

@@ -126,6 +126,27 @@ fastio_add_type(PyObject *module, PyType_Spec *spec, PyObject *bases,
     return PyModule_AddType(module, (PyTypeObject *)tp);
 }
 
+/* Make every type of the module immutable (Py_TPFLAGS_IMMUTABLETYPE, as
+ * CPython's own extension types are): `fastio._core.mmap.read = f` would
+ * otherwise change the class for every user in the process, subinterpreters
+ * included. Python subclasses (fastio.mmap, fastio.SharedMemory, ...) stay
+ * ordinary mutable classes. Done once, after every exec hook, rather than
+ * in each spec, because some hooks set class constants after creating
+ * their type (Lock.SIZE, Channel.HEADER), which an immutable type refuses.
+ * The state holds every type (its fields are all objects: see fastio.h). */
+static void
+freeze_types(fastio_state *st)
+{
+    PyObject **field = (PyObject **)st;
+    for (size_t i = 0; i < sizeof(*st) / sizeof(PyObject *); i++) {
+        if (field[i] != NULL && PyType_Check(field[i])) {
+            PyTypeObject *tp = (PyTypeObject *)field[i];
+            tp->tp_flags |= Py_TPFLAGS_IMMUTABLETYPE;
+            PyType_Modified(tp);
+        }
+    }
+}
+
 static int
 fastio_exec(PyObject *module)
 {
@@ -134,6 +155,7 @@ fastio_exec(PyObject *module)
     if (ps > 0) {
         fastio_pagesize = ps;
     }
+    fastio_pages_init();
 
     st->FastIOError = PyErr_NewExceptionWithDoc(
         "fastio.FastIOError",
@@ -151,6 +173,13 @@ fastio_exec(PyObject *module)
 
     if (fastio_add_type(module, &fastio_mmap_spec, NULL, &st->mmap_type) < 0 ||
         fastio_add_type(module, &fastio_buffer_spec, NULL, &st->buffer_type) < 0) {
+        return -1;
+    }
+    /* The mmap iterator is not a module attribute (the stdlib's is not
+     * either): only the state holds it. */
+    st->mmap_iter_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &fastio_mmap_iter_spec, NULL);
+    if (st->mmap_iter_type == NULL) {
         return -1;
     }
 
@@ -177,6 +206,7 @@ fastio_exec(PyObject *module)
         fastio_lab_exec(module, st) < 0) {
         return -1;
     }
+    freeze_types(st);
     return 0;
 }
 

@@ -7,8 +7,9 @@
  *     the memory is freed by the release of the last export;
  *   - a copy running with the GIL released keeps the memory mapped even if
  *     another thread closes the object meanwhile.
- * All functions here are called with the GIL held; only the munmap itself
- * runs without it.
+ * All functions here are called with the GIL held; the munmap of close()
+ * and of the last unpin runs without it (free_if_unused says why not the
+ * others).
  */
 #include "fastio.h"
 
@@ -21,8 +22,10 @@ long fastio_pagesize = 4096;
 /* ------------------------------------------------------------------ */
 /* Freeing */
 
-void
-fastio_region_free(fastio_region *r)
+/* Unmap (or detach, or free) the memory. With the GIL released only when
+ * nogil: see free_if_unused for who may. */
+static void
+region_free(fastio_region *r, int nogil)
 {
     char *base = r->base;
     size_t len = r->alloc_size;
@@ -36,28 +39,49 @@ fastio_region_free(fastio_region *r)
     r->size = 0;
     r->kind = FASTIO_MEM_NONE;
 
-    if (kind == FASTIO_MEM_MMAP && base != NULL) {
-        /* munmap of a large dirty shared mapping can take milliseconds. */
-        Py_BEGIN_ALLOW_THREADS
-        munmap(base, len);
-        Py_END_ALLOW_THREADS
+    if (base == NULL) {
+        return;
     }
-    else if (kind == FASTIO_MEM_SHMAT && base != NULL) {
+    PyThreadState *ts = nogil ? PyEval_SaveThread() : NULL;
+    if (kind == FASTIO_MEM_MMAP) {
+        munmap(base, len);
+    }
+    else if (kind == FASTIO_MEM_SHMAT) {
         /* System V: the attach is undone by shmdt, not munmap. */
-        Py_BEGIN_ALLOW_THREADS
         shmdt(base);
-        Py_END_ALLOW_THREADS
     }
     else if (kind == FASTIO_MEM_HEAP) {
         free(base);
     }
+    if (ts != NULL) {
+        PyEval_RestoreThread(ts);
+    }
 }
 
+void
+fastio_region_free(fastio_region *r)
+{
+    /* tp_dealloc: with the GIL held (see free_if_unused). */
+    region_free(r, 0);
+}
+
+/* Free the memory if the owner is closed and nothing uses it any more.
+ *
+ * Where the GIL is released for the munmap (which can take milliseconds for
+ * a large dirty shared mapping): only in close() and at the unpin that ends
+ * one of our own methods, where fastio's code is the caller. Not in
+ * bf_releasebuffer nor tp_dealloc (fastio_region_free): those run inside
+ * someone else's PyBuffer_Release or Py_DECREF, and C code may well release
+ * a buffer while holding a lock of its own; releasing the GIL there would
+ * let another thread take the GIL and then wait for that lock, while the
+ * releasing thread waits for the GIL: a deadlock. (CPython's mmap releases
+ * the GIL in dealloc; it has no deferred unmap in bf_releasebuffer.) The
+ * price is the munmap's time with the GIL held, once, at the last release. */
 static void
-region_free_if_unused(fastio_region *r)
+free_if_unused(fastio_region *r, int nogil)
 {
     if (r->closed && r->exports == 0 && r->pins == 0) {
-        fastio_region_free(r);
+        region_free(r, nogil);
     }
 }
 
@@ -65,7 +89,7 @@ void
 fastio_region_close(fastio_region *r)
 {
     r->closed = 1;
-    region_free_if_unused(r);
+    free_if_unused(r, 1);
 }
 
 void
@@ -73,7 +97,7 @@ fastio_region_unpin(fastio_region *r)
 {
     assert(r->pins > 0);
     r->pins--;
-    region_free_if_unused(r);
+    free_if_unused(r, 1);
 }
 
 int
@@ -114,7 +138,7 @@ fastio_region_releasebuffer(fastio_region *r, Py_buffer *view)
 {
     assert(r->exports > 0);
     r->exports--;
-    region_free_if_unused(r);
+    free_if_unused(r, 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -168,77 +192,4 @@ fastio_memcpy_guarded(void *dst, const void *src, size_t n, fastio_fault *fault)
         rc = fastio_guarded_memmove(dst, src, n, fault);
     }
     return rc;
-}
-
-/* ------------------------------------------------------------------ */
-/* Page helpers shared by the mapping types (mmap.c, shm_posix.c) */
-
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-
-int
-fastio_sys_madvise(void *p, size_t len, int advice)
-{
-    while (madvise(p, len, advice) < 0) {
-        if (errno != EINTR) {
-            return -errno;
-        }
-    }
-    return 0;
-}
-
-int
-fastio_kernel_has_madv_populate(void)
-{
-    /* MADV_POPULATE_READ and _WRITE came in the same release (5.14):
-     * probing one tells about both. */
-    static int known = -1;
-    if (known < 0) {
-        void *p = mmap(NULL, (size_t)fastio_pagesize, PROT_READ,
-                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED) {
-            return 0;
-        }
-        known = madvise(p, (size_t)fastio_pagesize, MADV_POPULATE_READ) == 0;
-        munmap(p, (size_t)fastio_pagesize);
-    }
-    return known;
-}
-
-int
-fastio_advice_discards(int advice)
-{
-    switch (advice) {
-    case MADV_DONTNEED:
-#ifdef MADV_FREE
-    case MADV_FREE:
-#endif
-#ifdef MADV_REMOVE
-    case MADV_REMOVE:
-#endif
-    case 24: /* MADV_DONTNEED_LOCKED */
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-void
-fastio_page_range(char *p, size_t length, int inward, char **addr, size_t *len)
-{
-    uintptr_t page = (uintptr_t)fastio_pagesize;
-    uintptr_t a = (uintptr_t)p;
-    uintptr_t e = a + (uintptr_t)length;
-    uintptr_t a0, e0;
-    if (inward) {
-        a0 = (a + page - 1) & ~(page - 1);
-        e0 = e & ~(page - 1);
-    }
-    else {
-        a0 = a & ~(page - 1);
-        e0 = (e + page - 1) & ~(page - 1);
-    }
-    *addr = (char *)a0;
-    *len = e0 > a0 ? (size_t)(e0 - a0) : 0;
 }

@@ -134,6 +134,20 @@ get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *func,
     return -1;
 }
 
+/* offset + len must fit a file offset: the loops below add what they
+ * have read to offset (a signed overflow otherwise). */
+static int
+check_end(long long offset, Py_ssize_t len)
+{
+    if (offset > LLONG_MAX - (long long)len) {
+        PyErr_Format(PyExc_OverflowError,
+                     "offset + len(buf) is too large: offset=%lld, len(buf)=%zd",
+                     offset, len);
+        return -1;
+    }
+    return 0;
+}
+
 static int
 check_nargs(const char *func, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
 {
@@ -240,6 +254,10 @@ rw_readinto_full(PyObject *Py_UNUSED(module), PyObject *const *args,
         get_buffer(args[1], &view, 1, "readinto_full", "buf") < 0) {
         return NULL;
     }
+    if (check_end(offset, view.len) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     char *p = view.buf;
     size_t want = (size_t)view.len;
     size_t done = 0;
@@ -293,7 +311,11 @@ vector_io(PyObject *const *args, Py_ssize_t nargs, int writing)
         get_nonneg(args[2], "offset", &offset) < 0) {
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(args[1], "buffers must be a sequence of buffers");
+    /* A private tuple, not PySequence_Fast: getting each buffer below can
+     * run Python code (__buffer__ on 3.12+, a __index__ in an exporter),
+     * which could shrink or clear a list we walk through its item array
+     * (issue 12, finding 6). A tuple cannot change, and holds its items. */
+    PyObject *seq = PySequence_Tuple(args[1]);
     if (seq == NULL) {
         if (PyErr_ExceptionMatches(PyExc_TypeError)) {
             PyErr_Format(PyExc_TypeError,
@@ -302,7 +324,7 @@ vector_io(PyObject *const *args, Py_ssize_t nargs, int writing)
         }
         return NULL;
     }
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t count = PyTuple_GET_SIZE(seq);
     if (count > IOV_MAX) {
         PyErr_Format(PyExc_ValueError, "%s() takes at most %d buffers, got %zd",
                      func, IOV_MAX, count);
@@ -325,11 +347,11 @@ vector_io(PyObject *const *args, Py_ssize_t nargs, int writing)
     }
     PyObject *result = NULL;
     Py_ssize_t got = 0;
-    PyObject **items = PySequence_Fast_ITEMS(seq);
     for (; got < count; got++) {
         char name[48];
         PyOS_snprintf(name, sizeof(name), "buffers[%zd]", got);
-        if (get_buffer(items[got], &views[got], !writing, func, name) < 0) {
+        if (get_buffer(PyTuple_GET_ITEM(seq, got), &views[got], !writing, func,
+                       name) < 0) {
             goto done;
         }
         iov[got].iov_base = views[got].buf;
@@ -413,15 +435,11 @@ rw_fadvise(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         get_nonneg(args[2], "length", &length) < 0) {
         return NULL;
     }
-    long advice_l = PyLong_AsLong(args[3]);
-    if (advice_l == -1 && PyErr_Occurred()) {
+    long long advice_ll;
+    if (fastio_int_arg(args[3], "advice", INT_MIN, INT_MAX, &advice_ll) < 0) {
         return NULL;
     }
-    if (advice_l < INT_MIN || advice_l > INT_MAX) {
-        PyErr_Format(PyExc_ValueError, "fadvise: invalid advice=%ld", advice_l);
-        return NULL;
-    }
-    int advice = (int)advice_l;
+    int advice = (int)advice_ll;
     int err;
     /* WILLNEED starts reads and DONTNEED may write back: both can block. */
     Py_BEGIN_ALLOW_THREADS
@@ -591,6 +609,10 @@ rw_pread_parallel(PyObject *Py_UNUSED(module), PyObject *const *args,
         return NULL;
     }
     if (get_buffer(args[1], &view, 1, "pread_parallel", "buf") < 0) {
+        return NULL;
+    }
+    if (check_end(offset, view.len) < 0) {
+        PyBuffer_Release(&view);
         return NULL;
     }
     if (view.len == 0) {

@@ -22,12 +22,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
 #ifndef MFD_CLOEXEC
 #define MFD_CLOEXEC 0x0001U
 #endif
@@ -50,21 +44,6 @@
 #ifndef F_SEAL_FUTURE_WRITE
 #define F_SEAL_FUTURE_WRITE 0x0010
 #endif
-
-/* PyLong_AsInt is public from 3.13 only. */
-static int
-as_int(PyObject *obj)
-{
-    long v = PyLong_AsLong(obj);
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (v < INT_MIN || v > INT_MAX) {
-        PyErr_Format(PyExc_OverflowError, "%R does not fit a C int", obj);
-        return -1;
-    }
-    return (int)v;
-}
 
 typedef struct {
     PyObject_HEAD
@@ -145,8 +124,10 @@ map_segment(int fd, size_t size, int readonly, int populate, int hugepages,
     }
 #endif
     if (madv_populate) {
-        int err = fastio_sys_madvise(p, size, readonly ? MADV_POPULATE_READ
-                                                : MADV_POPULATE_WRITE);
+        /* A fresh mapping of a segment just sized: MADV_POPULATE says
+         * EFAULT (no SIGBUS) if another holder shrank it meanwhile. */
+        fastio_fault fault;
+        int err = fastio_pages_populate_raw(p, size, !readonly, 0, &fault);
         if (err < 0) {
             munmap(p, size);
             return err;
@@ -154,174 +135,6 @@ map_segment(int fd, size_t size, int readonly, int populate, int hugepages,
     }
     *out = p;
     return 0;
-}
-
-/* ================================================================== */
-/* Methods shared with shm_sysv.c */
-
-/* Run stmt with the GIL released and the region pinned, so that a close()
- * in another thread defers the unmap until we are done. */
-#define RUN_NOGIL(r, stmt)                                                  \
-    do {                                                                    \
-        fastio_region_pin(r);                                               \
-        Py_BEGIN_ALLOW_THREADS                                              \
-        stmt;                                                               \
-        Py_END_ALLOW_THREADS                                                \
-        fastio_region_unpin(r);                                             \
-    } while (0)
-
-PyObject *
-fastio_segment_populate(PyObject *self, fastio_region *r)
-{
-    if (fastio_region_check(r, "populate() on a closed segment") < 0) {
-        return NULL;
-    }
-    if (r->size == 0) {
-        Py_RETURN_NONE;
-    }
-    char *addr = r->base;
-    size_t len = r->alloc_size;
-    int advice = r->readonly ? MADV_POPULATE_READ : MADV_POPULATE_WRITE;
-    int err = 0;
-    if (fastio_kernel_has_madv_populate()) {
-        RUN_NOGIL(r, err = fastio_sys_madvise(addr, len, advice));
-    }
-    else {
-        /* Old kernel: read one byte per page. Never write: another
-         * process may be storing to the same byte, and a read-then-write
-         * of it would undo that store. */
-        RUN_NOGIL(r, {
-            size_t page = (size_t)fastio_pagesize;
-            for (size_t i = 0; i < len; i += page) {
-                (void)*(volatile char *)(addr + i);
-            }
-        });
-    }
-    if (err < 0) {
-        return fastio_oserror(err, advice == MADV_POPULATE_WRITE
-                                       ? "madvise MADV_POPULATE_WRITE"
-                                       : "madvise MADV_POPULATE_READ", NULL);
-    }
-    Py_RETURN_NONE;
-}
-
-PyObject *
-fastio_segment_fill(PyObject *self, fastio_region *r, PyObject *args,
-                    PyObject *kwds)
-{
-    static char *keywords[] = {"value", "start", "length", NULL};
-    int value = 0;
-    Py_ssize_t start = 0, length = -1;
-    PyObject *length_obj = Py_None;
-    if (fastio_region_check(r, "fill() on a closed segment") < 0) {
-        return NULL;
-    }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|inO:fill", keywords,
-                                     &value, &start, &length_obj)) {
-        return NULL;
-    }
-    if (value < 0 || value > 255) {
-        PyErr_Format(PyExc_ValueError, "fill value must be a byte (0..255), got value=%d",
-                     value);
-        return NULL;
-    }
-    if (length_obj != Py_None) {
-        length = PyNumber_AsSsize_t(length_obj, PyExc_OverflowError);
-        if (length == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (length < 0) {
-            PyErr_Format(PyExc_ValueError, "fill length must be >= 0, got length=%zd",
-                         length);
-            return NULL;
-        }
-    }
-    if (fastio_region_check(r, "fill() on a closed segment") < 0) {
-        return NULL;
-    }
-    if (r->readonly) {
-        PyErr_SetString(PyExc_TypeError, "fill() on a read-only segment");
-        return NULL;
-    }
-    if (start < 0 || start > r->size ||
-        (length >= 0 && length > r->size - start)) {
-        PyErr_Format(PyExc_ValueError,
-                     "fill range out of bounds: start=%zd, length=%zd, size=%zd",
-                     start, length, r->size);
-        return NULL;
-    }
-    if (length < 0) {
-        length = r->size - start;
-    }
-    char *addr = r->data + start;
-    size_t n = (size_t)length;
-    if (n >= FASTIO_NOGIL_COPY_THRESHOLD) {
-        RUN_NOGIL(r, memset(addr, value, n));
-    }
-    else if (n) {
-        memset(addr, value, n);
-    }
-    Py_RETURN_NONE;
-}
-
-PyObject *
-fastio_segment_advise(PyObject *self, fastio_region *r, PyObject *args,
-                      PyObject *kwds)
-{
-    static char *keywords[] = {"advice", "start", "length", NULL};
-    int advice;
-    Py_ssize_t start = 0, length = -1;
-    PyObject *length_obj = Py_None;
-    if (fastio_region_check(r, "advise() on a closed segment") < 0) {
-        return NULL;
-    }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|nO:advise", keywords,
-                                     &advice, &start, &length_obj)) {
-        return NULL;
-    }
-    if (length_obj != Py_None) {
-        length = PyNumber_AsSsize_t(length_obj, PyExc_OverflowError);
-        if (length == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (length < 0) {
-            PyErr_Format(PyExc_ValueError,
-                         "advise length must be >= 0, got length=%zd", length);
-            return NULL;
-        }
-    }
-    /* An argument's __index__ may have closed us. */
-    if (fastio_region_check(r, "advise() on a closed segment") < 0) {
-        return NULL;
-    }
-    Py_ssize_t size = r->size;
-    if (start < 0 || start > size) {
-        PyErr_Format(PyExc_ValueError,
-                     "advise start out of range: start=%zd, size=%zd", start, size);
-        return NULL;
-    }
-    if (length == -1) {
-        length = size - start;
-    }
-    else if (length > size - start) {
-        PyErr_Format(PyExc_ValueError,
-                     "advise length out of range: start=%zd, length=%zd, size=%zd",
-                     start, length, size);
-        return NULL;
-    }
-    char *addr;
-    size_t len;
-    fastio_page_range(r->data + start, (size_t)length,
-                      fastio_advice_discards(advice), &addr, &len);
-    if (len == 0) {
-        Py_RETURN_NONE;
-    }
-    int err = 0;
-    RUN_NOGIL(r, err = fastio_sys_madvise(addr, len, advice));
-    if (err < 0) {
-        return fastio_oserror(err, "madvise", NULL);
-    }
-    Py_RETURN_NONE;
 }
 
 /* ================================================================== */
@@ -358,19 +171,29 @@ shm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     PyObject *name_obj;
     Py_ssize_t size = 0;
     int create = 0, readonly = 0, populate = 0, hugepages = 0;
+    PyObject *mode_obj = NULL;
     unsigned int mode = 0600;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|n$pIppp:SharedMemory", keywords,
-                                     &name_obj, &size, &create, &mode, &readonly,
+    /* mode as an object, not "I", which truncates without a check
+     * (mode=2**32+0o600 would have been 0o600). */
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|n$pOppp:SharedMemory", keywords,
+                                     &name_obj, &size, &create, &mode_obj, &readonly,
                                      &populate, &hugepages)) {
         return NULL;
+    }
+    long long v;
+    if (mode_obj != NULL) {
+        if (fastio_int_arg(mode_obj, "mode", 0, 07777, &v) < 0) {
+            return NULL;
+        }
+        mode = (unsigned int)v;
     }
     int given_fd = -1;
     PyObject *name_bytes = NULL;  /* encoded name, owned */
     if (PyLong_Check(name_obj)) {
-        given_fd = as_int(name_obj);
-        if (given_fd == -1 && PyErr_Occurred()) {
+        if (fastio_int_arg(name_obj, "name", INT_MIN, INT_MAX, &v) < 0) {
             return NULL;
         }
+        given_fd = (int)v;
         if (given_fd < 0) {
             PyErr_Format(PyExc_ValueError,
                          "file descriptor must be >= 0, got name=%d", given_fd);
@@ -404,12 +227,6 @@ shm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (create && size <= 0) {
         PyErr_Format(PyExc_ValueError,
                      "create=True needs size > 0, got size=%zd", size);
-        Py_XDECREF(name_bytes);
-        return NULL;
-    }
-    if (mode > 07777) {
-        PyErr_Format(PyExc_ValueError, "mode must be within 0o7777, got mode=%d",
-                     mode);
         Py_XDECREF(name_bytes);
         return NULL;
     }
@@ -527,6 +344,14 @@ shm_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 /* ================================================================== */
 /* Lifetime and methods */
 
+/* The segment as pages.c sees it: a file (the fd) mapped from offset 0. */
+static fastio_pages
+shm_pages(ShmObject *self)
+{
+    fastio_pages pg = {(PyObject *)self, &self->region, CLOSED_MSG, &self->fd, 0};
+    return pg;
+}
+
 static void
 shm_dealloc(ShmObject *self)
 {
@@ -598,7 +423,8 @@ shm_populate(ShmObject *self, PyObject *Py_UNUSED(ignored))
         }
     }
     self->populated = 1;
-    return fastio_segment_populate((PyObject *)self, &self->region);
+    fastio_pages pg = shm_pages(self);
+    return fastio_pages_populate(&pg, !self->region.readonly);
 }
 
 PyDoc_STRVAR(shm_fill_doc,
@@ -648,47 +474,49 @@ static PyObject *
 shm_fill(ShmObject *self, PyObject *args, PyObject *kwds)
 {
     fastio_region *r = &self->region;
-    /* Writes through the fd only reach the mapping's pages if the fd is
-     * open for writing: not for read-only objects (fill raises for those). */
-    if (self->populated || self->fd < 0 || r->closed || r->readonly) {
-        return fastio_segment_fill((PyObject *)self, r, args, kwds);
-    }
-    static char *keywords[] = {"value", "start", "length", NULL};
-    int value = 0;
-    Py_ssize_t start = 0;
-    PyObject *length_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|inO:fill", keywords,
-                                     &value, &start, &length_obj)) {
+    fastio_pages pg = shm_pages(self);
+    int value;
+    Py_ssize_t start, length;
+    if (fastio_pages_fill_args(&pg, args, kwds, &value, &start, &length) < 0) {
         return NULL;
     }
-    Py_ssize_t length = r->size - start;
-    if (length_obj != Py_None) {
-        length = PyNumber_AsSsize_t(length_obj, PyExc_OverflowError);
-        if (length == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-    }
-    if (r->closed || value < 0 || value > 255 || start < 0 || start > r->size ||
-        length < 0 || length > r->size - start ||
+    /* pwrite through the descriptor pays off for large ranges of pages not
+     * yet in the segment (after populate they are: memset then). The
+     * descriptor is writable: fill_args refused read-only objects. */
+    if (self->populated || self->fd < 0 ||
         length < (Py_ssize_t)FASTIO_NOGIL_COPY_THRESHOLD) {
-        /* Small, closed meanwhile or bad arguments: the memset path says
-         * what is wrong in its words. */
-        return fastio_segment_fill((PyObject *)self, r, args, kwds);
+        return fastio_pages_fill_range(&pg, value, start, length);
     }
-    int fd = self->fd;
-    int err;
-    /* Pinned, so a close() meanwhile defers; the fd is closed by close()
-     * though, hence the dup. */
-    fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    /* Our own descriptor: a close() in another thread meanwhile must not
+     * leave us writing to a number that names another file. The region is
+     * pinned, so the memory stays mapped. */
+    int fd = fcntl(self->fd, F_DUPFD_CLOEXEC, 0);
     if (fd < 0) {
         return fastio_oserror_errno("dup", NULL);
     }
+    int err = 0, shrunk = 0;
     fastio_region_pin(r);
     Py_BEGIN_ALLOW_THREADS
-    err = fill_by_pwrite(fd, value, (off_t)start, (size_t)length);
+    /* A segment another holder shrank: a pwrite past its end would grow
+     * it back behind their back. Leave that range to the guarded memset,
+     * which raises MappingError for the lost pages, as every accessor. */
+    struct stat st;
+    if (fstat(fd, &st) == 0 && (long long)st.st_size < (long long)start + length) {
+        shrunk = 1;
+    }
+    else {
+        err = fill_by_pwrite(fd, value, (off_t)start, (size_t)length);
+    }
     close(fd);
     Py_END_ALLOW_THREADS
     fastio_region_unpin(r);
+    if (shrunk) {
+        /* Closed meanwhile? fill_range needs the memory: check again. */
+        if (fastio_region_check(r, CLOSED_MSG) < 0) {
+            return NULL;
+        }
+        return fastio_pages_fill_range(&pg, value, start, length);
+    }
     if (err < 0) {
         return fastio_oserror(err, "pwrite", NULL);
     }
@@ -704,7 +532,8 @@ PyDoc_STRVAR(shm_advise_doc,
 static PyObject *
 shm_advise(ShmObject *self, PyObject *args, PyObject *kwds)
 {
-    return fastio_segment_advise((PyObject *)self, &self->region, args, kwds);
+    fastio_pages pg = shm_pages(self);
+    return fastio_pages_advise(&pg, args, kwds);
 }
 
 /* fcntl(F_ADD_SEALS / F_GET_SEALS) for memfd segments. */
@@ -717,10 +546,11 @@ PyDoc_STRVAR(shm_add_seals_doc,
 static PyObject *
 shm_add_seals(ShmObject *self, PyObject *arg)
 {
-    int seals = as_int(arg);
-    if (seals == -1 && PyErr_Occurred()) {
+    long long v;
+    if (fastio_int_arg(arg, "seals", INT_MIN, INT_MAX, &v) < 0) {
         return NULL;
     }
+    int seals = (int)v;
     if (fastio_region_check(&self->region, CLOSED_MSG) < 0) {
         return NULL;
     }
@@ -838,6 +668,12 @@ fastio_memfd_create(PyObject *module, PyObject *args, PyObject *kwds)
     }
     if (size < 0) {
         PyErr_Format(PyExc_ValueError, "size must be >= 0, got size=%zd", size);
+        Py_DECREF(name_bytes);
+        return NULL;
+    }
+    if (hugetlb && size > PY_SSIZE_T_MAX - (2 << 20)) {
+        /* The rounding up to a huge page below must not overflow off_t. */
+        PyErr_Format(PyExc_OverflowError, "size too large: size=%zd", size);
         Py_DECREF(name_bytes);
         return NULL;
     }

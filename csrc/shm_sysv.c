@@ -8,6 +8,7 @@
  */
 #include "fastio.h"
 
+#include <limits.h>
 #include <string.h>
 #include <sys/ipc.h>
 #include <sys/mman.h>
@@ -64,19 +65,30 @@ sysv_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *keywords[] = {"key", "size", "create", "mode", "hugepages",
                                "readonly", "by_id", NULL};
+    PyObject *key_obj;
     long long key_ll;
     Py_ssize_t size = 0;
     int create = 0, hugepages = 0, readonly = 0, by_id = 0;
+    PyObject *mode_obj = NULL;
     unsigned int mode = 0600;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "L|n$pIppp:SysVSharedMemory",
-                                     keywords, &key_ll, &size, &create, &mode,
+    /* mode is an object, not "I": "I" truncates without a check, so
+     * mode=2**32+0o777 would have been taken as 0o777. */
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|n$pOppp:SysVSharedMemory",
+                                     keywords, &key_obj, &size, &create, &mode_obj,
                                      &hugepages, &readonly, &by_id)) {
         return NULL;
     }
-    if (by_id ? (key_ll < 0 || key_ll > INT32_MAX)
-              : (key_ll < INT32_MIN || key_ll > UINT32_MAX)) {
-        PyErr_Format(PyExc_OverflowError, "%s=%lld does not fit a %s",
-                     by_id ? "id" : "key", key_ll, by_id ? "shmid" : "key_t");
+    if (mode_obj != NULL) {
+        long long m;
+        if (fastio_int_arg(mode_obj, "mode", 0, 0777, &m) < 0) {
+            return NULL;
+        }
+        mode = (unsigned int)m;
+    }
+    /* A key is a 32-bit pattern (given signed or unsigned), an id an int
+     * >= 0: anything else is refused by name, never truncated. */
+    if (fastio_int_arg(key_obj, by_id ? "id" : "key", by_id ? 0 : INT32_MIN,
+                       by_id ? INT32_MAX : UINT32_MAX, &key_ll) < 0) {
         return NULL;
     }
     if (size < 0 || (create && size == 0)) {
@@ -84,10 +96,6 @@ sysv_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                      "%s needs size %s 0, got size=%zd",
                      create ? "creating a segment" : "attaching",
                      create ? ">" : ">=", size);
-        return NULL;
-    }
-    if (mode > 0777) {
-        PyErr_Format(PyExc_ValueError, "mode must be within 0o777, got mode=%d", mode);
         return NULL;
     }
     if (create && (readonly || by_id)) {
@@ -311,10 +319,19 @@ PyDoc_STRVAR(sysv_populate_doc,
 "populate($self, /)\n--\n\n"
 "Fault every page in now (MADV_POPULATE_WRITE, or READ when read-only).");
 
+/* The segment as pages.c sees it: no file behind it. */
+static fastio_pages
+sysv_pages(SysvObject *self)
+{
+    fastio_pages pg = {(PyObject *)self, &self->region, CLOSED_MSG, NULL, 0};
+    return pg;
+}
+
 static PyObject *
 sysv_populate(SysvObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return fastio_segment_populate((PyObject *)self, &self->region);
+    fastio_pages pg = sysv_pages(self);
+    return fastio_pages_populate(&pg, !self->region.readonly);
 }
 
 PyDoc_STRVAR(sysv_fill_doc,
@@ -325,7 +342,8 @@ PyDoc_STRVAR(sysv_fill_doc,
 static PyObject *
 sysv_fill(SysvObject *self, PyObject *args, PyObject *kwds)
 {
-    return fastio_segment_fill((PyObject *)self, &self->region, args, kwds);
+    fastio_pages pg = sysv_pages(self);
+    return fastio_pages_fill(&pg, args, kwds);
 }
 
 PyDoc_STRVAR(sysv_advise_doc,
@@ -336,7 +354,8 @@ PyDoc_STRVAR(sysv_advise_doc,
 static PyObject *
 sysv_advise(SysvObject *self, PyObject *args, PyObject *kwds)
 {
-    return fastio_segment_advise((PyObject *)self, &self->region, args, kwds);
+    fastio_pages pg = sysv_pages(self);
+    return fastio_pages_advise(&pg, args, kwds);
 }
 
 static PyObject *
@@ -407,10 +426,17 @@ static PyObject *
 fastio_ftok(PyObject *module, PyObject *args)
 {
     PyObject *path;
+    PyObject *proj_obj;
     int proj_id;
-    if (!PyArg_ParseTuple(args, "O&i:ftok", PyUnicode_FSConverter, &path, &proj_id)) {
+    long long proj_ll;
+    if (!PyArg_ParseTuple(args, "O&O:ftok", PyUnicode_FSConverter, &path, &proj_obj)) {
         return NULL;
     }
+    if (fastio_int_arg(proj_obj, "proj_id", INT_MIN, INT_MAX, &proj_ll) < 0) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    proj_id = (int)proj_ll;
     if ((proj_id & 0xff) == 0) {
         PyErr_Format(PyExc_ValueError,
                      "proj_id's low 8 bits must not be 0, got proj_id=%d", proj_id);
@@ -419,9 +445,12 @@ fastio_ftok(PyObject *module, PyObject *args)
     }
     key_t key = ftok(PyBytes_AS_STRING(path), proj_id);
     if (key == (key_t)-1) {
+        /* errno now: the decode and the DECREF below may free memory,
+         * which may change errno. */
+        int err = -errno;
         PyObject *name = PyUnicode_DecodeFSDefault(PyBytes_AS_STRING(path));
         Py_DECREF(path);
-        fastio_oserror_errno("ftok", name);
+        fastio_oserror(err, "ftok", name);
         Py_XDECREF(name);
         return NULL;
     }
@@ -433,11 +462,25 @@ PyDoc_STRVAR(sysv_remove_fn_doc,
 "sysv_remove(shmid, /)\n--\n\n"
 "shmctl(shmid, IPC_RMID): mark a segment for removal by id.");
 
+/* A segment id argument: an int in [0, INT_MAX] (shmget never returns a
+ * negative id). Not (int)PyLong_AsLong: that truncated id + 2**32 to id,
+ * and sysv_remove then removed another segment (issue 12, finding 11). */
+static int
+shmid_arg(PyObject *arg, int *out)
+{
+    long long v;
+    if (fastio_int_arg(arg, "shmid", 0, INT_MAX, &v) < 0) {
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
 static PyObject *
 fastio_sysv_remove(PyObject *module, PyObject *arg)
 {
-    int shmid = (int)PyLong_AsLong(arg);
-    if (shmid == -1 && PyErr_Occurred()) {
+    int shmid;
+    if (shmid_arg(arg, &shmid) < 0) {
         return NULL;
     }
     int err = sys_shmctl(shmid, IPC_RMID, NULL);
@@ -454,8 +497,8 @@ PyDoc_STRVAR(sysv_stat_fn_doc,
 static PyObject *
 fastio_sysv_stat(PyObject *module, PyObject *arg)
 {
-    int shmid = (int)PyLong_AsLong(arg);
-    if (shmid == -1 && PyErr_Occurred()) {
+    int shmid;
+    if (shmid_arg(arg, &shmid) < 0) {
         return NULL;
     }
     return stat_tuple(shmid);

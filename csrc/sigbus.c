@@ -180,6 +180,21 @@ guard_takes(const siginfo_t *si)
     return si->si_code == SI_TKILL && si->si_pid == getpid();
 }
 
+/* Our own action, kept so that chain() can put it back (async-signal-safe:
+ * sigaction). Written once, before the handler is installed. */
+static struct sigaction our_action;
+
+/* Whether the kernel will deliver this SIGBUS again when the handler
+ * returns: a synchronous fault (BUS_ADRERR, BUS_OBJERR, BUS_MCEERR_AR...)
+ * re-executes the faulting instruction and faults again. A signal sent by
+ * kill/raise/sigqueue (si_code <= 0) and BUS_MCEERR_AO (an asynchronous
+ * notice that some page of the process is poisoned) do not repeat. */
+static int
+repeats(const siginfo_t *si)
+{
+    return si->si_code > 0 && si->si_code != BUS_MCEERR_AO;
+}
+
 /* Pass the signal on to the handler installed before ours, so that a
  * SIGBUS outside any guard behaves as if fastio were not there. */
 static void
@@ -190,25 +205,42 @@ chain(int sig, siginfo_t *si, void *uc)
         prev->sa_sigaction(sig, si, uc);
         return;
     }
+    if (prev->sa_handler == SIG_IGN && !repeats(si)) {
+        /* An ignored SIGBUS that was sent, or an AO notice (the kernel
+         * sends those without forcing them): it stays ignored. */
+        return;
+    }
     if (prev->sa_handler == SIG_DFL || prev->sa_handler == SIG_IGN) {
-        if (prev->sa_handler == SIG_IGN && si->si_code <= 0) {
-            /* An ignored SIGBUS sent by kill: it stays ignored. */
-            return;
-        }
         /* The default action, death with a core dump. (A fault's SIGBUS
          * cannot be ignored: the kernel resets an ignored one to the
          * default, so SIG_IGN dies here too, as it would without us.)
-         * Restore the default; a fault then happens again when we return
-         * (the same instruction re-executes), so the core shows the real
-         * faulting address; a sent signal is re-raised. */
+         * Restore the default. */
         struct sigaction dfl;
         memset(&dfl, 0, sizeof dfl);
         dfl.sa_handler = SIG_DFL;
         sigemptyset(&dfl.sa_mask);
         sigaction(sig, &dfl, NULL);
-        if (si->si_code <= 0) {
-            raise(sig);
+        if (repeats(si)) {
+            /* A fault happens again when we return (the same instruction
+             * re-executes), so the core shows the real faulting address. */
+            return;
         }
+        /* A sent signal or a BUS_MCEERR_AO does not come back by itself
+         * (issue 12, finding 14: returning here left the process alive
+         * with the guard silently gone). Re-raise it under the default
+         * action: SA_NODEFER leaves SIGBUS unblocked, so it is delivered
+         * before raise() returns and the process dies as it would have
+         * without fastio. raise() can return all the same: when SIGBUS is
+         * blocked (a handler in front of ours ran with it blocked: it stays
+         * pending and kills at the unblock), or when the process is the
+         * init of a PID namespace (a container's PID 1), for which the
+         * kernel drops a default-action signal it sends itself. Then the
+         * process lives on, and it must keep its guard: put our action
+         * back. (The pending case is then delivered to us again, with
+         * si_code SI_TKILL and no guard active for it, and comes back
+         * here: the default action again, and this time it is delivered.) */
+        raise(sig);
+        sigaction(sig, &our_action, NULL);
         return;
     }
     prev->sa_handler(sig);
@@ -261,6 +293,7 @@ install_handler(void)
      * faulthandler expects. SA_ONSTACK: run on the thread's alternate stack
      * when it has one (faulthandler sets one up), as faulthandler would. */
     sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    our_action = sa;
     if (sigaction(SIGBUS, &sa, NULL) < 0) {
         return -errno;
     }

@@ -17,6 +17,7 @@
 #include "fastio.h"
 
 #include <fcntl.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -715,6 +716,36 @@ sigpipe_guard_exit(sigpipe_guard *g, int got_epipe)
 /* ------------------------------------------------------------------ */
 /* Python-facing functions */
 
+/* The deadline for a timeout in seconds: a negative one (the Python layer's
+ * None) or +inf means none (-1). NaN is refused, and so is a finite value
+ * too large for a CLOCK_MONOTONIC nanosecond count ((int64_t)(t * 1e9) is
+ * undefined behaviour past INT64_MAX), naming the argument. 0 or -1. */
+static int
+deadline_of(double timeout, int64_t *deadline_ns)
+{
+    if (isnan(timeout)) {
+        PyErr_SetString(PyExc_ValueError, "timeout must not be NaN, got timeout=nan");
+        return -1;
+    }
+    if (timeout < 0 || isinf(timeout)) {
+        *deadline_ns = -1;
+        return 0;
+    }
+    int64_t now = now_ns();
+    if (timeout >= (double)(INT64_MAX - now) / 1e9) {
+        PyObject *t = PyFloat_FromDouble(timeout);
+        if (t != NULL) {
+            PyErr_Format(PyExc_OverflowError,
+                         "timeout too large: timeout=%R seconds (None or inf for "
+                         "no limit)", t);
+            Py_DECREF(t);
+        }
+        return -1;
+    }
+    *deadline_ns = now + (int64_t)(timeout * 1e9);
+    return 0;
+}
+
 /* Raise the OSError for err and record how far the transfer got on it, so
  * the caller can resume (or re-sync a file object's position). */
 static PyObject *
@@ -894,9 +925,8 @@ fastio_transfer_impl(PyObject *module, PyObject *args)
         return NULL;
     }
     x.start_off = x.in_off;
-    x.deadline_ns = -1;
-    if (timeout >= 0) {
-        x.deadline_ns = now_ns() + (int64_t)(timeout * 1e9);
+    if (deadline_of(timeout, &x.deadline_ns) < 0) {
+        return NULL;
     }
 
     sigpipe_guard guard;
@@ -972,7 +1002,9 @@ fastio_tee_impl(PyObject *module, PyObject *args)
     x.in_fd = in_fd;
     x.out_fd = out_fd;
     x.in_stream = x.out_stream = 1;
-    x.deadline_ns = timeout >= 0 ? now_ns() + (int64_t)(timeout * 1e9) : -1;
+    if (deadline_of(timeout, &x.deadline_ns) < 0) {
+        return NULL;
+    }
     ssize_t n = 0;
     int r = 0;
     if (count > 0) {

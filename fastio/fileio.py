@@ -72,15 +72,12 @@ def _read_threads(fd, buf, size):
 def _read_mmap(fd, buf, size):
     m = _core.mmap(fd, size, access=_core.ACCESS_READ)
     try:
-        src = np.frombuffer(m, dtype=np.uint8)
-        dst = np.frombuffer(buf, dtype=np.uint8)
-        # numpy copies contiguous bytes with the GIL released. A file that
-        # shrank under the map raises SIGBUS here, as with any mmap read.
-        np.copyto(dst, src)
-        del src, dst
+        # One memmove with the GIL released, under fastio's SIGBUS guard: a
+        # file that shrinks during the read raises MappingError (a numpy
+        # copy here would kill the process instead).
+        return m._readinto(buf)
     finally:
         m.close()
-    return size
 
 
 def _read_readinto(fd, buf, size):

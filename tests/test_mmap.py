@@ -257,6 +257,164 @@ def test_iterator_raises_after_close():
         next(it)
 
 
+def _child(code, timeout=60):
+    import subprocess
+    import textwrap
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(os.path.dirname(fastio.__file__))] +
+        ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_iterator_state_is_not_reachable():
+    # issue 12, finding 5: the iterator was a callable-iterator whose state
+    # was a list [map, index] reachable from Python; a negative index read
+    # before the mapping (segfault). In a child: before the fix it dies.
+    r = _child("""
+        import fastio
+        m = fastio.mmap(-1, 4096)
+        it = iter(m)
+        try:
+            state = it.__reduce__()[1][0].__self__
+        except AttributeError:
+            print("unreachable")
+        else:
+            state[1] = -(1 << 40)
+            next(it)
+            print("read before the map")
+        """)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout == "unreachable\n"
+
+
+def test_iterator_is_its_own_type_like_the_stdlib():
+    data = bytes(range(10))
+    m = fastio.mmap(-1, 10)
+    m[:] = data
+    s = stdlib_mmap.mmap(-1, 10)
+    s[:] = data
+    it, sit = iter(m), iter(s)
+    assert iter(it) is it
+    assert type(it).__name__ == "mmap_iterator"
+    with pytest.raises(TypeError):
+        type(it)()  # not constructible from Python
+    with pytest.raises(TypeError):
+        type(it).foo = 1  # immutable
+    assert next(it) == next(sit) == b"\0"
+    assert it.__length_hint__() == sit.__length_hint__() == 9
+    # Pickling: the stdlib's seqiter form (iter, (map,), index); the map
+    # refuses to pickle, so the iterator does too, in both.
+    fn, args, index = it.__reduce__()
+    assert fn is iter and args == (m,) and index == 1
+    assert sit.__reduce__()[2] == 1
+    for x in (it, sit):
+        with pytest.raises(TypeError, match="cannot pickle"):
+            pickle.dumps(x)
+    # __setstate__ clamps a negative index to the start, as seqiter does.
+    it.__setstate__(-5)
+    sit.__setstate__(-5)
+    assert list(it) == list(sit) == [bytes([b]) for b in data]
+    assert it.__length_hint__() == sit.__length_hint__() == 0
+    with pytest.raises(StopIteration):
+        next(it)
+    assert it.__reduce__() == (iter, ((),))
+    it2 = iter(m)
+    it2.__setstate__(1 << 40)  # past the end: just exhausted
+    assert list(it2) == []
+    with pytest.raises(TypeError):
+        it2.__setstate__(0.5)
+
+
+def test_iterator_is_collected_in_a_cycle():
+    # The iterator is GC-tracked: a cycle map -> iterator -> map is freed.
+    class M(fastio.mmap):
+        pass
+    m = M(-1, 10)
+    m.it = iter(m)
+    r = weakref.ref(m)
+    del m
+    gc.collect()
+    assert r() is None
+
+
+def test_write_only_map_reads_like_the_stdlib():
+    # PROT_WRITE alone is readable on Linux; the stdlib's mmap reads it, so
+    # fastio's does too (only maps with neither READ nor WRITE are refused).
+    m = fastio.mmap(-1, 4096, prot=fastio.PROT_WRITE)
+    s = stdlib_mmap.mmap(-1, 4096, prot=stdlib_mmap.PROT_WRITE)
+    for x in (m, s):
+        x[0] = 7
+        x[1:3] = b"ab"
+    assert m[0] == s[0] == 7 and m[:3] == s[:3] == b"\x07ab"
+
+
+def test_last_buffer_release_keeps_the_gil():
+    # issue 12, finding 15: the munmap deferred to the release of the last
+    # export ran with the GIL released, inside the caller's PyBuffer_Release.
+    # C code that releases a buffer while holding a lock of its own then
+    # deadlocked with a thread waiting for that lock with the GIL held.
+    # Modelled with ctypes.PyDLL (calls that keep the GIL) and a pthread
+    # mutex; the unfixed build hangs (the child is killed at the timeout).
+    import subprocess
+    code = """
+        import ctypes, sys, threading
+        import fastio
+        sys.setswitchinterval(100)  # this thread keeps the GIL unless it blocks
+        libc = ctypes.PyDLL(None)
+        mutex = ctypes.create_string_buffer(64)  # PTHREAD_MUTEX_INITIALIZER
+        ev = threading.Event()
+        def other():
+            ev.wait()
+            libc.pthread_mutex_lock(mutex)  # waits with the GIL held
+            libc.pthread_mutex_unlock(mutex)
+        t = threading.Thread(target=other)
+        t.start()
+        m = fastio.mmap(-1, 16 << 20)
+        m.write(b"x" * (16 << 20))
+        mv = memoryview(m)
+        m.close()                       # deferred: the view holds the memory
+        libc.pthread_mutex_lock(mutex)  # C code holding its own lock...
+        ev.set()                        # (the other thread now wants the GIL)
+        mv.release()                    # ...releases the last export: munmap
+        libc.pthread_mutex_unlock(mutex)
+        t.join()
+        print("ok")
+        """
+    try:
+        r = _child(code, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("deadlock: the last buffer release dropped the GIL")
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout == "ok\n"
+
+
+@pytest.mark.parametrize("prot", [0, fastio.PROT_EXEC])
+def test_map_without_prot_read_raises_instead_of_segfault(prot):
+    # issue 12, finding 15: m[0] on a map without PROT_READ (prot=0: the
+    # stdlib's segfaults too) segfaulted. In a child, so that the unfixed
+    # build dies there rather than here.
+    r = _child(f"""
+        import fastio
+        m = fastio.mmap(-1, 4096, prot={prot})
+        calls = [lambda: m[0], lambda: m[0:4], lambda: m[::2], lambda: list(m),
+                 lambda: m.read(4), lambda: m.read_byte(), lambda: m.readline(),
+                 lambda: m.find(b"a"), lambda: m.rfind(b"a"), lambda: b"a" in m,
+                 lambda: 1 in m]
+        for call in calls:
+            try:
+                call()
+            except TypeError as e:
+                assert "without PROT_READ" in str(e), e
+            else:
+                raise SystemExit("read a map without PROT_READ")
+        print("ok")
+        """)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout == "ok\n"
+
+
 def test_resize_with_live_memoryview_raises_buffererror(rwfile):
     path, data, fd = rwfile
     m = fastio.mmap(fd, 0)

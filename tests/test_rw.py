@@ -5,6 +5,7 @@ import gc
 import inspect
 import mmap as std_mmap
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -190,6 +191,40 @@ def test_pwrite_read_only_fd(rfile):
 
 
 # ------------------------------------------------------------------ preadv / pwritev
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="__buffer__ is Python 3.12+")
+@pytest.mark.parametrize("func", ["pwritev", "preadv"])
+def test_vector_io_survives_buffer_clearing_the_list(tmp_path, func):
+    # issue 12, finding 6: getting a buffer runs Python code on 3.12+
+    # (__buffer__); one that clears the list being walked made preadv and
+    # pwritev read freed item pointers (segfault). os.pwritev raises
+    # IndexError there; fastio walks a private snapshot of the sequence, so
+    # it uses the buffers the list held when the call began. In a child.
+    import subprocess
+    import textwrap
+    code = textwrap.dedent(f"""
+        import os
+        import fastio
+        bufs = []
+        class Evil:
+            def __buffer__(self, flags):
+                bufs.clear()
+                return memoryview(bytearray(b"x" * 8))
+        fd = os.open({str(tmp_path / "v.bin")!r}, os.O_RDWR | os.O_CREAT, 0o600)
+        os.write(fd, b"y" * 24)
+        bufs[:] = [Evil(), bytearray(b"a" * 8), bytearray(b"b" * 8)]
+        print(fastio.{func}(fd, bufs, 0), bufs)
+        """)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(fastio.__file__))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, timeout=60, env=env)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout == "24 []\n"
+    if func == "pwritev":
+        assert (tmp_path / "v.bin").read_bytes() == b"x" * 8 + b"a" * 8 + b"b" * 8
+
 
 @hsettings
 @given(size=st.integers(0, 20000), offset=st.integers(0, 22000),

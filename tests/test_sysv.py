@@ -370,3 +370,34 @@ def test_signatures_and_stubs_match_runtime():
         inspect.signature(getattr(fastio._core, fn))
     for obj in (fastio.SysVSharedMemory, fastio.sysv_segments):
         inspect.signature(obj)
+
+
+def test_ids_out_of_range_are_refused_not_truncated():
+    # issue 12, finding 11: (int)PyLong_AsLong truncated id + 2**32 to id,
+    # so sysv_remove(id + 2**32) removed segment `id`.
+    seg = fastio.SysVSharedMemory(size=4096)
+    try:
+        for bad in (seg.id + 2**32, seg.id - 2**32, 2**31, -1, 2**70):
+            with pytest.raises(OverflowError, match=r"shmid out of range .*shmid="):
+                fastio._core.sysv_remove(bad)
+            with pytest.raises(OverflowError, match=r"shmid out of range"):
+                fastio._core.sysv_stat(bad)
+        for bad in (float(seg.id), "1"):
+            with pytest.raises(TypeError, match="shmid must be an integer"):
+                fastio._core.sysv_remove(bad)
+        assert seg.id in {s.id for s in fastio.sysv_segments()}
+        assert seg.stat().nattch == 1
+        with pytest.raises(OverflowError, match="mode"):
+            fastio._core.SysVSharedMemory(0, 4096, create=True, mode=2**32 + 0o600)
+        with pytest.raises(OverflowError, match="proj_id"):
+            fastio._core.ftok("/", 2**32 + 1)
+        for key in (2**32, -2**31 - 1, 2**70):
+            with pytest.raises(OverflowError, match=r"key out of range .*key="):
+                fastio._core.SysVSharedMemory(key, 4096)
+        with pytest.raises(TypeError, match="key must be an integer"):
+            fastio._core.SysVSharedMemory(1.0, 4096)
+        with pytest.raises(OverflowError, match=r"id out of range .*id="):
+            fastio._core.SysVSharedMemory(seg.id + 2**32, 0, by_id=True)
+    finally:
+        seg.close()
+        seg.remove()

@@ -872,3 +872,29 @@ def test_aio_sendfile_offset_none_and_errors(tmp_path, payload):
     leaks = LeakCheck()
     asyncio.run(main())
     leaks.check()
+
+
+def test_infinite_timeout_means_no_limit(tmp_path):
+    # issue 12 audit: (int64_t)(timeout * 1e9) was undefined behaviour for
+    # inf and huge values (it happened to saturate with this compiler), and
+    # NaN silently meant no limit. inf now means no limit by definition; NaN
+    # and a finite value past the clock's range are refused, naming it.
+    import math
+    r, w = os.pipe()
+    r2, w2 = os.pipe()
+    try:
+        os.write(w, b"abc")
+        assert fastio.tee(r, w2, 10, timeout=math.inf) == 3
+        assert os.read(r2, 10) == b"abc"
+        src = tmp_path / "src.bin"
+        src.write_bytes(b"x" * 1000)
+        with open(src, "rb") as f:
+            assert fastio.splice(f.fileno(), w2, 1000, 0, timeout=math.inf) == 1000
+        assert len(os.read(r2, 2000)) == 1000
+        with pytest.raises(ValueError, match="timeout must not be NaN"):
+            fastio.tee(r, w2, 10, timeout=math.nan)
+        with pytest.raises(OverflowError, match="timeout too large"):
+            fastio.tee(r, w2, 10, timeout=1e300)
+    finally:
+        for fd in (r, w, r2, w2):
+            os.close(fd)
