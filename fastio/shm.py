@@ -90,45 +90,105 @@ def _alive(pid, start):
 # ------------------------------------------------------------------ #
 # The registry: one file per segment fastio created
 
+def _registry_candidates():
+    """Where records may live, in the order every process of this user
+    tries them (so that all of them agree on one)."""
+    path = os.environ.get("FASTIO_SHM_REGISTRY")
+    if path:
+        return [path]
+    out = []
+    run = os.environ.get("XDG_RUNTIME_DIR")
+    if run and os.path.isdir(run):
+        out.append(os.path.join(run, "fastio-shm"))
+    # A predictable name in a directory everyone can write to: another
+    # user may have made it first (to deny us). Refused then, and the
+    # next candidate, which no one else can create, is used.
+    out.append(os.path.join(tempfile.gettempdir(), f"fastio-shm-{os.getuid()}"))
+    cache = os.environ.get("XDG_CACHE_HOME")
+    if not cache or not os.path.isabs(cache):
+        cache = os.path.join(os.path.expanduser("~"), ".cache")
+    if os.path.isabs(cache):
+        out.append(os.path.join(cache, "fastio-shm"))
+    return out
+
+
+def _acceptable(path, create):
+    """path if it is a directory of this user that no one else can write
+    to (made mode 0700 if create), else None."""
+    if create:
+        try:
+            os.makedirs(os.path.dirname(path) or ".", 0o700, exist_ok=True)
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            return None
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if (not _stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid()
+            or st.st_mode & 0o022):
+        return None
+    return path
+
+
 def registry_dir():
     """registry_dir()
 
     The directory of fastio's segment records: $FASTIO_SHM_REGISTRY if set,
-    else $XDG_RUNTIME_DIR/fastio-shm, else <tempdir>/fastio-shm-<uid>.
-    Created mode 0700; refused (PermissionError) if it belongs to another
-    user or others can write to it, so no one can plant records.
+    else $XDG_RUNTIME_DIR/fastio-shm, else <tempdir>/fastio-shm-<uid>, and
+    when that one belongs to someone else (anyone can create that name
+    first), $XDG_CACHE_HOME/fastio-shm (~/.cache/fastio-shm). Created mode
+    0700; a directory of another user, or one that others can write to, is
+    never used (no one can plant records). PermissionError when no
+    candidate is usable; creating a segment then still works, without a
+    record (a RuntimeWarning says so once).
     """
-    path = os.environ.get("FASTIO_SHM_REGISTRY")
-    if not path:
-        run = os.environ.get("XDG_RUNTIME_DIR")
-        if run and os.path.isdir(run):
-            path = os.path.join(run, "fastio-shm")
-        else:
-            path = os.path.join(tempfile.gettempdir(), f"fastio-shm-{os.getuid()}")
+    tried = _registry_candidates()
+    for path in tried:
+        if _acceptable(path, create=True):
+            return path
+    raise PermissionError(
+        errno.EACCES,
+        "no usable shm registry: each candidate is missing, not a directory of "
+        "this user, or writable by others: " + ", ".join(tried), tried[0])
+
+
+_WARNED_NO_REGISTRY = False
+
+
+def _registry_or_none():
+    """registry_dir(), or None (with one warning per process) when there is
+    none: a segment is better created without a record than not at all."""
+    global _WARNED_NO_REGISTRY
     try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    st = os.lstat(path)
-    if (not _stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid()
-            or st.st_mode & 0o022):
-        raise PermissionError(
-            errno.EACCES,
-            "fastio's shm registry must be a directory of this user that no "
-            "one else can write to", path)
-    return path
+        return registry_dir()
+    except PermissionError as e:
+        if not _WARNED_NO_REGISTRY:
+            _WARNED_NO_REGISTRY = True
+            import warnings
+            warnings.warn(f"fastio: {e.strerror}; shared memory segments are created "
+                          "without a record (shm_segments() and cleanup_orphans() will "
+                          "not see them)", RuntimeWarning, stacklevel=4)
+        return None
 
 
 def _record_path(kind, ident):
     # A name may be 255 bytes: the record is named by its hash (the name is
-    # inside the record).
+    # inside the record). None when there is no usable registry.
+    d = _registry_or_none()
+    if d is None:
+        return None
     digest = hashlib.sha256(str(ident).encode("utf-8", "surrogateescape")).hexdigest()
-    return os.path.join(registry_dir(), f"{kind}-{digest[:32]}")
+    return os.path.join(d, f"{kind}-{digest[:32]}")
 
 
 def _write_record(kind, ident, **fields):
     fields.update(kind=kind, pid=os.getpid(), start=_my_start())
     path = _record_path(kind, ident)
+    if path is None:
+        return None
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
@@ -162,7 +222,19 @@ def _remove_pending_record(path):
 
 
 def _read_records():
-    d = registry_dir()
+    # Every usable candidate, not only the first: records written while an
+    # earlier candidate was refused (planted, then removed) stay visible.
+    dirs = []
+    for d in _registry_candidates():
+        if _acceptable(d, create=False) and d not in dirs:
+            dirs.append(d)
+    if not dirs:
+        registry_dir()  # raises, saying why
+    for d in dirs:
+        yield from _read_dir(d)
+
+
+def _read_dir(d):
     for entry in os.listdir(d):
         if entry.endswith(".tmp"):
             continue
@@ -264,6 +336,8 @@ def _release(kind, ident, pid, record):
     child inherits the creator's objects and its finalizers)."""
     if os.getpid() != pid:
         return
+    if kind == "posix":
+        _watch("-", ident)
     try:
         if kind == "posix":
             _core.shm_unlink("/" + ident)
@@ -274,6 +348,122 @@ def _release(kind, ident, pid, record):
         # wanted state. EINVAL/EIDRM for a removed System V id.
         pass
     _remove_record(record)
+
+
+# ------------------------------------------------------------------ #
+# The watchdog: unlinks a killed creator's POSIX segments
+#
+# A POSIX segment is a name in /dev/shm: the kernel keeps it until someone
+# unlinks it, even after every process that used it is gone. A creator
+# unlinks in close(), its finalizer or at exit, but SIGKILL (the OOM killer,
+# a CI timeout) runs none of those. So the first creating object of a
+# process starts a small watchdog process (the interpreter itself, run with
+# -I -S, in a session of its own so that Ctrl-C does not reach it) and keeps
+# the write end of a pipe to it. It is told each segment the process owns
+# ("+") and each it released ("-"); when the pipe reads end of file (the
+# creator and every child forked from it are gone, however they died), it
+# unlinks what is still listed, if the name still names the same inode, and
+# removes the record. Mappings stay valid: workers that attached keep their
+# memory, and the kernel frees it when the last one goes.
+#
+# Why not another mechanism: a memfd or an IPC_RMID-marked System V segment
+# is freed by the kernel itself, but neither can be attached by name, which
+# is what SharedMemory(name) promises (the stdlib's interface); unlinking
+# right after the create would do the same. SharedArray(backend='memfd' or
+# 'sysv') uses those. The stdlib's resource tracker is a watchdog too, but
+# it also tracks attachers (and unlinks segments they did not create) and
+# warns at exit; this one knows only what its process created, persist=False.
+
+_WATCHDOG_SCRIPT = r"""
+import json, os
+segs = {}
+buf = b""
+while True:
+    try:
+        chunk = os.read(0, 65536)
+    except InterruptedError:
+        continue
+    if not chunk:
+        break
+    buf += chunk
+    *lines, buf = buf.split(b"\n")
+    for line in lines:
+        try:
+            op, name, ino, record, pid = json.loads(line)
+        except ValueError:
+            continue
+        if op == "+":
+            segs[name] = (ino, record, pid)
+        else:
+            segs.pop(name, None)
+for name, (ino, record, pid) in segs.items():
+    try:
+        path = os.path.join("/dev/shm", name)
+        if os.stat(path).st_ino == ino:
+            os.unlink(path)
+    except OSError:
+        pass
+    if record:
+        try:
+            with open(record, "rb") as f:
+                mine = json.loads(f.read()).get("pid") == pid
+        except (OSError, ValueError):
+            mine = False
+        if mine:
+            try:
+                os.unlink(record)
+            except OSError:
+                pass
+"""
+
+_watchdog = None  # (pid of the process it watches, write end of its pipe)
+_WARNED_NO_WATCHDOG = False
+
+
+def _watchdog_fd():
+    """The write end of this process's watchdog pipe, starting the watchdog
+    on first use (and again in a forked child: the parent's watches the
+    parent's segments). None if it cannot be started (a warning says so)."""
+    global _watchdog, _WARNED_NO_WATCHDOG
+    if _watchdog is not None and _watchdog[0] == os.getpid():
+        return _watchdog[1]
+    _watchdog = (os.getpid(), None)
+    r, w = os.pipe()  # both close-on-exec: exec'd children do not hold it
+    try:
+        if not sys.executable:
+            raise OSError(errno.ENOENT, "sys.executable is empty")
+        os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", _WATCHDOG_SCRIPT],
+                       os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, r, 0)],
+                       setsid=True)
+    except OSError as e:
+        os.close(w)
+        if not _WARNED_NO_WATCHDOG:
+            _WARNED_NO_WATCHDOG = True
+            import warnings
+            warnings.warn(f"fastio: cannot start the shm watchdog ({e}); a POSIX segment "
+                          "whose creator is killed stays in /dev/shm (cleanup_orphans() "
+                          "removes it)", RuntimeWarning, stacklevel=4)
+        return None
+    finally:
+        os.close(r)
+    # The watchdog is never waited for: it outlives this process (it exits
+    # at our end of file), and init reaps it.
+    _watchdog = (os.getpid(), w)
+    return w
+
+
+def _watch(op, name, ino=None, record=None):
+    fd = _watchdog_fd() if op == "+" else (
+        _watchdog[1] if _watchdog is not None and _watchdog[0] == os.getpid() else None)
+    if fd is None:
+        return
+    line = (json.dumps([op, name, ino, record, os.getpid()]) + "\n").encode()
+    try:
+        # Below PIPE_BUF (a name is at most 255 bytes, a record path
+        # PATH_MAX... then not atomic, but only this process writes here).
+        os.write(fd, line)
+    except OSError:
+        pass  # the watchdog is gone (killed): nothing better to do
 
 
 def _check_name(name):
@@ -358,7 +548,8 @@ class SharedMemory(_core.SharedMemory):
             # A record already there is another segment's of the same name
             # (then our create fails) or stale (then _init replaces it).
             record = None
-            if not os.path.exists(_record_path("posix", bare)):
+            path = _record_path("posix", bare)
+            if path is not None and not os.path.exists(path):
                 record = _write_record("posix", bare, name=bare, ino=None,
                                        persist=persist, size=size)
             try:
@@ -402,6 +593,7 @@ class SharedMemory(_core.SharedMemory):
             if not persist:
                 self._finalizer = weakref.finalize(
                     self, _release, "posix", name, self._pid, self._record)
+                _watch("+", name, ino, self._record)
 
     @classmethod
     def from_fd(cls, fd, *, readonly=False, populate=False, hugepages=False):
