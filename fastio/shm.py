@@ -289,17 +289,19 @@ def shm_segments():
     return out
 
 
-def cleanup_orphans():
-    """cleanup_orphans()
+def cleanup_orphans(*, dry_run=False):
+    """cleanup_orphans(*, dry_run=False)
 
     Unlink (POSIX) or remove (System V) every segment fastio created with
     persist=False whose creator is dead (killed before it could clean up:
-    the kernel cannot know). Returns the ShmSegment records removed.
+    the kernel cannot know). Returns the ShmSegment records removed; with
+    dry_run=True removes nothing and returns what it would remove.
     """
     removed = []
     for path, rec in _read_records():
         if not _record_current(rec):
-            _remove_record(path)
+            if not dry_run:
+                _remove_record(path)
             continue
         if rec["persist"] or _alive(rec["pid"], rec["start"]):
             continue
@@ -311,6 +313,10 @@ def cleanup_orphans():
             # (A generated name cannot be anyone else's.)
             continue
         name = rec["name"] if rec["kind"] == "posix" else rec["id"]
+        if dry_run:
+            removed.append(ShmSegment(rec["kind"], name, rec["pid"], False,
+                                      False, rec["size"]))
+            continue
         try:
             if rec["kind"] == "posix":
                 _core.shm_unlink("/" + name)
@@ -416,7 +422,7 @@ for name, (ino, record, pid) in segs.items():
                 pass
 """
 
-_watchdog = None  # (pid of the process it watches, write end of its pipe)
+_watchdog = None  # (pid of the process it watches, write end of its pipe, its pid)
 _WARNED_NO_WATCHDOG = False
 
 
@@ -427,12 +433,12 @@ def _watchdog_fd():
     global _watchdog, _WARNED_NO_WATCHDOG
     if _watchdog is not None and _watchdog[0] == os.getpid():
         return _watchdog[1]
-    _watchdog = (os.getpid(), None)
+    _watchdog = (os.getpid(), None, None)
     r, w = os.pipe()  # both close-on-exec: exec'd children do not hold it
     try:
         if not sys.executable:
             raise OSError(errno.ENOENT, "sys.executable is empty")
-        os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", _WATCHDOG_SCRIPT],
+        pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", _WATCHDOG_SCRIPT],
                        os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, r, 0)],
                        setsid=True)
     except OSError as e:
@@ -448,7 +454,7 @@ def _watchdog_fd():
         os.close(r)
     # The watchdog is never waited for: it outlives this process (it exits
     # at our end of file), and init reaps it.
-    _watchdog = (os.getpid(), w)
+    _watchdog = (os.getpid(), w, pid)
     return w
 
 

@@ -5,6 +5,7 @@ Every scenario runs in subprocesses with a private registry (and, where the
 registry's location is the point, a private TMPDIR), so that nothing here
 can disturb another test or another user of the machine.
 """
+import json
 import os
 import pathlib
 import shutil
@@ -245,3 +246,80 @@ def test_no_usable_registry_creates_without_record_and_warns_once(tmp_path):
     where, listed, warned = _run_planted(tmp_path, os.getuid(), tmp_path / "cache")
     assert where is None and not listed
     assert len(warned) == 1 and "without a record" in warned[0]
+
+
+# ---------------------------------------------------------------- fastio shm list / cleanup
+
+ORPHAN = r"""
+import os, signal
+import fastio, fastio.shm
+seg = fastio.SharedMemory(create=True, size=4096)
+print(seg.name, flush=True)
+# Without its watchdog (as where it cannot start), a killed creator leaves
+# an orphan: the case 'fastio shm cleanup' is for.
+os.kill(fastio.shm._watchdog[2], signal.SIGKILL)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _cli(env, *args):
+    return subprocess.run([sys.executable, "-m", "fastio", "shm", *args], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=60)
+
+
+def test_cli_list_and_cleanup_remove_only_orphans(tmp_path):
+    env = _env(tmp_path)
+    out = subprocess.run([sys.executable, "-c", ORPHAN], env=env, stdout=subprocess.PIPE,
+                         text=True, timeout=60)
+    orphan = out.stdout.strip()
+    alive = None
+    try:
+        assert out.returncode == -signal.SIGKILL and os.path.exists(f"/dev/shm/{orphan}")
+        # A live creator's segment (this process, the same private registry).
+        os.environ["FASTIO_SHM_REGISTRY"] = env["FASTIO_SHM_REGISTRY"]
+        try:
+            alive = fastio.SharedMemory(create=True, size=8192)
+        finally:
+            os.environ.pop("FASTIO_SHM_REGISTRY")
+        listed = _cli(env, "list")
+        assert listed.returncode == 0, listed.stderr
+        lines = {ln.split()[1]: ln.split() for ln in listed.stdout.splitlines()[1:]}
+        assert lines[orphan][:5] == ["posix", orphan, lines[orphan][2], lines[orphan][3],
+                                     "orphaned"]
+        assert lines[alive.name][3:5] == [str(os.getpid()), "alive"]
+        rows = {r["name"]: r for r in json.loads(_cli(env, "list", "--json").stdout)}
+        assert rows[orphan]["state"] == "orphaned" and rows[orphan]["size"] == 4096
+        assert rows[alive.name]["state"] == "alive" and rows[alive.name]["pid"] == os.getpid()
+
+        dry = _cli(env, "cleanup", "--dry-run")
+        assert dry.returncode == 0 and f"would remove posix {orphan}" in dry.stdout
+        assert alive.name not in dry.stdout
+        assert os.path.exists(f"/dev/shm/{orphan}"), "--dry-run removed something"
+
+        done = _cli(env, "cleanup")
+        assert done.returncode == 0 and f"removed posix {orphan}" in done.stdout
+        assert not os.path.exists(f"/dev/shm/{orphan}")
+        assert os.path.exists(f"/dev/shm/{alive.name}"), "cleanup removed a live one"
+        assert orphan not in _cli(env, "list").stdout
+        assert "no orphans" in _cli(env, "cleanup").stdout
+    finally:
+        if alive is not None:
+            alive.close()
+        if orphan:
+            try:
+                os.unlink(f"/dev/shm/{orphan}")
+            except FileNotFoundError:
+                pass
+
+
+def test_cli_bad_usage_and_unusable_registry(tmp_path):
+    env = _env(tmp_path)
+    bad = _cli(env, "frobnicate")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+    d = tmp_path / "open"
+    d.mkdir()
+    os.chmod(d, 0o777)
+    env["FASTIO_SHM_REGISTRY"] = str(d)
+    out = _cli(env, "list")
+    assert out.returncode == 1 and "no usable shm registry" in out.stderr

@@ -236,6 +236,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     The command line; returns the exit status.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "shm":  # 'fastio shm list|cleanup': fastio/lab/shm_cli.py
+        from .shm_cli import main as shm_main
+        return shm_main(argv[1:], _prog())
     command = argv[0] if argv and argv[0] in COMMANDS else None
     args = build_parser(command).parse_args(argv[1:] if command else argv)
     if command == "list":
