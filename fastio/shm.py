@@ -510,7 +510,7 @@ def _generated_name():
 # POSIX shared memory and memfd
 
 class SharedMemory(_core.SharedMemory):
-    """SharedMemory(name=None, create=False, size=0, *, mode=0o600, persist=False, readonly=False, populate=False, hugepages=False)
+    """SharedMemory(name=None, create=False, size=0, *, track=True, mode=0o600, persist=False, readonly=False, populate=False, hugepages=False)
 
     A POSIX shared memory segment: a superset of
     ``multiprocessing.shared_memory.SharedMemory`` (name, size, buf, close,
@@ -523,15 +523,20 @@ class SharedMemory(_core.SharedMemory):
     exit, unless persist=True. An attacher (create=False) maps the
     segment's real size and never unlinks unless it calls unlink().
     unlink() is idempotent. close() is safe while numpy arrays or
-    memoryviews use the memory. See docs/shm.md.
+    memoryviews use the memory. track=False (the stdlib's keyword) is
+    persist=True. See docs/shm.md and docs/dropin.md.
     """
 
     # __dict__: users (and the stdlib's users) may hang attributes on it.
     __slots__ = ("_name", "_owner", "_persist", "_finalizer", "_kind",
                  "_unlinked", "_pid", "_record", "__dict__")
 
-    def __new__(cls, name=None, create=False, size=0, *, mode=0o600, persist=False,
-                readonly=False, populate=False, hugepages=False):
+    def __new__(cls, name=None, create=False, size=0, *, track=True, mode=0o600,
+                persist=False, readonly=False, populate=False, hugepages=False):
+        # track: the stdlib's keyword (3.13). track=False there means "never
+        # unlinked for me, I unlink it myself": persist=True here.
+        if not track:
+            persist = True
         if isinstance(mode, bool) or not isinstance(mode, int):
             raise TypeError(f"mode must be an int, got mode of type {type(mode).__name__}")
         if not 0 <= mode <= 0o7777:
