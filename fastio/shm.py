@@ -155,22 +155,26 @@ def registry_dir():
         "this user, or writable by others: " + ", ".join(tried), tried[0])
 
 
-_WARNED_NO_REGISTRY = False
+_WARNED = set()  # what _warn_once said in this process
+
+
+def _warn_once(key, message):
+    """A RuntimeWarning, once per process for each key (tests reset _WARNED)."""
+    if key not in _WARNED:
+        _WARNED.add(key)
+        import warnings
+        warnings.warn(message, RuntimeWarning, stacklevel=5)
 
 
 def _registry_or_none():
     """registry_dir(), or None (with one warning per process) when there is
     none: a segment is better created without a record than not at all."""
-    global _WARNED_NO_REGISTRY
     try:
         return registry_dir()
     except PermissionError as e:
-        if not _WARNED_NO_REGISTRY:
-            _WARNED_NO_REGISTRY = True
-            import warnings
-            warnings.warn(f"fastio: {e.strerror}; shared memory segments are created "
-                          "without a record (shm_segments() and cleanup_orphans() will "
-                          "not see them)", RuntimeWarning, stacklevel=4)
+        _warn_once("registry", f"fastio: {e.strerror}; shared memory segments are created "
+                   "without a record (shm_segments() and cleanup_orphans() will not see "
+                   "them)")
         return None
 
 
@@ -423,14 +427,13 @@ for name, (ino, record, pid) in segs.items():
 """
 
 _watchdog = None  # (pid of the process it watches, write end of its pipe, its pid)
-_WARNED_NO_WATCHDOG = False
 
 
 def _watchdog_fd():
     """The write end of this process's watchdog pipe, starting the watchdog
     on first use (and again in a forked child: the parent's watches the
     parent's segments). None if it cannot be started (a warning says so)."""
-    global _watchdog, _WARNED_NO_WATCHDOG
+    global _watchdog
     if _watchdog is not None and _watchdog[0] == os.getpid():
         return _watchdog[1]
     _watchdog = (os.getpid(), None, None)
@@ -438,17 +441,15 @@ def _watchdog_fd():
     try:
         if not sys.executable:
             raise OSError(errno.ENOENT, "sys.executable is empty")
-        pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", _WATCHDOG_SCRIPT],
-                       os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, r, 0)],
-                       setsid=True)
+        pid = os.posix_spawn(sys.executable,
+                             [sys.executable, "-I", "-S", "-c", _WATCHDOG_SCRIPT],
+                             os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, r, 0)],
+                             setsid=True)
     except OSError as e:
         os.close(w)
-        if not _WARNED_NO_WATCHDOG:
-            _WARNED_NO_WATCHDOG = True
-            import warnings
-            warnings.warn(f"fastio: cannot start the shm watchdog ({e}); a POSIX segment "
-                          "whose creator is killed stays in /dev/shm (cleanup_orphans() "
-                          "removes it)", RuntimeWarning, stacklevel=4)
+        _warn_once("watchdog", f"fastio: cannot start the shm watchdog ({e}); a POSIX "
+                   "segment whose creator is killed stays in /dev/shm (cleanup_orphans() "
+                   "removes it)")
         return None
     finally:
         os.close(r)

@@ -583,7 +583,7 @@ def test_registry_refuses_a_directory_others_can_write(tmp_path, monkeypatch):
     d.mkdir()
     os.chmod(d, 0o777)
     monkeypatch.setenv("FASTIO_SHM_REGISTRY", str(d))
-    monkeypatch.setattr(fastio.shm, "_WARNED_NO_REGISTRY", False)
+    monkeypatch.setattr(fastio.shm, "_WARNED", set())
     with pytest.warns(RuntimeWarning, match="without a record"):
         a = fastio.SharedMemory(create=True, size=10)
     with warnings.catch_warnings():
