@@ -9,6 +9,9 @@ mappings; this module owns the policy:
   segment when it is closed or collected, or at interpreter exit, unless
   ``persist=True``; attachers never do unless asked; a forked child that
   inherits a creator's object never does (the creator's pid is checked);
+- a killed creator: a watchdog process (one per creating process) unlinks
+  the POSIX segments it still owned when its pipe from the creator reads
+  end of file (see _watchdog_fd);
 - the registry behind ``shm_segments()`` and ``cleanup_orphans()``: one
   small file per segment fastio created, in a private per-user directory
   (see ``registry_dir()``), holding the creator's pid and start time and the
@@ -25,6 +28,7 @@ import socket
 import stat as _stat
 import sys
 import tempfile
+import threading
 import weakref
 
 import numpy as np
@@ -426,17 +430,48 @@ for name, (ino, record, pid) in segs.items():
                 pass
 """
 
-_watchdog = None  # (pid of the process it watches, write end of its pipe, its pid)
+_watchdog = None  # (pid it watches, write end of its pipe, watchdog pid, pipe inode)
+# One watchdog per process even when threads create their first segments
+# at once; and whole lines in the pipe (a record path may pass PIPE_BUF).
+_watchdog_lock = threading.RLock()
 
 
-def _watchdog_fd():
+def _new_watchdog_lock():
+    # A fork while another thread held it would leave the child's copy
+    # locked for ever.
+    global _watchdog_lock
+    _watchdog_lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_watchdog_lock)
+
+
+def _watchdog_fd(start=True):
     """The write end of this process's watchdog pipe, starting the watchdog
-    on first use (and again in a forked child: the parent's watches the
-    parent's segments). None if it cannot be started (a warning says so)."""
+    on first use if start (and again in a forked child: the parent's
+    watches the parent's segments). None if there is none or it cannot be
+    started (a warning says so)."""
+    with _watchdog_lock:
+        return _watchdog_fd_locked(start)
+
+
+def _watchdog_fd_locked(start):
     global _watchdog
     if _watchdog is not None and _watchdog[0] == os.getpid():
-        return _watchdog[1]
-    _watchdog = (os.getpid(), None, None)
+        fd = _watchdog[1]
+        if fd is None:
+            return None
+        # Someone may have closed our descriptor (os.closerange) and the
+        # number now names another file: never write lines into that.
+        try:
+            st = os.fstat(fd)
+            if _stat.S_ISFIFO(st.st_mode) and st.st_ino == _watchdog[3]:
+                return fd
+        except OSError:
+            pass
+    if not start:
+        return None
+    _watchdog = (os.getpid(), None, None, None)
     r, w = os.pipe()  # both close-on-exec: exec'd children do not hold it
     try:
         if not sys.executable:
@@ -453,24 +488,24 @@ def _watchdog_fd():
         return None
     finally:
         os.close(r)
-    # The watchdog is never waited for: it outlives this process (it exits
-    # at our end of file), and init reaps it.
-    _watchdog = (os.getpid(), w, pid)
+    # The watchdog is never waited for: it exits when this process (and
+    # its forked children) are gone, and init reaps it then.
+    _watchdog = (os.getpid(), w, pid, os.fstat(w).st_ino)
     return w
 
 
 def _watch(op, name, ino=None, record=None):
-    fd = _watchdog_fd() if op == "+" else (
-        _watchdog[1] if _watchdog is not None and _watchdog[0] == os.getpid() else None)
-    if fd is None:
-        return
+    """Tell this process's watchdog that it owns ("+") or released ("-")
+    the POSIX segment name."""
     line = (json.dumps([op, name, ino, record, os.getpid()]) + "\n").encode()
-    try:
-        # Below PIPE_BUF (a name is at most 255 bytes, a record path
-        # PATH_MAX... then not atomic, but only this process writes here).
-        os.write(fd, line)
-    except OSError:
-        pass  # the watchdog is gone (killed): nothing better to do
+    with _watchdog_lock:
+        fd = _watchdog_fd_locked(start=op == "+")  # never started for a release
+        if fd is None:
+            return
+        try:
+            os.write(fd, line)  # a pipe: all of it (blocking), or EPIPE
+        except OSError:
+            pass  # the watchdog is gone (killed): nothing better to do
 
 
 def _check_name(name):

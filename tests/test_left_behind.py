@@ -323,3 +323,26 @@ def test_cli_bad_usage_and_unusable_registry(tmp_path):
     env["FASTIO_SHM_REGISTRY"] = str(d)
     out = _cli(env, "list")
     assert out.returncode == 1 and "no usable shm registry" in out.stderr
+
+
+def test_watchdog_never_writes_into_a_reused_descriptor(tmp_path):
+    """A program that closes every descriptor (os.closerange) and opens a
+    file that gets the watchdog pipe's number: fastio starts a new watchdog
+    instead of writing its lines into that file."""
+    code = r"""
+import os, sys
+import fastio, fastio.shm
+a = fastio.SharedMemory(create=True, size=100)
+old = fastio.shm._watchdog[1]
+os.close(old)
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+assert fd == old, (fd, old)
+b = fastio.SharedMemory(create=True, size=100)
+a.close(); b.close()
+os.close(fd)
+print(os.path.getsize(sys.argv[1]), fastio.shm._watchdog[1] != old)
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "victim")],
+                         env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "True"]
