@@ -124,7 +124,8 @@ def mp_warm():
 # appeared, then removed, and the session fails.
 
 _SESSION_PIDS = {os.getpid()}
-_APPEARED = {}   # ("sysv", id) or ("posix", name) -> nodeid of the test it appeared in
+_APPEARED = {}   # ("sysv", id), ("posix", name), ("tmp", name) -> the test it appeared in
+_RUN_TMP = []    # the run's own TMPDIR, once the session fixture made it
 
 
 def _sysv_now():
@@ -173,12 +174,21 @@ def _record_child_pid(pid_file, pid):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    sysv, shm = set(_sysv_now()), _dev_shm_now()
+    sysv, shm, tmp = set(_sysv_now()), _dev_shm_now(), _tmp_now()
     yield
     for i in set(_sysv_now()) - sysv:
         _APPEARED.setdefault(("sysv", i), item.nodeid)
     for n in _dev_shm_now() - shm:
         _APPEARED.setdefault(("posix", n), item.nodeid)
+    for n in _tmp_now() - tmp:
+        _APPEARED.setdefault(("tmp", n), item.nodeid)
+
+
+def _tmp_now():
+    try:
+        return set(os.listdir(_RUN_TMP[0])) if _RUN_TMP else set()
+    except FileNotFoundError:
+        return set()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -193,6 +203,7 @@ def nothing_left_behind(tmp_path_factory):
     run_tmp = os.path.join(session, "tmp")
     registry = os.path.join(session, "registry")
     os.mkdir(run_tmp)
+    _RUN_TMP.append(run_tmp)
     saved = {k: os.environ.get(k) for k in ("TMPDIR", "FASTIO_SHM_REGISTRY")}
     os.environ["TMPDIR"] = run_tmp            # children inherit it
     os.environ["FASTIO_SHM_REGISTRY"] = registry
@@ -267,7 +278,8 @@ def nothing_left_behind(tmp_path_factory):
     for fn in sorted(os.listdir(run_tmp)):
         if fn.startswith("pymp-"):
             continue  # multiprocessing's own folder of this process: removed at exit
-        left.append(f"temporary file {fn} in the run's TMPDIR")
+        left.append(f"temporary file {fn} in the run's TMPDIR "
+                    f"(appeared in {_APPEARED.get(('tmp', fn), '?')})")
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)

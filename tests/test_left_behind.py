@@ -277,11 +277,9 @@ def test_cli_list_and_cleanup_remove_only_orphans(tmp_path):
     try:
         assert out.returncode == -signal.SIGKILL and os.path.exists(f"/dev/shm/{orphan}")
         # A live creator's segment (this process, the same private registry).
-        os.environ["FASTIO_SHM_REGISTRY"] = env["FASTIO_SHM_REGISTRY"]
-        try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("FASTIO_SHM_REGISTRY", env["FASTIO_SHM_REGISTRY"])
             alive = fastio.SharedMemory(create=True, size=8192)
-        finally:
-            os.environ.pop("FASTIO_SHM_REGISTRY")
         listed = _cli(env, "list")
         assert listed.returncode == 0, listed.stderr
         lines = {ln.split()[1]: ln.split() for ln in listed.stdout.splitlines()[1:]}
