@@ -170,7 +170,7 @@ def bench_copy(directory, size, rounds):
                     os.unlink(dst)
             contenders[f"fastio.copyfile {m}"] = (lambda m=m: fastio.copyfile(src, dst, method=m))
         contenders["shutil.copyfile"] = lambda: shutil.copyfile(src, dst)
-        auto = fastio.copyfile(src, dst)
+        auto = fastio.copyfile(src, dst).method
         os.unlink(dst)
 
         def once(fn):

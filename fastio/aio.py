@@ -735,6 +735,7 @@ async def write(file, buf, offset):
 
 
 async def fsync(file):
-    """await fsync(file)."""
+    """await fsync(file): flush file's data and metadata to disk; None, as os.fsync."""
     loop, lq = _loop_queue()
-    return await lq.run(loop, lq.q.fsync, file)
+    await lq.run(loop, lq.q.fsync, file)  # the completion's result is 0
+    return None

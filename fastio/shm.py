@@ -9,6 +9,9 @@ mappings; this module owns the policy:
   segment when it is closed or collected, or at interpreter exit, unless
   ``persist=True``; attachers never do unless asked; a forked child that
   inherits a creator's object never does (the creator's pid is checked);
+- a killed creator: a watchdog process (one per creating process) unlinks
+  the POSIX segments it still owned when its pipe from the creator reads
+  end of file (see _watchdog_fd);
 - the registry behind ``shm_segments()`` and ``cleanup_orphans()``: one
   small file per segment fastio created, in a private per-user directory
   (see ``registry_dir()``), holding the creator's pid and start time and the
@@ -25,6 +28,7 @@ import socket
 import stat as _stat
 import sys
 import tempfile
+import threading
 import weakref
 
 import numpy as np
@@ -90,45 +94,109 @@ def _alive(pid, start):
 # ------------------------------------------------------------------ #
 # The registry: one file per segment fastio created
 
+def _registry_candidates():
+    """Where records may live, in the order every process of this user
+    tries them (so that all of them agree on one)."""
+    path = os.environ.get("FASTIO_SHM_REGISTRY")
+    if path:
+        return [path]
+    out = []
+    run = os.environ.get("XDG_RUNTIME_DIR")
+    if run and os.path.isdir(run):
+        out.append(os.path.join(run, "fastio-shm"))
+    # A predictable name in a directory everyone can write to: another
+    # user may have made it first (to deny us). Refused then, and the
+    # next candidate, which no one else can create, is used.
+    out.append(os.path.join(tempfile.gettempdir(), f"fastio-shm-{os.getuid()}"))
+    cache = os.environ.get("XDG_CACHE_HOME")
+    if not cache or not os.path.isabs(cache):
+        cache = os.path.join(os.path.expanduser("~"), ".cache")
+    if os.path.isabs(cache):
+        out.append(os.path.join(cache, "fastio-shm"))
+    return out
+
+
+def _acceptable(path, create):
+    """path if it is a directory of this user that no one else can write
+    to (made mode 0700 if create), else None."""
+    if create:
+        try:
+            os.makedirs(os.path.dirname(path) or ".", 0o700, exist_ok=True)
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            return None
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if (not _stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid()
+            or st.st_mode & 0o022):
+        return None
+    return path
+
+
 def registry_dir():
     """registry_dir()
 
     The directory of fastio's segment records: $FASTIO_SHM_REGISTRY if set,
-    else $XDG_RUNTIME_DIR/fastio-shm, else <tempdir>/fastio-shm-<uid>.
-    Created mode 0700; refused (PermissionError) if it belongs to another
-    user or others can write to it, so no one can plant records.
+    else $XDG_RUNTIME_DIR/fastio-shm, else <tempdir>/fastio-shm-<uid>, and
+    when that one belongs to someone else (anyone can create that name
+    first), $XDG_CACHE_HOME/fastio-shm (~/.cache/fastio-shm). Created mode
+    0700; a directory of another user, or one that others can write to, is
+    never used (no one can plant records). PermissionError when no
+    candidate is usable; creating a segment then still works, without a
+    record (a RuntimeWarning says so once).
     """
-    path = os.environ.get("FASTIO_SHM_REGISTRY")
-    if not path:
-        run = os.environ.get("XDG_RUNTIME_DIR")
-        if run and os.path.isdir(run):
-            path = os.path.join(run, "fastio-shm")
-        else:
-            path = os.path.join(tempfile.gettempdir(), f"fastio-shm-{os.getuid()}")
+    tried = _registry_candidates()
+    for path in tried:
+        if _acceptable(path, create=True):
+            return path
+    raise PermissionError(
+        errno.EACCES,
+        "no usable shm registry: each candidate is missing, not a directory of "
+        "this user, or writable by others: " + ", ".join(tried), tried[0])
+
+
+_WARNED = set()  # what _warn_once said in this process
+
+
+def _warn_once(key, message):
+    """A RuntimeWarning, once per process for each key (tests reset _WARNED)."""
+    if key not in _WARNED:
+        _WARNED.add(key)
+        import warnings
+        warnings.warn(message, RuntimeWarning, stacklevel=5)
+
+
+def _registry_or_none():
+    """registry_dir(), or None (with one warning per process) when there is
+    none: a segment is better created without a record than not at all."""
     try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    st = os.lstat(path)
-    if (not _stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid()
-            or st.st_mode & 0o022):
-        raise PermissionError(
-            errno.EACCES,
-            "fastio's shm registry must be a directory of this user that no "
-            "one else can write to", path)
-    return path
+        return registry_dir()
+    except PermissionError as e:
+        _warn_once("registry", f"fastio: {e.strerror}; shared memory segments are created "
+                   "without a record (shm_segments() and cleanup_orphans() will not see "
+                   "them)")
+        return None
 
 
 def _record_path(kind, ident):
     # A name may be 255 bytes: the record is named by its hash (the name is
-    # inside the record).
+    # inside the record). None when there is no usable registry.
+    d = _registry_or_none()
+    if d is None:
+        return None
     digest = hashlib.sha256(str(ident).encode("utf-8", "surrogateescape")).hexdigest()
-    return os.path.join(registry_dir(), f"{kind}-{digest[:32]}")
+    return os.path.join(d, f"{kind}-{digest[:32]}")
 
 
 def _write_record(kind, ident, **fields):
     fields.update(kind=kind, pid=os.getpid(), start=_my_start())
     path = _record_path(kind, ident)
+    if path is None:
+        return None
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
@@ -162,7 +230,19 @@ def _remove_pending_record(path):
 
 
 def _read_records():
-    d = registry_dir()
+    # Every usable candidate, not only the first: records written while an
+    # earlier candidate was refused (planted, then removed) stay visible.
+    dirs = []
+    for d in _registry_candidates():
+        if _acceptable(d, create=False) and d not in dirs:
+            dirs.append(d)
+    if not dirs:
+        registry_dir()  # raises, saying why
+    for d in dirs:
+        yield from _read_dir(d)
+
+
+def _read_dir(d):
     for entry in os.listdir(d):
         if entry.endswith(".tmp"):
             continue
@@ -217,17 +297,19 @@ def shm_segments():
     return out
 
 
-def cleanup_orphans():
-    """cleanup_orphans()
+def cleanup_orphans(*, dry_run=False):
+    """cleanup_orphans(*, dry_run=False)
 
     Unlink (POSIX) or remove (System V) every segment fastio created with
     persist=False whose creator is dead (killed before it could clean up:
-    the kernel cannot know). Returns the ShmSegment records removed.
+    the kernel cannot know). Returns the ShmSegment records removed; with
+    dry_run=True removes nothing and returns what it would remove.
     """
     removed = []
     for path, rec in _read_records():
         if not _record_current(rec):
-            _remove_record(path)
+            if not dry_run:
+                _remove_record(path)
             continue
         if rec["persist"] or _alive(rec["pid"], rec["start"]):
             continue
@@ -239,6 +321,10 @@ def cleanup_orphans():
             # (A generated name cannot be anyone else's.)
             continue
         name = rec["name"] if rec["kind"] == "posix" else rec["id"]
+        if dry_run:
+            removed.append(ShmSegment(rec["kind"], name, rec["pid"], False,
+                                      False, rec["size"]))
+            continue
         try:
             if rec["kind"] == "posix":
                 _core.shm_unlink("/" + name)
@@ -264,6 +350,8 @@ def _release(kind, ident, pid, record):
     child inherits the creator's objects and its finalizers)."""
     if os.getpid() != pid:
         return
+    if kind == "posix":
+        _watch("-", ident)
     try:
         if kind == "posix":
             _core.shm_unlink("/" + ident)
@@ -274,6 +362,150 @@ def _release(kind, ident, pid, record):
         # wanted state. EINVAL/EIDRM for a removed System V id.
         pass
     _remove_record(record)
+
+
+# ------------------------------------------------------------------ #
+# The watchdog: unlinks a killed creator's POSIX segments
+#
+# A POSIX segment is a name in /dev/shm: the kernel keeps it until someone
+# unlinks it, even after every process that used it is gone. A creator
+# unlinks in close(), its finalizer or at exit, but SIGKILL (the OOM killer,
+# a CI timeout) runs none of those. So the first creating object of a
+# process starts a small watchdog process (the interpreter itself, run with
+# -I -S, in a session of its own so that Ctrl-C does not reach it) and keeps
+# the write end of a pipe to it. It is told each segment the process owns
+# ("+") and each it released ("-"); when the pipe reads end of file (the
+# creator and every child forked from it are gone, however they died), it
+# unlinks what is still listed, if the name still names the same inode, and
+# removes the record. Mappings stay valid: workers that attached keep their
+# memory, and the kernel frees it when the last one goes.
+#
+# Why not another mechanism: a memfd or an IPC_RMID-marked System V segment
+# is freed by the kernel itself, but neither can be attached by name, which
+# is what SharedMemory(name) promises (the stdlib's interface); unlinking
+# right after the create would do the same. SharedArray(backend='memfd' or
+# 'sysv') uses those. The stdlib's resource tracker is a watchdog too, but
+# it also tracks attachers (and unlinks segments they did not create) and
+# warns at exit; this one knows only what its process created, persist=False.
+
+_WATCHDOG_SCRIPT = r"""
+import json, os
+segs = {}
+buf = b""
+while True:
+    try:
+        chunk = os.read(0, 65536)
+    except InterruptedError:
+        continue
+    if not chunk:
+        break
+    buf += chunk
+    *lines, buf = buf.split(b"\n")
+    for line in lines:
+        try:
+            op, name, ino, record, pid = json.loads(line)
+        except ValueError:
+            continue
+        if op == "+":
+            segs[name] = (ino, record, pid)
+        else:
+            segs.pop(name, None)
+for name, (ino, record, pid) in segs.items():
+    try:
+        path = os.path.join("/dev/shm", name)
+        if os.stat(path).st_ino == ino:
+            os.unlink(path)
+    except OSError:
+        pass
+    if record:
+        try:
+            with open(record, "rb") as f:
+                mine = json.loads(f.read()).get("pid") == pid
+        except (OSError, ValueError):
+            mine = False
+        if mine:
+            try:
+                os.unlink(record)
+            except OSError:
+                pass
+"""
+
+_watchdog = None  # (pid it watches, write end of its pipe, watchdog pid, pipe inode)
+# One watchdog per process even when threads create their first segments
+# at once; and whole lines in the pipe (a record path may pass PIPE_BUF).
+_watchdog_lock = threading.RLock()
+
+
+def _new_watchdog_lock():
+    # A fork while another thread held it would leave the child's copy
+    # locked for ever.
+    global _watchdog_lock
+    _watchdog_lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_watchdog_lock)
+
+
+def _watchdog_fd(start=True):
+    """The write end of this process's watchdog pipe, starting the watchdog
+    on first use if start (and again in a forked child: the parent's
+    watches the parent's segments). None if there is none or it cannot be
+    started (a warning says so)."""
+    with _watchdog_lock:
+        return _watchdog_fd_locked(start)
+
+
+def _watchdog_fd_locked(start):
+    global _watchdog
+    if _watchdog is not None and _watchdog[0] == os.getpid():
+        fd = _watchdog[1]
+        if fd is None:
+            return None
+        # Someone may have closed our descriptor (os.closerange) and the
+        # number now names another file: never write lines into that.
+        try:
+            st = os.fstat(fd)
+            if _stat.S_ISFIFO(st.st_mode) and st.st_ino == _watchdog[3]:
+                return fd
+        except OSError:
+            pass
+    if not start:
+        return None
+    _watchdog = (os.getpid(), None, None, None)
+    r, w = os.pipe()  # both close-on-exec: exec'd children do not hold it
+    try:
+        if not sys.executable:
+            raise OSError(errno.ENOENT, "sys.executable is empty")
+        pid = os.posix_spawn(sys.executable,
+                             [sys.executable, "-I", "-S", "-c", _WATCHDOG_SCRIPT],
+                             os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, r, 0)],
+                             setsid=True)
+    except OSError as e:
+        os.close(w)
+        _warn_once("watchdog", f"fastio: cannot start the shm watchdog ({e}); a POSIX "
+                   "segment whose creator is killed stays in /dev/shm (cleanup_orphans() "
+                   "removes it)")
+        return None
+    finally:
+        os.close(r)
+    # The watchdog is never waited for: it exits when this process (and
+    # its forked children) are gone, and init reaps it then.
+    _watchdog = (os.getpid(), w, pid, os.fstat(w).st_ino)
+    return w
+
+
+def _watch(op, name, ino=None, record=None):
+    """Tell this process's watchdog that it owns ("+") or released ("-")
+    the POSIX segment name."""
+    line = (json.dumps([op, name, ino, record, os.getpid()]) + "\n").encode()
+    with _watchdog_lock:
+        fd = _watchdog_fd_locked(start=op == "+")  # never started for a release
+        if fd is None:
+            return
+        try:
+            os.write(fd, line)  # a pipe: all of it (blocking), or EPIPE
+        except OSError:
+            pass  # the watchdog is gone (killed): nothing better to do
 
 
 def _check_name(name):
@@ -314,7 +546,7 @@ def _generated_name():
 # POSIX shared memory and memfd
 
 class SharedMemory(_core.SharedMemory):
-    """SharedMemory(name=None, create=False, size=0, *, mode=0o600, persist=False, readonly=False, populate=False, hugepages=False)
+    """SharedMemory(name=None, create=False, size=0, *, track=True, mode=0o600, persist=False, readonly=False, populate=False, hugepages=False)
 
     A POSIX shared memory segment: a superset of
     ``multiprocessing.shared_memory.SharedMemory`` (name, size, buf, close,
@@ -327,15 +559,20 @@ class SharedMemory(_core.SharedMemory):
     exit, unless persist=True. An attacher (create=False) maps the
     segment's real size and never unlinks unless it calls unlink().
     unlink() is idempotent. close() is safe while numpy arrays or
-    memoryviews use the memory. See docs/shm.md.
+    memoryviews use the memory. track=False (the stdlib's keyword) is
+    persist=True. See docs/shm.md and docs/dropin.md.
     """
 
     # __dict__: users (and the stdlib's users) may hang attributes on it.
     __slots__ = ("_name", "_owner", "_persist", "_finalizer", "_kind",
                  "_unlinked", "_pid", "_record", "__dict__")
 
-    def __new__(cls, name=None, create=False, size=0, *, mode=0o600, persist=False,
-                readonly=False, populate=False, hugepages=False):
+    def __new__(cls, name=None, create=False, size=0, *, track=True, mode=0o600,
+                persist=False, readonly=False, populate=False, hugepages=False):
+        # track: the stdlib's keyword (3.13). track=False there means "never
+        # unlinked for me, I unlink it myself": persist=True here.
+        if not track:
+            persist = True
         if isinstance(mode, bool) or not isinstance(mode, int):
             raise TypeError(f"mode must be an int, got mode of type {type(mode).__name__}")
         if not 0 <= mode <= 0o7777:
@@ -358,7 +595,8 @@ class SharedMemory(_core.SharedMemory):
             # A record already there is another segment's of the same name
             # (then our create fails) or stale (then _init replaces it).
             record = None
-            if not os.path.exists(_record_path("posix", bare)):
+            path = _record_path("posix", bare)
+            if path is not None and not os.path.exists(path):
                 record = _write_record("posix", bare, name=bare, ino=None,
                                        persist=persist, size=size)
             try:
@@ -402,6 +640,7 @@ class SharedMemory(_core.SharedMemory):
             if not persist:
                 self._finalizer = weakref.finalize(
                     self, _release, "posix", name, self._pid, self._record)
+                _watch("+", name, ino, self._record)
 
     @classmethod
     def from_fd(cls, fd, *, readonly=False, populate=False, hugepages=False):

@@ -6,18 +6,19 @@ in which order, what a path means, and how a Python file object's position
 is kept in step with its descriptor.
 
 Every transfer function returns a :class:`Transferred`: an ``int`` (the
-bytes moved) whose ``.method`` says which way ran. ``copyfile`` returns the
-method's name, as its whole-file result needs no count.
+bytes moved) whose ``.method`` says which way ran. ``copyfile`` returns
+``dst``, as shutil.copyfile does, carrying the same ``.method``.
 """
 import io
 import os
 import shutil
 import socket
 import stat
+import sys
 
 from . import _core
 
-__all__ = ["Transferred", "sendfile", "copy_file_range", "copyfile", "splice",
+__all__ = ["Transferred", "CopiedPath", "CopiedBytesPath", "sendfile", "copy_file_range", "copyfile", "splice",
            "tee", "SENDFILE_METHODS", "COPYFILE_METHODS"]
 
 #: The ways fastio.sendfile can move bytes, in the order method='auto' tries them.
@@ -295,26 +296,89 @@ def tee(fd_in, fd_out, count, *, timeout=None):
                       float(timeout))
 
 
-def copyfile(src, dst, *, method="auto"):
-    """Copy the contents of file ``src`` to file ``dst``; return the method used.
+class CopiedPath(str):
+    """What ``copyfile`` returns for a ``str`` destination: ``dst`` itself
+    (equal to it, hashing like it, printing like it), as shutil.copyfile
+    returns, with ``.method`` naming the way the data was copied:
+    ``'reflink'``, ``'copy_file_range'``, ``'sendfile'``, ``'readwrite'``, or
+    ``'symlink'`` (follow_symlinks=False on a link). Bytes destinations get a
+    ``CopiedBytesPath``, pathlib ones a subclass of their own type."""
 
-    As shutil.copyfile towards the destination: ``dst`` is created or
-    truncated (mode 0o666 & ~umask when created), copying a file onto itself
-    raises shutil.SameFileError, a named pipe shutil.SpecialFileError, a
-    directory IsADirectoryError. ``method='auto'`` tries a FICLONE reflink
-    (btrfs, XFS: shares extents, instant), then copy_file_range(2), then
-    sendfile(2), then a read/write loop, moving on when the kernel refuses
-    (EXDEV, EOPNOTSUPP, EINVAL) or answers 0 at once for a file that may
-    hold data (procfs, sysfs). Or name one of 'reflink', 'copy_file_range',
-    'sendfile', 'readwrite' to use only that. Returns the name of the method
-    that copied the data.
+    method = None
+
+    def __reduce__(self):
+        return (_copied, (str(self), self.method))
+
+
+class CopiedBytesPath(bytes):
+    """``copyfile``'s result for a ``bytes`` destination (see CopiedPath)."""
+
+    method = None
+
+    def __reduce__(self):
+        return (_copied, (bytes(self), self.method))
+
+
+_PATH_TYPES = {}
+
+
+def _path_type(cls):
+    """A subclass of a pathlib class that can carry ``.method``: same name
+    and repr, pickles as the plain class."""
+    sub = _PATH_TYPES.get(cls)
+    if sub is None:
+        sub = type(cls.__name__, (cls,), {
+            "method": None, "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+            "__reduce__": lambda self: (cls, (str(self),)),
+            "__doc__": cls.__doc__})
+        _PATH_TYPES[cls] = sub
+    return sub
+
+
+def _copied(dst, method):
+    """``dst`` carrying ``.method``: the same value, of its own kind."""
+    import pathlib
+    if isinstance(dst, str):
+        out = CopiedPath(dst)
+    elif isinstance(dst, bytes):
+        out = CopiedBytesPath(dst)
+    elif isinstance(dst, pathlib.PurePath):
+        try:
+            out = _path_type(type(dst))(dst)
+        except TypeError:  # a pathlib subclass with a constructor of its own
+            return dst
+    else:
+        return dst  # another os.PathLike (os.DirEntry, ...): returned as given
+    out.method = method
+    return out
+
+
+def copyfile(src, dst, *, follow_symlinks=True, method="auto"):
+    """Copy the contents of file ``src`` to file ``dst``; return ``dst``.
+
+    A superset of shutil.copyfile: the same signature, result and
+    exceptions. ``dst`` is created or truncated (mode 0o666 & ~umask when
+    created); copying a file onto itself raises shutil.SameFileError, a
+    named pipe shutil.SpecialFileError, a directory IsADirectoryError, a
+    destination in a missing directory FileNotFoundError. With
+    follow_symlinks=False and ``src`` a symbolic link, a link is made
+    instead. ``method='auto'`` tries a FICLONE reflink (btrfs, XFS: shares
+    extents, instant), then copy_file_range(2), then sendfile(2), then a
+    read/write loop, moving on when the kernel refuses (EXDEV, EOPNOTSUPP,
+    EINVAL) or answers 0 at once for a file that may hold data (procfs,
+    sysfs). Or name one of 'reflink', 'copy_file_range', 'sendfile',
+    'readwrite' to use only that. Returns ``dst`` (for a str, bytes or
+    pathlib destination, an equal object of the same kind whose
+    ``.method`` names the way that copied the data).
     """
     methods = _methods(method, COPYFILE_METHODS)
-    src = os.fspath(src) if _is_path(src) else src
-    dst = os.fspath(dst) if _is_path(dst) else dst
     if not _is_path(src) or not _is_path(dst):
         raise TypeError("src and dst must be paths (str, bytes or os.PathLike), "
                         f"not {type(src).__name__} and {type(dst).__name__}")
+    sys.audit("shutil.copyfile", src, dst)  # the same event: audit hooks see every copy
+    given = dst
+    src = os.fspath(src)
+    dst = os.fspath(dst)
     if shutil._samefile(src, dst):
         raise shutil.SameFileError(f"{src!r} and {dst!r} are the same file")
     for fn in (src, dst):
@@ -324,6 +388,9 @@ def copyfile(src, dst, *, method="auto"):
             continue
         if stat.S_ISFIFO(st.st_mode):
             raise shutil.SpecialFileError(f"`{fn}` is a named pipe")
+    if not follow_symlinks and os.path.islink(src):
+        os.symlink(os.readlink(src), dst)
+        return _copied(given, "symlink")
     in_fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     try:
         st_in = os.fstat(in_fd)
@@ -331,7 +398,14 @@ def copyfile(src, dst, *, method="auto"):
             raise IsADirectoryError(21, os.strerror(21), src)
         # Open without O_TRUNC, compare, then truncate: a second name for the
         # source (a bind mount, /proc/self/fd/N) must not empty it.
-        out_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            out_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except IsADirectoryError as e:
+            # 'dir/missing/': open(2) says EISDIR; shutil (bpo-43219) says
+            # what is wrong.
+            if not os.path.exists(dst):
+                raise FileNotFoundError(f"Directory does not exist: {dst}") from e
+            raise
         try:
             st_out = os.fstat(out_fd)
             if (st_out.st_dev, st_out.st_ino) == (st_in.st_dev, st_in.st_ino):
@@ -346,4 +420,4 @@ def copyfile(src, dst, *, method="auto"):
             os.close(out_fd)
     finally:
         os.close(in_fd)
-    return used
+    return _copied(given, used)

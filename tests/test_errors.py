@@ -228,6 +228,8 @@ ROWS = [
     ('fastio.copyfile', 'missing source', 'fastio.copyfile(MISSING, P2)', 'FileNotFoundError', "[Errno 2] No such file or directory: '*'"),
     ('fastio.copyfile', 'bad method', 'fastio.copyfile(P, P2, method="bogus")', 'ValueError', "method must be 'auto' or one of 'reflink', 'copy_file_range', 'sendfile', 'readwrite', not 'bogus'"),
     ('fastio.copyfile', 'same file', 'fastio.copyfile(P, P)', 'SameFileError', "'*' and '*' are the same file"),
+    ('fastio.copyfile', 'into a missing directory', 'fastio.copyfile(P, MISSING + "/")', 'FileNotFoundError', 'Directory does not exist: */missing.bin/'),
+    ('fastio.copyfile', 'src a descriptor', 'fastio.copyfile(FD, P2)', 'TypeError', 'src and dst must be paths (str, bytes or os.PathLike), not int and str'),
     ('fastio.splice', 'negative count', 'fastio.splice(PR, WFD, -1)', 'ValueError', 'count must be >= 0, not -1'),
     ('fastio.tee', 'not pipes', 'fastio.tee(FD, WFD, 10)', 'OSError', '[Errno 22] Invalid argument (tee)'),
     ('fastio.tee', 'negative count', 'fastio.tee(PR, PW2, -1)', 'ValueError', 'count must be >= 0, not -1'),

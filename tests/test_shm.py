@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from multiprocessing import shared_memory as stdlib_shm
 from multiprocessing import resource_tracker
 
@@ -576,12 +577,25 @@ def test_attached_child_killed_leaves_nothing():
 
 
 def test_registry_refuses_a_directory_others_can_write(tmp_path, monkeypatch):
+    """A registry others can write to is never used (they could plant
+    records); the create still works, without a record, and says so once."""
     d = tmp_path / "open"
     d.mkdir()
     os.chmod(d, 0o777)
     monkeypatch.setenv("FASTIO_SHM_REGISTRY", str(d))
+    monkeypatch.setattr(fastio.shm, "_WARNED", set())
+    with pytest.warns(RuntimeWarning, match="without a record"):
+        a = fastio.SharedMemory(create=True, size=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        b = fastio.SharedMemory(create=True, size=10)   # once per process
+    assert os.listdir(d) == []
     with pytest.raises(PermissionError):
-        fastio.SharedMemory(create=True, size=10)
+        fastio.registry_dir()
+    with pytest.raises(PermissionError):
+        fastio.shm_segments()
+    a.close()
+    b.close()
 
 
 def test_stale_records_are_pruned():

@@ -491,6 +491,11 @@ top = tempfile.mkdtemp()
 d = os.path.join(top, "mnt")
 os.mkdir(d)
 clean = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+import atexit
+# Nothing left in the temporary directory, whatever the outcome (exit 77
+# included): unmounted first if still mounted.
+atexit.register(lambda: (subprocess.run(["umount", d], capture_output=True, env=clean),
+                         shutil.rmtree(top, ignore_errors=True)))
 
 def run(*cmd):
     r = subprocess.run(cmd, capture_output=True, text=True, env=clean)

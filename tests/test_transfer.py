@@ -551,7 +551,7 @@ def test_copyfile_byte_exact(tmp_path, shm_dir, payload, size, fs, method):
         assert ei.value.errno == errno.EXDEV
         leaks.check()
         return
-    used = fastio.copyfile(src, dst, method=method)
+    used = fastio.copyfile(src, dst, method=method).method
     if method != "auto":
         assert used == method
     elif size and fs == "ext4":
@@ -564,7 +564,7 @@ def test_copyfile_byte_exact(tmp_path, shm_dir, payload, size, fs, method):
 
 def test_copyfile_auto_picks_kernel_copy_on_ext4(tmp_path, payload):
     src = write_file(tmp_path / "src.bin", payload[:1 << 20])
-    used = fastio.copyfile(src, tmp_path / "dst.bin")
+    used = fastio.copyfile(src, tmp_path / "dst.bin").method
     assert used in ("reflink", "copy_file_range")
 
 
@@ -573,7 +573,7 @@ def test_copyfile_like_shutil_towards_destination(tmp_path):
     src = write_file(tmp_path / "src.bin", b"new")
     dst = write_file(tmp_path / "dst.bin", b"old contents, longer")
     os.chmod(dst, 0o640)
-    assert fastio.copyfile(src, dst)
+    assert fastio.copyfile(src, dst) == dst  # shutil returns dst
     assert read_file(dst) == b"new"
     assert os.stat(dst).st_mode & 0o777 == 0o640  # truncated, not replaced
     created = tmp_path / "created.bin"
@@ -679,7 +679,7 @@ def test_copyfile_pseudo_files(tmp_path, path):
     """procfs says 0 bytes, sysfs 4096: a kernel copy answers 0, fall back."""
     if not os.path.exists(path):
         pytest.skip(f"{path} missing")
-    used = fastio.copyfile(path, tmp_path / "out")
+    used = fastio.copyfile(path, tmp_path / "out").method
     want = read_file(path)
     assert want, "the oracle read nothing"
     assert read_file(tmp_path / "out") == want
@@ -689,7 +689,7 @@ def test_copyfile_pseudo_files(tmp_path, path):
 def test_copyfile_empty_file(tmp_path):
     src = write_file(tmp_path / "src.bin", b"")
     write_file(tmp_path / "dst.bin", b"junk")
-    assert fastio.copyfile(src, tmp_path / "dst.bin") in fastio.COPYFILE_METHODS
+    assert fastio.copyfile(src, tmp_path / "dst.bin").method in fastio.COPYFILE_METHODS
     assert read_file(tmp_path / "dst.bin") == b""
 
 

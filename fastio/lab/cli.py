@@ -18,7 +18,7 @@ from . import methods as _methods
 from .runner import CACHE_MODES, PATTERNS, parse_size as _parse_size, run, sweep
 
 QUICK_SIZE = 256 << 20
-COMMANDS = ("run", "sweep", "list")
+COMMANDS = ("run", "sweep", "list", "shm")
 
 
 def parse_size(text: str) -> int:
@@ -169,6 +169,9 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
                        metavar="LIST", help="comma-separated depths (default 1)")
         _common(p, size_default=64 << 20)
         return p
+    if command == "shm":  # fastio shm list|cleanup: fastio/lab/shm_cli.py
+        from .shm_cli import build_parser as shm_parser
+        return shm_parser(prog)
     if command == "list":
         return argparse.ArgumentParser(
             prog=f"{prog} list", epilog=_EPILOG,
@@ -236,6 +239,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     The command line; returns the exit status.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "shm":  # 'fastio shm list|cleanup': fastio/lab/shm_cli.py
+        from .shm_cli import main as shm_main
+        return shm_main(argv[1:], _prog())
     command = argv[0] if argv and argv[0] in COMMANDS else None
     args = build_parser(command).parse_args(argv[1:] if command else argv)
     if command == "list":
