@@ -252,7 +252,37 @@ def _read_dir(d):
                 rec = json.loads(f.read())
         except (OSError, ValueError):
             continue
-        yield path, rec
+        if _record_ok(rec):
+            yield path, rec
+
+
+def _is_int(v, lo, hi):
+    return type(v) is int and lo <= v <= hi
+
+
+def _record_ok(rec):
+    """Whether a record has the fields and types _write_record writes.
+
+    The folder is the user's own, but a record cut short by a full disk or
+    edited by hand must not reach shm_unlink / sysv_remove (whose id
+    argument is range-checked in C and would raise OverflowError, which
+    cleanup_orphans does not expect) or crash a listing with a KeyError: such
+    a record is passed over, as an unreadable one is.
+    """
+    if not isinstance(rec, dict):
+        return False
+    common = ("start" in rec and _is_int(rec.get("pid"), 1, 1 << 31)
+              and isinstance(rec.get("persist"), bool)
+              and _is_int(rec.get("size"), 0, 1 << 63))
+    if not common:
+        return False
+    if rec.get("kind") == "posix":
+        return (isinstance(rec.get("name"), str)
+                and (rec.get("ino") is None or _is_int(rec.get("ino"), 0, 1 << 64)))
+    if rec.get("kind") == "sysv":
+        return (_is_int(rec.get("id"), 0, (1 << 31) - 1) and _is_int(rec.get("key"), 0, (1 << 32) - 1)
+                and isinstance(rec.get("ctime"), (int, float)))
+    return False
 
 
 ShmSegment = collections.namedtuple(

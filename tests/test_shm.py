@@ -7,6 +7,7 @@ fails on) any /dev/shm entry the test left, so a failing test leaks nothing.
 """
 import gc
 import inspect
+import json
 import multiprocessing
 import os
 import pickle
@@ -707,3 +708,28 @@ def test_a_failed_create_keeps_the_existing_segments_record():
     assert [s.name for s in fastio.shm_segments()] == [name]
     a.close()
     assert fastio.shm_segments() == []
+
+
+@pytest.mark.parametrize("rec", [
+    [1, 2],                                                    # not an object
+    {"kind": "sysv", "pid": 1, "start": None, "persist": False, "size": 8},  # no id
+    {"kind": "sysv", "id": 2**32 + 5, "key": 1, "ctime": 1, "pid": 1, "start": None,
+     "persist": False, "size": 8},                             # id past shmid's int
+    {"kind": "sysv", "id": "7", "key": 1, "ctime": 1, "pid": 1, "start": None,
+     "persist": False, "size": 8},                             # id a str
+    {"kind": "posix", "name": 5, "ino": None, "pid": 1, "start": None,
+     "persist": False, "size": 8},                             # name not a str
+    {"kind": "other", "pid": 1, "start": None, "persist": False, "size": 8},
+])
+def test_a_malformed_record_is_passed_over(rec, shm_guard):
+    """A record cut short or edited by hand neither crashes the listing
+    (KeyError) nor reaches sysv_remove with an id its range check refuses:
+    it is passed over like an unreadable one, and the real records still
+    count."""
+    d = fastio.registry_dir()
+    with open(os.path.join(d, "sysv-bad"), "w") as f:
+        json.dump(rec, f)
+    with fastio.SharedMemory(create=True, size=10) as a:
+        assert [s.name for s in fastio.shm_segments()] == [a.name.lstrip("/")]
+        assert fastio.cleanup_orphans() == []
+        assert fastio.cleanup_orphans(dry_run=True) == []
