@@ -13,7 +13,8 @@ Before each method's call:
   not stop the run: the record says so (``cache.ok`` False).
 - the memory is put in one state for every method (the *recycled* policy):
   the runner touches and frees as much memory as the method can allocate
-  (the file's size + 4 MiB), so whatever the method allocates comes from
+  (the file's size + 4 MiB for whole-file and malloc/brk methods, a few
+  blocks for the others), so whatever the method allocates comes from
   recently freed pages. On a VM whose host takes back free memory (virtio
   balloon free page reporting: memory free for ~2 s is returned to the
   host) the first touch of *fresh* memory costs 10-20x more than of
@@ -219,14 +220,30 @@ def machine_info() -> Dict[str, Any]:
     }
 
 
-def make_file(size: int, directory: Optional[str] = None) -> str:
+def make_file(size: int, directory: Optional[str] = None,
+              _names: Optional[List[str]] = None) -> str:
     """make_file(size, directory=None)
 
     A new temporary file of size random bytes (random: no filesystem can
     store it sparse or compressed), fsynced so that writeback does not run
     during the measurements. The caller removes it.
     """
-    fd, path = tempfile.mkstemp(prefix="fastio-lab-", suffix=".bin", dir=directory)
+    import secrets
+    d = tempfile.gettempdir() if directory is None else os.fspath(directory)
+    for _ in range(100):
+        path = os.path.join(d, f"fastio-lab-{secrets.token_hex(6)}.bin")
+        # the name is known to the caller before the file exists: an
+        # interrupt at any moment after this leaves nothing it cannot remove
+        if _names is not None:
+            _names.append(path)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            break
+        except FileExistsError:
+            if _names is not None:
+                _names.pop()
+    else:
+        raise FileExistsError(f"no free temporary name in {d!r}")
     try:
         rng = np.random.default_rng(0x5EED)
         left = size
@@ -243,6 +260,14 @@ def make_file(size: int, directory: Optional[str] = None) -> str:
         raise
     os.close(fd)
     return path
+
+
+def _remove(names: List[str]) -> None:
+    for p in names:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
 
 
 def offsets_for(size: int, block_size: int, pattern: str, seed: int = 0) -> np.ndarray:
@@ -325,6 +350,16 @@ def _prime(nbytes: int) -> None:
     a = fastio.empty(nbytes, hugepages=True)
     _touch(a)
     del a
+
+
+def _working_set(method: Method, job: Job) -> int:
+    """How much memory a call can allocate, which the runner recycles first:
+    the whole file for whole-file and allocation methods, a few blocks for
+    the others (their buffers are blocks; priming the file's size for them
+    would only cost time)."""
+    if method.whole_file or method.group == "malloc/brk" or job.verify:
+        return job.size + (4 << 20)
+    return 4 * job.block_size * max(1, job.depth) + (4 << 20)
 
 
 _MEMORY_COST: Optional[Dict[str, Any]] = None
@@ -444,7 +479,7 @@ def measure(method: Method, job: Job, cache: str, threads: int = 1,
     rec["cache"] = set_cache(job.path, cache) if method.direct != "n/a" else {
         "mode": cache, "ok": None, "reason": "does not read the file"}
     if prime:
-        _prime(job.size + (4 << 20))
+        _prime(_working_set(method, job))
     kids0, threads0 = _children(), _threads()
     u0 = _usage()
     t0 = time.perf_counter_ns()
@@ -663,19 +698,20 @@ def run(methods: Optional[Iterable[str]] = None, *, pattern: str = "seq",
     # first, before this run frees anything: the fresh figure is fresh
     mem = memory_cost()
     temporary = file is None
-    if temporary:
-        nbytes = parse_size(size if size is not None else "256M", "size")
-        path = make_file(nbytes, directory)
-    else:
-        path = os.fspath(file)
-        nbytes = os.path.getsize(path)
-        if nbytes == 0:
-            raise ValueError(f"file={path!r} is empty")
-        if size is not None:   # the first size bytes of the file
-            nbytes = min(nbytes, parse_size(size, "size"))
+    made: List[str] = []
     rounds = _rounds(chosen, int(repeat), seed, warmup)
     bar = _progress or Progress(sum(map(len, rounds)), "fastio.lab", progress)
-    try:
+    try:   # from here on, an interrupt removes the file (made inside the try)
+        if temporary:
+            nbytes = parse_size(size if size is not None else "256M", "size")
+            path = make_file(nbytes, directory, made)
+        else:
+            path = os.fspath(file)
+            nbytes = os.path.getsize(path)
+            if nbytes == 0:
+                raise ValueError(f"file={path!r} is empty")
+            if size is not None:   # the first size bytes of the file
+                nbytes = min(nbytes, parse_size(size, "size"))
         if bs > nbytes:
             raise ValueError(f"block_size={bs} is larger than the file ({nbytes} bytes)")
         offsets = offsets_for(nbytes, bs, pattern, seed)
@@ -705,9 +741,10 @@ def run(methods: Optional[Iterable[str]] = None, *, pattern: str = "seq",
             "warmup_rounds": 1 if warmup else 0,
             "order": [[m.name for m in order] for order in rounds],
             "memory": dict(mem, policy=("recycled: before each call the runner touches and "
-                                        f"frees {(nbytes >> 20) + 4} MiB (the file's size + "
-                                        "4 MiB), so every method allocates recently freed "
-                                        "memory")),
+                                        "frees as much memory as the method can allocate "
+                                        f"({(nbytes >> 20) + 4} MiB for whole-file and "
+                                        "malloc/brk methods, a few blocks for the others), so "
+                                        "every method allocates recently freed memory")),
             "isolation": ("children and threads counted before and after every call; a "
                           "survivor fails that repetition"),
             "cpu_counted": CPU_COUNTED,
@@ -716,11 +753,7 @@ def run(methods: Optional[Iterable[str]] = None, *, pattern: str = "seq",
     finally:
         if _progress is None:
             bar.close()
-        if temporary:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        _remove(made)
 
 
 def sweep(method: Union[str, Sequence[str]], *, block_size: Sequence[Union[int, str]] = ("4k",),
@@ -755,19 +788,19 @@ def sweep(method: Union[str, Sequence[str]], *, block_size: Sequence[Union[int, 
     bar = Progress(rounds * sum(len(ms) for *_, ms in combos), "fastio.lab.sweep", progress)
     bar.plan([n for *_, ms in combos for _ in range(rounds) for n in ms])
     temporary = file is None
+    path = file
+    made: List[str] = []
     try:
-        path = make_file(parse_size(size, "size"), directory) if temporary else file
-        try:
-            parts = []
-            for b, d, p, ms in combos:
-                parts.append(run(ms, pattern=p, block_size=b, depth=d, file=path,
-                                 cache=cache, repeat=repeat, threads=threads, seed=seed,
-                                 warmup=warmup, _progress=bar, _exact=True))
-        finally:
-            if temporary:
-                os.unlink(path)
+        if temporary:
+            path = make_file(parse_size(size, "size"), directory, made)
+        parts = []
+        for b, d, p, ms in combos:
+            parts.append(run(ms, pattern=p, block_size=b, depth=d, file=path,
+                             cache=cache, repeat=repeat, threads=threads, seed=seed,
+                             warmup=warmup, _progress=bar, _exact=True))
     finally:
         bar.close()
+        _remove(made)
     env = dict(parts[0].env)
     env["file"] = dict(env["file"], temporary=temporary)
     env["order"] = [o for part in parts for o in part.env["order"]]
