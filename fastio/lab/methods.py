@@ -456,7 +456,7 @@ register("splice", group=SENDFILE, baseline="copy.read_write", requires=("splice
     _copy_method(_splice, True))
 
 
-# The seed's use case for sendfile is a file going out on a socket. These
+# The classic use case for sendfile is a file going out on a socket. These
 # methods send every block to a TCP connection on 127.0.0.1 whose other
 # end a thread drains (recv_into, GIL released), as a network peer would:
 # the figure is what the sending side gets, loopback included.

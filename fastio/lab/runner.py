@@ -573,7 +573,7 @@ class Progress:
                 from tqdm.auto import tqdm
                 self.bar = tqdm(total=total, desc=label, leave=True)
                 self.mode = "tqdm"
-            except ImportError:
+            except Exception:   # not installed, or no ipywidgets for its widget
                 self.mode = "lines"
         else:
             try:
