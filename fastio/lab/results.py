@@ -262,6 +262,22 @@ class Results:
                          ["-"] * (len(head) - 2 - len(pv)))
                 notes.append(f"{r['method']}: {r['status']}: {r['reason']}")
             out_rows.append(cells)
+        mem = self.env.get("memory")
+        at = [i for i, c in enumerate(out_rows)
+              if not isinstance(c, tuple) and _row_group(c, rows) == "malloc/brk"]
+        if mem and at and "fresh" in mem:
+            # the cost of fresh memory as a figure of its own, beside the
+            # allocations (which all run on recycled memory)
+            extra = []
+            for page, label in (("4k", "4 KiB"), ("2m", "2 MiB")):
+                f, r = mem["fresh"][page], mem["recycled"][page]
+                extra.append([f"  first_touch.{page}"] + [""] * len(varying) +
+                             [f"{label} pages", f"{f['GBps'] * 1e3:.0f}", "-", "-",
+                              _fmt_us(f["us_per_page"] * 1e3), "-", "-", "-",
+                              f"{f['minor_faults']}", "0",
+                              f"{f['GBps'] / r['GBps']:.2f}" if r["GBps"] else "-", "-",
+                              "recycled memory"])
+            out_rows[at[-1] + 1:at[-1] + 1] = extra
         foot = [f"* fastest in its row and workload; MB/s = 10^6 bytes/s, the median of "
                 f"{n} repetition(s); MB/s min-max: the slowest and the fastest repetition; "
                 "ratio = median throughput / the 'vs' method's at the same parameters "
@@ -278,9 +294,12 @@ class Results:
             foot.append("depth n/a: the synchronous methods do one request at a time; "
                         "iodepth does not apply to them (as fio notes for its sync "
                         "engines): run once per block size and pattern")
-        mem = self.env.get("memory")
         if mem and mem.get("policy"):
             foot.append(f"memory: {mem['policy']}")
+        if mem and at and "fresh" in mem:
+            foot.append(f"first_touch.4k/.2m: the first touch of {_fmt_bytes(mem['bytes'])} of "
+                        "fresh memory (one sample, at the start of the process; p50us: per "
+                        "page), its ratio to recently freed memory's (<1: fresh is slower)")
         return head, varying, out_rows, notes, foot
 
     def table(self, baseline: Optional[str] = None) -> str:
@@ -472,6 +491,14 @@ def _json_default(o):
     if isinstance(o, (bytes, bytearray, memoryview, np.ndarray)):
         return None
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def _row_group(cells: List[str], rows: List[Dict[str, Any]]) -> Optional[str]:
+    name = cells[0][2:]
+    for r in rows:
+        if r["method"] == name:
+            return r["group"]
+    return None
 
 
 def _method_order(name: str) -> int:
