@@ -311,30 +311,32 @@ def _children() -> set:
     return kids
 
 
-def _threads() -> int:
-    """The threads of this process, as the kernel counts them (native ones too)."""
+def _threads() -> set:
+    """The thread ids of this process, as the kernel lists them (native
+    threads too: an aio backend's pool, a feeder thread)."""
     try:
-        return len(os.listdir("/proc/self/task"))
+        return set(os.listdir("/proc/self/task"))
     except OSError:
         import threading
-        return threading.active_count()
+        return {t.native_id for t in threading.enumerate()}
 
 
-def _survivors(kids0: set, threads0: int, grace: float = 1.0) -> Optional[str]:
-    """What a method left running, or None. A thread that was joined may
-    still be leaving the kernel for a moment: counted again for ``grace`` s."""
+def _survivors(kids0: set, threads0: set, grace: float = 1.0) -> Optional[str]:
+    """What a method left running (children or threads that were not there
+    before its call), or None. A thread that was joined may still be leaving
+    the kernel for a moment: looked at again for ``grace`` s."""
     deadline = time.monotonic() + grace
     while True:
         kids = _children() - kids0
         extra = _threads() - threads0
-        if not kids and extra <= 0:
+        if not kids and not extra:
             return None
         if time.monotonic() >= deadline:
             parts = []
             if kids:
                 parts.append(f"{len(kids)} child process(es) (pids {sorted(kids)})")
-            if extra > 0:
-                parts.append(f"{extra} thread(s)")
+            if extra:
+                parts.append(f"{len(extra)} thread(s) (tids {sorted(map(int, extra))})")
             return "left running after its call: " + " and ".join(parts)
         time.sleep(0.01)
 
