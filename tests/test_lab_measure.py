@@ -63,21 +63,28 @@ def test_memory_state_is_recorded_and_the_fresh_cost_measured(res):
     assert "4 KiB page" in line and "2 MiB page" in line
 
 
-def test_a_method_that_leaves_a_thread_running_fails_loudly(datafile):
+@pytest.mark.parametrize("what", ["thread", "descriptor"])
+def test_a_method_that_leaves_something_running_fails_loudly(datafile, what):
     stop = threading.Event()
+    fds = []
 
     @register("test.leaky", group="read/write", whole_file=True)
     def leaky(job):
-        threading.Thread(target=stop.wait, daemon=True).start()
+        if what == "thread":
+            threading.Thread(target=stop.wait, daemon=True).start()
+        else:
+            fds.extend(os.pipe())
         return lab.Outcome(os.path.getsize(job.path), 1, np.array([1], np.int64))
     try:
         r = lab.run(["test.leaky"], file=datafile, repeat=1, warmup=False, progress=False)
         rec = r.records[0]
         assert rec["status"] == "error"
-        assert "left running" in rec["reason"] and "thread" in rec["reason"]
+        assert "left running" in rec["reason"] and what in rec["reason"]
         assert not r.ok
     finally:
         stop.set()
+        for fd in fds:
+            os.close(fd)
         del METHODS["test.leaky"]
 
 

@@ -216,7 +216,7 @@ def describe(res) -> str:
     order = env.get("order")
     runs = (f"{env.get('warmup_rounds', 0)} warm-up round (not recorded) + "
             f"{env.get('repeat')} measured, each in a new shuffled order; nothing left "
-            "running between calls (children and threads counted)") if order else None
+            "running or open between calls (children, threads and descriptors checked)") if order else None
     return "\n".join([
         f"file:    {f['path']} ({kind}, {_human(f['size'])}; {where})",
         f"cache:   {cache}"] + ([f"memory:  {describe_memory(memory)}"] if memory else []) +

@@ -22,9 +22,9 @@ Before each method's call:
   ran before it. The fresh-memory cost is measured once per process
   (memory_cost()) and reported in the header, not left to chance.
 
-After each call the runner checks that the method left nothing running:
-the child processes and threads of this process are counted before and
-after; a survivor makes that repetition an error naming what was left.
+After each call the runner checks that the method left nothing running or
+open: the child processes, threads and file descriptors of this process
+before and after; a survivor makes that repetition an error naming it.
 
 CPU time: getrusage(RUSAGE_SELF) (every thread of this process) plus
 getrusage(RUSAGE_CHILDREN) (the children reaped during the call: the IPC
@@ -321,15 +321,26 @@ def _threads() -> set:
         return {t.native_id for t in threading.enumerate()}
 
 
-def _survivors(kids0: set, threads0: set, grace: float = 1.0) -> Optional[str]:
-    """What a method left running (children or threads that were not there
-    before its call), or None. A thread that was joined may still be leaving
-    the kernel for a moment: looked at again for ``grace`` s."""
+def _fds() -> set:
+    """The open file descriptors of this process (pipes, sockets, rings,
+    segments' descriptors)."""
+    try:
+        return set(os.listdir("/proc/self/fd"))
+    except OSError:
+        return set()
+
+
+def _survivors(kids0: set, threads0: set, fds0: set, grace: float = 1.0) -> Optional[str]:
+    """What a method left running or open (children, threads or file
+    descriptors that were not there before its call), or None. A thread that
+    was joined may still be leaving the kernel for a moment: looked at again
+    for ``grace`` s."""
     deadline = time.monotonic() + grace
     while True:
         kids = _children() - kids0
         extra = _threads() - threads0
-        if not kids and not extra:
+        fds = _fds() - fds0
+        if not kids and not extra and not fds:
             return None
         if time.monotonic() >= deadline:
             parts = []
@@ -337,6 +348,14 @@ def _survivors(kids0: set, threads0: set, grace: float = 1.0) -> Optional[str]:
                 parts.append(f"{len(kids)} child process(es) (pids {sorted(kids)})")
             if extra:
                 parts.append(f"{len(extra)} thread(s) (tids {sorted(map(int, extra))})")
+            if fds:
+                names = []
+                for fd in sorted(fds, key=int):
+                    try:
+                        names.append(f"{fd} -> {os.readlink(f'/proc/self/fd/{fd}')}")
+                    except OSError:
+                        names.append(fd)
+                parts.append(f"{len(fds)} open file descriptor(s) ({', '.join(names)})")
             return "left running after its call: " + " and ".join(parts)
         time.sleep(0.01)
 
@@ -482,20 +501,20 @@ def measure(method: Method, job: Job, cache: str, threads: int = 1,
         "mode": cache, "ok": None, "reason": "does not read the file"}
     if prime:
         _prime(_working_set(method, job))
-    kids0, threads0 = _children(), _threads()
+    kids0, threads0, fds0 = _children(), _threads(), _fds()
     u0 = _usage()
     t0 = time.perf_counter_ns()
     try:
         out = _call(method, job, threads)
     except Exception as e:  # recorded; the run goes on
         rec.update(status=ERROR, reason=f"{type(e).__name__}: {e}")
-        left = _survivors(kids0, threads0)
+        left = _survivors(kids0, threads0, fds0)
         if left:
             rec["reason"] += f"; {left}"
         return rec
     elapsed = time.perf_counter_ns() - t0
     u1 = _usage()
-    left = _survivors(kids0, threads0)
+    left = _survivors(kids0, threads0, fds0)
     if left:
         rec.update(status=ERROR, reason=left)
         return rec
@@ -747,8 +766,8 @@ def run(methods: Optional[Iterable[str]] = None, *, pattern: str = "seq",
                                         f"({(nbytes >> 20) + 4} MiB for whole-file and "
                                         "malloc/brk methods, a few blocks for the others), so "
                                         "every method allocates recently freed memory")),
-            "isolation": ("children and threads counted before and after every call; a "
-                          "survivor fails that repetition"),
+            "isolation": ("children, threads and file descriptors listed before and after "
+                          "every call; a survivor fails that repetition"),
             "cpu_counted": CPU_COUNTED,
         }
         return Results(records, env)
