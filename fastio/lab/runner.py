@@ -13,9 +13,11 @@ Before each method's call:
   not stop the run: the record says so (``cache.ok`` False).
 - the memory is put in one state for every method (the *recycled* policy):
   the runner touches and frees as much memory as the method can allocate
-  (the file's size + 4 MiB for whole-file and malloc/brk methods, a few
-  blocks for the others), so whatever the method allocates comes from
-  recently freed pages. On a VM whose host takes back free memory (virtio
+  (the file's size + 4 MiB for whole-file, malloc/brk and sendfile-family
+  methods, a few blocks for the others), so whatever the method allocates
+  comes from recently freed pages; and the C heap's free memory is given
+  back first (malloc_trim), so that no method's malloc finds memory the
+  methods before it left in the heap. On a VM whose host takes back free memory (virtio
   balloon free page reporting: memory free for ~2 s is returned to the
   host) the first touch of *fresh* memory costs 10-20x more than of
   recycled memory; which of the two a method got used to depend on what
@@ -368,19 +370,41 @@ def _prime(nbytes: int) -> None:
     """Touch then free nbytes of anonymous memory (huge pages where the
     kernel grants them): the next allocations get these recently freed pages,
     whatever ran before (the recycled policy)."""
+    _malloc_trim()
     a = fastio.empty(nbytes, hugepages=True)
     _touch(a)
     del a
 
 
 def _working_set(method: Method, job: Job) -> int:
-    """How much memory a call can allocate, which the runner recycles first:
-    the whole file for whole-file and allocation methods, a few blocks for
-    the others (their buffers are blocks; priming the file's size for them
-    would only cost time)."""
-    if method.whole_file or method.group == "malloc/brk" or job.verify:
+    """How much memory a call can take, which the runner recycles first: the
+    file's size for whole-file and allocation methods and for the copies
+    (sendfile family: the destination's page cache is new memory too), a
+    few blocks for the others (their buffers are blocks; priming the file's
+    size for them would only cost time)."""
+    if method.whole_file or method.group in ("malloc/brk", "sendfile") or job.verify:
         return job.size + (4 << 20)
     return 4 * job.block_size * max(1, job.depth) + (4 << 20)
+
+
+_LIBC: Any = None
+
+
+def _malloc_trim() -> None:
+    """Give the C heap's free memory back to the kernel (glibc malloc_trim):
+    every method's malloc starts from an empty heap, not from whatever free
+    chunks the methods before it left (which would make an allocation
+    free of page faults or not, depending on the order)."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        try:
+            _LIBC = ctypes.CDLL(None)
+            _LIBC.malloc_trim  # noqa: B018 (glibc only)
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
 
 
 _MEMORY_COST: Optional[Dict[str, Any]] = None
@@ -763,9 +787,10 @@ def run(methods: Optional[Iterable[str]] = None, *, pattern: str = "seq",
             "order": [[m.name for m in order] for order in rounds],
             "memory": dict(mem, policy=("recycled: before each call the runner touches and "
                                         "frees as much memory as the method can allocate "
-                                        f"({(nbytes >> 20) + 4} MiB for whole-file and "
-                                        "malloc/brk methods, a few blocks for the others), so "
-                                        "every method allocates recently freed memory")),
+                                        f"({(nbytes >> 20) + 4} MiB for whole-file, "
+                                        "malloc/brk and sendfile methods, a few blocks for the "
+                                        "others) after malloc_trim, so every method allocates "
+                                        "recently freed memory from an empty C heap")),
             "isolation": ("children, threads and file descriptors listed before and after "
                           "every call; a survivor fails that repetition"),
             "cpu_counted": CPU_COUNTED,
