@@ -15,8 +15,8 @@ results.py the records and their outputs, cli.py ``python -m fastio``.
 from .methods import GROUPS, METHODS, Job, Method, Outcome, register, selected
 from .results import Results, latency_summary, percentiles_from_hist
 from .runner import (CACHE_MODES, PATTERNS, Progress, cache_state, evict_cache,
-                     filesystem_of, machine_info, make_file, memory_cost, offsets_for, parse_size, run,
-                     set_cache, sweep, warm_cache)
+                     filesystem_of, machine_info, make_file, memory_cost, offsets_for,
+                     parse_size, run, set_cache, sweep, warm_cache)
 
 __all__ = ["CACHE_MODES", "GROUPS", "METHODS", "Job", "Method", "Outcome", "PATTERNS",
            "Progress", "Results", "cache_state", "evict_cache", "filesystem_of",

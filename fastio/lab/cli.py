@@ -6,7 +6,7 @@
     python -m fastio list
 
 Exit status: 0 success, 1 a method failed or the file could not be made,
-2 bad options, 130 interrupted.
+2 bad options, 130 interrupted (SIGINT), 143 terminated (SIGTERM).
 """
 import argparse
 import os
@@ -15,7 +15,8 @@ import sys
 from typing import List, Optional
 
 from . import methods as _methods
-from .runner import CACHE_MODES, PATTERNS, describe_memory, parse_size as _parse_size, run, sweep
+from .runner import (CACHE_MODES, PATTERNS, describe_memory, parse_size as _parse_size, run,
+                     sweep)
 
 QUICK_SIZE = 256 << 20
 COMMANDS = ("run", "sweep", "list")
@@ -216,7 +217,8 @@ def describe(res) -> str:
     order = env.get("order")
     runs = (f"{env.get('warmup_rounds', 0)} warm-up round (not recorded) + "
             f"{env.get('repeat')} measured, each in a new shuffled order; nothing left "
-            "running or open between calls (children, threads and descriptors checked)") if order else None
+            "running or open between calls (children, threads and descriptors checked)"
+            if order else None)
     return "\n".join([
         f"file:    {f['path']} ({kind}, {_human(f['size'])}; {where})",
         f"cache:   {cache}"] + ([f"memory:  {describe_memory(memory)}"] if memory else []) +

@@ -7,9 +7,11 @@ requests, elapsed_ns (the whole call), io_ns (the requests alone: less than
 elapsed for methods with a reusable setup, an aio queue), setup_ns,
 throughput_Bps and iops (over io_ns); latency_ns (min, mean, p50,
 p90, p99, p99.9, max, count) from per-request timings, with latency_timer
-saying how they were taken; cpu (user_s, sys_s of this process, children_user_s, children_sys_s of the
-child processes reaped during the call, and ``counted`` saying so); faults
-(minor, major: both processes; children_minor, children_major);
+saying how they were taken; cpu (user_s, sys_s of this process,
+children_user_s, children_sys_s of the child processes reaped during the
+call, and ``counted`` saying so); faults (minor, major: both processes;
+children_minor, children_major); memory (the state of the memory the
+method allocated: 'recycled'); depth_applies;
 cache (mode, resident_fraction measured with mincore before the run,
 expected, ok); extra (method specific: e.g. where the heap's break moved).
 
