@@ -300,8 +300,9 @@ class Results:
             foot.append(f"memory: {mem['policy']}")
         if mem and at and "fresh" in mem:
             foot.append(f"first_touch.4k/.2m: the first touch of {_fmt_bytes(mem['bytes'])} of "
-                        "fresh memory (one sample, at the start of the process; p50us: per "
-                        "page), its ratio to recently freed memory's (<1: fresh is slower)")
+                        f"fresh memory ({mem.get('fresh_is', 'first')}; one sample per "
+                        "process; p50us: per page), its ratio to recently freed memory's "
+                        "(<1: fresh is slower)")
         return head, varying, out_rows, notes, foot
 
     def table(self, baseline: Optional[str] = None) -> str:

@@ -137,10 +137,15 @@ def set_cache(path: str, mode: str) -> Dict[str, Any]:
     if mode not in CACHE_MODES:
         raise ValueError(f"cache must be one of {CACHE_MODES}, got cache={mode!r}")
     if mode == "warm":
-        warm_cache(path)
+        # read only when something is missing: reading a resident file again
+        # costs ~a memory copy of it per call and changes nothing mincore sees
+        st = cache_state(path)
+        if st["resident_fraction"] is None or st["resident_fraction"] < 0.999:
+            warm_cache(path)
+            st = cache_state(path)
     else:
         evict_cache(path)
-    st = cache_state(path)
+        st = cache_state(path)
     frac = st["resident_fraction"]
     expected = 1.0 if mode == "warm" else 0.0
     ok = None if frac is None else (frac >= 0.999 if mode == "warm" else frac <= 0.001)
@@ -410,20 +415,32 @@ def _malloc_trim() -> None:
 _MEMORY_COST: Optional[Dict[str, Any]] = None
 
 
-def memory_cost(nbytes: int = 64 << 20, again: bool = False) -> Dict[str, Any]:
-    """memory_cost(nbytes=67108864, again=False)
+#: how long freed memory stays free before the "fresh" probe touches it
+#: again: longer than the 2 s after which a VM's balloon driver reports free
+#: memory to the host (virtio-balloon free page reporting)
+FRESH_AGE = 3.0
+#: files at least this large get the aged probe (below it the wait would
+#: cost more than the memory effects it explains)
+FRESH_PROBE_MIN = 64 << 20
+
+
+def memory_cost(nbytes: int = 64 << 20, again: bool = False,
+                age: float = FRESH_AGE) -> Dict[str, Any]:
+    """memory_cost(nbytes=67108864, again=False, age=3.0)
 
     The cost of the first touch of memory on this machine, with 4 KiB pages
-    (MADV_NOHUGEPAGE) and 2 MiB pages (transparent huge pages): ``fresh``
-    (memory this process had not used; on a VM it may have to come from
-    the host) and ``recycled`` (the same amount again, just freed). Each
-    entry: ms for nbytes, us per page, GB/s, and the minor faults taken
-    (nbytes / 4096 for 4 KiB pages, nbytes / 2 MiB when huge pages were
-    granted). Measured once per process (the first is the fresh one) and
-    cached, unless ``again``.
+    (MADV_NOHUGEPAGE) and 2 MiB pages (transparent huge pages), in three
+    states: ``first`` (memory this process had not used), ``recycled`` (the
+    same amount again, just freed) and, when ``age`` > 0, ``aged`` (the
+    same again after it stayed free ``age`` seconds: on a VM with free page
+    reporting, the host has taken it back by then). ``fresh`` is ``aged``
+    when measured, else ``first``. Each entry: ms for nbytes, us per page,
+    GB/s, and the minor faults taken (nbytes / 4096 for 4 KiB pages,
+    nbytes / 2 MiB when huge pages were granted). Measured once per process
+    and cached (the aged state added when first asked for), unless ``again``.
     """
     global _MEMORY_COST
-    if _MEMORY_COST is not None and not again:
+    if _MEMORY_COST is not None and not again and (age <= 0 or "aged" in _MEMORY_COST):
         return _MEMORY_COST
 
     def alloc4k():
@@ -445,8 +462,7 @@ def memory_cost(nbytes: int = 64 << 20, again: bool = False) -> Dict[str, Any]:
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
         return ns, faults
 
-    out: Dict[str, Any] = {"bytes": nbytes}
-    for state in ("fresh", "recycled"):
+    def probe():
         # both held at once: the 2 MiB figure does not reuse the 4 KiB pages
         m4, a4 = alloc4k()
         _, a2 = alloc2m()
@@ -458,9 +474,23 @@ def memory_cost(nbytes: int = 64 << 20, again: bool = False) -> Dict[str, Any]:
                           "huge_pages": faults < nbytes // 4096 // 4 if page > 4096 else False}
         del a4, a2
         m4.close()
-        out[state] = res
-    out["policy"] = ("recycled: before each call the runner touches and frees the file's "
-                     "size + 4 MiB, so every method allocates recently freed memory")
+        return res
+
+    if _MEMORY_COST is None or again:
+        out: Dict[str, Any] = {"bytes": nbytes}
+        out["first"] = probe()
+        out["recycled"] = probe()
+        out["fresh"] = out["first"]
+        out["fresh_is"] = "first: memory new to this process (not aged)"
+    else:
+        out = _MEMORY_COST
+    if age > 0 and "aged" not in out:
+        _malloc_trim()
+        time.sleep(age)
+        out["aged"] = probe()
+        out["fresh"] = out["aged"]
+        out["fresh_is"] = (f"aged: memory that stayed free {age:g} s before its first touch "
+                           "(what a method gets after other work)")
     _MEMORY_COST = out
     return out
 
@@ -477,7 +507,10 @@ def describe_memory(mem: Dict[str, Any]) -> str:
         return (f"{d['4k']['us_per_page']:.2f} us per 4 KiB page, "
                 f"{two['us_per_page']:.0f} us per 2 MiB page{hp}")
     ratio = mem["fresh"]["2m"]["ms"] / max(mem["recycled"]["2m"]["ms"], 1e-9)
-    return (f"first touch of fresh memory {one('fresh')}; of recently freed memory "
+    what = ("fresh memory (free for " + mem["fresh_is"].split("free ")[1].split(" before")[0]
+            + ")" if mem.get("fresh_is", "").startswith("aged") else
+            "memory new to this process")
+    return (f"first touch of {what} {one('fresh')}; of recently freed memory "
             f"{one('recycled')} (fresh costs {ratio:.1f}x recycled on 2 MiB pages); every "
             f"method runs on recently freed memory")
 
@@ -740,8 +773,13 @@ def run(methods: Optional[Iterable[str]] = None, *, pattern: str = "seq",
             raise ValueError(f"{name} must be an integer >= 1, got {name}={v!r}")
     chosen = ([m for m in selected(methods) if m.name in set(methods)] if _exact
               else selected(methods, groups=groups))
-    # first, before this run frees anything: the fresh figure is fresh
-    mem = memory_cost()
+    # before this run frees anything; the aged probe for files where memory
+    # effects can matter (it waits FRESH_AGE s, once per process)
+    if file is None:
+        want = parse_size(size if size is not None else "256M", "size")
+    else:
+        want = os.path.getsize(os.fspath(file))
+    mem = memory_cost(age=FRESH_AGE if want >= FRESH_PROBE_MIN else 0)
     temporary = file is None
     made: List[str] = []
     rounds = _rounds(chosen, int(repeat), seed, warmup)
@@ -829,7 +867,8 @@ def sweep(method: Union[str, Sequence[str]], *, block_size: Sequence[Union[int, 
                 ms = [m.name for m in chosen if m.honours_depth or i == 0]
                 if ms:
                     combos.append((b, d, p, ms))
-    memory_cost()   # before anything is freed: the fresh figure is fresh
+    memory_cost(age=FRESH_AGE if (parse_size(size, "size") if file is None else
+                                  os.path.getsize(file)) >= FRESH_PROBE_MIN else 0)
     rounds = int(repeat) + (1 if warmup else 0)
     bar = Progress(rounds * sum(len(ms) for *_, ms in combos), "fastio.lab.sweep", progress)
     bar.plan([n for *_, ms in combos for _ in range(rounds) for n in ms])
