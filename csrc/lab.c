@@ -181,8 +181,9 @@ PyDoc_STRVAR(lab_copy_doc,
 "Copy len(dst) bytes from src at each of offsets (int64) into dst, one\n"
 "memcpy per request, storing each request's latency in ns into latencies.\n"
 "With src a file mapping this is fio's mmap engine: a page fault lands in\n"
-"the request that touches the page. Returns the bytes copied. Every offset\n"
-"is checked before the GIL is released.");
+"the request that touches the page. Returns the bytes copied. The offsets\n"
+"are copied into C memory and checked there before the GIL is released; the\n"
+"loop reads only that copy (another thread may change the caller's array).");
 
 static PyObject *
 lab_copy(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
