@@ -48,6 +48,11 @@ def test_same_seed_same_order(datafile):
     a = runner._rounds(list(METHODS.values()), 3, 7, True)
     b = runner._rounds(list(METHODS.values()), 3, 7, True)
     assert [[m.name for m in o] for o in a] == [[m.name for m in o] for o in b]
+    for order in a:   # each family's methods together: a method runs near its baseline
+        groups = [m.group for m in order]
+        runs = [g for i, g in enumerate(groups) if i == 0 or groups[i - 1] != g]
+        assert len(runs) == len(set(groups))
+    assert len({tuple(m.name for m in o) for o in a}) == len(a)
 
 
 def test_memory_state_is_recorded_and_the_fresh_cost_measured(res):

@@ -2,9 +2,11 @@
 
 A run is one unrecorded warm-up round (fio's ramp_time) then ``repeat``
 measured rounds; each round runs every method once, in an order shuffled
-afresh each round from ``seed`` (recorded in ``env['order']``), so no method
-always follows the same neighbour and the noise of a shared machine falls on
-every method alike.
+afresh each round from ``seed`` (recorded in ``env['order']``): the I/O
+families in a shuffled order, each family's methods shuffled among
+themselves, so no method always follows the same neighbour, the noise of a
+shared machine falls on every method alike, and a method and its baseline
+run seconds apart (the two figures of a ratio see the same load).
 
 Before each method's call:
 - the cache mode is applied and checked with mincore: 'warm' reads the file
@@ -731,12 +733,25 @@ class Progress:
 
 def _rounds(chosen: List[Method], repeat: int, seed: int, warmup: bool) -> List[List[Method]]:
     """The order of every round: the warm-up first (unrecorded), then the
-    measured rounds, each a fresh shuffle (seeded, so reproducible)."""
+    measured rounds, each a fresh shuffle (seeded, so reproducible): the
+    families in a shuffled order, the methods of each family shuffled among
+    themselves. A method and its baseline (same family) thus run within
+    seconds of each other, so the load of a shared machine changes little
+    between the two figures of a ratio, while no method always follows the
+    same neighbour."""
     rng = random.Random(seed)
+    families: Dict[str, List[Method]] = {}
+    for m in chosen:
+        families.setdefault(m.group, []).append(m)
     out = []
     for _ in range(repeat + (1 if warmup else 0)):
-        order = list(chosen)
-        rng.shuffle(order)
+        names = list(families)
+        rng.shuffle(names)
+        order: List[Method] = []
+        for g in names:
+            members = list(families[g])
+            rng.shuffle(members)
+            order += members
         out.append(order)
     return out
 
