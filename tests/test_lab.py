@@ -195,6 +195,30 @@ def test_lab_copy_uses_its_own_copy_of_the_offsets():
     assert p.stdout.startswith("ok")
 
 
+ALIAS = r"""
+import numpy as np
+from fastio import _core
+src = np.full(1 << 20, 0x7f, np.uint8)
+offs = np.zeros(1024, np.int64)
+dst = offs.view(np.uint8)[:4096]      # the copy lands on the offsets themselves
+lat = np.zeros(1024, np.int64)
+print(_core._lab_copy(src, dst, offs, lat), int(lat.min() >= 0))
+"""
+
+
+def test_lab_copy_into_its_own_offsets():
+    # dst overlapping the offsets array: the first copy writes 0x7f7f... into
+    # offsets[0..511]; re-read from the caller's memory, the second request
+    # copied from 9 EB past the source (SIGSEGV). The C copy is unaffected.
+    import subprocess
+    p = subprocess.run([sys.executable, "-c", ALIAS], capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                           [os.path.dirname(os.path.dirname(fastio.__file__))] +
+                           [x for x in [os.environ.get("PYTHONPATH")] if x])))
+    assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
+    assert p.stdout.split() == [str(1024 * 4096), "1"]
+
+
 def test_lab_loops_check_their_arguments():
     lat = np.zeros(1, np.int64)
     with pytest.raises(ValueError, match="larger than src"):
