@@ -733,7 +733,7 @@ class Progress:
 
 def _rounds(chosen: List[Method], repeat: int, seed: int, warmup: bool) -> List[List[Method]]:
     """The order of every round: the warm-up first (unrecorded), then the
-    measured rounds, each a fresh shuffle (seeded, so reproducible): the
+    measured rounds, each a fresh shuffle (reproducible: from the random seed): the
     families in a shuffled order, the methods of each family shuffled among
     themselves. A method and its baseline (same family) thus run within
     seconds of each other, so the load of a shared machine changes little
