@@ -20,26 +20,65 @@ now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* offsets and latencies: contiguous int64 buffers of the same length. */
+/* offsets and latencies: contiguous int64 buffers of the same length.
+ * The offsets are copied into C memory (*offs, PyMem_Free'd by the caller)
+ * and only the copy is validated and used: with the GIL released another
+ * thread may write into the caller's array, or the latencies may alias it
+ * (issue 12: validated once, re-read later -> out of bounds). The loops
+ * write latencies into C memory too (*lats) and copy them out with the GIL
+ * held, so aliasing arrays cannot change an offset mid-loop either. */
 static int
-get_int64_pair(PyObject *offsets, PyObject *latencies, Py_buffer *off,
-               Py_buffer *lat, Py_ssize_t *n)
+get_int64_pair(PyObject *offsets, PyObject *latencies, int64_t **offs, int64_t **lats,
+               Py_ssize_t *n)
 {
-    if (PyObject_GetBuffer(offsets, off, PyBUF_C_CONTIGUOUS) < 0)
+    Py_buffer off, lat;
+    if (PyObject_GetBuffer(offsets, &off, PyBUF_C_CONTIGUOUS) < 0)
         return -1;
-    if (PyObject_GetBuffer(latencies, lat, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
-        PyBuffer_Release(off);
+    if (PyObject_GetBuffer(latencies, &lat, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&off);
         return -1;
     }
-    if (off->len % 8 != 0 || lat->len != off->len) {
+    Py_ssize_t olen = off.len, llen = lat.len;
+    PyBuffer_Release(&lat);
+    if (olen % 8 != 0 || llen != olen) {
+        PyBuffer_Release(&off);
         PyErr_Format(PyExc_ValueError,
                      "offsets and latencies must be int64 arrays of one length, got "
-                     "%zd and %zd bytes", off->len, lat->len);
-        PyBuffer_Release(off);
-        PyBuffer_Release(lat);
+                     "%zd and %zd bytes", olen, llen);
         return -1;
     }
-    *n = off->len / 8;
+    *n = olen / 8;
+    /* +1: a zero-length malloc may return NULL */
+    *offs = PyMem_Malloc((size_t)olen + 8);
+    *lats = PyMem_Calloc((size_t)*n + 1, sizeof(int64_t));
+    if (*offs == NULL || *lats == NULL) {
+        PyBuffer_Release(&off);
+        PyMem_Free(*offs);
+        PyMem_Free(*lats);
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(*offs, off.buf, (size_t)olen);
+    PyBuffer_Release(&off);
+    return 0;
+}
+
+/* Copy the loop's latencies (C memory) into the caller's array, asked for
+ * again: a __buffer__ may have changed its size since (checked). */
+static int
+put_latencies(PyObject *latencies, const int64_t *lats, Py_ssize_t n)
+{
+    Py_buffer lat;
+    if (PyObject_GetBuffer(latencies, &lat, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0)
+        return -1;
+    if (lat.len != n * 8) {
+        PyErr_Format(PyExc_ValueError, "latencies changed size during the call: %zd bytes, "
+                     "expected %zd", lat.len, n * 8);
+        PyBuffer_Release(&lat);
+        return -1;
+    }
+    memcpy(lat.buf, lats, (size_t)n * 8);
+    PyBuffer_Release(&lat);
     return 0;
 }
 
@@ -89,30 +128,45 @@ lab_pread(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int fd = PyObject_AsFileDescriptor(args[0]);
     if (fd < 0)
         return NULL;
-    Py_buffer buf, off, lat;
-    if (PyObject_GetBuffer(args[1], &buf, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0)
-        return NULL;
+    int64_t *o, *l;
     Py_ssize_t n;
-    if (get_int64_pair(args[2], args[3], &off, &lat, &n) < 0) {
-        PyBuffer_Release(&buf);
+    /* The arrays first: their conversion can run Python code, the buffer's
+     * export (held across the loop) is taken last. */
+    if (get_int64_pair(args[2], args[3], &o, &l, &n) < 0)
+        return NULL;
+    Py_buffer buf;
+    if (PyObject_GetBuffer(args[1], &buf, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyMem_Free(o);
+        PyMem_Free(l);
         return NULL;
     }
-    int64_t r;
+    int64_t r = 0;
     char *p = buf.buf;
     size_t bs = (size_t)buf.len;
-    const int64_t *o = off.buf;
-    int64_t *l = lat.buf;
-    if (bs == 0) {
-        memset(l, 0, (size_t)n * sizeof(int64_t));
-        r = 0;
-    } else {
+    /* range-checked on the copy: offs[i] + done must not overflow off_t */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (o[i] < 0 || o[i] > INT64_MAX - (int64_t)bs) {
+            PyErr_Format(PyExc_ValueError, "offsets[%zd]=%lld is out of range: must be 0 .. "
+                         "%lld for a buffer of %zd bytes", i, (long long)o[i],
+                         (long long)(INT64_MAX - (int64_t)bs), buf.len);
+            PyBuffer_Release(&buf);
+            PyMem_Free(o);
+            PyMem_Free(l);
+            return NULL;
+        }
+    }
+    if (bs > 0) {
         Py_BEGIN_ALLOW_THREADS
         r = pread_loop(fd, p, o, l, n, bs);
         Py_END_ALLOW_THREADS
     }
     PyBuffer_Release(&buf);
-    PyBuffer_Release(&off);
-    PyBuffer_Release(&lat);
+    PyMem_Free(o);
+    if (r >= 0 && put_latencies(args[3], l, n) < 0) {
+        PyMem_Free(l);
+        return NULL;
+    }
+    PyMem_Free(l);
     if (r == -ENODATA) {
         PyErr_SetString(PyExc_EOFError, "_lab_pread: a request reached the end of the file");
         return NULL;
@@ -127,8 +181,9 @@ PyDoc_STRVAR(lab_copy_doc,
 "Copy len(dst) bytes from src at each of offsets (int64) into dst, one\n"
 "memcpy per request, storing each request's latency in ns into latencies.\n"
 "With src a file mapping this is fio's mmap engine: a page fault lands in\n"
-"the request that touches the page. Returns the bytes copied. Every offset\n"
-"is checked before the GIL is released.");
+"the request that touches the page. Returns the bytes copied. The offsets\n"
+"are copied into C memory and checked there before the GIL is released; the\n"
+"loop reads only that copy (another thread may change the caller's array).");
 
 static PyObject *
 lab_copy(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -137,47 +192,58 @@ lab_copy(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Format(PyExc_TypeError, "_lab_copy() takes 4 arguments (%zd given)", nargs);
         return NULL;
     }
-    Py_buffer src, dst, off, lat;
-    if (PyObject_GetBuffer(args[0], &src, PyBUF_C_CONTIGUOUS) < 0)
+    int64_t *o, *l;
+    Py_ssize_t n;
+    if (get_int64_pair(args[2], args[3], &o, &l, &n) < 0)
         return NULL;
+    Py_buffer src, dst;
+    if (PyObject_GetBuffer(args[0], &src, PyBUF_C_CONTIGUOUS) < 0) {
+        PyMem_Free(o);
+        PyMem_Free(l);
+        return NULL;
+    }
     if (PyObject_GetBuffer(args[1], &dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
         PyBuffer_Release(&src);
+        PyMem_Free(o);
+        PyMem_Free(l);
         return NULL;
     }
-    Py_ssize_t n;
-    if (get_int64_pair(args[2], args[3], &off, &lat, &n) < 0) {
-        PyBuffer_Release(&src);
-        PyBuffer_Release(&dst);
-        return NULL;
-    }
-    const int64_t *o = off.buf;
-    int64_t *l = lat.buf;
     size_t bs = (size_t)dst.len;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    int bad = 0;
+    if (dst.len > src.len) {
+        PyErr_Format(PyExc_ValueError, "dst of %zd bytes is larger than src (%zd bytes)",
+                     dst.len, src.len);
+        bad = 1;
+    }
+    /* Validated on the C copy, which is all the loop reads. */
+    for (Py_ssize_t i = 0; !bad && i < n; i++) {
         if (o[i] < 0 || o[i] > (int64_t)(src.len - dst.len)) {
             PyErr_Format(PyExc_ValueError,
                          "offsets[%zd]=%lld: a block of %zd bytes there leaves the source "
                          "of %zd bytes", i, (long long)o[i], dst.len, src.len);
-            PyBuffer_Release(&src);
-            PyBuffer_Release(&dst);
-            PyBuffer_Release(&off);
-            PyBuffer_Release(&lat);
-            return NULL;
+            bad = 1;
         }
     }
-    const char *s = src.buf;
-    char *d = dst.buf;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
-        int64_t t0 = now_ns();
-        memcpy(d, s + o[i], bs);
-        l[i] = now_ns() - t0;
+    if (!bad) {
+        const char *s = src.buf;
+        char *d = dst.buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int64_t t0 = now_ns();
+            /* memmove: src and dst may be views of one buffer */
+            memmove(d, s + o[i], bs);
+            l[i] = now_ns() - t0;
+        }
+        Py_END_ALLOW_THREADS
     }
-    Py_END_ALLOW_THREADS
     PyBuffer_Release(&src);
     PyBuffer_Release(&dst);
-    PyBuffer_Release(&off);
-    PyBuffer_Release(&lat);
+    PyMem_Free(o);
+    if (!bad && put_latencies(args[3], l, n) < 0)
+        bad = 1;
+    PyMem_Free(l);
+    if (bad)
+        return NULL;
     return PyLong_FromLongLong((long long)bs * (long long)n);
 }
 

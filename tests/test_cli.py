@@ -89,8 +89,14 @@ def test_quick_table_and_header(quick):
     assert "file:" in out and "(temporary, 4 MiB;" in out
     assert "cache:   warm; mincore" in out and "every check passed" in out
     assert os.uname().release in out
-    assert out.count("* ") >= len(GROUPS)   # a winner per seed row
+    assert out.count("* ") >= len(GROUPS)   # a winner per I/O family
     assert "results written to out.json" in out
+    # the memory state, stated as the cache state is, and the rounds
+    assert "memory:  first touch of " in out and "2 MiB page" in out
+    assert "rounds:  1 warm-up round (not recorded) + 1 measured" in out
+    assert "first_touch.2m" in out and "MB/s min-max" in out
+    # not a terminal: progress lines on stderr, with the time left
+    assert "calls to make" in p.stderr and "left" in p.stderr
 
 
 def test_quick_plot(quick):

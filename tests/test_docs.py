@@ -250,7 +250,8 @@ def lab_user_text():
                 for mname, m in vars(obj).items() if inspect.isclass(obj) else ():
                     if inspect.isfunction(m) or isinstance(m, property):
                         texts[f"{mod.__name__}.{name}.{mname}"] = inspect.getdoc(m) or ""
-    pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(fastio.lab.__file__)))
+    pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+        fastio.lab.__file__))))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [pkg_root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     for cmd in ([], ["run"], ["sweep"], ["list"]):
@@ -261,9 +262,6 @@ def lab_user_text():
     return texts
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py, methods.py, runner.py and results.py "
-                   "still say 'seed row' (the lead fixes them after "
-                   "merging issue 11's branches; then remove this marker)")
 def test_no_seed_wording_in_the_cli_help_and_the_lab_docstrings():
     found = {k: seed_words(v) for k, v in lab_user_text().items()}
     assert {k: v for k, v in found.items() if v} == {}

@@ -150,6 +150,89 @@ def test_lab_copy_checks_offsets_before_copying():
         _core._lab_copy(src, dst, np.array([-1, 0], np.int64), lat)
 
 
+RACE = r"""
+import sys, threading, time
+import numpy as np
+from fastio import _core
+src = np.zeros(1 << 16, np.uint8)
+dst = np.zeros(4096, np.uint8)
+offs = np.zeros(1 << 17, np.int64)
+lat = np.zeros_like(offs)
+stop = False
+def mutate():   # writes an out-of-range offset into the caller's array, again and again
+    while not stop:
+        offs[::7] = 1 << 40
+        offs[::7] = 0
+t = threading.Thread(target=mutate)
+t.start()
+end = time.monotonic() + float(sys.argv[1])
+calls = 0
+while time.monotonic() < end:
+    try:
+        _core._lab_copy(src, dst, offs, lat)
+        calls += 1
+    except ValueError:
+        pass
+    a = np.zeros(1 << 12, np.int64)   # latencies aliasing the offsets
+    _core._lab_copy(src, dst, a[:-1], a[1:])
+stop = True
+t.join()
+print("ok", calls)
+"""
+
+
+def test_lab_copy_uses_its_own_copy_of_the_offsets():
+    # Issue 12: _lab_copy validated the caller's offsets, then re-read them
+    # with the GIL released: a thread writing into the array made it copy
+    # from far outside the source (SIGSEGV). In a subprocess: a crash is an
+    # exit status, not a dead test run.
+    import subprocess
+    p = subprocess.run([sys.executable, "-c", RACE, "1.5"], capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                           [os.path.dirname(os.path.dirname(fastio.__file__))] +
+                           [x for x in [os.environ.get("PYTHONPATH")] if x])))
+    assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
+    assert p.stdout.startswith("ok")
+
+
+ALIAS = r"""
+import numpy as np
+from fastio import _core
+src = np.full(1 << 20, 0x7f, np.uint8)
+offs = np.zeros(1024, np.int64)
+dst = offs.view(np.uint8)[:4096]      # the copy lands on the offsets themselves
+lat = np.zeros(1024, np.int64)
+print(_core._lab_copy(src, dst, offs, lat), int(lat.min() >= 0))
+"""
+
+
+def test_lab_copy_into_its_own_offsets():
+    # dst overlapping the offsets array: the first copy writes 0x7f7f... into
+    # offsets[0..511]; re-read from the caller's memory, the second request
+    # copied from 9 EB past the source (SIGSEGV). The C copy is unaffected.
+    import subprocess
+    p = subprocess.run([sys.executable, "-c", ALIAS], capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                           [os.path.dirname(os.path.dirname(fastio.__file__))] +
+                           [x for x in [os.environ.get("PYTHONPATH")] if x])))
+    assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
+    assert p.stdout.split() == [str(1024 * 4096), "1"]
+
+
+def test_lab_loops_check_their_arguments():
+    lat = np.zeros(1, np.int64)
+    with pytest.raises(ValueError, match="larger than src"):
+        _core._lab_copy(b"abc", bytearray(8), np.zeros(1, np.int64), lat)
+    with pytest.raises(ValueError, match="one length"):
+        _core._lab_copy(b"abcd", bytearray(2), np.zeros(2, np.int64), lat)
+    fd = os.open(os.devnull, os.O_RDONLY)
+    try:
+        with pytest.raises(ValueError, match=r"offsets\[0\]=-5"):
+            _core._lab_pread(fd, bytearray(8), np.array([-5], np.int64), lat)
+    finally:
+        os.close(fd)
+
+
 # ---------------------------------------------------------------- methods move the right bytes
 
 @pytest.mark.parametrize("direct", [False, True], ids=["buffered", "direct"])
@@ -483,10 +566,23 @@ def test_sweep_covers_every_combination_with_a_progress_line(labfile, capsys, mo
     monkeypatch.setitem(sys.modules, "tqdm", None)        # the fallback counter
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     path, _ = labfile
-    res = lab.sweep("psync", block_size=["16k", "256k"], depth=[1, 2], file=path, repeat=1)
-    combos = {(r["params"]["block_size"], r["params"]["depth"]) for r in res.records}
-    assert combos == {(16 * KIB, 1), (16 * KIB, 2), (256 * KIB, 1), (256 * KIB, 2)}
-    assert len(res.records) == 4 * 2        # psync and its baseline
+    res = lab.sweep(["psync", "aio.threads"], block_size=["16k", "256k"], depth=[1, 2],
+                    file=path, repeat=1, warmup=False)
+    combos = {(r["method"], r["params"]["block_size"], r["params"]["depth"])
+              for r in res.records}
+    # the synchronous methods run once per block size: depth does not apply to them
+    for m in ("psync", "read.bytearray"):
+        assert {(b, d) for n, b, d in combos if n == m} == {(16 * KIB, 1), (256 * KIB, 1)}
+    assert {(b, d) for n, b, d in combos if n == "aio.threads"} == {
+        (16 * KIB, 1), (16 * KIB, 2), (256 * KIB, 1), (256 * KIB, 2)}
+    assert len(res.records) == 2 * 2 + 4
+    assert all(r["depth_applies"] is False for r in res.records if r["method"] == "psync")
     err = capsys.readouterr().err
-    assert "fastio.lab.sweep: 8/8" in err
+    assert "fastio.lab.sweep: 8/8" in err and "left" in err and "elapsed" in err
+    # the aio rows at depth 2 still have their ratio to psync (run at depth 1)
+    rows = {(r["method"], r["params"]["block_size"], r["params"]["depth"]): r
+            for r in res.summary()}
+    assert rows[("aio.threads", 16 * KIB, 2)]["ratio"] is not None
+    text = res.table()
+    assert "n/a" in text and "does not apply" in text
     assert res.env["sweep"]["block_size"] == [16 * KIB, 256 * KIB]

@@ -6,7 +6,7 @@
     python -m fastio list
 
 Exit status: 0 success, 1 a method failed or the file could not be made,
-2 bad options, 130 interrupted.
+2 bad options, 130 interrupted (SIGINT), 143 terminated (SIGTERM).
 """
 import argparse
 import os
@@ -15,7 +15,8 @@ import sys
 from typing import List, Optional
 
 from . import methods as _methods
-from .runner import CACHE_MODES, PATTERNS, parse_size as _parse_size, run, sweep
+from .runner import (CACHE_MODES, PATTERNS, describe_memory, parse_size as _parse_size, run,
+                     sweep)
 
 QUICK_SIZE = 256 << 20
 COMMANDS = ("run", "sweep", "list", "shm")
@@ -72,13 +73,17 @@ def _prog() -> str:
     return argv0
 
 
-_EPILOG = ("Methods by the seed's rows: " + "; ".join(
+_EPILOG = ("Methods by I/O family: " + "; ".join(
     f"{g}: " + ", ".join(n for n, m in _methods.METHODS.items() if m.group == g)
     for g in _methods.GROUPS) + ". MB/s is 10^6 bytes per second; latencies are per "
     "request (measured in C where the method allows, see the JSON's latency_timer); ratio "
     "is a method's throughput over its baseline's (>1 faster); * marks the fastest of its "
-    "row. Exit status: 0 success, 1 a method failed or the file could not be made, "
-    "2 bad options, 130 interrupted.")
+    "family; each figure comes with the min-max of its repetitions ('!' above 1.5x). "
+    "One unrecorded warm-up round, then --repeat rounds in a shuffled order; every method "
+    "allocates recently freed memory (the header gives the cost of fresh memory). "
+    "Ctrl-C or SIGTERM stop it within 2 s, its processes and temporary file removed. "
+    "Exit status: 0 success, 1 a method failed or the file could not be made, "
+    "2 bad options, 130 interrupted (SIGINT), 143 terminated (SIGTERM).")
 
 
 def _common(p: argparse.ArgumentParser, *, size_default: int) -> None:
@@ -94,7 +99,9 @@ def _common(p: argparse.ArgumentParser, *, size_default: int) -> None:
                    help="directory for the temporary file (default $TMPDIR or /tmp); its "
                         "filesystem is part of what is measured")
     p.add_argument("--repeat", type=_positive_int, default=3, metavar="N",
-                   help="repetitions per method, interleaved; medians are shown (default 3)")
+                   help="measured repetitions per method, after one unrecorded warm-up, "
+                        "interleaved in a shuffled order; the table shows the median and the "
+                        "min-max (default 3)")
     p.add_argument("--threads", type=_positive_int, default=1, metavar="N",
                    help="split each method's requests among N threads (fio's numjobs; "
                         "default 1)")
@@ -144,7 +151,7 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
                        help="a method to run (repeatable; its baseline is added); default "
                             "every method of --group, or all")
         p.add_argument("--group", type=_group_name, action="append", metavar="ROW",
-                       help=f"every method of a seed row (repeatable): "
+                       help=f"every method of an I/O family (repeatable): "
                             f"{', '.join(_methods.GROUPS)}")
         p.add_argument("--pattern", "--rw", choices=PATTERNS, default="seq",
                        help="request order: seq (in file order) or rand (each block once, "
@@ -152,7 +159,8 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
         p.add_argument("--bs", type=parse_size, default=1 << 20, metavar="SIZE",
                        help="request (block) size, e.g. 4k, 1M (default 1M)")
         p.add_argument("--depth", "--iodepth", type=_positive_int, default=1, metavar="N",
-                       help="requests in flight for the aio methods (default 1)")
+                       help="requests in flight for the aio methods (default 1); it does not "
+                            "apply to the synchronous methods (one request at a time)")
         _common(p, size_default=QUICK_SIZE)
         return p
     if command == "sweep":
@@ -166,7 +174,8 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
         p.add_argument("--bs", type=_list_of(parse_size), default=[4096, 65536, 1 << 20],
                        metavar="LIST", help="comma-separated block sizes (default 4k,64k,1M)")
         p.add_argument("--depth", "--iodepth", type=_list_of(_positive_int), default=[1],
-                       metavar="LIST", help="comma-separated depths (default 1)")
+                       metavar="LIST", help="comma-separated depths (default 1); the "
+                                            "synchronous methods run at the first only")
         _common(p, size_default=64 << 20)
         return p
     if command == "shm":  # fastio shm list|cleanup: fastio/lab/shm_cli.py
@@ -175,7 +184,7 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     if command == "list":
         return argparse.ArgumentParser(
             prog=f"{prog} list", epilog=_EPILOG,
-            description="List every method: its seed row, baseline, and whether it can "
+            description="List every method: its I/O family, baseline, and whether it can "
                         "run here (with the reason when not).")
     raise ValueError(f"unknown command {command!r}")
 
@@ -207,17 +216,28 @@ def describe(res) -> str:
     cache += f"; {fails} check(s) FAILED" if fails else "; every check passed"
     mem = mach.get("memory")
     ram = f", {mem / (1 << 30):.1f} GiB RAM" if mem else ""
+    memory = env.get("memory")
+    order = env.get("order")
+    runs = (f"{env.get('warmup_rounds', 0)} warm-up round (not recorded) + "
+            f"{env.get('repeat')} measured, each in a new shuffled order; nothing left "
+            "running or open between calls (children, threads and descriptors checked)"
+            if order else None)
     return "\n".join([
         f"file:    {f['path']} ({kind}, {_human(f['size'])}; {where})",
-        f"cache:   {cache}",
+        f"cache:   {cache}"] + ([f"memory:  {describe_memory(memory)}"] if memory else []) +
+        ([f"rounds:  {runs}"] if runs else []) + [
         f"machine: {mach['system']} {mach['kernel']} {mach['arch']}, {mach['cpu']} "
         f"({mach['cpus']} CPUs{ram}); Python {mach['python']}, numpy {mach['numpy']}",
     ])
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that every finally clause runs
+    (children killed and reaped, the temporary file removed)."""
+
+
 def _on_sigterm(signum, frame):
-    # SIGTERM -> SystemExit, so that the finally clauses remove the file.
-    sys.exit(128 + signum)
+    raise Terminated(signum)
 
 
 def _list() -> int:
@@ -268,13 +288,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             if command == "sweep":
                 res = sweep(args.method, block_size=args.bs, depth=args.depth,
-                            pattern=args.pattern, progress=sys.stderr.isatty(), **common)
+                            pattern=args.pattern, progress=True, **common)
             elif command == "run":
                 res = run(args.method, groups=args.group, pattern=args.pattern,
                           block_size=args.bs, depth=args.depth,
-                          progress=sys.stderr.isatty(), **common)
+                          progress=True, **common)
             else:
-                res = run(None, block_size=args.bs, progress=sys.stderr.isatty(), **common)
+                res = run(None, block_size=args.bs, progress=True, **common)
         except ValueError as e:
             print(f"{_prog()}: error: {e}", file=sys.stderr)
             return 2
@@ -300,5 +320,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"\n{_prog()}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"\n{_prog()}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     finally:
         signal.signal(signal.SIGTERM, old)

@@ -1,4 +1,4 @@
-"""The lab's methods, by the seed document's rows.
+"""The lab's methods, by I/O family (read/write, mmap, aio, sendfile, shared memory, malloc/brk).
 
 A method is a function ``fn(job) -> Outcome``. ``job`` (a Job) says which
 file, which requests (``job.offsets``: one int64 offset per request of
@@ -10,7 +10,7 @@ a histogram), the backend that really ran, and ``check``: the bytes of the
 last request (or the whole file for whole-file methods), which the tests
 compare with the file (every method moves the right bytes).
 
-Each method names its *group* (the seed's row), its default *baseline* (the
+Each method names its *group* (its I/O family), its default *baseline* (the
 method it is naturally compared with) and what it *requires*; when a
 requirement is missing (a fastio name, an aio backend, O_DIRECT support)
 ``unavailable(job)`` gives the reason and the run records it instead of
@@ -32,7 +32,7 @@ AIO = "aio"
 SENDFILE = "sendfile"
 MEMORY = "malloc/brk"
 
-#: seed rows, in table order
+#: the I/O families, in table order
 GROUPS = (READ, MMAP, AIO, SENDFILE, MEMORY)
 
 
@@ -80,11 +80,14 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Method:
-    """Method(name, fn, group, baseline=None, requires=(), direct='no', whole_file=False, description='')
+    """Method(name, fn, group, baseline=None, requires=(), direct='no', whole_file=False, backend=None, description='', honours_depth=False)
 
     ``direct``: 'yes' (opens with O_DIRECT when the cache mode is 'direct'),
     'no' (cannot bypass the page cache: unavailable under cache='direct'),
-    'n/a' (does not read the file: memory methods).
+    'n/a' (does not read the file: memory methods). ``honours_depth``: the
+    method keeps ``job.depth`` requests in flight (the aio methods); the
+    others are synchronous (one request at a time, as fio's sync engines)
+    and a sweep runs them once per block size and pattern.
     """
 
     name: str
@@ -96,6 +99,7 @@ class Method:
     whole_file: bool = False
     backend: Optional[str] = None
     description: str = ""
+    honours_depth: bool = False
 
     def unavailable(self, cache: str = "warm") -> Optional[str]:
         """unavailable(cache='warm')
@@ -130,8 +134,9 @@ METHODS: Dict[str, Method] = {}
 
 def register(name: str, *, group: str, baseline: Optional[str] = None,
              requires: Iterable[str] = (), direct: str = "no", whole_file: bool = False,
-             backend: Optional[str] = None, description: str = ""):
-    """register(name, *, group, baseline=None, requires=(), direct='no', whole_file=False, backend=None, description='')
+             backend: Optional[str] = None, description: str = "",
+             honours_depth: bool = False):
+    """register(name, *, group, baseline=None, requires=(), direct='no', whole_file=False, backend=None, description='', honours_depth=False)
 
     Decorator adding ``fn(job) -> Outcome`` to METHODS under ``name``. The
     baseline, if given, must already be registered.
@@ -146,7 +151,7 @@ def register(name: str, *, group: str, baseline: Optional[str] = None,
     def deco(fn):
         METHODS[name] = Method(name, fn, group, baseline, tuple(requires), direct,
                                whole_file, backend,
-                               description or (fn.__doc__ or "").strip())
+                               description or (fn.__doc__ or "").strip(), honours_depth)
         return fn
 
     return deco
@@ -233,9 +238,10 @@ def read_bytearray(job):
 
 @register("psync", group=READ, baseline="read.bytearray", requires=("empty",), direct="yes",
           description="fio's psync engine: one pread(2) per request into a page-aligned "
-                      "fastio.empty buffer, timed in C")
+                      "fastio.empty buffer (touched before timing), timed in C")
 def psync(job):
     buf = fastio.empty(job.block_size, align=4096, hugepages=False)
+    buf[:] = 0   # its first-touch faults are not the first requests' latency
     fd = _open(job)
     try:
         lat = _lat(len(job.offsets))
@@ -251,6 +257,7 @@ def psync(job):
 def fastio_pread(job):
     fd = _open(job)
     buf = fastio.empty(job.block_size, align=4096, hugepages=False)
+    buf[:] = 0
     try:
         def req(off):
             if fastio.pread(fd, buf, off) != job.block_size:
@@ -286,6 +293,7 @@ def fastio_read_file(job):
 
 def _mapped_copy(job, src, **extra):
     dst = fastio.empty(job.block_size, align=4096, hugepages=False)
+    dst[:] = 0
     lat = _lat(len(job.offsets))
     n = _core._lab_copy(src, dst, job.offsets, lat)
     chk, off = _last(job, dst)
@@ -383,7 +391,7 @@ for _b, _d in (("io_uring", "io_uring: one ring, depth requests in flight"),
                ("posix_aio", "POSIX aio_read via lio_listio"),
                ("threads", "a pool of threads doing pread")):
     register(f"aio.{_b}", group=AIO, baseline="psync", requires=("Queue",), direct="yes",
-             backend=_b, description=f"fastio.Queue(depth, '{_b}'): {_d}; "
+             backend=_b, honours_depth=True, description=f"fastio.Queue(depth, '{_b}'): {_d}; "
                                      "read_batch of the requests")(_aio(_b))
 
 
@@ -448,7 +456,7 @@ register("splice", group=SENDFILE, baseline="copy.read_write", requires=("splice
     _copy_method(_splice, True))
 
 
-# The seed's use case for sendfile is a file going out on a socket. These
+# The classic use case for sendfile is a file going out on a socket. These
 # methods send every block to a TCP connection on 127.0.0.1 whose other
 # end a thread drains (recv_into, GIL released), as a network peer would:
 # the figure is what the sending side gets, loopback included.
@@ -577,41 +585,131 @@ register("fastio.empty", group=MEMORY, baseline="malloc.numpy", requires=("empty
          direct="n/a",
          description="fastio.empty(bs) page-aligned (posix_memalign), touch each page")(
     _alloc_method(lambda n: fastio.empty(n, hugepages=False)))
+def _anonymous(flags):
+    def alloc(n):
+        return np.frombuffer(fastio.mmap(-1, n, flags=flags), np.uint8)
+    return alloc
+
+
 register("mmap.anonymous", group=MEMORY, baseline="malloc.numpy", requires=("mmap",),
          direct="n/a",
-         description="fastio.mmap(-1, bs) anonymous mapping, touch each page")(
-    _alloc_method(lambda n: np.frombuffer(fastio.mmap(-1, n), np.uint8)))
+         description="fastio.mmap(-1, bs, flags=MAP_PRIVATE): private anonymous memory "
+                     "(MAP_PRIVATE|MAP_ANONYMOUS), touch each page")(
+    _alloc_method(_anonymous(getattr(fastio, "MAP_PRIVATE", 2))))
+register("mmap.shared", group=MEMORY, baseline="malloc.numpy", requires=("mmap",),
+         direct="n/a",
+         description="fastio.mmap(-1, bs): shared anonymous memory (MAP_SHARED, shmem "
+                     "pages, what fork() children can see), touch each page")(
+    _alloc_method(_anonymous(getattr(fastio, "MAP_SHARED", 1))))
+
+HUGE = 2 << 20
+
+
+def _huge_units():
+    # Memory is asked for in 2 MiB units (a smaller request never gets a
+    # huge page): requests smaller than 2 MiB are carved out of the current
+    # unit, as a huge-page arena does; larger ones take whole units.
+    state = {"unit": None, "used": HUGE}
+
+    def alloc(n):
+        if n >= HUGE:
+            units = -(-n // HUGE)
+            return fastio.empty(units * HUGE, hugepages=True)[:n]
+        if state["used"] + n > HUGE:
+            state["unit"] = fastio.empty(HUGE, hugepages=True)
+            state["used"] = 0
+        a = state["unit"][state["used"]:state["used"] + n]
+        state["used"] += n
+        return a
+    return alloc
+
+
+def _hugepages(job):
+    return _alloc_method(_huge_units())(job)
+
+
 register("hugepages", group=MEMORY, baseline="malloc.numpy", requires=("empty",),
          direct="n/a",
-         description="fastio.empty(bs, hugepages=True): anonymous mapping with "
-                     "transparent huge pages, touch each page")(
-    _alloc_method(lambda n: fastio.empty(n, hugepages=True)))
+         description="fastio.empty(hugepages=True) asked for in 2 MiB units (transparent "
+                     "huge pages: one fault per 2 MiB); requests below 2 MiB are carved "
+                     "out of a unit, larger ones take whole units; touch each page")(
+    _hugepages)
 
 
 # ------------------------------------------------------------------ shared memory (IPC)
 
+_LIBC = None
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a forked child: be killed (SIGKILL) when the parent dies, whatever
+    the child is blocked in (prctl PR_SET_PDEATHSIG); exit at once if the
+    parent is already gone. SIGINT/SIGTERM back to their defaults: the
+    child has no cleanup of its own to run."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _reap(pid: int, kill: bool, timeout: float = 5.0) -> int:
+    """Wait for a child at most ``timeout`` s (it has everything it needs to
+    end: its pipes are closed), then SIGKILL it; with ``kill``, at once.
+    Returns its wait status."""
+    import signal
+    if kill:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+            return os.waitpid(pid, 0)[1]   # SIGKILL cannot be ignored: prompt
+        time.sleep(0.002)
+
+
 def _ipc_method(make):
     """A method moving every block of the file to a forked child process.
 
-    make() -> (send(block), recv() -> buffer, close()) built before the
+    make() -> (send(block), recv() -> buffer, close(abort)) built before the
     fork, so both processes share it. Each request is timed in the parent
     from the start of send to the child's one-byte acknowledgement (a round
     trip). The child CRCs everything it received and sends the CRC and the
-    last block back at the end; a mismatch fails the run.
+    last block back at the end; a mismatch fails the run. The child dies
+    with the parent (PR_SET_PDEATHSIG); on any exception (KeyboardInterrupt
+    included) the parent closes its ends, kills the child and reaps it, so
+    nothing of this method outlives its call.
     """
+    import ctypes
     import struct
     import zlib
 
     def fn(job):
+        global _LIBC
+        if _LIBC is None:
+            try:
+                _LIBC = ctypes.CDLL(None, use_errno=True)
+            except OSError:
+                pass
         src = _fastio_map(job)
         view = memoryview(src)
         send, recv, close = make(job.block_size)
         r_ack, w_ack = os.pipe()
         offs = job.offsets.tolist()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: receive, acknowledge, report; never returns
             code = 1
             try:
+                _die_with_parent(parent)
                 os.close(r_ack)
                 crc = 0
                 last = b""
@@ -627,6 +725,8 @@ def _ipc_method(make):
             finally:
                 os._exit(code)
         os.close(w_ack)
+        finished = False
+        status = 0
         try:
             lat = _lat(len(offs))
             clock = time.perf_counter_ns
@@ -646,12 +746,17 @@ def _ipc_method(make):
                 if not more:
                     raise RuntimeError("the receiving process ended before its report")
                 tail += more
+            finished = True
         finally:
+            # Ends closed before waiting: a child blocked on them wakes up;
+            # killed at once when we did not finish (interrupted, failed).
             os.close(r_ack)
-            _, status = os.waitpid(pid, 0)
-            close()
-            view.release()
-            src.close()
+            try:
+                close(not finished)
+            finally:
+                status = _reap(pid, kill=not finished)
+                view.release()
+                src.close()
         got = struct.unpack("<I", tail[:4])[0]
         if got != want or os.waitstatus_to_exitcode(status) != 0:
             raise RuntimeError(f"the receiver's CRC {got:#x} is not the sender's {want:#x}")
@@ -681,7 +786,7 @@ def _pipe(bs):
         while block:
             block = block[os.write(w, block):]
 
-    def close():
+    def close(abort=False):
         os.close(r)
         os.close(w)
     return send, lambda: _readn(r, bs), close
@@ -691,7 +796,9 @@ def _mp_queue(bs):
     import multiprocessing
     q = multiprocessing.get_context("fork").Queue()
 
-    def close():
+    def close(abort=False):
+        if abort:   # the feeder thread must not wait for a reader that is gone
+            q.cancel_join_thread()
         q.close()
         q.join_thread()
     return (lambda block: q.put(bytes(block))), q.get, close
@@ -699,7 +806,7 @@ def _mp_queue(bs):
 
 def _channel(bs):
     ch = fastio.Channel(capacity=max(4 << 20, 2 * bs + 4096))
-    return ch.send, ch.recv, ch.close
+    return ch.send, ch.recv, lambda abort=False: ch.close()
 
 
 def _segment(make_seg, bs):
@@ -715,7 +822,7 @@ def _segment(make_seg, bs):
         os.read(r, 1)
         return mem
 
-    def close():
+    def close(abort=False):
         mem.release()
         os.close(r)
         os.close(w)

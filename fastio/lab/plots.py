@@ -231,6 +231,14 @@ def _bar(ax, rows, varying, reps, log):
 
 def _latency(ax, rows, varying, results, log):
     from matplotlib.lines import Line2D
+    # whole-file methods: one request per repetition, no percentile (None)
+    rows = [r for r in rows if any(r["latency_ns"].get(p) is not None
+                                   for p in ("p50", "p99", "p99.9"))]
+    if not rows:
+        ax.text(0.5, 0.5, "no latency percentiles: every method made one request per "
+                "repetition", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
     y = list(range(len(rows)))
     allv: List[float] = []
     for j, (p, c) in enumerate((("p50", "tab:green"), ("p99", "tab:orange"),

@@ -7,11 +7,15 @@ requests, elapsed_ns (the whole call), io_ns (the requests alone: less than
 elapsed for methods with a reusable setup, an aio queue), setup_ns,
 throughput_Bps and iops (over io_ns); latency_ns (min, mean, p50,
 p90, p99, p99.9, max, count) from per-request timings, with latency_timer
-saying how they were taken; cpu (user_s, sys_s); faults (minor, major);
+saying how they were taken; cpu (user_s, sys_s of this process,
+children_user_s, children_sys_s of the child processes reaped during the
+call, and ``counted`` saying so); faults (minor, major: both processes;
+children_minor, children_major); memory (the state of the memory the
+method allocated: 'recycled'); depth_applies;
 cache (mode, resident_fraction measured with mincore before the run,
 expected, ok); extra (method specific: e.g. where the heap's break moved).
 
-A *workload* is one set of params within one seed row (group): the table's
+A *workload* is one set of params within one I/O family (group): the table's
 winner is per workload, and a method's ratio is its median throughput over
 the baseline's at the same params.
 """
@@ -29,6 +33,8 @@ UNAVAILABLE = "unavailable"
 ERROR = "error"
 
 PERCENTILES = (50, 90, 99, 99.9)
+#: a row whose fastest repetition is more than this times its slowest is flagged
+SPREAD_FLAG = 1.5
 _PARAM_KEYS = ("pattern", "block_size", "depth", "size", "cache", "threads")
 
 
@@ -112,22 +118,30 @@ class Results:
         """summary(baseline=None)
 
         One row per (method, params): status, median throughput and IOPS,
-        median latency percentiles over the repetitions, CPU and faults per
-        repetition (median), whether every cache check passed, the ratio to
-        ``baseline`` (a method name; default: each method's own baseline) at
-        the same params, and ``winner`` (fastest of its workload).
+        the throughput's spread over the repetitions (``throughput_min``,
+        ``throughput_max``, ``spread`` = max/min, ``spread_flag`` above
+        1.5x), median latency percentiles, CPU (this process and its
+        children) and faults per repetition (median), whether every cache
+        check passed, the ratio of the median throughput to ``baseline``'s
+        (a method name; default: each method's own baseline) at the same
+        params with ``ratio_min``/``ratio_max``, the range of the ratios of
+        the two methods' repetitions paired by round, and ``winner``
+        (fastest of its workload). IOPS and percentiles are None for
+        methods making one request per repetition (``single_sample``).
         """
         groups: Dict[Tuple, List[Dict[str, Any]]] = {}
         for r in self.records:
             key = (r["method"], tuple(r["params"][k] for k in _PARAM_KEYS))
             groups.setdefault(key, []).append(r)
         rows = []
+        reps: Dict[Tuple, Dict[int, float]] = {}
         for (name, pk), recs in groups.items():
             good = [r for r in recs if r["status"] == OK]
             first = recs[0]
             row: Dict[str, Any] = {"method": name, "group": first["group"],
                                    "baseline": first["baseline"],
                                    "params": dict(zip(_PARAM_KEYS, pk)),
+                                   "depth_applies": first.get("depth_applies", True),
                                    "runs": len(good)}
             bad = [r for r in recs if r["status"] != OK]
             if not good:
@@ -141,13 +155,23 @@ class Results:
                 vals = [f(r) for r in good]
                 vals = [v for v in vals if v is not None and v == v]
                 return statistics.median(vals) if vals else None
+            single = all(r["requests"] <= 1 for r in good)
+            tps = [r["throughput_Bps"] for r in good]
+            reps[(name, pk)] = {r.get("repetition", i): r["throughput_Bps"]
+                                for i, r in enumerate(good)}
             row["backend"] = good[0]["backend"]
             row["throughput_Bps"] = med(lambda r: r["throughput_Bps"])
-            row["iops"] = med(lambda r: r["iops"])
-            row["latency_ns"] = {k: med(lambda r, k=k: r["latency_ns"].get(k))
+            row["throughput_min"] = min(tps)
+            row["throughput_max"] = max(tps)
+            row["spread"] = max(tps) / min(tps) if min(tps) > 0 else None
+            row["spread_flag"] = bool(row["spread"] and row["spread"] > SPREAD_FLAG)
+            row["single_sample"] = single
+            row["iops"] = None if single else med(lambda r: r["iops"])
+            row["latency_ns"] = {k: (None if single and k.startswith("p") else
+                                     med(lambda r, k=k: r["latency_ns"].get(k)))
                                  for k in ("min", "mean", "max") + tuple(map(_pkey, PERCENTILES))}
             row["latency_timer"] = good[0]["latency_timer"]
-            row["cpu_s"] = med(lambda r: r["cpu"]["user_s"] + r["cpu"]["sys_s"])
+            row["cpu_s"] = med(lambda r: _cpu_total(r["cpu"]))
             row["faults_minor"] = med(lambda r: r["faults"]["minor"])
             row["faults_major"] = med(lambda r: r["faults"]["major"])
             checks = [r["cache"].get("ok") for r in good]
@@ -156,6 +180,9 @@ class Results:
             row["cache_resident"] = [r["cache"].get("resident_fraction") for r in good]
             rows.append(row)
         index = {(r["method"], tuple(r["params"].values())): r for r in rows}
+        # a synchronous method is found at any depth: depth does not apply to it
+        nodepth = {(r["method"], _without_depth(r["params"])): r for r in rows
+                   if not r["depth_applies"]}
         best: Dict[Tuple, float] = {}
         for r in rows:
             if r.get("throughput_Bps"):
@@ -163,81 +190,192 @@ class Results:
                 best[wk] = max(best.get(wk, 0.0), r["throughput_Bps"])
         for r in rows:
             base_name = baseline or r["baseline"] or r["method"]
-            base = index.get((base_name, tuple(r["params"].values())))
+            base = (index.get((base_name, tuple(r["params"].values())))
+                    or nodepth.get((base_name, _without_depth(r["params"]))))
             tp = r.get("throughput_Bps")
             r["ratio_to"] = base_name
             r["ratio"] = (tp / base["throughput_Bps"]
                           if tp and base is not None and base.get("throughput_Bps") else None)
+            r["ratio_min"] = r["ratio_max"] = None
+            if r["ratio"] is not None:
+                mine = reps[(r["method"], tuple(r["params"].values()))]
+                theirs = reps[(base["method"], tuple(base["params"].values()))]
+                paired = [mine[k] / theirs[k] for k in mine if k in theirs and theirs[k]]
+                if paired:
+                    r["ratio_min"], r["ratio_max"] = min(paired), max(paired)
             wk = (r["group"], tuple(r["params"].values()))
             r["winner"] = bool(tp) and tp == best.get(wk)
         return rows
 
     # --------------------------------------------------------------- table
 
+    def _cells(self, baseline: Optional[str] = None):
+        """The table's header, rows (None: a group heading follows), notes and
+        footnotes: what table() and _repr_html_() both show."""
+        rows = self.summary(baseline)
+        varying = [k for k in _PARAM_KEYS
+                   if len({r["params"][k] for r in rows}) > 1]
+        n = self.env.get("repeat") or max([r.get("runs", 0) for r in rows] or [0])
+        head = (["method"] + varying + ["backend", "MB/s", "MB/s min-max", "IOPS", "p50us",
+                                         "p99us", "p99.9us", "cpu_s", "minflt", "majflt",
+                                         "ratio", "ratio min-max", "vs"])
+        notes = []
+        flagged = single = nodepth = False
+        out_rows: List[Any] = []
+        group = None
+        for r in sorted(rows, key=lambda r: (_group_order(r["group"]), _method_order(r["method"]))):
+            if r["group"] != group:
+                group = r["group"]
+                out_rows.append(("group", group))
+            pv = [(_fmt_bytes(r["params"][k]) if k in ("block_size", "size")
+                   else "n/a" if k == "depth" and not r["depth_applies"]
+                   else str(r["params"][k])) for k in varying]
+            if r["status"] == OK or r.get("throughput_Bps"):
+                lat = r["latency_ns"]
+                mark = " !" if r["spread_flag"] else ""
+                flagged |= r["spread_flag"]
+                single |= r["single_sample"]
+                nodepth |= not r["depth_applies"] and (r["params"]["depth"] > 1
+                                                      or "depth" in varying)
+                rflag = ""
+                if r["ratio_min"] is not None and r["ratio_min"] > 0 and \
+                        r["ratio_max"] / r["ratio_min"] > SPREAD_FLAG:
+                    rflag = " !"
+                    flagged = True
+                cells = ([("* " if r["winner"] else "  ") + r["method"]] + pv +
+                         [str(r["backend"]), f"{r['throughput_Bps'] / 1e6:.0f}",
+                          f"{r['throughput_min'] / 1e6:.0f}-{r['throughput_max'] / 1e6:.0f}"
+                          + mark,
+                          "-" if r["iops"] is None else f"{r['iops']:.0f}",
+                          _fmt_us(lat["p50"]), _fmt_us(lat["p99"]),
+                          _fmt_us(lat["p99.9"]), f"{r['cpu_s']:.3f}",
+                          f"{r['faults_minor']:.0f}", f"{r['faults_major']:.0f}",
+                          f"{r['ratio']:.2f}" if r["ratio"] is not None else "-",
+                          (f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}{rflag}"
+                           if r["ratio_min"] is not None else "-"),
+                          r["ratio_to"]])
+                if r["cache_ok"] is False:
+                    notes.append(f"{r['method']}: cache check failed: resident fractions "
+                                 f"{r['cache_resident']} with cache={r['params']['cache']}")
+                if r["status"] != OK:
+                    notes.append(f"{r['method']}: some runs failed: {r['reason']}")
+            else:
+                cells = (["  " + r["method"]] + pv + [r["status"]] +
+                         ["-"] * (len(head) - 2 - len(pv)))
+                notes.append(f"{r['method']}: {r['status']}: {r['reason']}")
+            out_rows.append(cells)
+        mem = self.env.get("memory")
+        at = [i for i, c in enumerate(out_rows)
+              if not isinstance(c, tuple) and _row_group(c, rows) == "malloc/brk"]
+        if mem and at and "fresh" in mem:
+            # the cost of fresh memory as a figure of its own, beside the
+            # allocations (which all run on recycled memory)
+            extra = []
+            for page, label in (("4k", "4 KiB"), ("2m", "2 MiB")):
+                f, r = mem["fresh"][page], mem["recycled"][page]
+                extra.append([f"  first_touch.{page}"] + [""] * len(varying) +
+                             [f"{label} pages", f"{f['GBps'] * 1e3:.0f}", "-", "-",
+                              _fmt_us(f["us_per_page"] * 1e3), "-", "-", "-",
+                              f"{f['minor_faults']}", "0",
+                              f"{f['GBps'] / r['GBps']:.2f}" if r["GBps"] else "-", "-",
+                              "recycled memory"])
+            out_rows[at[-1] + 1:at[-1] + 1] = extra
+        foot = [f"* fastest in its row and workload; MB/s = 10^6 bytes/s, the median of "
+                f"{n} repetition(s); MB/s min-max: the slowest and the fastest repetition; "
+                "ratio = median throughput / the 'vs' method's at the same parameters "
+                "(>1 faster); ratio min-max: the range of the two methods' ratios, "
+                "repetition by repetition (same round)"]
+        if flagged:
+            foot.append(f"! spread above {SPREAD_FLAG}x (fastest / slowest repetition): "
+                        "the figure is not settled; raise --repeat (repeat=) or quiet the "
+                        "machine (other programs, power saving)")
+        if single:
+            foot.append("- IOPS and latency percentiles of a whole-file method come from one "
+                        "request per repetition: not shown; its repetitions give the spread")
+        if nodepth:
+            foot.append("depth n/a: the synchronous methods do one request at a time; "
+                        "iodepth does not apply to them (as fio notes for its sync "
+                        "engines): run once per block size and pattern")
+        if mem and mem.get("policy"):
+            foot.append(f"memory: {mem['policy']}")
+        if mem and at and "fresh" in mem:
+            foot.append(f"first_touch.4k/.2m: the first touch of {_fmt_bytes(mem['bytes'])} of "
+                        f"fresh memory ({mem.get('fresh_is', 'first')}; one sample per "
+                        "process; p50us: per page), its ratio to recently freed memory's "
+                        "(<1: fresh is slower)")
+        return head, varying, out_rows, notes, foot
+
     def table(self, baseline: Optional[str] = None) -> str:
         """table(baseline=None)
 
         A plain-text table for a terminal, one line per (method, params),
-        grouped by seed row: MB/s, IOPS, latency p50/p99/p99.9 in µs, CPU
-        seconds, page faults, the ratio to ``baseline`` (default each
-        method's own) and '*' on the winner of each workload; then the
-        methods not measured, with the reason, and failed cache checks.
+        grouped by I/O family: median MB/s and its min-max over the
+        repetitions ('!' when they differ by more than 1.5x), IOPS, latency
+        p50/p99/p99.9 in µs ('-' where one request per repetition gives no
+        percentile), CPU seconds, page faults, the ratio to ``baseline``
+        (default each method's own) with its min-max, and '*' on the winner
+        of each workload; then the footnotes, the methods not measured with
+        the reason, and failed cache checks.
         """
-        rows = self.summary(baseline)
-        varying = [k for k in _PARAM_KEYS
-                   if len({r["params"][k] for r in rows}) > 1]
-        head = (["method"] + varying + ["backend", "MB/s", "IOPS", "p50us", "p99us",
-                                         "p99.9us", "cpu_s", "minflt", "majflt", "ratio", "vs"])
-        lines_rows = []
-        notes = []
-        group = None
-        out_rows: List[Optional[List[str]]] = []
-        for r in sorted(rows, key=lambda r: _group_order(r["group"])):
-            if r["group"] != group:
-                group = r["group"]
-                out_rows.append(None)
-                out_rows.append([f"[{group}]"] + [""] * (len(head) - 1))
-            pv = [(_fmt_bytes(r["params"][k]) if k in ("block_size", "size")
-                   else str(r["params"][k])) for k in varying]
-            if r["status"] == OK or r.get("throughput_Bps"):
-                lat = r["latency_ns"]
-                cells = ([("* " if r["winner"] else "  ") + r["method"]] + pv +
-                         [str(r["backend"]), f"{r['throughput_Bps'] / 1e6:.0f}",
-                          f"{r['iops']:.0f}", _fmt_us(lat["p50"]), _fmt_us(lat["p99"]),
-                          _fmt_us(lat["p99.9"]), f"{r['cpu_s']:.3f}",
-                          f"{r['faults_minor']:.0f}", f"{r['faults_major']:.0f}",
-                          f"{r['ratio']:.2f}" if r["ratio"] is not None else "-",
-                          r["ratio_to"]])
-                if r["cache_ok"] is False:
-                    notes.append(f"  {r['method']}: cache check failed: resident fractions "
-                                 f"{r['cache_resident']} with cache={r['params']['cache']}")
-                if r["status"] != OK:
-                    notes.append(f"  {r['method']}: some runs failed: {r['reason']}")
-            else:
-                cells = (["  " + r["method"]] + pv + [r["status"]] + ["-"] * (len(head) - 2
-                                                                       - len(pv)))
-                notes.append(f"  {r['method']}: {r['status']}: {r['reason']}")
-            out_rows.append(cells)
-        widths = [max([len(head[i])] + [len(c[i]) for c in out_rows if c])
+        head, varying, out_rows, notes, foot = self._cells(baseline)
+        cells_only = [c for c in out_rows if not isinstance(c, tuple)]
+        widths = [max([len(head[i])] + [len(c[i]) for c in cells_only])
                   for i in range(len(head))]
+        left = {0, len(head) - 1} | set(range(1, len(varying) + 1))
 
         def fmt(cells):
-            return "  ".join(c.ljust(w) if i == 0 or i > len(head) - 2 or i <= len(varying)
-                             else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-                             ).rstrip()
-        lines_rows.append(fmt(head))
+            return "  ".join(c.ljust(w) if i in left else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        lines = [fmt(head)]
         for c in out_rows:
-            if c is None:
-                continue
-            lines_rows.append(fmt(c))
-        lines = lines_rows
+            lines.append(f"[{c[1]}]" if isinstance(c, tuple) else fmt(c))
         lines.append("")
-        lines.append("* fastest in its row and workload; ratio = throughput / the 'vs' "
-                     "method's at the same parameters (>1 faster); MB/s = 10^6 bytes/s; "
-                     "medians over repetitions")
+        lines += foot
         if notes:
-            lines += ["", "notes:"] + notes
+            lines += ["", "notes:"] + ["  " + x for x in notes]
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """The table(), as HTML (what a notebook shows for a cell ending in ``res``)."""
+        import html
+        head, varying, out_rows, notes, foot = self._cells()
+        e = html.escape
+        out = ["<table>", "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head)
+               + "</tr></thead>", "<tbody>"]
+        for c in out_rows:
+            if isinstance(c, tuple):
+                out.append(f'<tr><th colspan="{len(head)}" style="text-align:left">'
+                           f"{e(c[1])}</th></tr>")
+            else:
+                tds = []
+                for i, v in enumerate(c):
+                    v = v.strip()
+                    if i == 0 and v.startswith("* "):
+                        v = f"<b>{e(v)}</b>"
+                    else:
+                        v = e(v)
+                    tds.append(f"<td>{v}</td>")
+                out.append("<tr>" + "".join(tds) + "</tr>")
+        out.append("</tbody></table>")
+        out += [f"<p><small>{e(x)}</small></p>" for x in foot]
+        if notes:
+            out.append("<p>notes:</p><ul>" + "".join(f"<li>{e(x)}</li>" for x in notes)
+                       + "</ul>")
+        return "\n".join(out)
+
+    def __repr__(self) -> str:
+        rows = [r for r in self.summary() if r.get("throughput_Bps")]
+        params = {k: sorted({r["params"][k] for r in rows}) for k in _PARAM_KEYS} if rows \
+            else {}
+        desc = []
+        for k, vals in params.items():
+            vs = [(_fmt_bytes(v) if k in ("block_size", "size") else str(v)) for v in vals]
+            desc.append(f"{k}={vs[0] if len(vs) == 1 else vs}")
+        fastest = max(rows, key=lambda r: r["throughput_Bps"], default=None)
+        fast = (f"; fastest {fastest['method']} {fastest['throughput_Bps'] / 1e6:.0f} MB/s"
+                if fastest else "")
+        return (f"<fastio.lab.Results: {len(self.methods)} methods, "
+                f"{self.env.get('repeat', '?')} repetitions, {', '.join(desc)}{fast}>")
 
     # ---------------------------------------------------------------- JSON
 
@@ -274,13 +412,16 @@ class Results:
                                 "percentile": {f"{p:.6f}": lat.get(_pkey(p))
                                                for p in PERCENTILES}},
                 }
-                job["usr_cpu"] = 100 * r["cpu"]["user_s"] / max(runtime_s, 1e-9)
-                job["sys_cpu"] = 100 * r["cpu"]["sys_s"] / max(runtime_s, 1e-9)
+                cpu = r["cpu"]
+                job["usr_cpu"] = 100 * (cpu["user_s"] + cpu.get("children_user_s", 0)) / max(
+                    runtime_s, 1e-9)
+                job["sys_cpu"] = 100 * (cpu["sys_s"] + cpu.get("children_sys_s", 0)) / max(
+                    runtime_s, 1e-9)
                 job["minf"] = r["faults"]["minor"]
                 job["majf"] = r["faults"]["major"]
             jobs.append(job)
         return {"fio version": "fastio-lab", "timestamp": self.env.get("created"),
-                "jobs": jobs, "fastio_env": self.env}
+                "jobs": jobs, "fastio_env": self.env, "fastio_summary": self.summary()}
 
     def to_json(self, path: Optional[str] = None) -> str:
         """to_json(path=None)
@@ -324,7 +465,7 @@ class Results:
         """plot(kind='bar', *, baseline=None, ax=None, path=None)
 
         A matplotlib Figure (the optional extra fastio[lab]): 'bar' the
-        median throughput per method, grouped by seed row; 'latency' p50,
+        median throughput per method, grouped by I/O family; 'latency' p50,
         p99 and p99.9 per method (log scale); 'sweep' throughput against
         block size (one line per method and depth). Saved as PNG to
         ``path`` when given.
@@ -336,6 +477,15 @@ class Results:
         return fig
 
 
+def _cpu_total(cpu: Dict[str, Any]) -> float:
+    return sum(cpu.get(k, 0.0) for k in ("user_s", "sys_s", "children_user_s",
+                                         "children_sys_s"))
+
+
+def _without_depth(params: Dict[str, Any]) -> Tuple:
+    return tuple(v for k, v in params.items() if k != "depth")
+
+
 def _json_default(o):
     if isinstance(o, np.integer):
         return int(o)
@@ -344,6 +494,20 @@ def _json_default(o):
     if isinstance(o, (bytes, bytearray, memoryview, np.ndarray)):
         return None
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def _row_group(cells: List[str], rows: List[Dict[str, Any]]) -> Optional[str]:
+    name = cells[0][2:]
+    for r in rows:
+        if r["method"] == name:
+            return r["group"]
+    return None
+
+
+def _method_order(name: str) -> int:
+    from .methods import METHODS
+    names = list(METHODS)
+    return names.index(name) if name in METHODS else len(names)
 
 
 def _group_order(g: str) -> int:

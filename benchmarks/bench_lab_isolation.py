@@ -1,0 +1,112 @@
+"""Does a method's figure depend on what ran before it? The full run against each group alone.
+
+Runs, on the same file size, the default comparison (`fastio`, every
+method) and then `fastio run --group G` for every I/O family G (each
+method's group alone), plus `fastio run --method fastio.read_file` (the pair
+issue 11 started from). For every method with a baseline it prints the
+method/baseline ratio of the full run and of the group run, and their
+quotient: a measurement that does not depend on its neighbours gives a
+quotient near 1. The done-when of issue 11: within 1.6x for every method.
+Each ratio is printed with its min-max (the paired repetitions), so a
+disagreement can be told from noise.
+
+The lab is run as a user runs it (`python -m fastio`, the fastio that
+Python imports here); every figure within one run is a ratio, so a loaded
+machine moves both sides. Say when it was loaded.
+
+    python benchmarks/bench_lab_isolation.py [--size 256M] [--repeat 3] [--dir DIR]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+LIMIT = 1.6
+METHODS = {}
+
+
+def lab(args, out, extra):
+    cmd = [sys.executable, "-m", "fastio", *args, "--json", out, *extra]
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode not in (0, 1):   # 1: a method failed, its rows say which
+        sys.exit(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stderr[-2000:]}")
+    with open(out) as f:
+        data = json.load(f)
+    rows = {r["method"]: r for r in data["fastio_summary"]}
+    return rows, data["fastio_env"], time.monotonic() - t0
+
+
+def fmt_ratio(r):
+    if r is None or r.get("ratio") is None:
+        return "-"
+    spread = (f" ({r['ratio_min']:.2f}-{r['ratio_max']:.2f})"
+              if r.get("ratio_min") is not None else "")
+    return f"{r['ratio']:.2f}{spread}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="256M")
+    ap.add_argument("--repeat", default="3")
+    ap.add_argument("--dir", default=None)
+    a = ap.parse_args()
+    extra = ["--size", a.size, "--repeat", a.repeat] + (["--dir", a.dir] if a.dir else [])
+    global METHODS
+    from fastio.lab import GROUPS, METHODS   # what the CLI knows
+    with tempfile.TemporaryDirectory() as tmp:
+        full, env, secs = lab([], os.path.join(tmp, "full.json"), extra)
+        print(f"full run: {len(full)} methods, {secs:.0f} s; machine: {env['machine']['kernel']}"
+              f", {env['machine']['cpu']} ({env['machine']['cpus']} CPUs); "
+              f"load average {os.getloadavg()[0]:.1f}; file {a.size} on "
+              f"{env['file']['filesystem']['type']}; cache warm; repeat {a.repeat}")
+        mem = env.get("memory")
+        if mem:
+            print(f"first touch, 2 MiB pages: fresh {mem['fresh']['2m']['us_per_page']:.0f} us, "
+                  f"recycled {mem['recycled']['2m']['us_per_page']:.0f} us per page; "
+                  f"4 KiB pages: fresh {mem['fresh']['4k']['us_per_page']:.2f} us, recycled "
+                  f"{mem['recycled']['4k']['us_per_page']:.2f} us")
+        alone = {}
+        for g in GROUPS:
+            rows, _, secs = lab(["run", "--group", g], os.path.join(tmp, "g.json"), extra)
+            alone.update({m: (r, f"group {g}") for m, r in rows.items()
+                          if r.get("group") == g})
+        rows, _, _ = lab(["run", "--method", "fastio.read_file"],
+                         os.path.join(tmp, "m.json"), extra)
+        pair = rows.get("fastio.read_file")
+    print()
+    print(f"{'method':18} {'vs':16} {'full run':>20} {'alone':>20} {'full/alone':>10} "
+          f"{'overlap':>7}")
+    bad = []
+    lines = [("fastio.read_file", full.get("fastio.read_file"), pair, "method alone")]
+    order = list(METHODS)
+    lines += [(m, full.get(m), alone.get(m, (None, ""))[0], alone.get(m, (None, ""))[1])
+              for m in sorted(full, key=lambda n: order.index(n) if n in order else 999)
+              if full[m].get("baseline")]
+    for m, f, g, how in lines:
+        if f is None or g is None or f.get("ratio") is None or g.get("ratio") is None:
+            print(f"{m:18} {'':16} {fmt_ratio(f):>20} {fmt_ratio(g):>20} {'-':>10}  {how}")
+            continue
+        q = f["ratio"] / g["ratio"]
+        off = max(q, 1 / q) > LIMIT
+        # do the two ranges of paired ratios overlap? then the difference is
+        # within what the repetitions themselves spread over
+        overlap = (f.get("ratio_min") is not None and g.get("ratio_min") is not None
+                   and f["ratio_min"] <= g["ratio_max"] and g["ratio_min"] <= f["ratio_max"])
+        if off:
+            bad.append(m + (" (ranges overlap)" if overlap else ""))
+        print(f"{m:18} {f['ratio_to']:16} {fmt_ratio(f):>20} {fmt_ratio(g):>20} "
+              f"{q:>9.2f}{' !' if off else '  '} {'yes' if overlap else 'no ':>7}  {how}")
+    print()
+    print("ratio (min-max over the paired repetitions); overlap: the two min-max ranges "
+          "overlap (a difference the repetitions' own spread covers)")
+    print(f"full/alone within {LIMIT}x for "
+          f"{len(lines) - len(bad)} of {len(lines)}" +
+          (f"; outside: {', '.join(bad)}" if bad else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""SIGINT / SIGTERM to the lab's own process (not its group) at six moments of
+a default run: each ends within 2 s with status 130 (143), leaves no process
+behind and removes its temporary file.
+
+A driver subprocess makes itself a child subreaper (PR_SET_CHILD_SUBREAPER),
+so that anything the lab leaves running is re-parented to the driver when
+the lab exits, where /proc shows it; the driver kills and reports it.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import fastio
+
+DRIVER = r'''
+import ctypes, json, os, signal, subprocess, sys, time
+sig, delay, work = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(36, 1, 0, 0, 0)                     # PR_SET_CHILD_SUBREAPER
+proc = subprocess.Popen([sys.executable, "-m", "fastio", "--size", "32M", "--repeat", "2",
+                         "--dir", work], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+first = proc.stderr.readline()                 # the first progress line: the run has begun
+time.sleep(delay)
+alive = proc.poll() is None
+t0 = time.monotonic()
+proc.send_signal(sig)                          # the lab's process alone, not its group
+try:
+    proc.wait(timeout=30)
+except subprocess.TimeoutExpired:
+    proc.kill()
+    proc.wait()
+took = time.monotonic() - t0
+err = first.decode() + proc.stderr.read().decode()
+time.sleep(0.2)
+left = []
+for pid in os.listdir("/proc"):
+    if not pid.isdigit():
+        continue
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        continue
+    if ppid == os.getpid():
+        left.append(int(pid))
+for pid in left:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            pass
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+while True:
+    try:
+        os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+print(json.dumps({"rc": proc.returncode, "took": took, "alive": alive, "left": left,
+                  "files": os.listdir(work), "err": err[-3000:]}))
+'''
+
+
+def _env():
+    env = dict(os.environ)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(fastio.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
+
+
+# six moments of a ~8 s run: first progress line, early, middle, late
+MOMENTS = [(signal.SIGINT, d) for d in (0.0, 0.3, 0.9, 1.8, 3.0, 4.5)] + \
+          [(signal.SIGTERM, d) for d in (0.5, 2.5)]
+
+
+@pytest.mark.parametrize("sig, delay", MOMENTS,
+                         ids=[f"{signal.Signals(s).name}-{d}s" for s, d in MOMENTS])
+def test_signal_at_any_moment_ends_the_lab_cleanly(tmp_path, sig, delay):
+    work = tmp_path / "w"
+    work.mkdir()
+    p = subprocess.run([sys.executable, "-c", DRIVER, str(int(sig)), str(delay), str(work)],
+                       env=_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout.strip().splitlines()[-1])
+    if not got["alive"]:
+        pytest.skip(f"the run had ended {delay} s after its start (a fast machine)")
+    assert got["rc"] == 128 + sig, got["err"]
+    assert got["took"] < 2.0, got
+    assert got["left"] == [], f"processes left running: {got}"
+    assert got["files"] == [], got

@@ -1,0 +1,257 @@
+"""The lab measures like a careful experimenter (issue 11): rounds, warm-up,
+isolation, memory state, spread, one-sample figures, the memory methods,
+children's CPU, progress, and what a notebook shows. Small files: fast."""
+import io
+import json
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import fastio
+from fastio import lab
+from fastio.lab import METHODS, Job, Results
+from fastio.lab import runner
+from fastio.lab.methods import register
+
+KIB = 1 << 10
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def datafile(tmp_path_factory):
+    path = tmp_path_factory.mktemp("m") / "data.bin"
+    path.write_bytes(np.random.default_rng(5).bytes(2 * MIB))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def res(datafile):
+    return lab.run(["fastio.read_file", "ipc.pipe", "hugepages", "mmap.anonymous",
+                    "mmap.shared", "psync"], file=datafile, block_size="256k", repeat=3,
+                   progress=False, seed=3)
+
+
+def test_warmup_then_rounds_in_a_new_order_each(res):
+    order = res.env["order"]
+    assert res.env["warmup_rounds"] == 1 and len(order) == 1 + 3
+    assert all(sorted(o) == sorted(order[0]) for o in order)
+    assert len({tuple(o) for o in order}) > 1          # not the same order every round
+    reps = {}
+    for r in res.records:
+        reps.setdefault(r["method"], []).append(r["repetition"])
+    assert all(sorted(v) == [0, 1, 2] for v in reps.values())   # the warm-up is not kept
+
+
+def test_same_seed_same_order(datafile):
+    a = runner._rounds(list(METHODS.values()), 3, 7, True)
+    b = runner._rounds(list(METHODS.values()), 3, 7, True)
+    assert [[m.name for m in o] for o in a] == [[m.name for m in o] for o in b]
+    for order in a:   # each family's methods together: a method runs near its baseline
+        groups = [m.group for m in order]
+        runs = [g for i, g in enumerate(groups) if i == 0 or groups[i - 1] != g]
+        assert len(runs) == len(set(groups))
+    assert len({tuple(m.name for m in o) for o in a}) == len(a)
+
+
+def test_memory_state_is_recorded_and_the_fresh_cost_measured(res):
+    mem = res.env["memory"]
+    for state in ("fresh", "recycled"):
+        for page in ("4k", "2m"):
+            d = mem[state][page]
+            assert d["ms"] > 0 and d["us_per_page"] > 0 and d["minor_faults"] > 0
+    assert mem["fresh"]["4k"]["minor_faults"] >= mem["bytes"] // 4096 * 0.9
+    assert "recycled" in mem["policy"]
+    assert all(r["memory"] == "recycled" for r in res.records if r["status"] == "ok")
+    line = lab.runner.describe_memory(mem)
+    assert "4 KiB page" in line and "2 MiB page" in line
+
+
+@pytest.mark.parametrize("what", ["thread", "descriptor"])
+def test_a_method_that_leaves_something_running_fails_loudly(datafile, what):
+    stop = threading.Event()
+    fds = []
+
+    @register("test.leaky", group="read/write", whole_file=True)
+    def leaky(job):
+        if what == "thread":
+            threading.Thread(target=stop.wait, daemon=True).start()
+        else:
+            fds.extend(os.pipe())
+        return lab.Outcome(os.path.getsize(job.path), 1, np.array([1], np.int64))
+    try:
+        r = lab.run(["test.leaky"], file=datafile, repeat=1, warmup=False, progress=False)
+        rec = r.records[0]
+        assert rec["status"] == "error"
+        assert "left running" in rec["reason"] and what in rec["reason"]
+        assert not r.ok
+    finally:
+        stop.set()
+        for fd in fds:
+            os.close(fd)
+        del METHODS["test.leaky"]
+
+
+def test_whole_file_rows_print_a_dash_for_one_sample_figures(res):
+    row = [r for r in res.summary() if r["method"] == "fastio.read_file"][0]
+    assert row["single_sample"] and row["iops"] is None and row["latency_ns"]["p99"] is None
+    line = [ln for ln in res.table().splitlines() if "fastio.read_file" in ln][0]
+    cells = line.split()
+    assert cells.count("-") >= 4          # IOPS, p50, p99, p99.9
+    assert "one request per repetition" in res.table()
+
+
+def test_every_row_has_its_spread_and_the_ratio_its_range(res):
+    rows = res.summary()
+    for r in rows:
+        if r.get("throughput_Bps"):
+            recs = [x["throughput_Bps"] for x in res.records
+                    if x["method"] == r["method"] and x["status"] == "ok"]
+            assert r["throughput_min"] == min(recs) and r["throughput_max"] == max(recs)
+            assert r["spread"] == pytest.approx(max(recs) / min(recs))
+            assert r["spread_flag"] == (r["spread"] > 1.5)
+    r = [x for x in rows if x["method"] == "fastio.read_file"][0]
+    mine = {x["repetition"]: x["throughput_Bps"] for x in res.records
+            if x["method"] == "fastio.read_file"}
+    base = {x["repetition"]: x["throughput_Bps"] for x in res.records
+            if x["method"] == "numpy.fromfile"}
+    paired = [mine[k] / base[k] for k in mine]
+    assert r["ratio_min"] == pytest.approx(min(paired))
+    assert r["ratio_max"] == pytest.approx(max(paired))
+    head = res.table().splitlines()[0]
+    assert "MB/s min-max" in head and "ratio min-max" in head
+
+
+def test_flagged_rows_have_a_footnote(res):
+    recs = [dict(r) for r in res.records]
+    for r in recs:
+        if r["method"] == "psync" and r["repetition"] == 0:
+            r["throughput_Bps"] /= 4
+    text = Results(recs, res.env).table()
+    line = [ln for ln in text.splitlines() if ln.strip().startswith(("psync", "* psync"))][0]
+    assert " !" in line
+    assert "raise --repeat" in text
+
+
+def test_json_keeps_every_repetition_and_the_summary(res, tmp_path):
+    d = json.loads(res.to_json())
+    assert len(d["jobs"]) == len(res.records)
+    summ = {r["method"]: r for r in d["fastio_summary"]}
+    assert summ["psync"]["throughput_min"] <= summ["psync"]["throughput_Bps"] <= \
+        summ["psync"]["throughput_max"]
+    assert "ratio_min" in summ["psync"] and "spread" in summ["psync"]
+    assert d["fastio_env"]["cpu_counted"].startswith("this process")
+
+
+def test_ipc_cpu_counts_the_receiving_child(res):
+    recs = [r for r in res.records if r["method"] == "ipc.pipe" and r["status"] == "ok"]
+    assert recs
+    for r in recs:
+        assert r["cpu"]["children_user_s"] + r["cpu"]["children_sys_s"] > 0
+        assert "RUSAGE_CHILDREN" in r["cpu"]["counted"]
+    row = [x for x in res.summary() if x["method"] == "ipc.pipe"][0]
+    assert row["cpu_s"] >= min(r["cpu"]["children_user_s"] + r["cpu"]["children_sys_s"]
+                               for r in recs)
+
+
+def test_hugepages_asks_for_2mib_units(datafile):
+    # 256 KiB blocks out of 2 MiB units: ~one fault per 2 MiB, not per 4 KiB
+    offs = lab.offsets_for(2 * MIB, 256 * KIB, "seq")
+    job = Job(datafile, 2 * MIB, 256 * KIB, offs)
+    fn = METHODS["hugepages"].fn
+    fn(job)
+    import resource
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    fn(job)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    if faults > 64:
+        pytest.skip(f"transparent huge pages not granted here ({faults} faults for 2 MiB)")
+    assert faults < 2 * MIB // 4096 // 4
+
+
+def test_mmap_anonymous_is_private_and_mmap_shared_is_shared():
+    assert "MAP_PRIVATE" in METHODS["mmap.anonymous"].description
+    assert "MAP_SHARED" in METHODS["mmap.shared"].description
+    maps_before = open("/proc/self/maps").read()
+    a = METHODS["mmap.anonymous"]
+    # the allocation the method makes: a private mapping (no /dev/zero, no shmem)
+    m = fastio.mmap(-1, 1 << 16, flags=fastio.MAP_PRIVATE)
+    try:
+        addr = np.frombuffer(m, np.uint8).ctypes.data
+        line = [ln for ln in open("/proc/self/maps") if
+                int(ln.split("-")[0], 16) <= addr < int(ln.split()[0].split("-")[1], 16)][0]
+        assert line.split()[1][3] == "p" and "zero" not in line
+    finally:
+        m.close()
+    assert a.group == "malloc/brk" and maps_before
+
+
+def test_sync_methods_say_depth_does_not_apply(datafile):
+    r = lab.run(["psync", "aio.threads"], file=datafile, block_size="256k", depth=4,
+                repeat=1, warmup=False, progress=False)
+    recs = {x["method"]: x for x in r.records}
+    assert recs["psync"]["depth_applies"] is False
+    assert recs["aio.threads"]["depth_applies"] is True
+    assert "does not apply" in r.table()
+
+
+def test_progress_lines_and_silence(datafile, capsys):
+    lab.run(["psync"], file=datafile, block_size="256k", repeat=1, progress=False)
+    assert capsys.readouterr().err == ""
+    lab.run(["psync"], file=datafile, block_size="256k", repeat=1, progress=True)
+    err = capsys.readouterr().err
+    assert "calls to make" in err and "elapsed" in err and "left" in err
+    assert "psync" in err and "repetition" in err
+
+
+def test_progress_on_a_terminal_is_one_live_line():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    out = Tty()
+    p = runner.Progress(2, "lab", True, stream=out)
+    p.plan(["a", "b"])
+    p.start("a", "1/1")
+    p.finish()
+    p.start("b", "1/1")
+    p.finish()
+    p.close()
+    text = out.getvalue()
+    assert text.count("\n") == 1 and "\r" in text and "b (repetition 1/1)" in text
+
+
+def test_progress_in_a_notebook_uses_tqdm(monkeypatch):
+    tqdm = pytest.importorskip("tqdm.auto")
+    made = []
+
+    class Bar:
+        def __init__(self, **kw):
+            made.append(kw)
+            self.n = 0
+
+        def update(self, k):
+            self.n += k
+
+        def set_postfix_str(self, s, refresh=True):
+            self.post = s
+
+        def close(self):
+            made.append("closed")
+    monkeypatch.setattr(runner, "_in_notebook", lambda: True)
+    monkeypatch.setattr(tqdm, "tqdm", lambda total, desc, leave: Bar(total=total))
+    p = runner.Progress(1, "lab", True)
+    p.start("psync", "1/1")
+    p.finish()
+    p.close()
+    assert made[0] == {"total": 1} and made[-1] == "closed"
+
+
+def test_repr_and_html(res):
+    text = repr(res)
+    assert text.startswith("<fastio.lab.Results:") and "methods" in text and "fastest" in text
+    assert len(text) < 300
+    html = res._repr_html_()
+    assert html.startswith("<table>") and "MB/s min-max" in html
+    for m in res.methods:
+        assert m in html
