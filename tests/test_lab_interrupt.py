@@ -42,10 +42,14 @@ for pid in os.listdir("/proc"):
         continue
     try:
         with open(f"/proc/{pid}/stat") as f:
-            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+        ppid = int(ppid)
     except (OSError, ValueError, IndexError):
         continue
-    if ppid == os.getpid():
+    # A zombie has exited and holds nothing: it waits for us, the subreaper,
+    # to reap it (below). That is what fastio's shm watchdog is once it has
+    # cleaned up after a forked IPC child the lab killed.
+    if ppid == os.getpid() and state != "Z":
         left.append(int(pid))
 for pid in left:
     try:
