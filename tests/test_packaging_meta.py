@@ -1,0 +1,164 @@
+"""Packaging: the version in one place, the metadata users read (classifiers,
+license, URLs), what the sdist carries, and the features that depend on the
+C library's version, looked up at run time (a wheel built against glibc 2.28
+must keep them on newer systems: docs/index.md, "Wheels")."""
+import ctypes
+import importlib.metadata
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+import fastio
+
+ROOT = Path(__file__).resolve().parent.parent  # the clone or the unpacked sdist
+# The CPython versions wheels are built and tested for (.ci/build-wheels.sh).
+SUPPORTED = ["3.10", "3.11", "3.12", "3.13"]
+
+
+def _installed_dist():
+    """The installed distribution fastio was imported from, or None when it
+    was imported from a source tree (PYTHONPATH, an in-place build)."""
+    try:
+        dist = importlib.metadata.distribution("fastio")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    where = Path(dist.locate_file("fastio/__init__.py")).resolve()
+    return dist if where == Path(fastio.__file__).resolve() else None
+
+
+def _pyproject():
+    try:
+        import tomllib
+    except ImportError:  # 3.10
+        tomllib = pytest.importorskip("tomli", reason="reading pyproject.toml on 3.10 needs tomli")
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)
+
+
+def _classifiers():
+    dist = _installed_dist()
+    if dist is not None:
+        return dist.metadata.get_all("Classifier") or []
+    return _pyproject()["project"]["classifiers"]
+
+
+def test_version_is_written_once():
+    # pyproject.toml reads the version from fastio/_version.py; nothing else
+    # in the package or the build spells it.
+    if (ROOT / "pyproject.toml").exists():
+        project = _pyproject()
+        assert "version" not in project["project"]
+        assert "version" in project["project"]["dynamic"]
+        assert project["tool"]["setuptools"]["dynamic"]["version"] == {
+            "attr": "fastio._version.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+([ab]|rc)?\d*(\.dev\d+)?", fastio.__version__)
+    from fastio import _version
+    assert fastio.__version__ == _version.__version__
+
+
+def test_version_equals_metadata():
+    dist = _installed_dist()
+    if dist is None:
+        pytest.skip("fastio is imported from a source tree, not an installed "
+                    "distribution: there is no metadata of its own to compare")
+    assert importlib.metadata.version("fastio") == fastio.__version__
+
+
+def test_classifiers():
+    classifiers = _classifiers()
+    for v in SUPPORTED:
+        assert f"Programming Language :: Python :: {v}" in classifiers
+    # The interpreter running this suite is one fastio supports: a new CPython
+    # in the test matrix gets its classifier in pyproject.toml.
+    running = "{}.{}".format(*sys.version_info[:2])
+    assert f"Programming Language :: Python :: {running}" in classifiers
+    assert "Typing :: Typed" in classifiers
+    assert "Operating System :: POSIX :: Linux" in classifiers
+    # Until `import fastio` leaves the GIL off on a free-threaded build, the
+    # package does not claim free-threading support.
+    assert not [c for c in classifiers if c.startswith("Programming Language :: Python :: Free Threading")]
+    try:
+        from trove_classifiers import classifiers as known
+    except ImportError:
+        return
+    assert [c for c in classifiers if c not in known] == []
+
+
+def test_typed_license_urls():
+    # py.typed and the stubs ship with the package (PEP 561).
+    here = Path(fastio.__file__).parent
+    assert (here / "py.typed").exists() and (here / "_core.pyi").exists()
+    dist = _installed_dist()
+    if dist is None:
+        assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+        return
+    meta = dist.metadata
+    # An SPDX expression where setuptools >= 77 built it, the older field otherwise.
+    assert meta.get("License-Expression", meta.get("License")) == "MIT"
+    assert any(str(f).endswith("LICENSE") for f in dist.files)
+    urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL") or [])
+    assert urls.get("Source", "").startswith("https://github.com/")
+    assert {"Homepage", "Documentation", "Issues"} <= set(urls)
+
+
+def test_sdist_contents(tmp_path):
+    """The sdist carries what the build and the tests need: every csrc file
+    (headers included: setup.py only lists them as depends), the license,
+    tests/ and the docs page tests/test_errors.py reads."""
+    if not (ROOT / "setup.py").exists() or not (ROOT / "MANIFEST.in").exists():
+        pytest.skip(f"{ROOT} is not a source tree (no setup.py / MANIFEST.in)")
+    pytest.importorskip("setuptools", reason="building an sdist needs setuptools")
+    # A copy, so that egg-info and the sdist are not written into the tree.
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "wheelhouse", "*.egg-info", "__pycache__", "*.so",
+        ".pytest_cache", ".hypothesis"))
+    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "dist")],
+                   cwd=src, check=True, capture_output=True)
+    (sdist,) = (tmp_path / "dist").glob("fastio-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    wanted = {f"csrc/{p.name}" for p in (ROOT / "csrc").iterdir() if p.suffix in (".c", ".h")}
+    wanted |= {"LICENSE", "README.md", "pyproject.toml", "setup.py", "fastio/py.typed",
+               "fastio/_core.pyi", "fastio/_version.py", "tests/conftest.py",
+               "tests/test_packaging_meta.py", "docs/errors.md"}
+    assert sorted(wanted - names) == []
+    assert not [n for n in names if n.endswith((".so", ".o", ".pyc"))]
+
+
+def _libc_has(symbol):
+    return hasattr(ctypes.CDLL(None), symbol)
+
+
+@pytest.mark.smoke
+def test_heap_info_follows_the_running_c_library():
+    """heap_info looks mallinfo2 up at run time: a wheel built against glibc
+    2.28 (which has none) keeps it on a glibc 2.33+ system. (It was a
+    compile-time check, and such a wheel raised NotImplementedError on glibc
+    2.36.) The oracle is the running C library itself, through ctypes."""
+    if _libc_has("mallinfo2"):
+        info = fastio.heap_info()
+        assert info.brk > 0 and info.arena >= 0 and info.uordblks >= 0
+    else:
+        with pytest.raises(NotImplementedError, match="mallinfo2"):
+            fastio.heap_info()
+
+
+@pytest.mark.smoke
+def test_no_glibc_version_test_at_compile_time():
+    """No compile-time glibc version test in the C sources: what depends on
+    the C library's version is looked up at run time (dlsym)."""
+    csrc = ROOT / "csrc"
+    if not csrc.is_dir():
+        pytest.skip(f"no C sources at {csrc} (an installed test tree)")
+    found = [f"{p.name}:{i}" for p in sorted(csrc.glob("*.[ch]"))
+             for i, line in enumerate(p.read_text().splitlines(), 1)
+             if re.search(r"__GLIBC_MINOR__|__GLIBC_PREREQ", line)]
+    assert found == []
+
