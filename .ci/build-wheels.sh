@@ -92,7 +92,7 @@ cat > "$zigcc" <<EOF
 exec "$tools/bin/python" -m ziglang cc -target x86_64-linux-gnu.$glibc_target "\$@"
 EOF
 chmod +x "$zigcc"
-echo "zig $("$tools/bin/python" -m ziglang version), auditwheel $("$tools/bin/auditwheel" --version | awk '{print $2}')"
+echo "zig $("$tools/bin/python" -m ziglang version), $("$tools/bin/auditwheel" --version | head -n 1 | cut -d" " -f1,2)"
 
 say "sdist"
 "$tools/bin/python" -m build --sdist --outdir "$work/sdist" . >"$work/sdist.log" 2>&1 \
@@ -118,7 +118,7 @@ for py in "${pythons[@]}"; do
     whl=$(ls "$raw"/fastio-*.whl)
     # repair fails when a symbol needs a newer glibc than the policy allows
     # (auditwheel's symbol check); otherwise it retags the wheel.
-    auditwheel repair -q --plat "$policy" -w "$out" "$whl"
+    auditwheel repair --plat "$policy" -w "$out" "$whl"
     fixed="$out/$(basename "$whl" | sed "s/linux_x86_64\.whl\$/${policy}.whl/")"
     [ -f "$fixed" ] || { echo "build-wheels.sh: auditwheel wrote no $fixed" >&2; ls "$out" >&2; exit 1; }
     auditwheel show "$fixed" | tee "$work/show-$tag.txt"
