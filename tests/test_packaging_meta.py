@@ -162,3 +162,53 @@ def test_no_glibc_version_test_at_compile_time():
              if re.search(r"__GLIBC_MINOR__|__GLIBC_PREREQ", line)]
     assert found == []
 
+
+
+class _StatxTimestamp(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_int64), ("tv_nsec", ctypes.c_uint32),
+                ("reserved", ctypes.c_int32)]
+
+
+class _Statx(ctypes.Structure):
+    """The kernel's struct statx (uapi linux/stat.h, Linux 6.1), field by field."""
+    _fields_ = [("stx_mask", ctypes.c_uint32), ("stx_blksize", ctypes.c_uint32),
+                ("stx_attributes", ctypes.c_uint64), ("stx_nlink", ctypes.c_uint32),
+                ("stx_uid", ctypes.c_uint32), ("stx_gid", ctypes.c_uint32),
+                ("stx_mode", ctypes.c_uint16), ("spare0", ctypes.c_uint16),
+                ("stx_ino", ctypes.c_uint64), ("stx_size", ctypes.c_uint64),
+                ("stx_blocks", ctypes.c_uint64), ("stx_attributes_mask", ctypes.c_uint64),
+                ("stx_atime", _StatxTimestamp), ("stx_btime", _StatxTimestamp),
+                ("stx_ctime", _StatxTimestamp), ("stx_mtime", _StatxTimestamp),
+                ("stx_rdev_major", ctypes.c_uint32), ("stx_rdev_minor", ctypes.c_uint32),
+                ("stx_dev_major", ctypes.c_uint32), ("stx_dev_minor", ctypes.c_uint32),
+                ("stx_mnt_id", ctypes.c_uint64), ("stx_dio_mem_align", ctypes.c_uint32),
+                ("stx_dio_offset_align", ctypes.c_uint32), ("spare", ctypes.c_uint64 * 12)]
+
+
+@pytest.mark.smoke
+def test_dio_alignment_follows_the_running_kernel(tmp_path):
+    """The O_DIRECT alignment comes from statx's STATX_DIOALIGN whenever the
+    running kernel reports it, however old the headers fastio was built with
+    (it was an #ifdef STATX_DIOALIGN, lost in builds against pre-6.1 headers).
+    The oracle: statx called through ctypes with the kernel's struct."""
+    assert ctypes.sizeof(_Statx) == 256
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "statx"):
+        pytest.skip("the C library has no statx (glibc < 2.28)")
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 4096)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        stx = _Statx()
+        STATX_DIOALIGN, AT_EMPTY_PATH = 0x2000, 0x1000
+        rc = libc.statx(fd, b"", AT_EMPTY_PATH, STATX_DIOALIGN, ctypes.byref(stx))
+        assert rc == 0, os.strerror(ctypes.get_errno())
+        st = os.fstat(fd)
+        assert (stx.stx_ino, stx.stx_size) == (st.st_ino, st.st_size)  # the layout holds
+        got = fastio._core._dio_alignment(fd)
+    finally:
+        os.close(fd)
+    if not stx.stx_mask & STATX_DIOALIGN or stx.stx_dio_offset_align == 0:
+        pytest.skip(f"the kernel reports no O_DIRECT alignment for {tmp_path} "
+                    f"(STATX_DIOALIGN needs Linux 6.1 and a filesystem that supports O_DIRECT)")
+    assert got == (stx.stx_dio_mem_align, stx.stx_dio_offset_align, "statx")
