@@ -80,9 +80,16 @@ def test_classifiers():
     assert f"Programming Language :: Python :: {running}" in classifiers
     assert "Typing :: Typed" in classifiers
     assert "Operating System :: POSIX :: Linux" in classifiers
-    # Until `import fastio` leaves the GIL off on a free-threaded build, the
-    # package does not claim free-threading support.
-    assert not [c for c in classifiers if c.startswith("Programming Language :: Python :: Free Threading")]
+    # The free-threading classifier exactly when the C module declares that
+    # it runs without the GIL (Py_MOD_GIL_NOT_USED): `import fastio` on a
+    # free-threaded build then leaves the GIL off.
+    module_c = ROOT / "csrc" / "module.c"
+    if module_c.exists():
+        gil_free = re.search(r"\{\s*Py_mod_gil\s*,\s*Py_MOD_GIL_NOT_USED\s*\}",
+                             module_c.read_text()) is not None
+        claims = [c for c in classifiers
+                  if c.startswith("Programming Language :: Python :: Free Threading")]
+        assert bool(claims) == gil_free, (claims, gil_free)
     try:
         from trove_classifiers import classifiers as known
     except ImportError:
