@@ -151,7 +151,10 @@ if [ "$smoke" = 1 ]; then
         say "smoke: $(basename "$whl") in a fresh venv, no C compiler on PATH"
         venv="$work/venv-$tag"
         "$py" -m venv "$venv"
-        "$venv/bin/python" -m pip install -q "$whl" pytest hypothesis
+        # --only-binary: nothing is compiled at install time, numpy included
+        # (pip takes the newest numpy with a wheel for this interpreter: a
+        # free-threaded one may not have the newest).
+        "$venv/bin/python" -m pip install -q --only-binary=:all: "$whl" pytest hypothesis
         (cd "$src/tests" && env PATH="$venv/bin:$nocc" "$venv/bin/python" - "$venv" <<'EOF'
 import os, shutil, sys
 found = {c: shutil.which(c) for c in ("cc", "gcc", "c99", "clang", "zig", "tcc")}
