@@ -22,6 +22,7 @@
  */
 #include "fastio.h"
 
+#include <dlfcn.h>
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
@@ -440,13 +441,30 @@ PyDoc_STRVAR(heap_info_doc,
 "glibc's mallinfo2() figures and the program break (sbrk(0)) as a dict.\n"
 "Use fastio.heap_info(), which adds the mmap threshold.");
 
+/* glibc's struct mallinfo2 (2.33+), under a name of our own: headers older
+ * than 2.33 do not declare it, and newer ones must not clash with ours. */
+struct fastio_mallinfo2 {
+    size_t arena, ordblks, smblks, hblks, hblkhd;
+    size_t usmblks, fsmblks, uordblks, fordblks, keepcost;
+};
+
 static PyObject *
 heap_info(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
+    /* mallinfo2 is looked up at run time, not tested for at compile time:
+     * a wheel is built against an old glibc (2.28, manylinux_2_28) and runs
+     * on newer ones, where heap_info must work. */
+    struct fastio_mallinfo2 (*get)(void);
+    *(void **)&get = dlsym(RTLD_DEFAULT, "mallinfo2");
+    if (get == NULL) {
+        PyErr_SetString(PyExc_NotImplementedError,
+                        "heap_info needs glibc 2.33 or later (mallinfo2): "
+                        "this C library has no mallinfo2");
+        return NULL;
+    }
     /* sbrk(0) only reads the break; it never moves it. */
     void *brk = sbrk(0);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
-    struct mallinfo2 mi = mallinfo2();
+    struct fastio_mallinfo2 mi = get();
     return Py_BuildValue(
         "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:N}",
         "arena", (Py_ssize_t)mi.arena,       /* bytes from sbrk (main arena) */
@@ -457,12 +475,6 @@ heap_info(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
         "fordblks", (Py_ssize_t)mi.fordblks, /* bytes free */
         "keepcost", (Py_ssize_t)mi.keepcost, /* releasable at the top */
         "brk", PyLong_FromVoidPtr(brk));
-#else
-    PyErr_SetString(PyExc_NotImplementedError,
-                    "heap_info needs glibc 2.33 or later (mallinfo2)");
-    (void)brk;
-    return NULL;
-#endif
 }
 
 PyMethodDef fastio_memory_methods[] = {

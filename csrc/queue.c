@@ -336,19 +336,35 @@ q_check(QueueObject *q)
 /* ------------------------------------------------------------------ */
 /* O_DIRECT alignment: what the file's filesystem or device asks for. */
 
+/* statx's O_DIRECT alignment (Linux 6.1) by the kernel's ABI, not by the
+ * build's headers: glibc before 2.30 declares its own struct statx without
+ * stx_dio_* (a manylinux_2_28 build has such headers), and an #ifdef on
+ * STATX_DIOALIGN would drop the running kernel's answer at compile time.
+ * The kernel's struct statx is 256 bytes; the two fields are at 152, 156. */
+#define FASTIO_STATX_DIOALIGN 0x00002000U
+#define FASTIO_STATX_DIO_MEM_ALIGN 152
+#define FASTIO_STATX_DIO_OFFSET_ALIGN 156
+
 /* Fills mem and off (bytes); returns a static description of the source. */
 static const char *
 dio_alignment(int fd, unsigned *mem, unsigned *off)
 {
-#ifdef STATX_DIOALIGN
-    struct statx stx;
-    if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
-        (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align != 0) {
-        *mem = stx.stx_dio_mem_align;
-        *off = stx.stx_dio_offset_align;
-        return "statx";
+    union {
+        struct statx stx;
+        unsigned char raw[256];
+    } u;
+    _Static_assert(sizeof(struct statx) == 256, "struct statx is the kernel's 256 bytes");
+    uint32_t dio_mem, dio_off;
+    if (statx(fd, "", AT_EMPTY_PATH, FASTIO_STATX_DIOALIGN, &u.stx) == 0 &&
+        (u.stx.stx_mask & FASTIO_STATX_DIOALIGN)) {
+        memcpy(&dio_mem, u.raw + FASTIO_STATX_DIO_MEM_ALIGN, sizeof dio_mem);
+        memcpy(&dio_off, u.raw + FASTIO_STATX_DIO_OFFSET_ALIGN, sizeof dio_off);
+        if (dio_off != 0) {
+            *mem = dio_mem;
+            *off = dio_off;
+            return "statx";
+        }
     }
-#endif
     struct stat st;
     int lbs = 0;
     if (fstat(fd, &st) == 0 && S_ISBLK(st.st_mode) &&
