@@ -17,6 +17,7 @@ import threading
 import pytest
 
 import fastio
+import probes
 
 pytestmark = pytest.mark.slow
 
@@ -230,7 +231,7 @@ def test_cycles_leave_nothing(env, cycle, workers):
     if cycle.__name__.startswith("queue_"):
         info = fastio.backends()[cycle.__name__[len("queue_"):]]
         if not info.available:
-            pytest.skip(f"backend {info.name} unavailable: {info.reason}")
+            probes.fail_or_skip(info.name, probes.backend(info.name), info.reason)
     # Warm-up (in as many threads: glibc keeps the stacks of joined threads
     # cached for the next ones, which is not a leak of ours).
     _run_cycles(cycle, env, max(CYCLES // 10, workers), workers)
