@@ -1,0 +1,403 @@
+"""Promises the docs make that no other test held fastio to (issue 15).
+
+- "EINTR retried": an LD_PRELOAD shim built here makes the next read or
+  write on a chosen file fail with EINTR; every retrying call must still
+  return the bytes. And a real signal with a Python handler during a
+  blocking Channel.recv must not end the wait.
+- O_DIRECT buffer addresses: the C explanation and Python's _check_direct,
+  each with its exact message.
+- write_blocks' negative offset, with data of the right shape.
+- Advice, readahead and fadvise change what is resident: the file is
+  evicted first and residency is read with an independent mincore
+  (tests/probes.py).
+- The module's MADV_* constants are the kernel's (the stdlib's values).
+- Channel.close() wakes a waiter at once, not at the end of a wait slice.
+
+Each of these failed on a bug planted by tools/mutants.py.
+"""
+import errno
+import mmap as stdlib_mmap
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import fastio
+import probes
+from fastio import _core
+
+PAGE = stdlib_mmap.PAGESIZE
+
+# ---------------------------------------------------------------- EINTR shim
+
+SHIM_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* The next `left` calls on a file with this device and inode fail with EINTR. */
+static atomic_long left;
+static atomic_long fired;
+static dev_t arm_dev;
+static ino_t arm_ino;
+
+void eintr_arm(unsigned long dev, unsigned long ino, long n)
+{
+    arm_dev = (dev_t)dev;
+    arm_ino = (ino_t)ino;
+    atomic_store(&fired, 0);
+    atomic_store(&left, n);
+}
+
+long eintr_fired(void) { return atomic_load(&fired); }
+
+static int hit(int fd)
+{
+    struct stat st;
+    if (atomic_load(&left) <= 0 || fstat(fd, &st) != 0 ||
+        st.st_dev != arm_dev || st.st_ino != arm_ino)
+        return 0;
+    if (atomic_fetch_sub(&left, 1) <= 0)
+        return 0;
+    atomic_fetch_add(&fired, 1);
+    errno = EINTR;
+    return 1;
+}
+
+#define NEXT(name) ((__typeof__(&name))dlsym(RTLD_NEXT, #name))
+
+ssize_t pread(int fd, void *b, size_t n, off_t o)
+{ return hit(fd) ? -1 : NEXT(pread)(fd, b, n, o); }
+ssize_t pread64(int fd, void *b, size_t n, off_t o)
+{ return hit(fd) ? -1 : NEXT(pread64)(fd, b, n, o); }
+ssize_t pwrite(int fd, const void *b, size_t n, off_t o)
+{ return hit(fd) ? -1 : NEXT(pwrite)(fd, b, n, o); }
+ssize_t pwrite64(int fd, const void *b, size_t n, off_t o)
+{ return hit(fd) ? -1 : NEXT(pwrite64)(fd, b, n, o); }
+ssize_t preadv(int fd, const struct iovec *v, int c, off_t o)
+{ return hit(fd) ? -1 : NEXT(preadv)(fd, v, c, o); }
+ssize_t preadv64(int fd, const struct iovec *v, int c, off_t o)
+{ return hit(fd) ? -1 : NEXT(preadv64)(fd, v, c, o); }
+ssize_t pwritev(int fd, const struct iovec *v, int c, off_t o)
+{ return hit(fd) ? -1 : NEXT(pwritev)(fd, v, c, o); }
+ssize_t pwritev64(int fd, const struct iovec *v, int c, off_t o)
+{ return hit(fd) ? -1 : NEXT(pwritev64)(fd, v, c, o); }
+ssize_t readahead(int fd, off_t o, size_t n)
+{ return hit(fd) ? -1 : NEXT(readahead)(fd, o, n); }
+"""
+
+# Run in a child with the shim preloaded. Each case arms the shim for the
+# file it works on, calls fastio, and checks the bytes and that the shim did
+# fire (else the case proves nothing).
+CHILD = r"""
+import ctypes, os, sys
+import numpy as np
+import fastio
+from fastio import _core
+
+shim = ctypes.CDLL(None)
+shim.eintr_arm.argtypes = (ctypes.c_ulong, ctypes.c_ulong, ctypes.c_long)
+path, wpath = sys.argv[1], sys.argv[2]
+data = open(path, "rb").read()
+fd = os.open(path, os.O_RDONLY)
+wfd = os.open(wpath, os.O_RDWR | os.O_CREAT, 0o600)
+
+def arm(p, n=1):
+    st = os.stat(p)
+    shim.eintr_arm(st.st_dev, st.st_ino, n)
+
+def case(name, p, fn, check, n=1):
+    arm(p, n)
+    try:
+        got = fn()
+    except BaseException as exc:
+        print(f"{name}: raised {type(exc).__name__}: {exc}")
+        return
+    fired = shim.eintr_fired()
+    if fired != n:
+        print(f"{name}: the shim fired {fired} times, not {n}: the case proves nothing")
+    elif not check(got):
+        print(f"{name}: wrong result after EINTR: {got!r:.80}")
+    else:
+        print(f"{name}: ok")
+
+buf = bytearray(4096)
+case("pread", path, lambda: (fastio.pread(fd, buf, 8), bytes(buf)),
+     lambda r: r == (4096, data[8:8 + 4096]))
+case("pwrite", wpath, lambda: fastio.pwrite(wfd, b"w" * 100, 0),
+     lambda r: r == 100 and os.pread(wfd, 100, 0) == b"w" * 100)
+big = bytearray(len(data))
+case("readinto_full", path, lambda: (fastio.readinto_full(fd, big, 0), bytes(big)),
+     lambda r: r == (len(data), data))
+a, b = bytearray(100), bytearray(5000)
+case("preadv", path, lambda: (fastio.preadv(fd, [a, b], 3), bytes(a + b)),
+     lambda r: r == (5100, data[3:5103]))
+case("pwritev", wpath, lambda: fastio.pwritev(wfd, [b"x" * 10, b"y" * 20], 0),
+     lambda r: r == 30 and os.pread(wfd, 30, 0) == b"x" * 10 + b"y" * 20)
+case("readahead", path, lambda: fastio.readahead(fd, 0, len(data)), lambda r: r is None)
+for method in ("pread", "threads"):
+    case(f"read_file(method={method!r})", path,
+         lambda: fastio.read_file(path, method=method),
+         lambda r: r.tobytes() == data)
+offs = np.array([0, 4096, 12288], np.int64)
+case("read_blocks(backend='threads')", path,
+     lambda: fastio.read_blocks(fd, offs, 4096, backend="threads"),
+     lambda r: r.tobytes() == b"".join(data[o:o + 4096] for o in offs))
+lab_buf = bytearray(4096)
+lat = np.zeros(len(offs), np.int64)
+case("_lab_pread", path, lambda: _core._lab_pread(fd, lab_buf, offs, lat),
+     lambda r: r == 3 * 4096 and bytes(lab_buf) == data[12288:12288 + 4096])
+"""
+
+
+@pytest.fixture(scope="module")
+def shim(tmp_path_factory):
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed: the EINTR shim cannot be built")
+    d = tmp_path_factory.mktemp("shim")
+    src = d / "eintr.c"
+    src.write_text(SHIM_C)
+    so = d / "eintr.so"
+    p = subprocess.run([gcc, "-shared", "-fPIC", "-O1", "-o", str(so), str(src), "-ldl"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return str(so)
+
+
+def test_every_retrying_call_survives_eintr(shim, tmp_path):
+    path = tmp_path / "data.bin"
+    path.write_bytes(os.urandom(64 * 1024 + 17))
+    # Under ASan its runtime must come first in LD_PRELOAD.
+    preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD", ""), shim]))
+    pkg = os.path.dirname(os.path.dirname(fastio.__file__))
+    env = dict(os.environ, LD_PRELOAD=preload,
+               PYTHONPATH=os.pathsep.join([pkg, os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run([sys.executable, "-c", CHILD, str(path), str(tmp_path / "w.bin")],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = p.stdout.splitlines()
+    assert len(lines) == 10, p.stdout + p.stderr
+    bad = [line for line in lines if not line.endswith(": ok")]
+    assert not bad, "\n".join(bad)
+
+
+def test_a_signal_handler_does_not_end_a_blocking_wait():
+    """A real signal (SIGALRM, with a Python handler that returns) during a
+    blocking Channel.recv: the handler runs and the wait goes on until the
+    message comes."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run in the main thread only")
+    ch = fastio.Channel(4096)
+    seen = []
+    old = signal.signal(signal.SIGALRM, lambda *a: seen.append(time.monotonic()))
+    sender = threading.Timer(0.4, ch.send, (b"late",))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        sender.start()
+        got = ch.recv(timeout=10)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        sender.join()
+        ch.close()
+    assert got == b"late" and len(seen) == 1
+
+
+# ---------------------------------------------------------------- O_DIRECT buffer addresses
+
+def test_request_error_explains_a_misaligned_buffer_address(tmp_path):
+    """The C explanation of an O_DIRECT EINVAL (what a kernel that refuses a
+    misaligned buffer gets; ext4 on this kernel version may accept one, so
+    the explanation is asked for directly with the request's values)."""
+    p = tmp_path / "d.bin"
+    p.write_bytes(b"\0" * 8192)
+    try:
+        f = fastio.open(p, "r", direct=True)
+    except OSError as exc:
+        probes.fail_or_skip("O_DIRECT", probes.o_direct(tmp_path), exc)
+    with f:
+        mem, off = f.mem_alignment, f.alignment
+        assert mem & (mem - 1) == 0 and off & (off - 1) == 0
+        buf = fastio.empty(2 * 4096, align=4096)
+        addr = buf.ctypes.data + 1  # aligned offset and length, misaligned address
+        exc = _core._request_error(-errno.EINVAL, 0, "io_uring", f.fileno(), addr, off, 0)
+        assert isinstance(exc, OSError) and exc.errno == errno.EINVAL
+        assert str(exc) == (
+            f"[Errno 22] O_DIRECT read (io_uring) needs its offset and length aligned to "
+            f"{off} bytes and its buffer to {mem} bytes: the buffer address 0x{addr:x} is "
+            f"not a multiple of {mem} (use fastio.Buffer or fastio.empty for aligned memory)")
+        # The same request with an aligned address is no alignment problem:
+        # plain EINVAL, no explanation.
+        plain = _core._request_error(-errno.EINVAL, 0, "io_uring", f.fileno(), addr - 1, off, 0)
+        assert "buffer address" not in str(plain) and plain.errno == errno.EINVAL
+
+
+def test_check_direct_refuses_a_misaligned_buffer(tmp_path):
+    p = tmp_path / "d.bin"
+    p.write_bytes(b"\0" * 8192)
+    try:
+        f = fastio.open(p, "r+", direct=True)
+    except OSError as exc:
+        probes.fail_or_skip("O_DIRECT", probes.o_direct(tmp_path), exc)
+    with f:
+        mem = f.mem_alignment
+        out = fastio.empty(2 * 4096 + mem, align=4096)
+        bad = out[1:1 + 4096]
+        msg = (f"O_DIRECT needs buffers aligned to {mem} bytes: the buffer at "
+               f"0x{bad.ctypes.data:x} is not (use fastio.empty for aligned memory)")
+        with pytest.raises(ValueError) as ei:
+            fastio.read_blocks(f, [0], 4096, out=bad)
+        assert str(ei.value) == msg
+        with pytest.raises(ValueError) as ei:
+            fastio.write_blocks(f, [0], bad.reshape(1, 4096))
+        assert str(ei.value) == msg
+        # aligned: both work
+        assert fastio.read_blocks(f, [0], 4096, out=out[:4096]) is not None
+        fastio.write_blocks(f, [4096], out[:4096].reshape(1, 4096))
+
+
+def test_write_blocks_negative_offset_with_proper_data(tmp_path):
+    p = tmp_path / "w.bin"
+    p.write_bytes(b"\0" * 8192)
+    with pytest.raises(ValueError) as ei:
+        fastio.write_blocks(p, [0, -1], np.zeros((2, 4096), np.uint8))
+    assert str(ei.value) == "offsets[1] must be >= 0, got -1"
+    assert p.read_bytes() == b"\0" * 8192  # nothing written
+
+
+# ---------------------------------------------------------------- advice, by residency
+
+N_PAGES = 64
+
+
+@pytest.fixture
+def cold(tmp_path):
+    """A file of N_PAGES pages, written, synced and evicted: residency 0
+    by an independent mincore, or skip (tmpfs keeps its pages)."""
+    p = tmp_path / "cold.bin"
+    p.write_bytes(os.urandom(N_PAGES * PAGE))
+    if probes.evict(p) != 0.0:
+        pytest.skip(f"the page cache of {tmp_path} cannot be dropped (tmpfs?)")
+    return p
+
+
+def wait_resident(p, want=1.0, timeout=5.0):
+    """WILLNEED and readahead start reads and return: poll until done."""
+    end = time.monotonic() + timeout
+    while True:
+        r = probes.residency(p)
+        if r >= want or time.monotonic() > end:
+            return r
+
+
+def test_fadvise_willneed_loads_and_dontneed_drops(cold):
+    fd = os.open(cold, os.O_RDONLY)
+    try:
+        assert fastio.fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED) is None
+        assert wait_resident(cold) == 1.0
+        assert fastio.fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED) is None
+        assert probes.residency(cold) == 0.0
+    finally:
+        os.close(fd)
+
+
+def test_readahead_loads_the_range(cold):
+    fd = os.open(cold, os.O_RDONLY)
+    try:
+        assert fastio.readahead(fd, 0, 16 * PAGE) is None
+        end = time.monotonic() + 5
+        while probes.residency(cold) < 16 / N_PAGES and time.monotonic() < end:
+            time.sleep(0.01)
+        assert probes.residency(cold) >= 16 / N_PAGES
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("mode", ["r", "r+"])
+def test_mmap_populate_faults_the_file_in(cold, mode):
+    with fastio.mmap(cold, mode=mode) as m:
+        assert m.residency()[0] == 0.0  # agrees with the probe before
+        m.populate()
+        assert probes.residency(cold) == 1.0
+        frac, pages = m.residency()
+        assert frac == 1.0 and pages.all()
+
+
+def test_mmap_advise_willneed_loads_the_file(cold):
+    with fastio.mmap(cold, mode="r") as m:
+        assert m.advise(fastio.MADV_WILLNEED) is None
+        assert wait_resident(cold) == 1.0
+
+
+def test_memmap_populate_faults_the_file_in(cold):
+    f = fastio.memmap(cold, "u1", "r")
+    assert f.residency()[0] == 0.0
+    f.populate()
+    assert probes.residency(cold) == 1.0 and f.residency()[0] == 1.0
+
+
+def test_anonymous_dontneed_drops_pages():
+    with fastio.mmap(-1, 8 * PAGE, flags=fastio.MAP_PRIVATE) as m:
+        m.populate()
+        m.advise(fastio.MADV_DONTNEED, 0, 4 * PAGE)
+        frac, pages = m.residency()
+        assert frac == 0.5 and not pages[:4].any() and pages[4:].all()
+
+
+def test_madv_constants_are_the_kernels():
+    """fastio's MADV_*/MAP_* values against the stdlib's (which come from
+    the C headers); a swapped value passes every advice test that only
+    checks the call returns."""
+    names = [n for n in dir(stdlib_mmap) if n.startswith(("MADV_", "MAP_", "PROT_"))]
+    assert names
+    for n in names:
+        if hasattr(fastio, n):
+            assert getattr(fastio, n) == getattr(stdlib_mmap, n), n
+
+
+# ---------------------------------------------------------------- Channel
+
+def test_close_wakes_a_waiter_before_the_wait_slice_ends():
+    """Channel waits in 50 ms slices; close() must wake the waiter at once,
+    not leave it to notice at the end of its slice. Each trial closes 25 ms
+    into a slice: a close that forgot to wake costs about 25 ms every time;
+    the best of five trials must be under 15 ms."""
+    lags = []
+    for _ in range(5):
+        ch = fastio.Channel(256)
+        started = []
+        ended = []
+
+        def waiter():
+            started.append(time.monotonic())
+            try:
+                ch.recv(timeout=30)
+            except (ValueError, EOFError):
+                pass
+            ended.append(time.monotonic())
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        while not started:
+            time.sleep(0.001)
+        # 2 slices and a half into the wait
+        time.sleep(max(0.0, started[0] + 0.125 - time.monotonic()))
+        closed_at = time.monotonic()
+        ch.close()
+        t.join(10)
+        assert not t.is_alive()
+        lags.append(ended[0] - closed_at)
+    assert min(lags) < 0.015, f"close() woke the waiter after {[round(x * 1e3) for x in lags]} ms"
