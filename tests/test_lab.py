@@ -159,6 +159,8 @@ def test_each_method_moves_the_right_bytes(labfile, name, direct):
     path, data = labfile
     m = METHODS[name]
     why = m.unavailable("direct" if direct else "warm")
+    if why and m.backend is not None and not fastio.backends()[m.backend].available:
+        probes.fail_or_skip(m.backend, probes.backend(m.backend), why)
     if why:
         pytest.skip(why)
     if direct and m.direct == "n/a":

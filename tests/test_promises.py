@@ -22,7 +22,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
@@ -282,6 +281,38 @@ def test_a_signal_handler_does_not_end_a_blocking_wait():
         sender.join()
         ch.close()
     assert got == b"late" and len(seen) == 1
+
+
+def test_a_signal_handler_does_not_end_a_blocking_splice_from_a_fifo(tmp_path):
+    """A real signal (SIGALRM, Python handler that returns) while splice(2)
+    blocks reading an empty FIFO: the kernel answers EINTR, fastio runs the
+    handler and goes on; the bytes written later arrive whole."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers run in the main thread only")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    r = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    w = os.open(fifo, os.O_WRONLY)
+    os.set_blocking(r, True)  # splice must block, not poll
+    out = os.open(tmp_path / "out.bin", os.O_RDWR | os.O_CREAT, 0o600)
+    seen = []
+    old = signal.signal(signal.SIGALRM, lambda *a: seen.append(1))
+    writer = threading.Timer(0.4, os.write, (w, b"hello fifo"))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        writer.start()
+        t = fastio.splice(r, out, 10)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        writer.join()
+        os.close(r)
+        os.close(w)
+    try:
+        assert t == 10 and t.method == "splice"
+        assert os.pread(out, 20, 0) == b"hello fifo" and seen == [1]
+    finally:
+        os.close(out)
 
 
 # ---------------------------------------------------------------- O_DIRECT buffer addresses

@@ -40,7 +40,7 @@ import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -214,6 +214,11 @@ MUTANTS = [
            "        int r = xfer_retry(x, errno, 1, 1, \"copy_file_range\");",
            ["test_promises.py", "test_transfer.py"],
            "copy_file_range with an explicit output offset does not advance it between chunks"),
+    Mutant("transfer_eintr_fails", "transfer.c",
+           "    if (err == EINTR) {\n        return xfer_check_signals(x) < 0 ? -EINTR : 0;\n    }",
+           "    if (0) {\n        return xfer_check_signals(x) < 0 ? -EINTR : 0;\n    }",
+           ["test_promises.py", "test_transfer.py"],
+           "sendfile/splice/copy_file_range loops fail at EINTR instead of retrying"),
 ]
 
 
