@@ -317,17 +317,22 @@ def test_a_signal_handler_does_not_end_a_blocking_splice_from_a_fifo(tmp_path):
 
 # ---------------------------------------------------------------- O_DIRECT buffer addresses
 
+def open_direct(tmp_path, mode):
+    """fastio.open(direct=True) on two pages of zeros; fail where the kernel
+    has O_DIRECT here and fastio cannot open it so."""
+    p = tmp_path / "d.bin"
+    p.write_bytes(b"\0" * 8192)
+    try:
+        return fastio.open(p, mode, direct=True)
+    except OSError as exc:
+        probes.fail_or_skip("O_DIRECT", probes.o_direct(tmp_path), exc)
+
+
 def test_request_error_explains_a_misaligned_buffer_address(tmp_path):
     """The C explanation of an O_DIRECT EINVAL (what a kernel that refuses a
     misaligned buffer gets; ext4 on this kernel version may accept one, so
     the explanation is asked for directly with the request's values)."""
-    p = tmp_path / "d.bin"
-    p.write_bytes(b"\0" * 8192)
-    try:
-        f = fastio.open(p, "r", direct=True)
-    except OSError as exc:
-        probes.fail_or_skip("O_DIRECT", probes.o_direct(tmp_path), exc)
-    with f:
+    with open_direct(tmp_path, "r") as f:
         mem, off = f.mem_alignment, f.alignment
         assert mem & (mem - 1) == 0 and off & (off - 1) == 0
         buf = fastio.empty(2 * 4096, align=4096)
@@ -345,13 +350,7 @@ def test_request_error_explains_a_misaligned_buffer_address(tmp_path):
 
 
 def test_check_direct_refuses_a_misaligned_buffer(tmp_path):
-    p = tmp_path / "d.bin"
-    p.write_bytes(b"\0" * 8192)
-    try:
-        f = fastio.open(p, "r+", direct=True)
-    except OSError as exc:
-        probes.fail_or_skip("O_DIRECT", probes.o_direct(tmp_path), exc)
-    with f:
+    with open_direct(tmp_path, "r+") as f:
         mem = f.mem_alignment
         out = fastio.empty(2 * 4096 + mem, align=4096)
         bad = out[1:1 + 4096]

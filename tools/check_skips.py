@@ -48,7 +48,7 @@ def normalise(reason):
     """The reason with what differs between runs replaced: temporary paths,
     addresses, pids."""
     r = re.sub(r"0x[0-9a-f]+", "<hex>", reason)
-    r = re.sub(r"(/[\w.+-]+)+/?", "<path>", r)
+    r = re.sub(r"(?<![\w.])(/[\w.+-]+)+/?", "<path>", r)  # absolute paths only
     r = re.sub(r"\s+", " ", r).strip()
     return r
 
