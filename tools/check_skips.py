@@ -112,12 +112,15 @@ HEADER = """\
 def machine():
     u = os.uname()
     parts = [f"Linux {u.release} {u.machine}"]
+    import tempfile
+    tmp = os.path.realpath(tempfile.gettempdir())
     try:
-        import subprocess
-        fs = subprocess.run(["stat", "-f", "-c", "%T", "/tmp"], capture_output=True,
-                            text=True).stdout.strip()
-        parts.append(f"/tmp on {fs}")
-    except OSError:
+        with open("/proc/self/mounts") as f:
+            mounts = [line.split()[1:3] for line in f]
+        best = max((m for m in mounts if tmp == m[0] or tmp.startswith(m[0].rstrip("/") + "/")),
+                   key=lambda m: len(m[0]))
+        parts.append(f"{tmp} on {best[1]}")
+    except (OSError, ValueError):
         pass
     parts.append("root" if os.geteuid() == 0 else "not root")
     try:
@@ -125,6 +128,9 @@ def machine():
             parts.append(f"io_uring_disabled={f.read().strip()}")
     except OSError:
         pass
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import probes
+    parts.append(f"THP [{probes.thp_mode() or 'absent'}], HugePages_Free {probes.hugepages_free()}")
     return ", ".join(parts)
 
 
