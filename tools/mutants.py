@@ -214,6 +214,21 @@ MUTANTS = [
            "        int r = xfer_retry(x, errno, 1, 1, \"copy_file_range\");",
            ["test_promises.py", "test_transfer.py"],
            "copy_file_range with an explicit output offset does not advance it between chunks"),
+    Mutant("read_file_threads_eintr", "rw.c",
+           "            else if (errno != EINTR) {\n                int expected = 0;",
+           "            else if (1) {\n                int expected = 0;",
+           ["test_promises.py", "test_rw.py"],
+           "read_file's worker threads give up at EINTR"),
+    Mutant("mmap_write_bound", "mmap.c",
+           "    if (self->pos > self->region.size || self->region.size - self->pos < data.len) {",
+           "    if (self->pos > self->region.size || self->region.size - self->pos + 1 < data.len) {",
+           ["test_mmap.py", "test_mmap_stdlib.py"],
+           "mmap.write() accepts one byte past the end"),
+    Mutant("mmap_move_bound", "mmap.c",
+           "    if (dest < 0 || src < 0 || cnt < 0 || size - dest < cnt || size - src < cnt) {",
+           "    if (dest < 0 || src < 0 || cnt < 0 || size - dest < cnt) {",
+           ["test_mmap.py", "test_mmap_stdlib.py"],
+           "mmap.move() reads past the end of the source range"),
     Mutant("transfer_eintr_fails", "transfer.c",
            "    if (err == EINTR) {\n        return xfer_check_signals(x) < 0 ? -EINTR : 0;\n    }",
            "    if (0) {\n        return xfer_check_signals(x) < 0 ? -EINTR : 0;\n    }",
@@ -303,7 +318,7 @@ def summary_line(out):
 
 
 def first_failure(out):
-    m = re.search(r"^(?:FAILED|ERROR) (\S+)", out, re.M)
+    m = re.search(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", out, re.M)
     return m.group(1) if m else ""
 
 
