@@ -38,6 +38,7 @@ _libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
 _libc.mmap.restype = ctypes.c_void_p
 _libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
 _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_libc.mlock.argtypes = _libc.munlock.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
 
 # System call numbers: x86-64's own table, the generic table elsewhere
 # (aarch64, riscv64, loongarch64). io_uring's are the same on all.
@@ -252,6 +253,25 @@ def populate():
         m.close()
 
 
+@functools.lru_cache(maxsize=None)
+def mlock():
+    """mlock(2) of one anonymous page (RLIMIT_MEMLOCK, CAP_IPC_LOCK)."""
+    m = mmap.mmap(-1, PAGE)
+    try:
+        ctypes.set_errno(0)
+        addr = ctypes.c_char.from_buffer(m)
+        r = _libc.mlock(ctypes.addressof(addr), PAGE)
+        e = ctypes.get_errno()
+        if r == 0:
+            _libc.munlock(ctypes.addressof(addr), PAGE)
+        del addr  # the export must go before m.close()
+        if r != 0:
+            return Probe(False, _err("mlock", e))
+        return Probe(True, "mlock of one page works")
+    finally:
+        m.close()
+
+
 def thp_mode():
     """'always', 'madvise', 'never', or '' when the kernel has no THP."""
     try:
@@ -373,6 +393,7 @@ FEATURES = {
     "io_uring SQPOLL": lambda d=None: io_uring_flag("SQPOLL"),
     "io_uring SINGLE_ISSUER": lambda d=None: io_uring_flag("SINGLE_ISSUER"),
     "MADV_POPULATE_WRITE": lambda d=None: populate(),
+    "mlock": lambda d=None: mlock(),
     "transparent huge pages": lambda d=None: thp(),
     "reserved huge pages": lambda d=None: hugepages(),
     "O_DIRECT": lambda d=None: o_direct(d or tempfile.gettempdir()),
@@ -384,7 +405,7 @@ if __name__ == "__main__":
     import sys
     dirs = sys.argv[1:] or [tempfile.gettempdir(), os.path.dirname(os.path.abspath(__file__))]
     for name in ("io_uring", "io_uring SQPOLL", "io_uring SINGLE_ISSUER",
-                 "linux_aio", "posix_aio", "MADV_POPULATE_WRITE",
+                 "linux_aio", "posix_aio", "MADV_POPULATE_WRITE", "mlock",
                  "transparent huge pages", "reserved huge pages"):
         print(f"{name:24} {FEATURES[name]()}")
     for d in dirs:

@@ -618,7 +618,7 @@ def test_lock_unlock():
         except OSError as exc:
             assert exc.errno in (errno.ENOMEM, errno.EPERM)
             assert "RLIMIT_MEMLOCK" in str(exc)
-            pytest.skip(f"mlock refused here: {exc}")
+            probes.fail_or_skip("mlock", probes.mlock(), exc)
         assert m.unlock() is None
 
 
