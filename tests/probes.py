@@ -236,40 +236,36 @@ def o_direct(path):
 
 # ---------------------------------------------------------------- memory
 
-@functools.lru_cache(maxsize=None)
-def populate():
-    """madvise(MADV_POPULATE_WRITE) on anonymous memory (Linux 5.14)."""
-    m = mmap.mmap(-1, 4 * PAGE)
+def _on_anonymous(call, npages, fn, undo=None):
+    """fn(address, length) on fresh anonymous memory (then undo, if it
+    worked): None when fn returned 0, else the failing Probe with errno."""
+    m = mmap.mmap(-1, npages * PAGE)
     try:
         ctypes.set_errno(0)
         addr = ctypes.c_char.from_buffer(m)
-        r = _libc.madvise(ctypes.addressof(addr), 4 * PAGE, MADV_POPULATE_WRITE)
+        r = fn(ctypes.addressof(addr), npages * PAGE)
         e = ctypes.get_errno()
+        if r == 0 and undo is not None:
+            undo(ctypes.addressof(addr), npages * PAGE)
         del addr  # the export must go before m.close()
-        if r != 0:
-            return Probe(False, _err("madvise(MADV_POPULATE_WRITE)", e))
-        return Probe(True, "madvise(MADV_POPULATE_WRITE) works on anonymous memory")
+        return Probe(False, _err(call, e)) if r != 0 else None
     finally:
         m.close()
+
+
+@functools.lru_cache(maxsize=None)
+def populate():
+    """madvise(MADV_POPULATE_WRITE) on anonymous memory (Linux 5.14)."""
+    return _on_anonymous("madvise(MADV_POPULATE_WRITE)", 4,
+                         lambda a, n: _libc.madvise(a, n, MADV_POPULATE_WRITE)) or \
+        Probe(True, "madvise(MADV_POPULATE_WRITE) works on anonymous memory")
 
 
 @functools.lru_cache(maxsize=None)
 def mlock():
     """mlock(2) of one anonymous page (RLIMIT_MEMLOCK, CAP_IPC_LOCK)."""
-    m = mmap.mmap(-1, PAGE)
-    try:
-        ctypes.set_errno(0)
-        addr = ctypes.c_char.from_buffer(m)
-        r = _libc.mlock(ctypes.addressof(addr), PAGE)
-        e = ctypes.get_errno()
-        if r == 0:
-            _libc.munlock(ctypes.addressof(addr), PAGE)
-        del addr  # the export must go before m.close()
-        if r != 0:
-            return Probe(False, _err("mlock", e))
-        return Probe(True, "mlock of one page works")
-    finally:
-        m.close()
+    return _on_anonymous("mlock", 1, _libc.mlock, _libc.munlock) or \
+        Probe(True, "mlock of one page works")
 
 
 def thp_mode():
