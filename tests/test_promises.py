@@ -1,9 +1,11 @@
 """Promises the docs make that no other test held fastio to (issue 15).
 
-- "EINTR retried": an LD_PRELOAD shim built here makes the next read or
-  write on a chosen file fail with EINTR; every retrying call must still
+- "EINTR retried", "short counts continued": an LD_PRELOAD shim built here
+  makes the next read or write on a chosen file fail with EINTR, or caps
+  every read and copy from it at 1000 bytes; every retrying call must still
   return the bytes. And a real signal with a Python handler during a
-  blocking Channel.recv must not end the wait.
+  blocking Channel.recv, and during a splice blocked on an empty FIFO, must
+  not end the call.
 - O_DIRECT buffer addresses: the C explanation and Python's _check_direct,
   each with its exact message.
 - write_blocks' negative offset, with data of the right shape.
@@ -12,6 +14,7 @@
   (tests/probes.py).
 - The module's MADV_* constants are the kernel's (the stdlib's values).
 - Channel.close() wakes a waiter at once, not at the end of a wait slice.
+- The C sequence item stops at len(m); shared memory is created 0600.
 
 Each of these failed on a bug planted by tools/mutants.py.
 """
