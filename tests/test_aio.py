@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 import fastio
 from fastio import aio
 
+import probes
 from conftest import LeakCheck
 
 PROBED = fastio.backends()
@@ -40,7 +41,7 @@ with open("/proc/self/maps") as _fh:
 def backend(request):
     info = PROBED[request.param]
     if not info.available:
-        pytest.skip(f"{info.name} does not work here: {info.reason}")
+        probes.fail_or_skip(info.name, probes.backend(info.name), info.reason)
     return request.param
 
 
@@ -397,7 +398,7 @@ def _direct_file(tmp_path, nbytes):
     try:
         f = fastio.open(p, direct=True)
     except OSError as exc:
-        pytest.skip(f"no O_DIRECT on {tmp_path}: {exc}")
+        probes.fail_or_skip("O_DIRECT", probes.o_direct(tmp_path), exc)
     return p, f, data
 
 
@@ -569,6 +570,8 @@ def test_registered_files_and_buffers(backend, blob):
         if "register_files" not in q.features:
             with pytest.raises(NotImplementedError):
                 q.register_files([fd])
+            if backend == "io_uring":  # IORING_REGISTER_FILES: Linux 5.1
+                probes.fail_or_skip("io_uring", probes.io_uring(), "no register_files")
             pytest.skip(f"{backend} has no registered files")
         buf = fastio.Buffer(8192)
         q.register_files([fd])
@@ -844,7 +847,8 @@ def test_io_uring_closed_by_a_thread_other_than_its_creator():
     import threading
     info = PROBED["io_uring"]
     if not info.available or "single_issuer" not in info.features:
-        pytest.skip("no single-issuer io_uring here")
+        probes.fail_or_skip("io_uring SINGLE_ISSUER", probes.io_uring_flag("SINGLE_ISSUER"),
+                            f"io_uring: {info.reason or sorted(info.features)}")
     r, w = os.pipe()
     buf = fastio.Buffer(16)
     warm("io_uring", 4)

@@ -15,6 +15,7 @@ import pytest
 import fastio
 from fastio import aio
 
+import probes
 from conftest import LeakCheck
 
 PROBED = fastio.backends()
@@ -91,7 +92,7 @@ def test_cancelled_read_keeps_buffer_pinned_until_completion(blob):
 @pytest.mark.parametrize("backend", aio.BACKENDS)
 def test_wait_async(backend, blob):
     if not PROBED[backend].available:
-        pytest.skip(f"{backend} does not work here: {PROBED[backend].reason}")
+        probes.fail_or_skip(backend, probes.backend(backend), PROBED[backend].reason)
     fd, data = blob
 
     async def main():

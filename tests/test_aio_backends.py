@@ -62,7 +62,7 @@ def _run(exe, *args, timeout=60):
 def _probe(exe, backend):
     proc = _run(exe, "probe", backend)
     if proc.returncode == 77:
-        pytest.skip(f"{backend} unavailable here: {proc.stdout.strip()}")
+        probes.fail_or_skip(backend, probes.backend(backend), proc.stdout.strip())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return set(proc.stdout.split()[1:])
 
@@ -157,6 +157,7 @@ def test_probe_reason(harness, backend, errno_, expect):
 import threading  # noqa: E402
 
 import fastio  # noqa: E402
+import probes  # noqa: E402
 
 needs_queue = pytest.mark.skipif(not hasattr(fastio, "Queue"), reason="fastio.Queue not built")
 
@@ -164,7 +165,7 @@ needs_queue = pytest.mark.skipif(not hasattr(fastio, "Queue"), reason="fastio.Qu
 def _available(name):
     info = fastio.backends()[name]
     if not info.available:
-        pytest.skip(f"{name}: {info.reason}")
+        probes.fail_or_skip(name, probes.backend(name), info.reason)
     return info
 
 
@@ -208,7 +209,8 @@ def test_backends_reports_probe(name):
 def test_queue_io_uring_sqpoll(blob):
     info = _available("io_uring")
     if "sqpoll" not in info.features:
-        pytest.skip("SQPOLL not allowed here")
+        probes.fail_or_skip("io_uring SQPOLL", probes.io_uring_flag("SQPOLL"),
+                            "no sqpoll in backends()['io_uring'].features")
     fd, data = blob
     with fastio.Queue(16, "io_uring", sqpoll=True, sqpoll_idle_ms=20) as q:
         assert "sqpoll" in q.features

@@ -15,6 +15,7 @@ import time
 import pytest
 
 import fastio
+import probes
 from fastio.lab import GROUPS, METHODS
 
 MIB = 1 << 20
@@ -125,7 +126,7 @@ def test_run_direct(tmp_path):
     p = run_cli("run", "--group", "read/write", "--bs", "64k", "--size", "1M", "--repeat", "1",
                 "--cache", "direct", "--json", "d.json", cwd=tmp_path)
     if p.returncode == 1 and "Invalid argument" in p.stdout + p.stderr:
-        pytest.skip("O_DIRECT not supported on this filesystem")
+        probes.fail_or_skip("O_DIRECT", probes.o_direct(tmp_path), p.stdout + p.stderr)
     assert p.returncode == 0, p.stdout + p.stderr
     jobs = {j["jobname"]: j for j in json.loads((tmp_path / "d.json").read_text())["jobs"]}
     assert jobs["psync"]["fastio"]["direct"] is True

@@ -253,7 +253,7 @@ ROWS = [
     ('fastio.read_blocks', 'bad backend', 'fastio.read_blocks(P, [0], 4096, backend="bogus")', 'ValueError', "backend must be 'auto' or one of ('io_uring', 'linux_aio', 'posix_aio', 'threads'), got backend='bogus'"),
     ('fastio.read_blocks', 'missing file', 'fastio.read_blocks(MISSING, [0], 10)', 'FileNotFoundError', "[Errno 2] No such file or directory: '*'"),
     ('fastio.write_blocks', 'data size mismatch', 'fastio.write_blocks(P2, [0, 4096], b"abc")', 'ValueError', 'data must be a C-contiguous 2-D array with 2 rows, got shape ()'),
-    ('fastio.write_blocks', 'negative offset', 'fastio.write_blocks(P2, [-1], b"abc")', 'ValueError', 'data must be a C-contiguous 2-D array with 1 rows, got shape ()'),
+    ('fastio.write_blocks', 'negative offset', 'fastio.write_blocks(WFD, [-1], memoryview(bytearray(4096)).cast("B", (1, 4096)))', 'ValueError', 'offsets[0] must be >= 0, got -1'),
     ('fastio.open', 'bad mode', 'fastio.open(P, "q")', 'ValueError', "mode must be one of ('r', 'r+', 'w', 'w+', 'x', 'x+'), got mode='q'"),
     ('fastio.open', 'missing file', 'fastio.open(MISSING)', 'FileNotFoundError', "[Errno 2] No such file or directory: '*'"),
     ('fastio.open', 'x on existing file', 'fastio.open(P, "x")', 'FileExistsError', "[Errno 17] File exists: '*'"),

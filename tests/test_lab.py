@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fastio
+import probes
 from conftest import LeakCheck
 from fastio import _core, lab
 from fastio.lab import GROUPS, METHODS, Job, Results
@@ -241,6 +242,8 @@ def test_each_method_moves_the_right_bytes(labfile, name, direct):
     path, data = labfile
     m = METHODS[name]
     why = m.unavailable("direct" if direct else "warm")
+    if why and m.backend is not None and not fastio.backends()[m.backend].available:
+        probes.fail_or_skip(m.backend, probes.backend(m.backend), why)
     if why:
         pytest.skip(why)
     if direct and m.direct == "n/a":
@@ -252,7 +255,7 @@ def test_each_method_moves_the_right_bytes(labfile, name, direct):
         out = m.fn(job)
     except OSError as e:
         if direct and e.errno == 22:
-            pytest.skip(f"O_DIRECT not supported on {_fs_type(path)}: {e}")
+            probes.fail_or_skip("O_DIRECT", probes.o_direct(path), e)
         raise
     want = len(data) if m.whole_file else bs * len(offs)
     assert out.nbytes == want

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 
 import fastio
+import probes
 from conftest import LeakCheck
 
 MiB = 1 << 20
 
 
 def thp_available():
-    try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-            return "[never]" not in f.read()
-    except OSError:
-        return False
+    return probes.thp().present
+
+
+THP_REASON = f"no transparent huge pages here (independent probe: {probes.thp().detail})"
 
 
 def buffer_of(arr):
@@ -59,7 +59,7 @@ def test_buffer_kind():
     assert fastio.Buffer(0, hugepages=True).kind == "heap"  # nothing to map
 
 
-@pytest.mark.skipif(not thp_available(), reason="transparent huge pages are disabled")
+@pytest.mark.skipif(not thp_available(), reason=THP_REASON)
 def test_buffer_hugepages_advised():
     buf = fastio.Buffer(4 * MiB, hugepages=True)
     assert buf.hugepages is True
@@ -199,7 +199,7 @@ def test_empty_align(align):
     assert fastio.empty(1000, align=align).ctypes.data % align == 0
 
 
-@pytest.mark.skipif(not thp_available(), reason="transparent huge pages are disabled")
+@pytest.mark.skipif(not thp_available(), reason=THP_REASON)
 def test_empty_hugepages_auto():
     assert buffer_of(fastio.empty(4 * MiB)).hugepages
     assert buffer_of(fastio.empty(MiB // 2, "f8")).hugepages  # 4 MiB

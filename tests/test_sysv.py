@@ -15,6 +15,7 @@ import time
 import pytest
 
 import fastio
+import probes
 from conftest import LeakCheck
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/sysvipc/shm"),
@@ -273,7 +274,7 @@ def test_hugepages_where_reserved():
     try:
         a = fastio.SysVSharedMemory(None, 2 << 20, hugepages=True)
     except OSError as e:
-        pytest.skip(f"no huge pages for SHM_HUGETLB here: {e}")
+        probes.fail_or_skip("reserved huge pages", probes.hugepages(), e)
     with a:
         a.fill(1)
         assert a.asarray().min() == 1
