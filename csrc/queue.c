@@ -205,6 +205,11 @@ on_fork_child(void)
     fork_generation++;
     /* A child may be put under a seccomp filter before it probes. */
     memset(probe_cache, 0, sizeof probe_cache);
+    for (size_t i = 0; i < NBACKENDS; i++) {
+        if (all_backends[i]->atfork_child != NULL) {
+            all_backends[i]->atfork_child();
+        }
+    }
 }
 
 /* all_backends[i]->probe, cached; call with the GIL held (it guards the
@@ -287,8 +292,12 @@ get_ll(PyObject *obj, const char *name, long long lo, long long hi, long long *o
     }
     if (overflow != 0 || v < lo || v > hi) {
         PyObject *kind = overflow ? PyExc_OverflowError : PyExc_ValueError;
-        if (hi == LLONG_MAX) {
+        int below = overflow < 0 || (overflow == 0 && v < lo);
+        if (hi == LLONG_MAX && below) {
             PyErr_Format(kind, "%s must be >= %lld, got %s=%R", name, lo, name, obj);
+        }
+        else if (hi == LLONG_MAX) {
+            PyErr_Format(kind, "%s must be < 2**63, got %s=%R", name, name, obj);
         }
         else {
             PyErr_Format(kind, "%s must be in %lld..%lld, got %s=%R", name, lo, hi, name,
@@ -1942,6 +1951,12 @@ Queue_register_buffers(QueueObject *q, PyObject *buffers)
     }
     /* A private tuple: a buffer's __buffer__ (Python 3.12+) may clear the
      * caller's list while we walk it (issue 12). */
+    if (Py_TYPE(buffers)->tp_iter == NULL && !PySequence_Check(buffers)) {
+        PyErr_Format(PyExc_TypeError,
+                     "buffers must be a sequence of buffers, got buffers of type %.100s",
+                     Py_TYPE(buffers)->tp_name);
+        return NULL;
+    }
     PyObject *seq = PySequence_Tuple(buffers);
     if (seq == NULL) {
         return NULL;
