@@ -1390,7 +1390,7 @@ take_completions(QueueObject *q)
 
 /* The longest finite timeout: its deadline in ns (now + timeout) must fit
  * an int64 with room to spare (about 146 years). */
-#define TIMEOUT_MAX_S 4.6e9
+#define TIMEOUT_MAX_S 4.6e9  /* as written in get_deadline's message */
 
 /* wait()'s timeout as a CLOCK_MONOTONIC deadline in ns: None or inf: no
  * deadline (0); 0: do not wait (UINT64_MAX). NaN or negative: ValueError;
@@ -1422,8 +1422,8 @@ get_deadline(PyObject *timeout, uint64_t *deadline)
     }
     if (t > TIMEOUT_MAX_S) {
         PyErr_Format(PyExc_OverflowError,
-                     "timeout must be at most %.0f seconds, inf or None, got timeout=%R",
-                     TIMEOUT_MAX_S, timeout);
+                     "timeout must be at most 4600000000 seconds, inf or None, "
+                     "got timeout=%R", timeout);
         return -1;
     }
     if (t == 0) {
