@@ -1446,17 +1446,16 @@ static PyObject *
 Queue_wait(QueueObject *q, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"min_complete", "timeout", NULL};
-    Py_ssize_t min_complete = 1;
+    PyObject *min_o = NULL;
     PyObject *timeout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|nO:wait", kwlist, &min_complete,
-                                     &timeout)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:wait", kwlist, &min_o, &timeout)) {
         return NULL;
     }
-    if (min_complete < 0) {
-        PyErr_Format(PyExc_ValueError, "min_complete must be >= 0, got min_complete=%zd",
-                     min_complete);
+    long long min_ll = 1;
+    if (min_o != NULL && get_ll(min_o, "min_complete", 0, PY_SSIZE_T_MAX, &min_ll) < 0) {
         return NULL;
     }
+    Py_ssize_t min_complete = (Py_ssize_t)min_ll;
     uint64_t deadline = 0;
     if (get_deadline(timeout, &deadline) < 0) {
         return NULL;

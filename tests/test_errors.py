@@ -220,6 +220,7 @@ ROWS = [
     ('Queue.read', 'negative offset', 'Q.read(FD, bytearray(4), -1)', 'ValueError', 'offset must be >= 0, got offset=-1'),
     ('Queue.read', 'bad fd', 'Q.read("x", bytearray(4), 0)', 'TypeError', 'argument must be an int, or have a fileno() method.'),
     ('Queue.wait', 'negative min_complete', 'Q.wait(-1)', 'ValueError', 'min_complete must be >= 0, got min_complete=-1'),
+    ('Queue.wait', 'min_complete a float', 'Q.wait(1.5)', 'TypeError', 'min_complete must be an integer, got min_complete=1.5'),
     ('Queue.wait', 'timeout NaN', 'Q.wait(1, float("nan"))', 'ValueError', 'timeout must be >= 0 or None, got timeout=nan'),
     ('Queue.wait', 'timeout negative', 'Q.wait(1, -1)', 'ValueError', 'timeout must be >= 0 or None, got timeout=-1'),
     ('Queue.wait', 'timeout past the limit', 'Q.wait(1, 1e300)', 'OverflowError', 'timeout must be at most 4600000000 seconds, inf or None, got timeout=1e+300'),

@@ -539,12 +539,11 @@ def test_posix_aio_partial_lio_listio(lio_shim, blob, queued, err):
     """Finding 13, shown true: when lio_listio (before an fsync, or at the
     end of a submit) fails, blocks it did not queue stayed in live[] and
     were reaped as if they had run (completing requests twice: a crash).
-    With ASan's own interposition the shim may not win: run only plain."""
+    Under ASan the shim goes after libasan in LD_PRELOAD."""
     need("posix_aio")
-    if "libasan" in os.environ.get("LD_PRELOAD", ""):
-        pytest.skip("the shim is preloaded on its own; not under ASan")
+    preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD"), str(lio_shim)]))
     proc = run_child(POSIX_PARTIAL, blob[0],
-                     env={"LD_PRELOAD": str(lio_shim), "FASTIO_SHIM_QUEUE": queued,
+                     env={"LD_PRELOAD": preload, "FASTIO_SHIM_QUEUE": queued,
                           "FASTIO_SHIM_ERRNO": str(err)})
     check_child(proc)
     if queued == "":
@@ -576,6 +575,7 @@ def test_posix_aio_partial_lio_listio(lio_shim, blob, queued, err):
      "offset must be an integer, got offset=1.5"),
     ("Q.read(FD, bytearray(4), 2**64)", OverflowError,
      "offset must be < 2**63, got offset=18446744073709551616"),
+    ("Q.wait(1.5)", TypeError, "min_complete must be an integer, got min_complete=1.5"),
     ("fastio.Queue(2**70)", OverflowError, "depth must be in 1..65536, got depth=1180591620717411303424"),
     ("fastio.Queue(4.0)", TypeError, "depth must be an integer, got depth=4.0"),
     ("fastio.Queue(4, 'threads', threads=1.5)", TypeError, "threads must be an integer, got threads=1.5"),
