@@ -1503,9 +1503,11 @@ PyDoc_STRVAR(close_doc,
 "close($self, /)\n--\n\n"
 "Cancel what is in flight, wait until the backend gave every request\n"
 "back, release their buffers and free the backend (its threads joined,\n"
-"its ring unmapped). Idempotent. From another thread while a thread is\n"
-"inside the queue (waiting, submitting, in a batch): mark it closed and\n"
-"return at once; that thread finishes the close and raises ValueError.");
+"its ring unmapped). Idempotent, and safe from a finalizer (a tag's\n"
+"__del__ calling close() finds the queue closed). From another thread\n"
+"while a thread is inside the queue (waiting, submitting, in a batch, or\n"
+"draining in close()): mark it closed and return at once; that thread\n"
+"finishes the close (a waiter raises ValueError).");
 
 static PyObject *
 Queue_close(QueueObject *q, PyObject *Py_UNUSED(ignored))
