@@ -118,6 +118,12 @@ typedef struct fastio_aio_ops {
      * their buffers pinned for good; the kernel ends them once its last fd
      * is closed). NULL: the context is left as it is (it holds no fd). */
     void (*forget)(void *ctx);
+
+    /* Optional: run in the child after fork() (pthread_atfork, in the one
+     * thread the child has): reset per-process or per-thread caches that
+     * the child inherited from the forking thread. Async-signal-safe code
+     * only. */
+    void (*atfork_child)(void);
 } fastio_aio_ops;
 
 /* Timeouts: every backend's reap() turns its relative timeout into one

@@ -29,6 +29,7 @@ typedef struct {
     uint64_t *user_data;
     unsigned *free_idx;
     unsigned nfree;
+    int64_t *early;             /* per block: -errno if it failed at submission */
     unsigned *live;             /* indices of blocks in flight */
     unsigned nlive;
     struct aiocb **list;        /* scratch for lio_listio and aio_suspend */
@@ -57,9 +58,10 @@ posix_open(void **ctxp, const fastio_aio_options *opts, unsigned *features)
     c->cbs = calloc(c->cap, sizeof *c->cbs);
     c->user_data = calloc(c->cap, sizeof *c->user_data);
     c->free_idx = calloc(c->cap, sizeof *c->free_idx);
+    c->early = calloc(c->cap, sizeof *c->early);
     c->live = calloc(c->cap, sizeof *c->live);
     c->list = calloc(c->cap, sizeof *c->list);
-    if (!c->cbs || !c->user_data || !c->free_idx || !c->live || !c->list) {
+    if (!c->cbs || !c->user_data || !c->free_idx || !c->early || !c->live || !c->list) {
         posix_close(c);
         return -ENOMEM;
     }
@@ -80,20 +82,68 @@ posix_open(void **ctxp, const fastio_aio_options *opts, unsigned *features)
     return 0;
 }
 
-/* Hand list[0..k) to glibc in one lio_listio. Every block counts as
- * submitted: one that glibc could not queue carries its error code, which
- * reap() reports as that request's completion. */
-static int
-flush_list(posix_ctx *c, unsigned k)
+/* A value aio_error() never returns for a block glibc queued (it writes
+ * EINPROGRESS when it queues one, the final code when it ends): marks the
+ * blocks that a failed lio_listio left alone. */
+#define NOT_QUEUED (-1)
+
+static inline void
+mark_not_queued(struct aiocb *cb)
 {
+#ifdef __GLIBC__
+    cb->__error_code = NOT_QUEUED;
+#else
+    (void)cb;
+#endif
+}
+
+/* Hand list[0..k) (the last k blocks of live[]) to glibc in one
+ * lio_listio. Returns how many of them count as submitted (a prefix).
+ *
+ * lio_listio failing (EAGAIN, EIO, or any other errno) may have queued
+ * some of them, and glibc's requests write into a block until aio_return:
+ * a block it queued must stay live, one it did not must never be reaped
+ * as if it had run (issue 12: such a block used to stay in live[] and
+ * complete a second time, after queue.c had failed or resubmitted its
+ * request). So each block is marked NOT_QUEUED before the call and looked
+ * at after it. The blocks not queued after the last queued one are given
+ * back (not counted: queue.c retries or fails them); one not queued before
+ * a queued one completes at the next reap with the error. */
+static unsigned
+flush_list(posix_ctx *c, unsigned k, int *err)
+{
+    *err = 0;
     if (k == 0) {
         return 0;
     }
-    if (lio_listio(LIO_NOWAIT, c->list, (int)k, NULL) < 0 &&
-        errno != EAGAIN && errno != EIO && errno != EINTR) {
-        return -errno;
+    for (unsigned j = 0; j < k; j++) {
+        mark_not_queued(c->list[j]);
     }
-    return 0;
+    if (lio_listio(LIO_NOWAIT, c->list, (int)k, NULL) == 0) {
+        return k;
+    }
+    int e = errno;
+#ifdef __GLIBC__
+    unsigned queued = k;
+    while (queued > 0 && aio_error(c->list[queued - 1]) == NOT_QUEUED) {
+        queued--;
+    }
+    for (unsigned j = 0; j < queued; j++) {
+        if (aio_error(c->list[j]) == NOT_QUEUED) {
+            c->early[c->list[j] - c->cbs] = -(int64_t)e;
+        }
+    }
+#else
+    /* No way to tell which were queued: count them all as submitted and
+     * let aio_error report each (the behaviour POSIX describes). */
+    unsigned queued = k;
+#endif
+    /* The blocks given back are the last ones of live[]; their indices are
+     * still on the free stack above nfree (nothing was pushed since). */
+    c->nlive -= k - queued;
+    c->nfree += k - queued;
+    *err = -e;
+    return queued;
 }
 
 static int
@@ -107,11 +157,13 @@ posix_submit(void *ctx, const fastio_aio_req *reqs, unsigned n)
         return -EAGAIN;
     }
     unsigned k = 0, done = 0;
+    int err;
     for (unsigned i = 0; i < n; i++) {
         const fastio_aio_req *r = &reqs[i];
         unsigned idx = c->free_idx[c->nfree - 1];
         struct aiocb *cb = &c->cbs[idx];
         memset(cb, 0, sizeof *cb);
+        c->early[idx] = 0;
         cb->aio_fildes = r->fd;
         cb->aio_buf = r->buf;
         cb->aio_nbytes = r->len;
@@ -120,11 +172,11 @@ posix_submit(void *ctx, const fastio_aio_req *reqs, unsigned n)
         if (r->opcode == FASTIO_OP_FSYNC) {
             /* Not a lio_listio opcode: first send the reads and writes
              * before it, then the fsync on its own. */
-            int err = flush_list(c, k);
-            if (err < 0) {
+            unsigned sent = flush_list(c, k, &err);
+            done += sent;
+            if (sent < k) {
                 return done ? (int)done : err;
             }
-            done += k;
             k = 0;
             if (aio_fsync(O_SYNC, cb) < 0) {
                 return done ? (int)done : -errno;
@@ -141,14 +193,9 @@ posix_submit(void *ctx, const fastio_aio_req *reqs, unsigned n)
             done++;
         }
     }
-    int err = flush_list(c, k);
-    if (err < 0) {
-        /* None of the last k was queued: give their blocks back. */
-        c->nlive -= k;
-        c->nfree += k;
-        return done ? (int)done : err;
-    }
-    return (int)(done + k);
+    unsigned sent = flush_list(c, k, &err);
+    done += sent;
+    return done ? (int)done : err;
 }
 
 static int
@@ -165,6 +212,15 @@ posix_reap(void *ctx, fastio_aio_cqe *out, unsigned max, unsigned min_complete,
         for (unsigned j = 0; j < c->nlive && got < max;) {
             unsigned idx = c->live[j];
             struct aiocb *cb = &c->cbs[idx];
+            if (c->early[idx] != 0) {
+                /* Never queued (see flush_list): glibc has no record. */
+                out[got].user_data = c->user_data[idx];
+                out[got].res = c->early[idx];
+                got++;
+                c->live[j] = c->live[--c->nlive];
+                c->free_idx[c->nfree++] = idx;
+                continue;
+            }
             int e = aio_error(cb);
             if (e == EINPROGRESS) {
                 j++;
@@ -209,6 +265,9 @@ posix_cancel_all(void *ctx)
 {
     posix_ctx *c = ctx;
     for (unsigned j = 0; j < c->nlive; j++) {
+        if (c->early[c->live[j]] != 0) {
+            continue;  /* never queued */
+        }
         struct aiocb *cb = &c->cbs[c->live[j]];
         aio_cancel(cb->aio_fildes, cb);
     }
@@ -222,6 +281,7 @@ posix_close(void *ctx)
     free(c->cbs);
     free(c->user_data);
     free(c->free_idx);
+    free(c->early);
     free(c->live);
     free(c->list);
     free(c);

@@ -171,8 +171,18 @@ load_relaxed(const uint32_t *p)
 }
 
 /* gettid() is a real system call: cache it per thread, since every submit
- * and reap asks. */
+ * and reap asks. A forked child's only thread inherits the forking
+ * thread's cache, which names a thread of the parent: uring_atfork_child
+ * clears it, or a ring the child creates would record the parent's tid as
+ * its owner (and a child thread that the kernel later gives that tid would
+ * pass for the owner of a single-issuer ring it may not use: issue 12). */
 static _Thread_local pid_t cached_tid;
+
+static void
+uring_atfork_child(void)
+{
+    cached_tid = 0;
+}
 
 static pid_t
 current_tid(void)
@@ -1064,4 +1074,5 @@ const fastio_aio_ops fastio_aio_uring_ops = {
     .set_eventfd = uring_set_eventfd,
     .close = uring_close,
     .forget = uring_forget,
+    .atfork_child = uring_atfork_child,
 };

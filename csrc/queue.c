@@ -49,6 +49,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -204,6 +205,11 @@ on_fork_child(void)
     fork_generation++;
     /* A child may be put under a seccomp filter before it probes. */
     memset(probe_cache, 0, sizeof probe_cache);
+    for (size_t i = 0; i < NBACKENDS; i++) {
+        if (all_backends[i]->atfork_child != NULL) {
+            all_backends[i]->atfork_child();
+        }
+    }
 }
 
 /* all_backends[i]->probe, cached; call with the GIL held (it guards the
@@ -263,20 +269,51 @@ get_fd(PyObject *obj, int *fd)
     return 0;
 }
 
+/* obj as a C integer in lo..hi, the error naming the argument: TypeError
+ * for a non-integer (a float is refused, never truncated), OverflowError
+ * past the C type, ValueError outside lo..hi. __index__ may run Python
+ * code: callers convert before they take the queue's state. */
 static int
-get_i64(PyObject *obj, const char *name, int64_t *out, int64_t lo)
+get_ll(PyObject *obj, const char *name, long long lo, long long hi, long long *out)
 {
-    long long v = PyLong_AsLongLong(obj);
-    if (v == -1 && PyErr_Occurred()) {
+    PyObject *idx = PyNumber_Index(obj);
+    if (idx == NULL) {
         if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyErr_Format(PyExc_TypeError, "%s must be an integer, got %s=%R",
-                         name, name, obj);
+            PyErr_Format(PyExc_TypeError, "%s must be an integer, got %s=%R", name,
+                         name, obj);
         }
         return -1;
     }
-    if (v < lo) {
-        PyErr_Format(PyExc_ValueError, "%s must be >= %lld, got %s=%lld",
-                     name, (long long)lo, name, v);
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(idx, &overflow);
+    Py_DECREF(idx);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow != 0 || v < lo || v > hi) {
+        PyObject *kind = overflow ? PyExc_OverflowError : PyExc_ValueError;
+        int below = overflow < 0 || (overflow == 0 && v < lo);
+        if (hi == LLONG_MAX && below) {
+            PyErr_Format(kind, "%s must be >= %lld, got %s=%R", name, lo, name, obj);
+        }
+        else if (hi == LLONG_MAX) {
+            PyErr_Format(kind, "%s must be < 2**63, got %s=%R", name, name, obj);
+        }
+        else {
+            PyErr_Format(kind, "%s must be in %lld..%lld, got %s=%R", name, lo, hi, name,
+                         obj);
+        }
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int
+get_i64(PyObject *obj, const char *name, int64_t *out, int64_t lo)
+{
+    long long v;
+    if (get_ll(obj, name, (long long)lo, LLONG_MAX, &v) < 0) {
         return -1;
     }
     *out = v;
@@ -861,19 +898,26 @@ q_quiesce(QueueObject *q)
     q->draining = 0;
 }
 
+/* Drop the registrations. Detached first: PyBuffer_Release and the
+ * DECREF may run Python code (a __release_buffer__, a finalizer) that
+ * re-enters the queue, which must then find nothing registered. */
 static void
 q_unregister(QueueObject *q)
 {
-    for (unsigned i = 0; i < q->nreg_bufs; i++) {
-        PyBuffer_Release(&q->reg_bufs[i]);
-    }
-    PyMem_Free(q->reg_bufs);
+    Py_buffer *bufs = q->reg_bufs;
+    unsigned nbufs = q->nreg_bufs;
+    PyObject *files = q->reg_files;
     q->reg_bufs = NULL;
     q->nreg_bufs = 0;
+    q->reg_files = NULL;
     PyMem_Free(q->reg_fds);
     q->reg_fds = NULL;
     q->nreg_fds = 0;
-    Py_CLEAR(q->reg_files);
+    for (unsigned i = 0; i < nbufs; i++) {
+        PyBuffer_Release(&bufs[i]);
+    }
+    PyMem_Free(bufs);
+    Py_XDECREF(files);
 }
 
 /* In a forked child: never drive the parent's backend (cancelling its I/O,
@@ -913,7 +957,17 @@ q_forget_forked(QueueObject *q)
     Py_CLEAR(q->ready);
 }
 
-/* Close: cancel, drain, release every slot, free the backend. */
+/* Close: cancel, drain, release every slot, free the backend.
+ *
+ * Safe from any thread, twice, and from a finalizer (issue 12). While a
+ * thread is inside the queue (busy, including a close draining with the
+ * GIL released) another close only marks it `closing`: the thread inside
+ * finishes (see the top). Otherwise this close marks the queue busy and
+ * closing for its whole length, so that every other call (wait, submit,
+ * a second close) sees it and leaves the backend alone, and detaches the
+ * context (q->ctx = NULL) before it releases anything that can run Python
+ * code (a tag's __del__, a weakref.finalize, a buffer's release): a
+ * finalizer calling close() again then finds a closed queue. */
 static void
 q_close(QueueObject *q)
 {
@@ -924,7 +978,15 @@ q_close(QueueObject *q)
         q_forget_forked(q);
         return;
     }
-    q_quiesce(q);
+    if (q->busy) {
+        atomic_store(&q->closing, 1);
+        return;
+    }
+    q->busy = 1;
+    atomic_store(&q->closing, 1);
+    q_quiesce(q);  /* GIL released: other threads see busy and closing */
+    void *ctx = q->ctx;
+    q->ctx = NULL;
     if (q->inflight + q->batch_inflight > 0) {
         /* The backend could not give them back (broken, or this thread may
          * not reap them: a single-issuer io_uring ring whose requests are
@@ -933,8 +995,6 @@ q_close(QueueObject *q)
          * the backend's fds and mappings where it can without waiting
          * (forget: io_uring's kernel ends the requests when its last fd
          * closes), and the eventfd (the kernel holds its own reference). */
-        void *ctx = q->ctx;
-        q->ctx = NULL;
         if (q->ops->forget != NULL) {
             q->ops->forget(ctx);
         }
@@ -942,25 +1002,29 @@ q_close(QueueObject *q)
             close(q->efd);
             q->efd = -1;
         }
+        q->busy = 0;
         return;
     }
+    /* The backend holds nothing of ours now: free it before any Python
+     * code runs. */
+    Py_BEGIN_ALLOW_THREADS
+    q->ops->close(ctx);  /* joins threads, unmaps rings: may take a while */
+    Py_END_ALLOW_THREADS
+    if (q->efd >= 0) {
+        close(q->efd);
+        q->efd = -1;
+    }
+    /* Now what may run Python code: each slot is taken off the done FIFO
+     * before it is released. */
     while (q->done_len > 0) {
         unsigned i = q->done[q->done_head];
         q->done_head = (q->done_head + 1) % q->depth;
         q->done_len--;
         slot_release(q, i);
     }
-    void *ctx = q->ctx;
-    q->ctx = NULL;
-    Py_BEGIN_ALLOW_THREADS
-    q->ops->close(ctx);  /* joins threads, unmaps rings: may take a while */
-    Py_END_ALLOW_THREADS
     q_unregister(q);
-    if (q->efd >= 0) {
-        close(q->efd);
-        q->efd = -1;
-    }
     Py_CLEAR(q->ready);
+    q->busy = 0;
 }
 
 /* Enter a call that may release the GIL: busy until q_leave. */
@@ -1001,26 +1065,20 @@ Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"depth", "backend", "sqpoll", "sqpoll_idle_ms",
                              "threads", "latency", "submit_batch", NULL};
-    Py_ssize_t depth = 64, submit_batch = SUBMIT_BATCH_DEFAULT;
+    PyObject *depth_o = NULL, *idle_o = NULL, *threads_o = NULL, *batch_o = NULL;
     const char *name = "threads";
     int sqpoll = 0, latency = 0;
-    int idle = 0, threads = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|ns$piipn:Queue", kwlist, &depth, &name,
-                                     &sqpoll, &idle, &threads, &latency, &submit_batch)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|Os$pOOpO:Queue", kwlist, &depth_o,
+                                     &name, &sqpoll, &idle_o, &threads_o, &latency,
+                                     &batch_o)) {
         return NULL;
     }
-    if (submit_batch < 1) {
-        PyErr_Format(PyExc_ValueError, "submit_batch must be >= 1, got submit_batch=%zd",
-                     submit_batch);
-        return NULL;
-    }
-    if (depth < 1 || depth > DEPTH_MAX) {
-        PyErr_Format(PyExc_ValueError, "depth must be in 1..%d, got depth=%zd",
-                     DEPTH_MAX, depth);
-        return NULL;
-    }
-    if (threads < 0) {
-        PyErr_Format(PyExc_ValueError, "threads must be >= 0, got threads=%d", threads);
+    /* Every count range-checked and named (a float is refused). */
+    long long depth = 64, submit_batch = SUBMIT_BATCH_DEFAULT, idle = 0, threads = 0;
+    if ((depth_o && get_ll(depth_o, "depth", 1, DEPTH_MAX, &depth) < 0) ||
+        (batch_o && get_ll(batch_o, "submit_batch", 1, LLONG_MAX, &submit_batch) < 0) ||
+        (idle_o && get_ll(idle_o, "sqpoll_idle_ms", 0, INT_MAX, &idle) < 0) ||
+        (threads_o && get_ll(threads_o, "threads", 0, INT_MAX, &threads) < 0)) {
         return NULL;
     }
     const fastio_aio_ops *ops = NULL;
@@ -1087,7 +1145,7 @@ Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     q->nfree = q->depth;
 
     fastio_aio_options opts = {.depth = q->depth, .sqpoll = sqpoll,
-                               .sqpoll_idle_ms = idle, .threads = threads};
+                               .sqpoll_idle_ms = (int)idle, .threads = (int)threads};
     void *ctx = NULL;
     Py_BEGIN_ALLOW_THREADS
     err = ops->open(&ctx, &opts, &features);
@@ -1110,6 +1168,12 @@ Queue_traverse(QueueObject *q, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(q));
     Py_VISIT(q->ready);
     Py_VISIT(q->reg_files);
+    /* Registered buffers hold their exporters: a cycle through one (a
+     * buffer object keeping its queue) must be seen, or it is never
+     * collected and the ring's fd and pinned pages leak (issue 12). */
+    for (unsigned i = 0; q->reg_bufs && i < q->nreg_bufs; i++) {
+        Py_VISIT(q->reg_bufs[i].obj);
+    }
     if (q->slots) {
         for (unsigned i = 0; i < q->depth; i++) {
             Py_VISIT(q->slots[i].tag);
@@ -1340,6 +1404,53 @@ take_completions(QueueObject *q)
     return out;
 }
 
+/* The longest finite timeout: its deadline in ns (now + timeout) must fit
+ * an int64 with room to spare (about 146 years). */
+#define TIMEOUT_MAX_S 4.6e9  /* as written in get_deadline's message */
+
+/* wait()'s timeout as a CLOCK_MONOTONIC deadline in ns: None or inf: no
+ * deadline (0); 0: do not wait (UINT64_MAX). NaN or negative: ValueError;
+ * finite past TIMEOUT_MAX_S: OverflowError (a cast of 1e300 * 1e9 to an
+ * integer is undefined behaviour and returned at once, issue 12). */
+static int
+get_deadline(PyObject *timeout, uint64_t *deadline)
+{
+    *deadline = 0;
+    if (timeout == Py_None) {
+        return 0;
+    }
+    double t = PyFloat_AsDouble(timeout);
+    if (t == -1.0 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Format(PyExc_TypeError,
+                         "timeout must be a number of seconds or None, got timeout=%R",
+                         timeout);
+        }
+        return -1;
+    }
+    if (isnan(t) || t < 0) {
+        PyErr_Format(PyExc_ValueError, "timeout must be >= 0 or None, got timeout=%R",
+                     timeout);
+        return -1;
+    }
+    if (isinf(t)) {
+        return 0;
+    }
+    if (t > TIMEOUT_MAX_S) {
+        PyErr_Format(PyExc_OverflowError,
+                     "timeout must be at most 4600000000 seconds, inf or None, "
+                     "got timeout=%R", timeout);
+        return -1;
+    }
+    if (t == 0) {
+        *deadline = UINT64_MAX;
+        return 0;
+    }
+    uint64_t ns = (uint64_t)(t * 1e9);
+    *deadline = now_ns() + (ns ? ns : 1);
+    return 0;
+}
+
 PyDoc_STRVAR(wait_doc,
 "wait($self, /, min_complete=1, timeout=None)\n--\n\n"
 "Submit what is queued, wait until at least min_complete requests have\n"
@@ -1351,29 +1462,19 @@ static PyObject *
 Queue_wait(QueueObject *q, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"min_complete", "timeout", NULL};
-    Py_ssize_t min_complete = 1;
+    PyObject *min_o = NULL;
     PyObject *timeout = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|nO:wait", kwlist, &min_complete,
-                                     &timeout)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:wait", kwlist, &min_o, &timeout)) {
         return NULL;
     }
-    if (min_complete < 0) {
-        PyErr_Format(PyExc_ValueError, "min_complete must be >= 0, got min_complete=%zd",
-                     min_complete);
+    long long min_ll = 1;
+    if (min_o != NULL && get_ll(min_o, "min_complete", 0, PY_SSIZE_T_MAX, &min_ll) < 0) {
         return NULL;
     }
+    Py_ssize_t min_complete = (Py_ssize_t)min_ll;
     uint64_t deadline = 0;
-    if (timeout != Py_None) {
-        double t = PyFloat_AsDouble(timeout);
-        if (t == -1.0 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (!(t >= 0)) {
-            PyErr_Format(PyExc_ValueError, "timeout must be >= 0 or None, got timeout=%R",
-                         timeout);
-            return NULL;
-        }
-        deadline = t == 0 ? UINT64_MAX : now_ns() + (uint64_t)(t * 1e9);
+    if (get_deadline(timeout, &deadline) < 0) {
+        return NULL;
     }
     if (q_enter(q) < 0) {
         return NULL;
@@ -1382,7 +1483,9 @@ Queue_wait(QueueObject *q, PyObject *args, PyObject *kwds)
         return q_leave(q, NULL);
     }
     Py_ssize_t have = PyList_GET_SIZE(q->ready) + q->done_len;
-    unsigned need = min_complete > have ? (unsigned)(min_complete - have) : 0;
+    /* More than depth can never be outstanding: clamp before the cast. */
+    Py_ssize_t want = min_complete > have ? min_complete - have : 0;
+    unsigned need = want > (Py_ssize_t)q->depth ? q->depth : (unsigned)want;
     /* Also take what completed already, without waiting. */
     if (q_reap_wait(q, need, need ? deadline : UINT64_MAX) < 0) {
         return q_leave(q, NULL);
@@ -1416,9 +1519,11 @@ PyDoc_STRVAR(close_doc,
 "close($self, /)\n--\n\n"
 "Cancel what is in flight, wait until the backend gave every request\n"
 "back, release their buffers and free the backend (its threads joined,\n"
-"its ring unmapped). Idempotent. From another thread while a thread is\n"
-"inside the queue (waiting, submitting, in a batch): mark it closed and\n"
-"return at once; that thread finishes the close and raises ValueError.");
+"its ring unmapped). Idempotent, and safe from a finalizer (a tag's\n"
+"__del__ calling close() finds the queue closed). From another thread\n"
+"while a thread is inside the queue (waiting, submitting, in a batch, or\n"
+"draining in close()): mark it closed and return at once; that thread\n"
+"finishes the close (a waiter raises ValueError).");
 
 static PyObject *
 Queue_close(QueueObject *q, PyObject *Py_UNUSED(ignored))
@@ -1483,6 +1588,30 @@ get_i64_array(PyObject *obj, Py_buffer *view, int writable, const char *name,
     return 0;
 }
 
+/* Copy an int64 array argument into C memory (dst, n items): the loop
+ * runs with the GIL released, and the caller's array may change meanwhile
+ * (another thread, or the batch's own reads landing on it when dest
+ * overlaps it): only this copy is validated and used (issue 12). */
+static int
+copy_i64_array(PyObject *obj, const char *name, Py_ssize_t *n, int64_t **dst)
+{
+    Py_buffer view;
+    if (get_i64_array(obj, &view, 0, name, *n) < 0) {
+        return -1;
+    }
+    Py_ssize_t count = view.len / 8;
+    *dst = PyMem_Malloc(count ? (size_t)count * sizeof(int64_t) : 1);
+    if (*dst == NULL) {
+        PyBuffer_Release(&view);
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(*dst, view.buf, (size_t)count * sizeof(int64_t));
+    PyBuffer_Release(&view);
+    *n = count;
+    return 0;
+}
+
 static PyObject *
 Queue_batch(QueueObject *q, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1501,46 +1630,62 @@ Queue_batch(QueueObject *q, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *result = NULL;
-    Py_buffer offv = {0}, lenv = {0}, resv = {0}, destv = {0};
+    Py_buffer resv = {0}, destv = {0};
     Py_buffer *views = NULL;
     Py_ssize_t nviews = 0;
+    PyObject *seq = NULL;
+    int64_t *offsets = NULL, *lengths = NULL, *results = NULL;
     q_batch b;
     memset(&b, 0, sizeof b);
     void *mem = NULL;
     int entered = 0;
 
-    if (get_i64_array(args[2], &offv, 0, "offsets", -1) < 0) {
+    Py_ssize_t n = -1;
+    if (copy_i64_array(args[2], "offsets", &n, &offsets) < 0) {
         return NULL;
     }
-    Py_ssize_t n = offv.len / 8;
-    if ((args[3] != Py_None && get_i64_array(args[3], &lenv, 0, "lengths", n) < 0)) {
-        PyBuffer_Release(&offv);
-        return NULL;
+    if (args[3] != Py_None && copy_i64_array(args[3], "lengths", &n, &lengths) < 0) {
+        goto done;
     }
+    /* results: kept exported (it cannot be resized under us) but written
+     * only at the end, with the GIL held, from a private copy: the loop
+     * reads its own running counts back, and must not see them change. */
     if (get_i64_array(args[6], &resv, 1, "results", n) < 0) {
+        goto done;
+    }
+    results = PyMem_Calloc(n ? (size_t)n : 1, sizeof(int64_t));
+    if (results == NULL) {
+        PyErr_NoMemory();
         goto done;
     }
     b.fd = fd;
     b.opcode = writing ? FASTIO_OP_WRITE : FASTIO_OP_READ;
     b.n = (size_t)n;
-    b.offsets = offv.buf;
-    b.lengths = lenv.obj ? lenv.buf : NULL;
+    b.offsets = offsets;
+    b.lengths = lengths;
     b.size = (size_t)size;
-    b.results = resv.buf;
+    b.results = results;
     b.fixed_file = -1;
     b.fixed_buf = -1;
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (b.offsets[i] < 0) {
+        int64_t len = lengths ? lengths[i] : size;
+        if (offsets[i] < 0) {
             PyErr_Format(PyExc_ValueError, "offsets[%zd] must be >= 0, got %lld", i,
-                         (long long)b.offsets[i]);
+                         (long long)offsets[i]);
             goto done;
         }
-        if (b.lengths && b.lengths[i] < 0) {
+        if (len < 0) {
             PyErr_Format(PyExc_ValueError, "lengths[%zd] must be >= 0, got %lld", i,
-                         (long long)b.lengths[i]);
+                         (long long)len);
             goto done;
         }
-        b.results[i] = 0;
+        /* offset + bytes done is computed in int64 for every request. */
+        if (len > INT64_MAX - offsets[i]) {
+            PyErr_Format(PyExc_OverflowError,
+                         "offsets[%zd] + length must fit in 64 bits, got offset %lld "
+                         "+ length %lld", i, (long long)offsets[i], (long long)len);
+            goto done;
+        }
     }
     mem = PyMem_Calloc(q->depth, sizeof(size_t) * 2 + sizeof(uint64_t) + sizeof(unsigned));
     if (mem == NULL) {
@@ -1557,10 +1702,15 @@ Queue_batch(QueueObject *q, PyObject *const *args, Py_ssize_t nargs)
     b.nbfree = q->depth;
 
     if (PyList_Check(args[5]) || PyTuple_Check(args[5])) {
-        PyObject *seq = args[5];
-        if (PySequence_Fast_GET_SIZE(seq) != n) {
+        /* A private tuple: a buffer's __buffer__ (Python 3.12+) may clear
+         * or shrink the caller's list while we walk it. */
+        seq = PySequence_Tuple(args[5]);
+        if (seq == NULL) {
+            goto done;
+        }
+        if (PyTuple_GET_SIZE(seq) != n) {
             PyErr_Format(PyExc_ValueError, "dest has %zd buffers for %zd offsets",
-                         PySequence_Fast_GET_SIZE(seq), n);
+                         PyTuple_GET_SIZE(seq), n);
             goto done;
         }
         views = PyMem_Calloc(n ? n : 1, sizeof(Py_buffer) + sizeof(char *));
@@ -1570,7 +1720,7 @@ Queue_batch(QueueObject *q, PyObject *const *args, Py_ssize_t nargs)
         }
         b.bufs = (char **)(views + n);
         for (; nviews < n; nviews++) {
-            PyObject *item = PySequence_Fast_GET_ITEM(seq, nviews);
+            PyObject *item = PyTuple_GET_ITEM(seq, nviews);
             if (get_buffer(item, &views[nviews], !writing, "_batch", "dest") < 0) {
                 goto done;
             }
@@ -1589,24 +1739,27 @@ Queue_batch(QueueObject *q, PyObject *const *args, Py_ssize_t nargs)
         if (get_buffer(args[5], &destv, !writing, "_batch", "dest") < 0) {
             goto done;
         }
+        /* The bytes the requests need, checked against dest without
+         * wrapping around (n * size or the sum of lengths can pass 2^64). */
         size_t total = 0;
+        int wrapped = 0;
         if (b.lengths) {
             b.pos = PyMem_Malloc((n ? n : 1) * sizeof(size_t));
             if (b.pos == NULL) {
                 PyErr_NoMemory();
                 goto done;
             }
-            for (Py_ssize_t i = 0; i < n; i++) {
+            for (Py_ssize_t i = 0; i < n && !wrapped; i++) {
                 b.pos[i] = total;
-                total += (size_t)b.lengths[i];
+                wrapped = __builtin_add_overflow(total, (size_t)b.lengths[i], &total);
             }
         }
         else {
-            total = (size_t)n * b.size;
+            wrapped = __builtin_mul_overflow((size_t)n, b.size, &total);
         }
-        if (total > (size_t)destv.len) {
-            PyErr_Format(PyExc_ValueError, "dest holds %zd bytes, the requests need %zu",
-                         destv.len, total);
+        if (wrapped || total > (size_t)destv.len) {
+            PyErr_Format(PyExc_ValueError, "dest holds %zd bytes, the requests need %s%zu",
+                         destv.len, wrapped ? "more than " : "", wrapped ? SIZE_MAX : total);
             goto done;
         }
         b.base = destv.buf;
@@ -1681,6 +1834,9 @@ Queue_batch(QueueObject *q, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     q->batch = NULL;
+    /* Back to the caller's array, the GIL held (the array is still
+     * exported, so still there and still n items). */
+    memcpy(resv.buf, results, (size_t)n * sizeof(int64_t));
     if (r >= 0 || r == -EINTR) {
         result = r >= 0 ? Py_NewRef(Py_None) : NULL;
     }
@@ -1692,19 +1848,34 @@ done:
         }
     }
     PyMem_Free(views);
+    Py_XDECREF(seq);
     PyMem_Free(b.pos);
     PyMem_Free(mem);
+    PyMem_Free(offsets);
+    PyMem_Free(lengths);
+    PyMem_Free(results);
     if (destv.obj) {
         PyBuffer_Release(&destv);
     }
     if (resv.obj) {
         PyBuffer_Release(&resv);
     }
-    if (lenv.obj) {
-        PyBuffer_Release(&lenv);
-    }
-    PyBuffer_Release(&offv);
     return entered ? q_leave(q, result) : result;
+}
+
+/* Registrations are replaced only on an idle queue: a request in flight
+ * names a registered file or buffer by index. */
+static int
+q_check_idle(QueueObject *q, const char *func)
+{
+    if (q_check(q) < 0) {
+        return -1;
+    }
+    if (q->inflight + q->batch_inflight + q->npending + q->done_len > 0) {
+        PyErr_Format(PyExc_RuntimeError, "%s() needs an idle queue: drain() first", func);
+        return -1;
+    }
+    return 0;
 }
 
 PyDoc_STRVAR(register_files_doc,
@@ -1725,8 +1896,7 @@ Queue_register_files(QueueObject *q, PyObject *files)
                      "the %s backend has no registered files", q->ops->name);
         return NULL;
     }
-    if (q->inflight + q->npending + q->done_len > 0) {
-        PyErr_SetString(PyExc_RuntimeError, "register_files() needs an idle queue: drain() first");
+    if (q_check_idle(q, "register_files") < 0) {
         return NULL;
     }
     PyObject *seq = PySequence_List(files);
@@ -1746,8 +1916,9 @@ Queue_register_files(QueueObject *q, PyObject *files)
             return NULL;
         }
     }
-    /* fileno() above may have run Python code: check the queue again. */
-    if (q_enter(q) < 0) {
+    /* fileno() above may have run Python code (closed the queue, queued
+     * a request that names a registered file by index): check again. */
+    if (q_check_idle(q, "register_files") < 0 || q_enter(q) < 0) {
         PyMem_Free(fds);
         Py_DECREF(seq);
         return NULL;
@@ -1762,7 +1933,7 @@ Queue_register_files(QueueObject *q, PyObject *files)
     PyMem_Free(q->reg_fds);
     q->reg_fds = NULL;
     q->nreg_fds = 0;
-    Py_CLEAR(q->reg_files);
+    Py_CLEAR(q->reg_files);  /* busy: a finalizer cannot re-enter */
     if (r < 0) {
         PyMem_Free(fds);
         Py_DECREF(seq);
@@ -1792,16 +1963,27 @@ Queue_register_buffers(QueueObject *q, PyObject *buffers)
                      "the %s backend has no registered buffers", q->ops->name);
         return NULL;
     }
-    if (q->inflight + q->npending + q->done_len > 0) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "register_buffers() needs an idle queue: drain() first");
+    if (q_check_idle(q, "register_buffers") < 0) {
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(buffers, "buffers must be a sequence");
+    /* A private tuple: a buffer's __buffer__ (Python 3.12+) may clear the
+     * caller's list while we walk it (issue 12). */
+    if (Py_TYPE(buffers)->tp_iter == NULL && !PySequence_Check(buffers)) {
+        PyErr_Format(PyExc_TypeError,
+                     "buffers must be a sequence of buffers, got buffers of type %.100s",
+                     Py_TYPE(buffers)->tp_name);
+        return NULL;
+    }
+    PyObject *seq = PySequence_Tuple(buffers);
     if (seq == NULL) {
         return NULL;
     }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
+    if ((size_t)n > UINT_MAX) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_OverflowError, "buffers holds too many buffers (%zd)", n);
+        return NULL;
+    }
     Py_buffer *views = PyMem_Calloc(n ? n : 1, sizeof(Py_buffer));
     struct iovec *iov = PyMem_Calloc(n ? n : 1, sizeof(struct iovec));
     Py_ssize_t got = 0;
@@ -1811,32 +1993,38 @@ Queue_register_buffers(QueueObject *q, PyObject *buffers)
         goto fail;
     }
     for (; got < n; got++) {
-        if (get_buffer(PySequence_Fast_GET_ITEM(seq, got), &views[got], 1,
+        if (get_buffer(PyTuple_GET_ITEM(seq, got), &views[got], 1,
                        "register_buffers", "buffers") < 0) {
             goto fail;
         }
         iov[got].iov_base = views[got].buf;
         iov[got].iov_len = (size_t)views[got].len;
     }
-    /* The buffers above may have run Python code: check the queue again. */
-    if (q_enter(q) < 0) {
+    /* The buffers above may have run Python code (closed the queue, queued
+     * a request inside a registered buffer): check the queue again. */
+    if (q_check_idle(q, "register_buffers") < 0 || q_enter(q) < 0) {
         goto fail;
     }
     entered = 1;
-    if (q->nreg_bufs > 0) {
+    /* The old registrations: unregistered with the backend and detached
+     * first, released (which may run Python code) only after the new ones
+     * are in place, the queue still busy. */
+    Py_buffer *old = q->reg_bufs;
+    unsigned nold = q->nreg_bufs;
+    q->reg_bufs = NULL;
+    q->nreg_bufs = 0;
+    if (nold > 0) {
         q->ops->register_buffers(q->ctx, NULL, 0);
-        for (unsigned i = 0; i < q->nreg_bufs; i++) {
-            PyBuffer_Release(&q->reg_bufs[i]);
-        }
-        PyMem_Free(q->reg_bufs);
-        q->reg_bufs = NULL;
-        q->nreg_bufs = 0;
     }
     if (n > 0) {
         Py_BEGIN_ALLOW_THREADS
         r = q->ops->register_buffers(q->ctx, iov, (unsigned)n);
         Py_END_ALLOW_THREADS
     }
+    for (unsigned i = 0; i < nold; i++) {
+        PyBuffer_Release(&old[i]);
+    }
+    PyMem_Free(old);
     if (r < 0) {
         fastio_oserror(r, "register_buffers", NULL);
         goto fail;
@@ -1906,6 +2094,13 @@ Queue_latency_histogram(QueueObject *q, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"reset", NULL};
     int reset = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p:latency_histogram", kwlist, &reset)) {
+        return NULL;
+    }
+    if (q->busy) {
+        /* Another thread's reap is counting into it with the GIL released. */
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the Queue is in use by another thread (a Queue is not "
+                        "thread-safe: use one per thread)");
         return NULL;
     }
     PyObject *out = PyList_New(0);

@@ -248,12 +248,13 @@ class Queue(_core.Queue):
         return self._run_batch(True, file, offsets, lengths, src)
 
     def _run_batch(self, writing, file, offsets, lengths, dest):
-        offsets = np.ascontiguousarray(offsets, dtype=np.int64).reshape(-1)
+        offsets = _int64_array(offsets, "offsets")
         results = np.empty(len(offsets), dtype=np.int64)
         if isinstance(lengths, (int, np.integer)):
-            self._batch(writing, file, offsets, None, int(lengths), dest, results)
+            self._batch(writing, file, offsets, None, _index(lengths, "lengths"), dest,
+                        results)
         else:
-            lengths = np.ascontiguousarray(lengths, dtype=np.int64).reshape(-1)
+            lengths = _int64_array(lengths, "lengths")
             self._batch(writing, file, offsets, lengths, 0, dest, results)
         return results
 
@@ -501,6 +502,58 @@ def _raise_first(results, want, offsets, q, fd, opcode, address_of, what):
                    f"(end of file); {len(bad)} request(s) came short")
 
 
+def _index(value, name):
+    # int(4096.5) would truncate: an integer is meant, so a float is refused.
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {name}={value!r}") from None
+
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _int64_array(values, name):
+    """values (a sequence or array of integers) as a flat C-contiguous int64
+    array. np.asarray(..., dtype=np.int64) would turn 0.5 into 0 and wrap
+    2**64 - 1 into -1: a float is a TypeError, a value past int64 an
+    OverflowError, each naming the argument."""
+    arr = np.asarray(values)
+    if arr.dtype == np.int64:
+        return np.ascontiguousarray(arr).reshape(-1)
+    if arr.size == 0:
+        return np.zeros(0, np.int64)  # [] is float64 to numpy
+    kind = arr.dtype.kind
+    if kind == "u":
+        if arr.max() > _INT64_MAX:
+            i = int(np.argmax(arr > _INT64_MAX))
+            raise OverflowError(f"{name} must fit in int64, got {name}[{i}]="
+                                f"{int(arr.reshape(-1)[i])}")
+        return np.ascontiguousarray(arr, dtype=np.int64).reshape(-1)
+    if kind == "i":
+        return np.ascontiguousarray(arr, dtype=np.int64).reshape(-1)
+    if kind in "fO" and not isinstance(values, np.ndarray):
+        # A list mixing ints and ints past int64 is float64 to numpy:
+        # look at the items themselves.
+        arr = np.asarray(values, dtype=object)
+        kind = "O"
+    if kind == "O":
+        flat = arr.reshape(-1)
+        out = np.empty(len(flat), np.int64)
+        for i, v in enumerate(flat):
+            try:
+                v = operator.index(v)
+            except TypeError:
+                raise TypeError(f"{name} must hold integers, got {name}[{i}]={v!r}") from None
+            if not _INT64_MIN <= v <= _INT64_MAX:
+                raise OverflowError(f"{name} must fit in int64, got {name}[{i}]={v}")
+            out[i] = v
+        return out
+    first = arr.reshape(-1)[0].item()
+    raise TypeError(f"{name} must hold integers, got an array of {arr.dtype} "
+                    f"({name}[0]={first!r})")
+
+
 def _queue_for(queue, backend, depth, direct):
     if queue is not None:
         return queue, False
@@ -539,8 +592,8 @@ def read_blocks(file, offsets, size, *, out=None, backend="auto", depth=64, dire
     A failed request raises its OSError (with a note naming the request);
     one that reaches the end of the file raises EOFError.
     """
-    offsets = np.ascontiguousarray(offsets, dtype=np.int64).reshape(-1)
-    size = int(size)
+    offsets = _int64_array(offsets, "offsets")
+    size = _index(size, "size")
     if size < 0:
         raise ValueError(f"size must be >= 0, got size={size}")
     n = len(offsets)
@@ -588,7 +641,7 @@ def write_blocks(file, offsets, data, *, backend="auto", depth=64, direct=False,
     continued, a failed request raising its OSError (EOFError if a write
     stopped short without an error, as on a full pipe-like file).
     """
-    offsets = np.ascontiguousarray(offsets, dtype=np.int64).reshape(-1)
+    offsets = _int64_array(offsets, "offsets")
     n = len(offsets)
     if isinstance(data, (list, tuple)):
         if len(data) != n:
