@@ -485,6 +485,16 @@ def _check_direct(fd, offsets, size, address):
                          f"0x{address:x} is not (use fastio.empty for aligned memory)")
 
 
+def _add_note(exc, note):
+    """exc.add_note(note) (PEP 678), also on 3.10, which lacks the method:
+    there the note goes into __notes__ as the `exceptiongroup` backport
+    does (its traceback printer shows them; plain 3.10 keeps them only)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:
+        exc.__notes__ = list(getattr(exc, "__notes__", ())) + [note]
+
+
 def _raise_first(results, want, offsets, q, fd, opcode, address_of, what):
     bad = np.flatnonzero(results != want)
     if not len(bad):
@@ -495,8 +505,8 @@ def _raise_first(results, want, offsets, q, fd, opcode, address_of, what):
     w = int(want[i]) if isinstance(want, np.ndarray) else int(want)
     if res < 0:
         exc = _core._request_error(res, opcode, q.backend, fd, address_of(i), w, off)
-        exc.add_note(f"{what}: request {i} (offset {off}, {w} bytes) on {q.backend}; "
-                     f"{len(bad)} request(s) failed or came short")
+        _add_note(exc, f"{what}: request {i} (offset {off}, {w} bytes) on {q.backend}; "
+                  f"{len(bad)} request(s) failed or came short")
         raise exc
     raise EOFError(f"{what}: request {i} at offset {off} moved {res} of {w} bytes "
                    f"(end of file); {len(bad)} request(s) came short")

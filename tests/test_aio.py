@@ -385,6 +385,11 @@ def test_write_blocks_10000(backend, tmp_path):
         with pytest.raises(OSError) as ei:
             fastio.write_blocks(ro, [0], rows[:1], backend=backend)
         assert ei.value.errno == errno.EBADF
+        # The note says which request failed, on every CPython (3.10 has no
+        # add_note: the note is in __notes__ there too).
+        assert ei.value.__notes__ == [
+            f"write_blocks: request 0 (offset 0, {size} bytes) on {backend}; "
+            "1 request(s) failed or came short"]
     finally:
         os.close(ro)
 
