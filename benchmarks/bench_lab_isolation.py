@@ -31,8 +31,12 @@ METHODS = {}
 def lab(args, out, extra):
     cmd = [sys.executable, "-m", "fastio", *args, "--json", out, *extra]
     t0 = time.monotonic()
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode not in (0, 1):   # 1: a method failed, its rows say which
+    # From the output's folder, not the caller's: `python -m fastio` run from
+    # the repository's root would import the source tree, not the package.
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(out))
+    # 1: a method failed, its rows say which; anything else, or no JSON
+    # (the lab did not start), is this script's failure.
+    if p.returncode not in (0, 1) or not os.path.exists(out):
         sys.exit(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stderr[-2000:]}")
     with open(out) as f:
         data = json.load(f)

@@ -1,13 +1,10 @@
 """Does the lab's own overhead distort what it measures? fastio.lab against fio.
 
-Two checks, each on the same file in the same run, lab and fio alternating:
-
-  1. random 4 KiB O_DIRECT reads at depth 32: lab 'aio.io_uring' vs fio
-     --ioengine=io_uring (IOPS ratio; target within 10%). While fastio's
-     io_uring backend is not built, this says so, and the same workload is
-     compared at depth 1 instead: lab 'psync' vs fio psync (O_DIRECT).
-  2. sequential reads of a cached file at 1 MiB: lab 'psync' vs fio
-     --ioengine=psync (bandwidth ratio; target within 10%).
+The workloads in CASES below (psync sequential and random, io_uring and
+libaio at depth 1 and 32, cached and O_DIRECT), each on the same file in the
+same run, lab and fio alternating; the IOPS (random) or bandwidth
+(sequential) ratio lab / fio, target within 10%. A workload whose aio
+backend fastio cannot use here says so and is skipped.
 
 Both sides read into a page-aligned buffer: the lab's psync uses
 fastio.empty (4096-aligned), so fio gets --iomem_align=4096. (fio's default
@@ -87,6 +84,22 @@ def compare(title, rounds, lab_fn, fio_fn, key, fid):
     return r["median"]
 
 
+# The workloads fio and the lab can both run (issue 11: psync sequential and
+# random, io_uring and libaio at depth 1 and 32, cached and O_DIRECT): the
+# lab's method, fio's engine, pattern, block size, depth, cache, and the id
+# the figure has in the JSON.
+CASES = [
+    ("psync", "psync", "seq", "1M", 1, "warm", "psync_seq_cached"),
+    ("psync", "psync", "rand", "4k", 1, "warm", "psync_rand_cached"),
+    ("psync", "psync", "rand", "4k", 1, "direct", "psync_direct_d1"),
+    ("aio.io_uring", "io_uring", "rand", "4k", 1, "direct", "uring_direct_d1"),
+    ("aio.io_uring", "io_uring", "rand", "4k", 32, "direct", "uring_direct_d32"),
+    ("aio.io_uring", "io_uring", "rand", "4k", 32, "warm", "uring_cached_d32"),
+    ("aio.linux_aio", "libaio", "rand", "4k", 1, "direct", "libaio_direct_d1"),
+    ("aio.linux_aio", "libaio", "rand", "4k", 32, "direct", "libaio_direct_d32"),
+]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="1G",
@@ -111,35 +124,33 @@ def main(argv=None):
         global REP
         REP = Report(__file__, args, path)
         REP.set(params={"size": size, "direct_size": dsize, "rounds": args.rounds, "fio": ver},
-                cache="1: O_DIRECT (checked by the lab); 2: warm (lab.warm_cache, checked)")
+                cache="O_DIRECT or warm as each workload says (lab.warm_cache before each warm one; the lab checks both)")
         print()
-        uring = fastio.backends().get("io_uring")
-        try:
-            if uring is not None and uring.available:
-                compare("1. random 4 KiB O_DIRECT reads, depth 32: lab aio.io_uring vs fio io_uring",
-                        args.rounds,
-                        lambda: lab_once("aio.io_uring", path, dsize, pattern="rand", bs="4k",
-                                         depth=32, cache="direct"),
-                        lambda: fio(path, dsize, rw="randread", bs="4k", engine="io_uring",
-                                    depth=32, direct=True), "iops", "uring_direct_d32")
-            else:
-                why = uring.reason if uring is not None else "unknown"
-                print(f"1. io_uring, depth 32: not measured: fastio's io_uring backend is "
-                      f"unavailable ({why})")
-                compare("1'. random 4 KiB O_DIRECT reads, depth 1: lab psync vs fio psync",
-                        args.rounds,
-                        lambda: lab_once("psync", path, dsize, pattern="rand", bs="4k", depth=1,
-                                         cache="direct"),
-                        lambda: fio(path, dsize, rw="randread", bs="4k", engine="psync",
-                                    depth=1, direct=True), "iops", "psync_direct_d1")
-        except (OSError, RuntimeError) as e:
-            print(f"1. not measured: {e}")
-        print()
-        lab.warm_cache(path)
-        compare("2. sequential cached reads, 1 MiB: lab psync vs fio psync", args.rounds,
-                lambda: lab_once("psync", path, size, pattern="seq", bs="1M", depth=1, cache="warm"),
-                lambda: fio(path, size, rw="read", bs="1M", engine="psync", depth=1,
-                            direct=False), "bw", "psync_seq_cached")
+        backends = fastio.backends()
+        for lab_method, engine, pattern, bs, depth, cache, fid in CASES:
+            backend = lab_method.split(".", 1)[1] if lab_method.startswith("aio.") else None
+            if backend is not None and not (backends.get(backend) and backends[backend].available):
+                why = backends[backend].reason if backends.get(backend) else "unknown"
+                print(f"{fid}: not measured: fastio's {backend} backend is unavailable ({why})")
+                continue
+            direct = cache == "direct"
+            n = dsize if direct else size
+            if not direct:
+                lab.warm_cache(path)
+            rw = "read" if pattern == "seq" else "randread"
+            title = (f"{'sequential' if pattern == 'seq' else 'random'} {bs} "
+                     f"{'O_DIRECT' if direct else 'cached'} reads, depth {depth}: "
+                     f"lab {lab_method} vs fio {engine}")
+            try:
+                compare(title, args.rounds,
+                        lambda: lab_once(lab_method, path, n, pattern=pattern, bs=bs,
+                                         depth=depth, cache=cache),
+                        lambda: fio(path, n, rw=rw, bs=bs, engine=engine, depth=depth,
+                                    direct=direct),
+                        "bw" if pattern == "seq" else "iops", fid)
+            except (OSError, RuntimeError) as e:
+                print(f"{fid}: not measured: {e}")
+            print()
         REP.finish()
     finally:
         os.unlink(path)
