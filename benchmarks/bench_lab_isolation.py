@@ -14,7 +14,11 @@ The lab is run as a user runs it (`python -m fastio`, the fastio that
 Python imports here); every figure within one run is a ratio, so a loaded
 machine moves both sides. Say when it was loaded.
 
-    python benchmarks/bench_lab_isolation.py [--size 256M] [--repeat 3] [--dir DIR]
+    python benchmarks/bench_lab_isolation.py [--size 256M] [--repeat 3] [--dir DIR] [--json PATH]
+
+The JSON (default benchmarks/results/lab_isolation.json) holds, per method,
+the per-repetition ratios of both runs and the quotient of their medians;
+make_tables.py renders it into docs/benchmarks.md.
 """
 import argparse
 import json
@@ -23,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from _common import Report, add_json_argument
 
 LIMIT = 1.6
 METHODS = {}
@@ -41,6 +47,17 @@ def lab(args, out, extra):
     with open(out) as f:
         data = json.load(f)
     rows = {r["method"]: r for r in data["fastio_summary"]}
+    # The per-repetition ratios, each method paired with its baseline of the
+    # same round (the records keep every repetition).
+    per = {}
+    for r in (j["fastio"] for j in data["jobs"]):
+        if r.get("status") == "ok" and r.get("throughput_Bps"):
+            per.setdefault(r["method"], {})[r.get("repetition")] = r["throughput_Bps"]
+    for m, row in rows.items():
+        base = row.get("ratio_to") or row.get("baseline")
+        if base in per and m in per:
+            common = sorted(set(per[m]) & set(per[base]), key=str)
+            row["per_rep_ratios"] = [per[m][i] / per[base][i] for i in common]
     return rows, data["fastio_env"], time.monotonic() - t0
 
 
@@ -57,7 +74,11 @@ def main():
     ap.add_argument("--size", default="256M")
     ap.add_argument("--repeat", default="3")
     ap.add_argument("--dir", default=None)
+    add_json_argument(ap, "lab_isolation")
     a = ap.parse_args()
+    rep = Report(__file__, a)
+    rep.set(params={"size": a.size, "repeat": a.repeat, "limit": LIMIT},
+            cache="warm (the lab's default), checked by the lab")
     extra = ["--size", a.size, "--repeat", a.repeat] + (["--dir", a.dir] if a.dir else [])
     global METHODS
     from fastio.lab import GROUPS, METHODS   # what the CLI knows
@@ -102,14 +123,27 @@ def main():
                    and f["ratio_min"] <= g["ratio_max"] and g["ratio_min"] <= f["ratio_max"])
         if off:
             bad.append(m + (" (ranges overlap)" if overlap else ""))
+        fid = m if how == "method alone" or m != "fastio.read_file" else f"{m} ({how})"
+        if f.get("per_rep_ratios") and g.get("per_rep_ratios"):
+            rep.figure(f"{fid}: full", f"{m} / {f['ratio_to']}, full run", "ratio",
+                       f["per_rep_ratios"])
+            rep.figure(f"{fid}: alone", f"{m} / {f['ratio_to']}, {how}", "ratio",
+                       g["per_rep_ratios"])
+            # Not paired by round (two runs): only the medians compare.
+            rep.ratio(f"{fid}: full / alone", f"{m} / {f['ratio_to']}: full run / {how} "
+                      f"(medians; within {LIMIT}x wanted)", f"{fid}: full", f"{fid}: alone",
+                      per_round=[q])
         print(f"{m:18} {f['ratio_to']:16} {fmt_ratio(f):>20} {fmt_ratio(g):>20} "
               f"{q:>9.2f}{' !' if off else '  '} {'yes' if overlap else 'no ':>7}  {how}")
     print()
     print("ratio (min-max over the paired repetitions); overlap: the two min-max ranges "
           "overlap (a difference the repetitions' own spread covers)")
-    print(f"full/alone within {LIMIT}x for "
-          f"{len(lines) - len(bad)} of {len(lines)}" +
-          (f"; outside: {', '.join(bad)}" if bad else ""))
+    verdict = (f"full/alone within {LIMIT}x for {len(lines) - len(bad)} of {len(lines)}" +
+               (f"; outside: {', '.join(bad)}" if bad else ""))
+    print(verdict)
+    rep.note(verdict)
+    if a.json != "-":
+        rep.write(a.json)
 
 
 if __name__ == "__main__":
