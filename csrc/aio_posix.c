@@ -108,7 +108,11 @@ mark_not_queued(struct aiocb *cb)
  * request). So each block is marked NOT_QUEUED before the call and looked
  * at after it. The blocks not queued after the last queued one are given
  * back (not counted: queue.c retries or fails them); one not queued before
- * a queued one completes at the next reap with the error. */
+ * a queued one completes at the next reap with the error. What the mark
+ * catches is a block glibc never looked at (its request pool exhausted);
+ * one it refused itself (EINVAL for aio_reqprio, EAGAIN when it could not
+ * start a helper thread) carries glibc's own error code instead, counts as
+ * submitted and is reaped once with that error: never twice either way. */
 static unsigned
 flush_list(posix_ctx *c, unsigned k, int *err)
 {

@@ -1406,7 +1406,7 @@ take_completions(QueueObject *q)
 
 /* The longest finite timeout: its deadline in ns (now + timeout) must fit
  * an int64 with room to spare (about 146 years). */
-#define TIMEOUT_MAX_S 4.6e9  /* as written in get_deadline's message */
+#define TIMEOUT_MAX_S 4600000000LL
 
 /* wait()'s timeout as a CLOCK_MONOTONIC deadline in ns: None or inf: no
  * deadline (0); 0: do not wait (UINT64_MAX). NaN or negative: ValueError;
@@ -1436,10 +1436,10 @@ get_deadline(PyObject *timeout, uint64_t *deadline)
     if (isinf(t)) {
         return 0;
     }
-    if (t > TIMEOUT_MAX_S) {
+    if (t > (double)TIMEOUT_MAX_S) {
         PyErr_Format(PyExc_OverflowError,
-                     "timeout must be at most 4600000000 seconds, inf or None, "
-                     "got timeout=%R", timeout);
+                     "timeout must be at most %lld seconds, inf or None, "
+                     "got timeout=%R", TIMEOUT_MAX_S, timeout);
         return -1;
     }
     if (t == 0) {
@@ -1528,11 +1528,7 @@ PyDoc_STRVAR(close_doc,
 static PyObject *
 Queue_close(QueueObject *q, PyObject *Py_UNUSED(ignored))
 {
-    if (q->busy && !q_forked(q)) {
-        /* A thread is inside: it finishes the close (see the top). */
-        atomic_store(&q->closing, 1);
-        Py_RETURN_NONE;
-    }
+    /* A thread inside the queue finishes the close: q_close marks it. */
     q_close(q);
     Py_RETURN_NONE;
 }
