@@ -255,3 +255,24 @@ def test_repr_and_html(res):
     assert html.startswith("<table>") and "MB/s min-max" in html
     for m in res.methods:
         assert m in html
+
+
+def test_shm_watchdog_started_before_the_first_timed_call(tmp_path):
+    """fastio.SharedMemory's first create in a process starts its watchdog
+    (a child and a pipe, by design). In a fresh process without a warm-up
+    round, shm.posix's first repetition used to be an error: the isolation
+    check saw the watchdog as a child and a descriptor left running."""
+    import subprocess
+    import sys
+    code = ("from fastio import lab, shm\n"
+            "assert shm._watchdog is None\n"
+            "res = lab.run(['shm.posix'], size='4M', repeat=2, warmup=False, progress=False,"
+            f" directory={str(tmp_path)!r})\n"
+            "print([(r['method'], r['status'], r.get('reason')) for r in res.records])\n"
+            "assert all(r['status'] == 'ok' for r in res.records)\n")
+    here = os.path.dirname(os.path.dirname(os.path.abspath(fastio.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [here] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, env=env, cwd=str(tmp_path))
+    assert p.returncode == 0, p.stdout + p.stderr
