@@ -130,7 +130,7 @@ fastio_add_type(PyObject *module, PyType_Spec *spec, PyObject *bases,
  * CPython's own extension types are): `fastio._core.mmap.read = f` would
  * otherwise change the class for every user in the process, subinterpreters
  * included. Python subclasses (fastio.mmap, fastio.SharedMemory, ...) stay
- * ordinary mutable classes. Done once, after every exec hook, rather than
+ * ordinary mutable classes, and so do the exception classes. Done once, after every exec hook, rather than
  * in each spec, because some hooks set class constants after creating
  * their type (Lock.SIZE, Channel.HEADER), which an immutable type refuses.
  * The state holds every type (its fields are all objects: see fastio.h). */
@@ -139,7 +139,11 @@ freeze_types(fastio_state *st)
 {
     PyObject **field = (PyObject **)st;
     for (size_t i = 0; i < sizeof(*st) / sizeof(PyObject *); i++) {
-        if (field[i] != NULL && PyType_Check(field[i])) {
+        /* The exception classes stay as PyErr_NewException makes them
+         * (mutable, like every such class of CPython's own modules). */
+        if (field[i] != NULL && PyType_Check(field[i])
+                && !PyType_IsSubtype((PyTypeObject *)field[i],
+                                     (PyTypeObject *)PyExc_BaseException)) {
             PyTypeObject *tp = (PyTypeObject *)field[i];
             tp->tp_flags |= Py_TPFLAGS_IMMUTABLETYPE;
             PyType_Modified(tp);

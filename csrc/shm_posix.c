@@ -501,8 +501,8 @@ shm_fill(ShmObject *self, PyObject *args, PyObject *kwds)
      * it back behind their back. Leave that range to the guarded memset,
      * which raises MappingError for the lost pages, as every accessor. */
     struct stat st;
-    if (fstat(fd, &st) == 0 && (long long)st.st_size < (long long)start + length) {
-        shrunk = 1;
+    if (fstat(fd, &st) != 0 || (long long)st.st_size < (long long)start + length) {
+        shrunk = 1;  /* size unknown: the guarded memset, which cannot grow it */
     }
     else {
         err = fill_by_pwrite(fd, value, (off_t)start, (size_t)length);

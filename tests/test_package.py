@@ -177,3 +177,18 @@ def test_import_with_a_broken_extension_names_it(tmp_path):
     last = p.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: fastio's C extension _core."), p.stderr
     assert "failed to load" in last and "Rebuild it" in last
+
+
+def test_core_types_are_immutable_and_exception_classes_are_not():
+    """Every extension type is immutable, as CPython's own are; the
+    exception classes stay as PyErr_NewException makes them (mutable, like
+    the stdlib modules' own), and fastio's Python subclasses stay ordinary."""
+    with pytest.raises(TypeError):
+        fastio._core.mmap.marker = 1
+    with pytest.raises(TypeError):
+        fastio._core.Lock.marker = 1
+    for exc in (fastio.FastIOError, fastio.MappingError, fastio.OwnerDeadError,
+                fastio.aio.BackendUnavailable):
+        exc.marker = 1
+        assert exc.marker == 1
+        del exc.marker
