@@ -31,7 +31,6 @@ import time
 from _common import Report, add_json_argument
 
 LIMIT = 1.6
-METHODS = {}
 
 
 def lab(args, out, extra):
@@ -80,7 +79,6 @@ def main():
     rep.set(params={"size": a.size, "repeat": a.repeat, "limit": LIMIT},
             cache="warm (the lab's default), checked by the lab")
     extra = ["--size", a.size, "--repeat", a.repeat] + (["--dir", a.dir] if a.dir else [])
-    global METHODS
     from fastio.lab import GROUPS, METHODS   # what the CLI knows
     with tempfile.TemporaryDirectory() as tmp:
         full, env, secs = lab([], os.path.join(tmp, "full.json"), extra)
@@ -105,7 +103,7 @@ def main():
     print()
     print(f"{'method':18} {'vs':16} {'full run':>20} {'alone':>20} {'full/alone':>10} "
           f"{'overlap':>7}")
-    bad = []
+    bad, missing = [], []
     lines = [("fastio.read_file", full.get("fastio.read_file"), pair, "method alone")]
     order = list(METHODS)
     lines += [(m, full.get(m), alone.get(m, (None, ""))[0], alone.get(m, (None, ""))[1])
@@ -114,6 +112,7 @@ def main():
     for m, f, g, how in lines:
         if f is None or g is None or f.get("ratio") is None or g.get("ratio") is None:
             print(f"{m:18} {'':16} {fmt_ratio(f):>20} {fmt_ratio(g):>20} {'-':>10}  {how}")
+            missing.append(m)   # not compared: neither within nor outside
             continue
         q = f["ratio"] / g["ratio"]
         off = max(q, 1 / q) > LIMIT
@@ -138,8 +137,11 @@ def main():
     print()
     print("ratio (min-max over the paired repetitions); overlap: the two min-max ranges "
           "overlap (a difference the repetitions' own spread covers)")
-    verdict = (f"full/alone within {LIMIT}x for {len(lines) - len(bad)} of {len(lines)}" +
-               (f"; outside: {', '.join(bad)}" if bad else ""))
+    compared = len(lines) - len(missing)
+    verdict = (f"full/alone within {LIMIT}x for {compared - len(bad)} of {compared}" +
+               (f"; outside: {', '.join(bad)}" if bad else "") +
+               (f"; not compared (no ratio in one of the runs): {', '.join(missing)}"
+                if missing else ""))
     print(verdict)
     rep.note(verdict)
     if a.json != "-":
