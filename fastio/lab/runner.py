@@ -38,13 +38,18 @@ import os
 import platform
 import random
 import resource
+import signal
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
+# numpy.random is imported here, not lazily by make_file's first call: an
+# interrupt that lands inside that import was swallowed by it (see KeptSignals)
+import numpy.random  # noqa: F401
 
 import fastio
 
@@ -608,6 +613,57 @@ def measure(method: Method, job: Job, cache: str, threads: int = 1,
     return rec
 
 
+class KeptSignals:
+    """KeptSignals()
+
+    A context manager: SIGINT and SIGTERM during a run reach the runner even
+    when the code they land in swallows the exception its handler raised.
+
+    Python runs a signal's handler at the next bytecode of the main thread,
+    wherever that is. A KeyboardInterrupt raised in a third-party module's
+    import or under a bare ``except:`` can end there: numpy.random's first
+    import (from make_file, right after the first progress line) swallowed
+    one, and the lab ran to the end and exited 0 after a Ctrl-C. Inside the
+    block each Python-level handler of the two signals is wrapped: the
+    wrapper calls it and, if it raised, remembers the signal; check() (the
+    runner calls it after every step) calls the handler again for a signal
+    whose exception never came out. A handler that does not raise (a user's
+    logging handler) is called once, as before. Outside the main thread
+    signal handlers cannot be set and this does nothing.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: Dict[int, Any] = {}
+        self._pending: Optional[int] = None
+
+    def __enter__(self) -> "KeptSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handler = signal.getsignal(sig)
+                if callable(handler):
+                    self._wrapped[sig] = handler
+                    signal.signal(sig, self._on_signal)
+        return self
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        try:
+            self._wrapped[signum](signum, frame)
+        except BaseException:
+            self._pending = signum
+            raise
+
+    def check(self) -> None:
+        """Raise again the exception of a signal that was swallowed."""
+        signum, self._pending = self._pending, None
+        if signum is not None:
+            self._wrapped[signum](signum, None)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._wrapped.items():
+            signal.signal(sig, handler)
+        self._wrapped = {}
+
+
 def _fmt_time(secs: float) -> str:
     secs = max(0, int(round(secs)))
     return f"{secs // 60}:{secs % 60:02d}"
@@ -806,60 +862,65 @@ def run(methods: Optional[Iterable[str]] = None, *, pattern: str = "seq",
         import fastio.shm
         fastio.shm._watchdog_fd()
     bar = _progress or Progress(sum(map(len, rounds)), "fastio.lab", progress)
-    try:   # from here on, an interrupt removes the file (made inside the try)
-        if temporary:
-            nbytes = parse_size(size if size is not None else "256M", "size")
-            path = make_file(nbytes, directory, made)
-        else:
-            path = os.fspath(file)
-            nbytes = os.path.getsize(path)
-            if nbytes == 0:
-                raise ValueError(f"file={path!r} is empty")
-            if size is not None:   # the first size bytes of the file
-                nbytes = min(nbytes, parse_size(size, "size"))
-        if bs > nbytes:
-            raise ValueError(f"block_size={bs} is larger than the file ({nbytes} bytes)")
-        offsets = offsets_for(nbytes, bs, pattern, seed)
-        job = Job(path, nbytes, bs, offsets, int(depth), cache == "direct", pattern, verify)
-        params = {"pattern": pattern, "block_size": bs, "depth": int(depth), "size": nbytes,
-                  "cache": cache, "threads": int(threads)}
-        records = []
-        if _progress is None:
-            bar.plan([m.name for order in rounds for m in order])
-        for i, order in enumerate(rounds):
-            rep = i - 1 if warmup else i
-            for m in order:
-                bar.start(m.name, "warm-up" if rep < 0 else f"{rep + 1}/{repeat}")
-                rec = measure(m, job, cache, threads)
-                bar.finish()
-                if rep < 0:
-                    continue   # the warm-up: caches, lazy imports, allocator arenas
-                rec["params"] = dict(params)
-                rec["repetition"] = rep
-                records.append(rec)
-        env = {
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "file": {"path": os.path.abspath(path), "size": nbytes, "temporary": temporary,
-                     "filesystem": filesystem_of(path)},
-            "machine": machine_info(),
-            "repeat": repeat,
-            "warmup_rounds": 1 if warmup else 0,
-            "order": [[m.name for m in order] for order in rounds],
-            "memory": dict(mem, policy=("recycled: before each call the runner touches and "
-                                        "frees as much memory as the method can allocate "
-                                        f"({(nbytes >> 20) + 4} MiB for whole-file, "
-                                        "malloc/brk and sendfile methods, a few blocks for the "
-                                        "others) after malloc_trim, so every method allocates "
-                                        "recently freed memory from an empty C heap")),
-            "isolation": ("children, threads and file descriptors listed before and after "
-                          "every call; a survivor fails that repetition"),
-            "cpu_counted": CPU_COUNTED,
-        }
-        return Results(records, env)
-    finally:
-        if _progress is None:
-            bar.close()
-        _remove(made)
+    # signals that library code swallows still end the run: KeptSignals
+    with KeptSignals() as kept:
+        try:   # from here on, an interrupt removes the file (made inside the try)
+            if temporary:
+                nbytes = parse_size(size if size is not None else "256M", "size")
+                path = make_file(nbytes, directory, made)
+                kept.check()
+            else:
+                path = os.fspath(file)
+                nbytes = os.path.getsize(path)
+                if nbytes == 0:
+                    raise ValueError(f"file={path!r} is empty")
+                if size is not None:   # the first size bytes of the file
+                    nbytes = min(nbytes, parse_size(size, "size"))
+            if bs > nbytes:
+                raise ValueError(f"block_size={bs} is larger than the file ({nbytes} bytes)")
+            offsets = offsets_for(nbytes, bs, pattern, seed)
+            job = Job(path, nbytes, bs, offsets, int(depth), cache == "direct", pattern, verify)
+            params = {"pattern": pattern, "block_size": bs, "depth": int(depth), "size": nbytes,
+                      "cache": cache, "threads": int(threads)}
+            records = []
+            if _progress is None:
+                bar.plan([m.name for order in rounds for m in order])
+            for i, order in enumerate(rounds):
+                rep = i - 1 if warmup else i
+                for m in order:
+                    bar.start(m.name, "warm-up" if rep < 0 else f"{rep + 1}/{repeat}")
+                    rec = measure(m, job, cache, threads)
+                    bar.finish()
+                    kept.check()
+                    if rep < 0:
+                        continue   # the warm-up: caches, lazy imports, allocator arenas
+                    rec["params"] = dict(params)
+                    rec["repetition"] = rep
+                    records.append(rec)
+            env = {
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "file": {"path": os.path.abspath(path), "size": nbytes, "temporary": temporary,
+                         "filesystem": filesystem_of(path)},
+                "machine": machine_info(),
+                "repeat": repeat,
+                "warmup_rounds": 1 if warmup else 0,
+                "order": [[m.name for m in order] for order in rounds],
+                "memory": dict(mem, policy=("recycled: before each call the runner touches and "
+                                            "frees as much memory as the method can allocate "
+                                            f"({(nbytes >> 20) + 4} MiB for whole-file, "
+                                            "malloc/brk and sendfile methods, a few blocks for the "
+                                            "others) after malloc_trim, so every method allocates "
+                                            "recently freed memory from an empty C heap")),
+                "isolation": ("children, threads and file descriptors listed before and after "
+                              "every call; a survivor fails that repetition"),
+                "cpu_counted": CPU_COUNTED,
+            }
+            kept.check()
+            return Results(records, env)
+        finally:
+            if _progress is None:
+                bar.close()
+            _remove(made)
 
 
 def sweep(method: Union[str, Sequence[str]], *, block_size: Sequence[Union[int, str]] = ("4k",),
@@ -897,17 +958,20 @@ def sweep(method: Union[str, Sequence[str]], *, block_size: Sequence[Union[int, 
     temporary = file is None
     path = file
     made: List[str] = []
-    try:
-        if temporary:
-            path = make_file(parse_size(size, "size"), directory, made)
-        parts = []
-        for b, d, p, ms in combos:
-            parts.append(run(ms, pattern=p, block_size=b, depth=d, file=path,
-                             cache=cache, repeat=repeat, threads=threads, seed=seed,
-                             warmup=warmup, _progress=bar, _exact=True))
-    finally:
-        bar.close()
-        _remove(made)
+    with KeptSignals() as kept:
+        try:
+            if temporary:
+                path = make_file(parse_size(size, "size"), directory, made)
+                kept.check()
+            parts = []
+            for b, d, p, ms in combos:
+                parts.append(run(ms, pattern=p, block_size=b, depth=d, file=path,
+                                 cache=cache, repeat=repeat, threads=threads, seed=seed,
+                                 warmup=warmup, _progress=bar, _exact=True))
+                kept.check()
+        finally:
+            bar.close()
+            _remove(made)
     env = dict(parts[0].env)
     env["file"] = dict(env["file"], temporary=temporary)
     env["order"] = [o for part in parts for o in part.env["order"]]
