@@ -276,3 +276,80 @@ def test_shm_watchdog_started_before_the_first_timed_call(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=120, env=env, cwd=str(tmp_path))
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def _shm_names():
+    return set(os.listdir("/dev/shm"))
+
+
+def _sysv_ids():
+    with open("/proc/sysvipc/shm") as f:
+        return {line.split()[1] for line in f.readlines()[1:]}
+
+
+IPC_METHODS = [n for n, m in METHODS.items() if m.group == "shared memory"]
+
+
+@pytest.mark.parametrize("where", ["fork", "pipe"])
+@pytest.mark.parametrize("name", IPC_METHODS)
+def test_ipc_method_that_fails_before_its_child_leaves_nothing(datafile, monkeypatch,
+                                                               name, where):
+    # os.fork (EAGAIN) or os.pipe (EMFILE) failing after the method made its
+    # channel or segment: the segment, the pipes and the map are given back.
+    m = METHODS[name]
+    if m.unavailable("warm"):
+        pytest.skip(m.unavailable("warm"))
+    if name == "shm.posix":
+        import fastio.shm
+        fastio.shm._watchdog_fd()   # its pipe and child are the module's, not the method's
+    job = Job(datafile, 2 * MIB, 256 * KIB, np.arange(8, dtype=np.int64) * 256 * KIB, 1,
+              False, "seq", False)
+    if where == "fork":
+        def fail_fork():
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        monkeypatch.setattr(os, "fork", fail_fork)
+        exc = BlockingIOError
+    else:
+        real_pipe = os.pipe
+        calls = []
+
+        def fail_last_pipe():
+            calls.append(1)
+            # the method's own os.pipe is the last one it makes: fail each
+            # call from the second on (a maker's own pipe is the first)
+            if len(calls) >= 2 or name in ("ipc.mp_queue", "ipc.channel"):
+                raise OSError(24, "Too many open files")
+            return real_pipe()
+        monkeypatch.setattr(os, "pipe", fail_last_pipe)
+        exc = OSError
+    fds, shm, sysv = set(os.listdir("/proc/self/fd")), _shm_names(), _sysv_ids()
+    kids = runner._children()
+    with pytest.raises(exc):
+        m.fn(job)
+    monkeypatch.undo()
+    assert set(os.listdir("/proc/self/fd")) == fds
+    assert _shm_names() == shm and _sysv_ids() == sysv
+    assert runner._children() == kids
+
+
+def test_ipc_fork_keeps_signals_blocked_until_the_child_has_its_defaults():
+    # A SIGINT landing in the child between the fork and its try would raise
+    # KeyboardInterrupt there and run the parent's cleanup a second time
+    # (in the child). _fork blocks it; _die_with_parent restores the default
+    # action first, so the pending signal then ends the child as SIGINT does.
+    import signal
+    from fastio.lab import methods
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    parent = os.getpid()
+    pid, mask = methods._fork()
+    if pid == 0:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)       # pending: blocked
+            for _ in range(10000):
+                pass                                  # no KeyboardInterrupt here
+            methods._die_with_parent(parent, mask)    # default action, unblocked: dies
+        finally:
+            os._exit(7)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGINT, status

@@ -641,18 +641,38 @@ register("hugepages", group=MEMORY, baseline="malloc.numpy", requires=("empty",)
 _LIBC = None
 
 
-def _die_with_parent(parent: int) -> None:
+def _die_with_parent(parent: int, mask: Any) -> None:
     """In a forked child: be killed (SIGKILL) when the parent dies, whatever
     the child is blocked in (prctl PR_SET_PDEATHSIG); exit at once if the
-    parent is already gone. SIGINT/SIGTERM back to their defaults: the
-    child has no cleanup of its own to run."""
+    parent is already gone. SIGINT/SIGTERM back to their defaults, then
+    unblocked (_fork blocked them): the child has no cleanup of its own to
+    run, and a Ctrl-C to the process group ends it there."""
     import signal
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if _LIBC is not None:
         _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     if os.getppid() != parent:
         os._exit(1)
+
+
+def _fork() -> Tuple[int, Any]:
+    """os.fork() with SIGINT and SIGTERM blocked across it: returns (pid, the
+    mask to restore). The parent gets its mask back here. The child keeps
+    them blocked until _die_with_parent has set their default actions:
+    otherwise a signal landing between the fork and the child's try would
+    raise KeyboardInterrupt in the child, which would then run the parent's
+    cleanup (and the rest of the lab) as a second copy of the parent."""
+    import signal
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    pid = -1
+    try:
+        pid = os.fork()
+    finally:
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    return pid, mask
 
 
 def _reap(pid: int, kill: bool, timeout: float = 5.0) -> int:
@@ -701,33 +721,39 @@ def _ipc_method(make):
                 pass
         src = _fastio_map(job)
         view = memoryview(src)
-        send, recv, close = make(job.block_size)
-        r_ack, w_ack = os.pipe()
         offs = job.offsets.tolist()
         parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:  # the child: receive, acknowledge, report; never returns
-            code = 1
-            try:
-                _die_with_parent(parent)
-                os.close(r_ack)
-                crc = 0
-                last = b""
-                for _ in offs:
-                    data = recv()
-                    crc = zlib.crc32(data, crc)
-                    last = data
-                    os.write(w_ack, b"a")
-                tail = struct.pack("<I", crc) + bytes(last)
-                while tail:
-                    tail = tail[os.write(w_ack, tail):]
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(w_ack)
+        # Everything taken from here on is given back by the finally clause,
+        # whichever step fails (make, os.pipe, os.fork: EMFILE, EAGAIN).
+        close = None
+        r_ack = w_ack = -1
+        pid = 0
         finished = False
         status = 0
         try:
+            send, recv, close = make(job.block_size)
+            r_ack, w_ack = os.pipe()
+            pid, mask = _fork()
+            if pid == 0:  # the child: receive, acknowledge, report; never returns
+                code = 1
+                try:
+                    _die_with_parent(parent, mask)
+                    os.close(r_ack)
+                    crc = 0
+                    last = b""
+                    for _ in offs:
+                        data = recv()
+                        crc = zlib.crc32(data, crc)
+                        last = data
+                        os.write(w_ack, b"a")
+                    tail = struct.pack("<I", crc) + bytes(last)
+                    while tail:
+                        tail = tail[os.write(w_ack, tail):]
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(w_ack)
+            w_ack = -1
             lat = _lat(len(offs))
             clock = time.perf_counter_ns
             want = 0
@@ -750,11 +776,15 @@ def _ipc_method(make):
         finally:
             # Ends closed before waiting: a child blocked on them wakes up;
             # killed at once when we did not finish (interrupted, failed).
-            os.close(r_ack)
+            for fd in (r_ack, w_ack):
+                if fd >= 0:
+                    os.close(fd)
             try:
-                close(not finished)
+                if close is not None:
+                    close(not finished)
             finally:
-                status = _reap(pid, kill=not finished)
+                if pid > 0:
+                    status = _reap(pid, kill=not finished)
                 view.release()
                 src.close()
         got = struct.unpack("<I", tail[:4])[0]
@@ -809,10 +839,29 @@ def _channel(bs):
     return ch.send, ch.recv, lambda abort=False: ch.close()
 
 
+def _drop_segment(seg) -> None:
+    """Close a segment and remove its name (SharedMemory.unlink,
+    SysVSharedMemory.remove; a memfd has neither)."""
+    seg.close()
+    for name in ("unlink", "remove"):
+        if hasattr(seg, name):
+            try:
+                getattr(seg, name)()
+            except (OSError, ValueError):
+                pass
+            break
+
+
 def _segment(make_seg, bs):
     seg = make_seg(bs)
-    mem = memoryview(seg).cast("B")
-    r, w = os.pipe()   # "your block is there": one byte per request
+    try:
+        mem = memoryview(seg).cast("B")
+        r, w = os.pipe()   # "your block is there": one byte per request
+    except BaseException:   # EMFILE: the segment must not outlive the failure
+        if "mem" in locals():
+            mem.release()
+        _drop_segment(seg)
+        raise
 
     def send(block):
         mem[:len(block)] = block
@@ -826,14 +875,7 @@ def _segment(make_seg, bs):
         mem.release()
         os.close(r)
         os.close(w)
-        seg.close()
-        for name in ("unlink", "remove"):
-            if hasattr(seg, name):
-                try:
-                    getattr(seg, name)()
-                except (OSError, ValueError):
-                    pass
-                break
+        _drop_segment(seg)
     return send, recv, close
 
 
