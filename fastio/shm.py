@@ -440,6 +440,33 @@ while True:
             segs[name] = (ino, record, pid)
         else:
             segs.pop(name, None)
+# End of file: the creator and its forked children are gone, or the creator
+# closed its descriptor (os.closerange) and lives on. Unlink only once each
+# creator has exited: wait for a live one (pidfd; a zombie reads as exited).
+for pid in {p for _, _, p in segs.values()}:
+    try:
+        pfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pfd = None
+    if pfd is not None:
+        import select
+        while True:
+            try:
+                select.select([pfd], [], [])
+                break
+            except InterruptedError:
+                continue
+        os.close(pfd)
+    else:   # no pidfd_open (Linux < 5.3): poll, once a second
+        import time
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            except OSError:
+                pass
+            time.sleep(1)
 for name, (ino, record, pid) in segs.items():
     try:
         path = os.path.join("/dev/shm", name)
@@ -461,6 +488,10 @@ for name, (ino, record, pid) in segs.items():
 """
 
 _watchdog = None  # (pid it watches, write end of its pipe, watchdog pid, pipe inode)
+# The segments this process told its watchdog it owns ({name: (ino, record)}):
+# sent again to a new watchdog when the old one is gone (killed) or cut off
+# (the program closed its pipe).
+_owned = {}
 # One watchdog per process even when threads create their first segments
 # at once; and whole lines in the pipe (a record path may pass PIPE_BUF).
 _watchdog_lock = threading.RLock()
@@ -468,9 +499,10 @@ _watchdog_lock = threading.RLock()
 
 def _new_watchdog_lock():
     # A fork while another thread held it would leave the child's copy
-    # locked for ever.
-    global _watchdog_lock
+    # locked for ever. The child owns none of the parent's segments.
+    global _watchdog_lock, _owned
     _watchdog_lock = threading.RLock()
+    _owned = {}
 
 
 os.register_at_fork(after_in_child=_new_watchdog_lock)
@@ -501,6 +533,8 @@ def _watchdog_fd_locked(start):
             pass
     if not start:
         return None
+    if _watchdog is not None and _watchdog[0] == os.getpid():
+        _forget_watchdog()
     _watchdog = (os.getpid(), None, None, None)
     r, w = os.pipe()  # both close-on-exec: exec'd children do not hold it
     try:
@@ -521,21 +555,59 @@ def _watchdog_fd_locked(start):
     # The watchdog is never waited for: it exits when this process (and
     # its forked children) are gone, and init reaps it then.
     _watchdog = (os.getpid(), w, pid, os.fstat(w).st_ino)
+    # A new watchdog after a lost one: it learns what this process still owns.
+    for name, (ino, record) in _owned.items():
+        if not _send(w, "+", name, ino, record):
+            break
     return w
+
+
+def _forget_watchdog():
+    """The old watchdog is unusable (its pipe closed by the program, or it
+    was killed): close our end if it is still ours, and reap it if it
+    exited (it is our child; a live one that read end of file waits for
+    this process to exit before it unlinks anything)."""
+    global _watchdog
+    _, fd, pid, ino = _watchdog
+    _watchdog = None
+    if fd is not None:
+        try:
+            if os.fstat(fd).st_ino == ino:
+                os.close(fd)
+        except OSError:
+            pass
+    if pid is not None:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def _send(fd, op, name, ino, record):
+    line = (json.dumps([op, name, ino, record, os.getpid()]) + "\n").encode()
+    try:
+        os.write(fd, line)  # a pipe: all of it (blocking), or EPIPE
+        return True
+    except OSError:
+        return False        # the watchdog is gone (killed)
 
 
 def _watch(op, name, ino=None, record=None):
     """Tell this process's watchdog that it owns ("+") or released ("-")
-    the POSIX segment name."""
-    line = (json.dumps([op, name, ino, record, os.getpid()]) + "\n").encode()
+    the POSIX segment name; a watchdog found gone is replaced (when this
+    process still owns segments) and told all of them."""
     with _watchdog_lock:
-        fd = _watchdog_fd_locked(start=op == "+")  # never started for a release
-        if fd is None:
+        if op == "+":
+            _owned[name] = (ino, record)
+        else:
+            _owned.pop(name, None)
+        # never started for a release of nothing left
+        fd = _watchdog_fd_locked(start=op == "+" or bool(_owned))
+        if fd is None or _send(fd, op, name, ino, record):
             return
-        try:
-            os.write(fd, line)  # a pipe: all of it (blocking), or EPIPE
-        except OSError:
-            pass  # the watchdog is gone (killed): nothing better to do
+        _forget_watchdog()      # EPIPE: killed. A new one gets _owned.
+        if _owned:
+            _watchdog_fd_locked(start=True)
 
 
 def _check_name(name):

@@ -345,3 +345,73 @@ print(os.path.getsize(sys.argv[1]), fastio.shm._watchdog[1] != old)
                          env=_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0", "True"]
+
+
+def _gone_within(names, seconds=10):
+    deadline = time.monotonic() + seconds
+    while any(os.path.exists(f"/dev/shm/{n}") for n in names) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [n for n in names if os.path.exists(f"/dev/shm/{n}")]
+
+
+def _unlink_all(names):
+    for n in names:
+        try:
+            os.unlink(f"/dev/shm/{n}")
+        except FileNotFoundError:
+            pass
+
+
+def test_watchdog_cut_off_by_a_closed_pipe_does_not_unlink_live_segments(tmp_path):
+    """A program that closes the watchdog's pipe (os.closerange) while it
+    still uses its segments: the watchdog reads end of file, but the creator
+    lives, so it waits for the creator's exit before unlinking (it used to
+    unlink the live segment at once). A second segment made afterwards gets
+    a new watchdog that is told about both."""
+    code = r"""
+import os, signal, sys, time
+import fastio, fastio.shm
+a = fastio.SharedMemory(create=True, size=100)
+os.close(fastio.shm._watchdog[1])
+time.sleep(0.5)                      # the old watchdog has read end of file
+alive = os.path.exists("/dev/shm/" + a.name)
+b = fastio.SharedMemory(create=True, size=100)
+print(a.name, b.name, alive, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    names = out.stdout.split()[:2]
+    try:
+        assert out.returncode == -signal.SIGKILL, out.stderr
+        assert out.stdout.split()[2] == "True", "the live segment was unlinked"
+        assert _gone_within(names) == [], "a killed creator's segment stayed"
+    finally:
+        _unlink_all(names)
+
+
+def test_killed_watchdog_is_replaced_and_told_every_owned_segment(tmp_path):
+    """The watchdog killed (by a careless `pkill python`): the next segment
+    operation finds its pipe broken, starts a new one and sends it every
+    segment the process still owns, so a later SIGKILL of the creator
+    still leaves nothing behind."""
+    code = r"""
+import os, signal, sys
+import fastio, fastio.shm
+a = fastio.SharedMemory(create=True, size=100)
+old = fastio.shm._watchdog[2]
+os.kill(old, signal.SIGKILL)
+os.waitpid(old, 0)
+b = fastio.SharedMemory(create=True, size=100)
+print(a.name, b.name, fastio.shm._watchdog[2] != old, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    names = out.stdout.split()[:2]
+    try:
+        assert out.returncode == -signal.SIGKILL, out.stderr
+        assert out.stdout.split()[2] == "True", "no new watchdog"
+        assert _gone_within(names) == [], "a segment owned before the watchdog died stayed"
+    finally:
+        _unlink_all(names)
