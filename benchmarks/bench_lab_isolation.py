@@ -47,16 +47,9 @@ def lab(args, out, extra):
         data = json.load(f)
     rows = {r["method"]: r for r in data["fastio_summary"]}
     # The per-repetition ratios, each method paired with its baseline of the
-    # same round (the records keep every repetition).
-    per = {}
-    for r in (j["fastio"] for j in data["jobs"]):
-        if r.get("status") == "ok" and r.get("throughput_Bps"):
-            per.setdefault(r["method"], {})[r.get("repetition")] = r["throughput_Bps"]
-    for m, row in rows.items():
-        base = row.get("ratio_to") or row.get("baseline")
-        if base in per and m in per:
-            common = sorted(set(per[m]) & set(per[base]), key=str)
-            row["per_rep_ratios"] = [per[m][i] / per[base][i] for i in common]
+    # same round: the lab's summary has them (Results.summary's "ratios").
+    for row in rows.values():
+        row["per_rep_ratios"] = row.get("ratios") or []
     return rows, data["fastio_env"], time.monotonic() - t0
 
 

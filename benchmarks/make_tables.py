@@ -152,25 +152,22 @@ def lab_header(res):
 
 
 def lab_pairs(res):
-    """{(method, baseline): (method stats, baseline stats, ratio stats)} of
-    throughput in MB/s per repetition, ratios paired by repetition."""
-    per = {}
-    for r in res.records:
-        if r.get("status") != "ok" or not r.get("throughput_Bps"):
-            continue
-        key = (r["method"], tuple(sorted((k, str(v)) for k, v in r["params"].items())))
-        per.setdefault(key, {})[r.get("repetition", len(per.get(key, {})))] = (
-            r["throughput_Bps"] / 1e6)
+    """{(method, baseline): (method stats, baseline stats, ratio stats)}:
+    throughput in MB/s over the repetitions and the ratios paired by round,
+    all from Results.summary() (the figures the lab's own table prints)."""
+    rows = {(r["method"], tuple(r["params"].values())): r for r in res.summary()}
     out = {}
-    for (method, pk), reps in per.items():
-        for (bmethod, bpk), breps in per.items():
-            if bpk != pk or bmethod == method:
-                continue
-            common = sorted(set(reps) & set(breps))
-            ratios = [reps[i] / breps[i] for i in common]
-            out[(method, bmethod)] = (stats(list(reps.values())), stats(list(breps.values())),
-                                      stats(ratios))
+    for (method, pk), r in rows.items():
+        base = rows.get((r.get("ratio_to"), pk))
+        if not r.get("ratios") or base is None or method == r.get("ratio_to"):
+            continue
+        out[(method, r["ratio_to"])] = (_tp_stats(r), _tp_stats(base), stats(r["ratios"]))
     return out
+
+
+def _tp_stats(row):
+    return {"median": row["throughput_Bps"] / 1e6, "min": row["throughput_min"] / 1e6,
+            "max": row["throughput_max"] / 1e6, "n": row["runs"]}
 
 
 def lab_check(res):

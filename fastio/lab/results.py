@@ -122,10 +122,12 @@ class Results:
         ``throughput_max``, ``spread`` = max/min, ``spread_flag`` above
         1.5x), median latency percentiles, CPU (this process and its
         children) and faults per repetition (median), whether every cache
-        check passed, the ratio of the median throughput to ``baseline``'s
-        (a method name; default: each method's own baseline) at the same
-        params with ``ratio_min``/``ratio_max``, the range of the ratios of
-        the two methods' repetitions paired by round, and ``winner``
+        check passed, the ratio to ``baseline`` (a method name; default:
+        each method's own baseline) at the same params: ``ratios``, the
+        ratios of the two methods' repetitions paired by round, ``ratio``
+        their median and ``ratio_min``/``ratio_max`` their range (with no
+        pairs, as for a baseline from another run, ``ratio`` is the ratio of
+        the median throughputs and ``ratios`` is empty), and ``winner``
         (fastest of its workload). IOPS and percentiles are None for
         methods making one request per repetition (``single_sample``).
         """
@@ -197,11 +199,19 @@ class Results:
             r["ratio"] = (tp / base["throughput_Bps"]
                           if tp and base is not None and base.get("throughput_Bps") else None)
             r["ratio_min"] = r["ratio_max"] = None
+            r["ratios"] = []
             if r["ratio"] is not None:
+                # Paired by round (the two ran seconds apart, under the same
+                # load): the ratio is the median of these, the range their
+                # min-max, so the figure always lies within its range. Every
+                # table of the lab's figures (benchmarks/make_tables.py,
+                # bench_lab_isolation.py) takes them from here.
                 mine = reps[(r["method"], tuple(r["params"].values()))]
                 theirs = reps[(base["method"], tuple(base["params"].values()))]
-                paired = [mine[k] / theirs[k] for k in mine if k in theirs and theirs[k]]
+                paired = [mine[k] / theirs[k] for k in sorted(mine) if k in theirs and theirs[k]]
                 if paired:
+                    r["ratios"] = paired
+                    r["ratio"] = statistics.median(paired)
                     r["ratio_min"], r["ratio_max"] = min(paired), max(paired)
             wk = (r["group"], tuple(r["params"].values()))
             r["winner"] = bool(tp) and tp == best.get(wk)
