@@ -12,6 +12,15 @@ buffer is malloc'ed and not page-aligned; on the machine this was written on
 that alone halves fio's cached sequential figure, as it does the lab's
 read.bytearray.)
 
+For the cached workloads, where the CPU and not the device is the limit, a
+third contender runs in the same rounds: a plain C loop of the same
+syscalls on the same offsets with no per-request clock or accounting
+(benchmarks/c/read_loop.c, built here with gcc; io_uring through
+liburing). It is the bound both tools approach: lab / C loop says what the
+lab's own per-request work costs, fio / C loop what fio's costs, so a lab
+figure above fio's is read against it (a lab that measured something else
+would not stay at the bound).
+
 Each side runs --rounds times (default 7) alternating, the one that goes
 first changing every round, after a warm-up of each (_common.run_rounds);
 medians with min-max are printed, and the ratio is the median of the
@@ -27,6 +36,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 
 from _common import Report, add_json_argument, machine_info, run_rounds, with_spread
 import fastio
@@ -50,6 +60,36 @@ def fio(path, size, *, rw, bs, engine, depth, direct):
             "p99": job["clat_ns"]["percentile"].get("99.000000")}
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def build_read_loop(tmp):
+    """Compile benchmarks/c/read_loop.c into tmp: (path, has io_uring), or
+    (None, why) when gcc is missing or fails."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        return None, "no C compiler"
+    src = os.path.join(HERE, "c", "read_loop.c")
+    exe = os.path.join(tmp, "read_loop")
+    for extra in (["-DWITH_URING", "-luring"], []):
+        p = subprocess.run([cc, "-O2", "-o", exe, src] + extra, capture_output=True, text=True)
+        if p.returncode == 0:
+            return exe, bool(extra)
+    return None, f"gcc failed: {p.stderr.strip()[-300:]}"
+
+
+def c_loop(exe, path, offsets_file, *, engine, bs, depth):
+    cmd = [exe, "psync" if engine == "psync" else "uring", path, offsets_file, str(bs)]
+    if engine != "psync":
+        cmd.append(str(depth))
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {p.stderr.strip()}")
+    nbytes, n, ns = map(int, p.stdout.split())
+    secs = max(ns, 1) / 1e9
+    return {"iops": n / secs, "bw": nbytes / secs}
+
+
 def lab_once(method, path, size, *, pattern, bs, depth, cache):
     # One pass, as fio makes one: run_rounds already gives both sides an
     # untimed warm-up round, and the lab's own warm-up repetition would make
@@ -65,8 +105,11 @@ def lab_once(method, path, size, *, pattern, bs, depth, cache):
             "p50": rec["latency_ns"]["p50"], "p99": rec["latency_ns"]["p99"]}
 
 
-def compare(title, rounds, lab_fn, fio_fn, key, fid):
-    got = run_rounds({"lab": lab_fn, "fio": fio_fn}, rounds, lambda fn: fn())
+def compare(title, rounds, lab_fn, fio_fn, key, fid, bound_fn=None):
+    contenders = {"lab": lab_fn, "fio": fio_fn}
+    if bound_fn is not None:
+        contenders["C loop"] = bound_fn
+    got = run_rounds(contenders, rounds, lambda fn: fn())
     labs, fios = got["lab"], got["fio"]
     unit, scale = ("IOPS", 1) if key == "iops" else ("MB/s", 1e-6)
     lv = [x[key] * scale for x in labs]
@@ -79,6 +122,16 @@ def compare(title, rounds, lab_fn, fio_fn, key, fid):
     print(f"{title}")
     print(f"  lab {with_spread(lv, ',.0f', unit):>36}  p50 {lp50 / 1e3:8.1f} us")
     print(f"  fio {with_spread(fv, ',.0f', unit):>36}  p50 {fp50 / 1e3:8.1f} us")
+    if bound_fn is not None:
+        cv = [x[key] * scale for x in got["C loop"]]
+        REP.figure(f"{fid}: C loop", f"{title}: plain C loop, untimed", unit, cv)
+        rl = REP.ratio(f"{fid}: lab / C loop", f"{title}: lab / plain C loop",
+                       f"{fid}: lab", f"{fid}: C loop")
+        rf = REP.ratio(f"{fid}: fio / C loop", f"{title}: fio / plain C loop",
+                       f"{fid}: fio", f"{fid}: C loop")
+        print(f"  C   {with_spread(cv, ',.0f', unit):>36}  (plain loop, no per-request clock)")
+        print(f"  lab / C loop: {with_spread(rl['per_round'])}   "
+              f"fio / C loop: {with_spread(rf['per_round'])}")
     print(f"  ratio lab/fio: {with_spread(r['per_round'])}  (per-round ratios of {rounds} "
           f"alternating rounds; target 0.90..1.10)")
     return r["median"]
@@ -127,6 +180,10 @@ def main(argv=None):
                 cache="O_DIRECT or warm as each workload says (lab.warm_cache before each warm one; the lab checks both)")
         print()
         backends = fastio.backends()
+        tmp = tempfile.mkdtemp(prefix="fastio-fio-")
+        exe, why = build_read_loop(tmp)
+        if exe is None:
+            print(f"the plain C loop is not measured: {why}")
         for lab_method, engine, pattern, bs, depth, cache, fid in CASES:
             backend = lab_method.split(".", 1)[1] if lab_method.startswith("aio.") else None
             if backend is not None and not (backends.get(backend) and backends[backend].available):
@@ -141,17 +198,25 @@ def main(argv=None):
             title = (f"{'sequential' if pattern == 'seq' else 'random'} {bs} "
                      f"{'O_DIRECT' if direct else 'cached'} reads, depth {depth}: "
                      f"lab {lab_method} vs fio {engine}")
+            bound = None
+            if exe is not None and not direct and (engine == "psync" or why is True):
+                # the lab's own offsets (lab.run's seed 0), for the C loop
+                offs = os.path.join(tmp, f"{fid}.offsets")
+                lab.offsets_for(n, lab.parse_size(bs), pattern).tofile(offs)
+                bound = (lambda offs=offs: c_loop(exe, path, offs, engine=engine,
+                                                  bs=lab.parse_size(bs), depth=depth))
             try:
                 compare(title, args.rounds,
                         lambda: lab_once(lab_method, path, n, pattern=pattern, bs=bs,
                                          depth=depth, cache=cache),
                         lambda: fio(path, n, rw=rw, bs=bs, engine=engine, depth=depth,
                                     direct=direct),
-                        "bw" if pattern == "seq" else "iops", fid)
+                        "bw" if pattern == "seq" else "iops", fid, bound)
             except (OSError, RuntimeError) as e:
                 print(f"{fid}: not measured: {e}")
             print()
         REP.finish()
+        shutil.rmtree(tmp, ignore_errors=True)
     finally:
         os.unlink(path)
     return 0
