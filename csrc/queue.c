@@ -1404,43 +1404,21 @@ take_completions(QueueObject *q)
     return out;
 }
 
-/* The longest finite timeout: its deadline in ns (now + timeout) must fit
- * an int64 with room to spare (about 146 years). */
-#define TIMEOUT_MAX_S 4600000000LL
-
 /* wait()'s timeout as a CLOCK_MONOTONIC deadline in ns: None or inf: no
- * deadline (0); 0: do not wait (UINT64_MAX). NaN or negative: ValueError;
- * finite past TIMEOUT_MAX_S: OverflowError (a cast of 1e300 * 1e9 to an
- * integer is undefined behaviour and returned at once, issue 12). */
+ * deadline (0); 0: do not wait (UINT64_MAX). The argument is checked as
+ * every fastio timeout is (fastio_parse_timeout: NaN or negative ->
+ * ValueError, past FASTIO_TIMEOUT_MAX -> OverflowError, so that the
+ * nanosecond product below stays far inside a uint64). */
 static int
 get_deadline(PyObject *timeout, uint64_t *deadline)
 {
+    double t;
     *deadline = 0;
-    if (timeout == Py_None) {
+    if (fastio_parse_timeout(timeout, "timeout", &t) < 0) {
+        return -1;
+    }
+    if (t < 0) {
         return 0;
-    }
-    double t = PyFloat_AsDouble(timeout);
-    if (t == -1.0 && PyErr_Occurred()) {
-        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyErr_Format(PyExc_TypeError,
-                         "timeout must be a number of seconds or None, got timeout=%R",
-                         timeout);
-        }
-        return -1;
-    }
-    if (isnan(t) || t < 0) {
-        PyErr_Format(PyExc_ValueError, "timeout must be >= 0 or None, got timeout=%R",
-                     timeout);
-        return -1;
-    }
-    if (isinf(t)) {
-        return 0;
-    }
-    if (t > (double)TIMEOUT_MAX_S) {
-        PyErr_Format(PyExc_OverflowError,
-                     "timeout must be at most %lld seconds, inf or None, "
-                     "got timeout=%R", TIMEOUT_MAX_S, timeout);
-        return -1;
     }
     if (t == 0) {
         *deadline = UINT64_MAX;

@@ -1030,8 +1030,32 @@ fastio_tee_impl(PyObject *module, PyObject *args)
     return PyLong_FromSsize_t(n);
 }
 
+PyDoc_STRVAR(timeout_arg_doc,
+"_timeout_arg(timeout, name, /)\n--\n\n"
+"A timeout argument in seconds checked as every fastio call checks one\n"
+"(fastio_parse_timeout: None or inf -> -1.0, no limit; a number in\n"
+"0 .. 1e9; NaN or negative -> ValueError, past 1e9 -> OverflowError, a\n"
+"non-number -> TypeError, each naming the argument). For the Python layers\n"
+"that pass a timeout on as a float (-1.0 for none).");
+
+static PyObject *
+timeout_arg(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyUnicode_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "_timeout_arg(timeout, name) takes an object and a str");
+        return NULL;
+    }
+    const char *name = PyUnicode_AsUTF8(args[1]);
+    double t;
+    if (name == NULL || fastio_parse_timeout(args[0], name, &t) < 0) {
+        return NULL;
+    }
+    return PyFloat_FromDouble(t);
+}
+
 PyMethodDef fastio_transfer_methods[] = {
     {"_transfer", (PyCFunction)fastio_transfer_impl, METH_VARARGS, transfer_doc},
     {"_tee", (PyCFunction)fastio_tee_impl, METH_VARARGS, tee_doc},
+    {"_timeout_arg", (PyCFunction)(void (*)(void))timeout_arg, METH_FASTCALL, timeout_arg_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -264,8 +264,8 @@ def splice(fd_in, fd_out, count=None, in_offset=None, out_offset=None, *,
     out_offset = _check_count(out_offset, "out_offset")
     if timeout is None:
         timeout = _timeout_of(fd_in, fd_out)
-    elif timeout < 0:
-        raise ValueError(f"timeout must be >= 0 or None, not {timeout}")
+    else:
+        timeout = _core._timeout_arg(timeout, "timeout")
     in_fd = _fd_of(fd_in, "fd_in")
     out_fd = _fd_of(fd_out, "fd_out")
     _flush(fd_out)
@@ -288,10 +288,7 @@ def tee(fd_in, fd_out, count, *, timeout=None):
     duplicated; 0 when ``fd_in`` is empty and its writers have closed it.
     """
     count = _check_count(count, "count", allow_none=False)
-    if timeout is None:
-        timeout = -1.0
-    elif timeout < 0:
-        raise ValueError(f"timeout must be >= 0 or None, not {timeout}")
+    timeout = _core._timeout_arg(timeout, "timeout")
     return _core._tee(_fd_of(fd_in, "fd_in"), _fd_of(fd_out, "fd_out"), count,
                       float(timeout))
 

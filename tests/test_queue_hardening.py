@@ -418,11 +418,14 @@ def test_wait_with_no_limit_waits(timeout, tmp_path):
 
 
 @pytest.mark.parametrize("timeout, exc, words", [
-    (float("nan"), ValueError, "timeout must be >= 0 or None, got timeout=nan"),
-    (-1, ValueError, "timeout must be >= 0 or None, got timeout=-1"),
-    (-math.inf, ValueError, "timeout must be >= 0 or None, got timeout=-inf"),
-    (1e300, OverflowError, "timeout must be at most"),
-    ("1", TypeError, "timeout must be a number of seconds or None, got timeout='1'"),
+    (float("nan"), ValueError, "timeout must be a non-negative number of seconds or None, "
+                               "got timeout=nan"),
+    (-1, ValueError, "timeout must be a non-negative number of seconds or None, got timeout=-1"),
+    (-math.inf, ValueError, "timeout must be a non-negative number of seconds or None, "
+                            "got timeout=-inf"),
+    (1e300, OverflowError, "timeout is too large: at most 1000000000 seconds"),
+    (1e9 + 1, OverflowError, "timeout is too large: at most 1000000000 seconds"),
+    ("1", TypeError, "timeout must be a number of seconds or None, got timeout of type str"),
 ])
 def test_wait_bad_timeouts(timeout, exc, words):
     with fastio.Queue(4, "threads") as q:

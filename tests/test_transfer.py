@@ -880,10 +880,18 @@ def test_infinite_timeout_means_no_limit(tmp_path):
         with open(src, "rb") as f:
             assert fastio.splice(f.fileno(), w2, 1000, 0, timeout=math.inf) == 1000
         assert len(os.read(r2, 2000)) == 1000
-        with pytest.raises(ValueError, match="timeout must not be NaN"):
-            fastio.tee(r, w2, 10, timeout=math.nan)
-        with pytest.raises(OverflowError, match="timeout too large"):
-            fastio.tee(r, w2, 10, timeout=1e300)
+        # the same checks and limit as every fastio timeout (Queue.wait, Channel)
+        for call in (lambda t: fastio.tee(r, w2, 10, timeout=t),
+                     lambda t: fastio.splice(r, w2, 10, timeout=t)):
+            with pytest.raises(ValueError, match="non-negative number of seconds or None, "
+                                                 "got timeout=nan"):
+                call(math.nan)
+            with pytest.raises(ValueError, match="got timeout=-1"):
+                call(-1)
+            with pytest.raises(OverflowError, match="at most 1000000000 seconds"):
+                call(1e300)
+            with pytest.raises(TypeError, match="got timeout of type str"):
+                call("1")
     finally:
         for fd in (r, w, r2, w2):
             os.close(fd)
