@@ -766,19 +766,25 @@ async def read_blocks(file, offsets, size, *, out=None, backend="auto", depth=64
     size = _index(size, "size")
     if size < 0:
         raise ValueError(f"size must be >= 0, got size={size}")
-    depth = _index(depth, "depth")
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got depth={depth}")
+    depth = blocks._check_depth(depth)
     n = len(offsets)
     tgt = blocks._Target(file, False, direct)
     try:
         out, address = blocks._out_for(out, tgt, n, size)
         if tgt.direct and n:
             blocks._check_direct(tgt.fd, offsets, size, address)
-        flat = memoryview(out).cast("B")
-        rows = [flat[i * size:(i + 1) * size] for i in range(n)] if size else [flat] * n
-        results, errors, ran = await _run_blocks(False, tgt.fd, offsets, size, rows,
-                                                 depth, backend, tgt.direct)
+        rows = []
+        with memoryview(out) as mv, mv.cast("B") as flat:
+            try:
+                rows = [flat[i * size:(i + 1) * size] for i in range(n)] if size else []
+                results, errors, ran = await _run_blocks(False, tgt.fd, offsets, size,
+                                                         rows, depth, backend, tgt.direct)
+            finally:
+                # The Queue has let go of every row (closed, drained): let go
+                # of out too, even while a CancelledError's traceback keeps
+                # this frame alive.
+                for r in rows:
+                    r.release()
         _raise_blocks(results, errors, size, offsets, ran, "fastio.aio.read_blocks")
         return out
     finally:
@@ -796,9 +802,7 @@ async def write_blocks(file, offsets, data, *, backend="auto", depth=64, direct=
     """
     from . import blocks
     offsets = _int64_array(offsets, "offsets")
-    depth = _index(depth, "depth")
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got depth={depth}")
+    depth = blocks._check_depth(depth)
     n = len(offsets)
     data, size, address = blocks._write_source(data, n)
     tgt = blocks._Target(file, True, direct)
@@ -806,14 +810,18 @@ async def write_blocks(file, offsets, data, *, backend="auto", depth=64, direct=
         if address is None:
             rows = [memoryview(b).cast("B") for b in data]
         else:
-            flat = memoryview(data).cast("B")
-            rows = [flat[i * size:(i + 1) * size] for i in range(n)]
-        if tgt.direct and n:
-            for r in (rows if address is None else rows[:1]):
-                blocks._check_direct(tgt.fd, offsets, size,
-                                     _np.frombuffer(r, _np.uint8).ctypes.data)
-        results, errors, ran = await _run_blocks(True, tgt.fd, offsets, size, rows,
-                                                 depth, backend, tgt.direct)
+            with memoryview(data) as mv, mv.cast("B") as flat:
+                rows = [flat[i * size:(i + 1) * size] for i in range(n)]
+        try:
+            if tgt.direct and n:
+                for r in (rows if address is None else rows[:1]):
+                    blocks._check_direct(tgt.fd, offsets, size,
+                                         _np.frombuffer(r, _np.uint8).ctypes.data)
+            results, errors, ran = await _run_blocks(True, tgt.fd, offsets, size, rows,
+                                                     depth, backend, tgt.direct)
+        finally:
+            for r in rows:
+                r.release()
         _raise_blocks(results, errors, size, offsets, ran, "fastio.aio.write_blocks")
     finally:
         tgt.close()

@@ -72,6 +72,18 @@ def _check_uncached(uncached):
     return bool(uncached)
 
 
+def _check_depth(depth):
+    # The Queue checks it too, but the copy path runs no Queue: the same
+    # words either way.
+    if isinstance(depth, bool):
+        raise TypeError(f"depth must be an integer, got depth={depth!r}")
+    depth = _index(depth, "depth")
+    if not 1 <= depth <= 65536:
+        kind = OverflowError if depth > 2**63 - 1 else ValueError
+        raise kind(f"depth must be in 1..65536, got depth={depth}")
+    return depth
+
+
 def _check_stats(stats):
     if stats is not None and not isinstance(stats, dict):
         raise TypeError(f"stats must be a dict to fill in or None, got stats of type "
@@ -208,8 +220,9 @@ def _out_for(out, tgt, n, size):
         mv.release()
         raise ValueError("out must be a writable C-contiguous buffer")
     if mv.nbytes < n * size:
+        nbytes = mv.nbytes
         mv.release()
-        raise ValueError(f"out holds {mv.nbytes} bytes; {n} blocks of {size} need "
+        raise ValueError(f"out holds {nbytes} bytes; {n} blocks of {size} need "
                          f"{n * size}")
     address = np.frombuffer(mv.cast("B"), np.uint8).ctypes.data if mv.nbytes else 0
     mv.release()
@@ -260,6 +273,7 @@ def read_blocks(file, offsets, size, *, out=None, backend="auto", depth=64, dire
     one that reaches the end of the file raises EOFError.
     """
     mode = _check_mode(mode)
+    depth = _check_depth(depth)
     nthreads = _check_threads(threads)
     uncached = _check_uncached(uncached)
     _check_stats(stats)
@@ -277,6 +291,11 @@ def read_blocks(file, offsets, size, *, out=None, backend="auto", depth=64, dire
             _check_direct(tgt.fd, offsets, size, address)
         chosen, frac = _choose(mode, tgt, offsets, size, backend, queue)
         flags = RWF_DONTCACHE if uncached else 0
+        if uncached and tgt.own is not None:
+            # Readahead around scattered blocks would leave pages nobody
+            # reads (RWF_DONTCACHE drops the pages a read copies, not those
+            # read ahead). A descriptor of the caller's keeps its advice.
+            _core.fadvise(tgt.fd, 0, 0, os.POSIX_FADV_RANDOM)
         if chosen == "copy":
             results = np.empty(n, np.int64)
             _core._pread_blocks(tgt.fd, offsets, size, out, nthreads, flags, results)
@@ -333,6 +352,7 @@ def write_blocks(file, offsets, data, *, backend="auto", depth=64, direct=False,
     once written back (started at once), leaving the page cache as it was.
     """
     uncached = _check_uncached(uncached)
+    depth = _check_depth(depth)
     offsets = _int64_array(offsets, "offsets")
     n = len(offsets)
     data, size, address = _write_source(data, n)
