@@ -229,6 +229,21 @@ def _out_for(out, tgt, n, size):
     return out, address
 
 
+def _check_offsets(offsets, size):
+    """Every path's words for a bad offset (the Queue's, checked by C too)."""
+    if not len(offsets):
+        return
+    neg = np.flatnonzero(offsets < 0)
+    if len(neg):
+        i = int(neg[0])
+        raise ValueError(f"offsets[{i}] must be >= 0, got {int(offsets[i])}")
+    big = np.flatnonzero(offsets > (1 << 63) - 1 - size)
+    if len(big):
+        i = int(big[0])
+        raise OverflowError(f"offsets[{i}] + length must fit in 64 bits, got offset "
+                            f"{int(offsets[i])} + length {size}")
+
+
 def _choose(mode, tgt, offsets, size, backend, queue):
     """The path for read_blocks and the resident share behind it (None when
     it was not sampled)."""
@@ -281,6 +296,7 @@ def read_blocks(file, offsets, size, *, out=None, backend="auto", depth=64, dire
     size = _index(size, "size")
     if size < 0:
         raise ValueError(f"size must be >= 0, got size={size}")
+    _check_offsets(offsets, size)
     if mode == "copy" and queue is not None:
         raise ValueError("queue= runs mode='queue' or 'direct', got mode='copy' with a queue")
     n = len(offsets)
