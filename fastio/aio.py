@@ -783,8 +783,7 @@ async def read_blocks(file, offsets, size, *, out=None, backend="auto", depth=64
                 # The Queue has let go of every row (closed, drained): let go
                 # of out too, even while a CancelledError's traceback keeps
                 # this frame alive.
-                for r in rows:
-                    r.release()
+                _release_rows(rows)
         _raise_blocks(results, errors, size, offsets, ran, "fastio.aio.read_blocks")
         return out
     finally:
@@ -820,11 +819,21 @@ async def write_blocks(file, offsets, data, *, backend="auto", depth=64, direct=
             results, errors, ran = await _run_blocks(True, tgt.fd, offsets, size, rows,
                                                      depth, backend, tgt.direct)
         finally:
-            for r in rows:
-                r.release()
+            _release_rows(rows)
         _raise_blocks(results, errors, size, offsets, ran, "fastio.aio.write_blocks")
     finally:
         tgt.close()
+
+
+def _release_rows(rows):
+    for r in rows:
+        try:
+            r.release()
+        except BufferError:
+            # Still pinned: a broken backend's Queue keeps the buffers of
+            # requests it could not get back for good (Queue.close), and
+            # the memory must then stay; the exception in flight goes on.
+            pass
 
 
 def _raise_blocks(results, errors, size, offsets, backend, what):
