@@ -850,6 +850,35 @@ blocks_work(void *arg)
     }
 }
 
+/* The offsets argument (an aligned int64 buffer) as a private copy in C
+ * memory, its count in *n; NULL with an exception set. The caller's array
+ * may change while the GIL is released (another thread, or the reads
+ * landing on it when the destination overlaps it): only the copy is
+ * validated and used. PyMem_Free it. */
+static int64_t *
+copy_offsets(PyObject *obj, const char *func, size_t *n)
+{
+    Py_buffer view;
+    if (get_buffer(obj, &view, 0, func, "offsets") < 0) {
+        return NULL;
+    }
+    if (view.len % 8 || (uintptr_t)view.buf % _Alignof(int64_t)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "offsets must be an aligned int64 array");
+        return NULL;
+    }
+    *n = (size_t)view.len / 8;
+    int64_t *copy = PyMem_Malloc(*n ? *n * sizeof(int64_t) : 1);
+    if (copy == NULL) {
+        PyBuffer_Release(&view);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memcpy(copy, view.buf, *n * sizeof(int64_t));
+    PyBuffer_Release(&view);
+    return copy;
+}
+
 PyDoc_STRVAR(pread_blocks_doc,
 "_pread_blocks($module, fd, offsets, size, buf, nthreads, flags, results, /)\n--\n\n"
 "Read size bytes at each of offsets (an int64 buffer) into buf (block i\n"
@@ -870,26 +899,12 @@ rw_pread_blocks(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
         get_rw_flags(args[5], &flags) < 0) {
         return NULL;
     }
-    Py_buffer offv, bufv, resv;
-    if (get_buffer(args[1], &offv, 0, "_pread_blocks", "offsets") < 0) {
-        return NULL;
-    }
-    if (offv.len % 8 || (uintptr_t)offv.buf % _Alignof(int64_t)) {
-        PyBuffer_Release(&offv);
-        PyErr_SetString(PyExc_ValueError, "offsets must be an aligned int64 array");
-        return NULL;
-    }
-    size_t n = (size_t)offv.len / 8;
-    /* The private copy: the caller's array may change while the GIL is
-     * released (another thread, or these very reads landing on it when
-     * buf overlaps it); only the copy is validated and used. */
-    int64_t *offsets = PyMem_Malloc(n ? n * sizeof(int64_t) : 1);
+    Py_buffer bufv, resv;
+    size_t n;
+    int64_t *offsets = copy_offsets(args[1], "_pread_blocks", &n);
     if (offsets == NULL) {
-        PyBuffer_Release(&offv);
-        return PyErr_NoMemory();
+        return NULL;
     }
-    memcpy(offsets, offv.buf, n * sizeof(int64_t));
-    PyBuffer_Release(&offv);
     for (size_t i = 0; i < n; i++) {
         if (offsets[i] < 0 || offsets[i] > INT64_MAX - size_ll) {
             PyErr_Format(PyExc_ValueError,
@@ -966,23 +981,11 @@ rw_residency_sample(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize
         get_nonneg(args[2], "length", &length) < 0) {
         return NULL;
     }
-    Py_buffer offv;
-    if (get_buffer(args[1], &offv, 0, "_residency_sample", "offsets") < 0) {
-        return NULL;
-    }
-    if (offv.len % 8 || (uintptr_t)offv.buf % _Alignof(int64_t)) {
-        PyBuffer_Release(&offv);
-        PyErr_SetString(PyExc_ValueError, "offsets must be an aligned int64 array");
-        return NULL;
-    }
-    size_t n = (size_t)offv.len / 8;
-    int64_t *offsets = PyMem_Malloc(n ? n * sizeof(int64_t) : 1);
+    size_t n;
+    int64_t *offsets = copy_offsets(args[1], "_residency_sample", &n);
     if (offsets == NULL) {
-        PyBuffer_Release(&offv);
-        return PyErr_NoMemory();
+        return NULL;
     }
-    memcpy(offsets, offv.buf, n * sizeof(int64_t));
-    PyBuffer_Release(&offv);
 
     size_t page = (size_t)fastio_pagesize;
     unsigned long long resident = 0, pages = 0;
