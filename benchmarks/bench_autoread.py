@@ -18,10 +18,12 @@ rounds, ratios as the median of the per-round ratios:
    anonymous memory with MADV_HUGEPAGE, the clock from the map to the
    join), the ceiling with no Python at all.
 3. the same file cold (evicted before every read, checked by mincore):
-   read_file(uncached=True) against read_file() (buffered), on the copy path
-   (one thread, kernel readahead) and the queue path ('auto' takes it for a
-   cold file); the page cache's residency after each is recorded: 0 after
-   the uncached reads is the promise.
+   read_file(uncached=True) against read_file() (buffered), as 'auto' picks
+   (the copy path for uncached=True, the queue for a cold buffered read),
+   then both on the copy path
+   (its threads pread 4 MiB chunks, kernel readahead) and the queue path
+   ('auto' takes it for a cold file); the page cache's residency after each
+   is recorded: 0 after the uncached reads is the promise.
 4. cold random 4 KiB reads (evicted before every run): mode='auto' against
    'copy' and 'queue', to show why 'auto' leaves cold data to the queue.
 
@@ -202,8 +204,10 @@ def part_uncached(rep, path, size, args):
         return run
 
     contenders = {
-        "copy, buffered": cold("copy, buffered", mode="copy", method="pread"),
-        "copy, uncached": cold("copy, uncached", mode="copy", method="pread", uncached=True),
+        "auto, buffered": cold("auto, buffered"),
+        "auto, uncached": cold("auto, uncached", uncached=True),
+        "copy, buffered": cold("copy, buffered", mode="copy"),
+        "copy, uncached": cold("copy, uncached", mode="copy", uncached=True),
         "queue, buffered": cold("queue, buffered", mode="queue"),
         "queue, uncached": cold("queue, uncached", mode="queue", uncached=True),
     }
@@ -211,6 +215,8 @@ def part_uncached(rep, path, size, args):
     times = run_rounds(contenders, args.rounds, once=lambda fn: fn())
     ids = {k: "cold_seq_" + k.replace(", ", "_") for k in contenders}
     rep.figures_from_times(times, "GB/s", lambda t: size / t / 1e9, ids=ids)
+    rep.ratio("uncached_auto_vs_buffered", "cold sequential read_file: uncached=True / "
+              "buffered (mode='auto' both)", ids["auto, uncached"], ids["auto, buffered"])
     rep.ratio("uncached_copy_vs_buffered", "cold sequential read_file: uncached=True / "
               "buffered (copy path)", ids["copy, uncached"], ids["copy, buffered"])
     rep.ratio("uncached_queue_vs_buffered", "cold sequential read_file: uncached=True / "

@@ -59,7 +59,7 @@ README_ROWS = [
      "touched before", "plain `os.pread` loop", "`read_blocks(mode='auto')` (copy threads)"),
     ("autoread", "whole_auto_vs_limit", "a warm file read whole into fresh memory",
      "C: two threads pread into huge pages", "`read_file(mode='auto')`"),
-    ("autoread", "uncached_queue_vs_buffered", "a cold file read whole, page cache left "
+    ("autoread", "uncached_auto_vs_buffered", "a cold file read whole, page cache left "
      "as it was", "`read_file()` buffered", "`read_file(uncached=True)`"),
     ("engines", "direct: io_uring depth 32", "random 4 KiB reads, O_DIRECT, engine in C",
      "fio io_uring, depth 32", "fastio's io_uring engine"),

@@ -277,7 +277,11 @@ def read_file(path, dtype="u1", *, method="auto", mode="auto", threads=None,
             chosen = mode
             if mode == "auto":
                 chosen = "copy"
-                if method == "auto":
+                # uncached=True stays on the copy path, cold or warm: its
+                # preadv2 threads kept up with buffered reads, where
+                # io_uring's buffered reads with RWF_DONTCACHE ran at less
+                # than half (benchmarks/bench_autoread.py, part 3).
+                if method == "auto" and not uncached:
                     from .blocks import WARM_FRACTION, residency_of
                     step = max(4096, size // RESIDENCY_SAMPLES)
                     frac = residency_of(fd, np.arange(0, size, step, dtype=np.int64), 1)

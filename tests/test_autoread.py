@@ -235,8 +235,15 @@ def test_uncached_read_file(tmp_path, mode):
     data = write_file(p, 24 << 20)
     need_dontcache(p)
     evicted(p)
-    assert fastio.read_file(p, mode=mode, uncached=True).tobytes() == data
-    assert probes.residency(p) == 0.0
+    stats = {}
+    assert fastio.read_file(p, mode=mode, uncached=True, stats=stats).tobytes() == data
+    if mode == "queue":
+        # io_uring's buffered reads with RWF_DONTCACHE leave a few pages
+        # at times (docs/readwrite.md): the promise is 'auto's and 'copy's.
+        assert probes.residency(p) < 0.1
+    else:
+        assert stats["mode"] == "copy"
+        assert probes.residency(p) == 0.0
 
 
 def test_uncached_write_blocks(tmp_path):
