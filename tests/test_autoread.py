@@ -430,3 +430,52 @@ def test_aio_read_write_argument_errors_name_the_argument(blob, call, exc, msg):
     with pytest.raises(exc) as ei:
         run(eval(call, {"fastio": fastio, "P": P}))
     assert str(ei.value) == msg
+
+
+class _Alarm(Exception):
+    pass
+
+
+def test_copy_path_signal_handler_raises():
+    """A handler that raises during a long copy-path read stops it: the
+    workers are told to stop and joined, the exception propagates, and out
+    is let go (its Buffer has no export left)."""
+    import signal
+    fd = os.open("/dev/zero", os.O_RDONLY)
+    n = 1 << 14
+    out = fastio.Buffer(n * BLOCK)
+    offs = np.zeros(n, np.int64)
+
+    def handler(signum, frame):
+        raise _Alarm
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.02)
+        with pytest.raises(_Alarm):
+            for _ in range(100_000):
+                fastio.read_blocks(fd, offs, BLOCK, out=out, mode="copy", threads=2)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        os.close(fd)
+    assert out.exports == 0
+
+
+def test_copy_path_offsets_checked_in_c():
+    """The C entry checks the copy it took, whatever the Python layer did."""
+    from fastio import _core
+    fd = os.open("/dev/zero", os.O_RDONLY)
+    try:
+        res = np.empty(1, np.int64)
+        with pytest.raises(ValueError, match=r"offsets\[0\] must be within"):
+            _core._pread_blocks(fd, np.array([-1], np.int64), 8, bytearray(8), 1, 0, res)
+        with pytest.raises(ValueError, match="buf holds 8 bytes; 2 blocks of 8 need more"):
+            _core._pread_blocks(fd, np.zeros(2, np.int64), 8, bytearray(8), 1, 0,
+                                np.empty(2, np.int64))
+        with pytest.raises(ValueError, match="flags may hold RWF_DONTCACHE"):
+            _core._pread_blocks(fd, np.zeros(1, np.int64), 8, bytearray(8), 1, 1, res)
+        with pytest.raises(OverflowError, match="nthreads"):
+            _core._pread_blocks(fd, np.zeros(1, np.int64), 8, bytearray(8), 0, 0, res)
+    finally:
+        os.close(fd)
