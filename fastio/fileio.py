@@ -115,8 +115,12 @@ def _choose(size, nthreads=None):
 # block is far smaller, but one request per MiB costs nothing here).
 QUEUE_CHUNK = 1024 * 1024
 QUEUE_DEPTH = 16
-# mode='auto': pages sampled across the file by mincore.
+# mode='auto': pages sampled across the file by mincore, for files of
+# AUTO_SAMPLE_MIN bytes and more. A smaller file is one or two preads
+# either way: the sample (a map, mincore, an unmap: ~13 us here) would cost
+# more than a queue could save, so it takes the copy path unsampled.
 RESIDENCY_SAMPLES = 256
+AUTO_SAMPLE_MIN = 1024 * 1024
 
 
 def _read_queue(fd, buf, size, flags, direct_align=0):
@@ -281,7 +285,7 @@ def read_file(path, dtype="u1", *, method="auto", mode="auto", threads=None,
                 # preadv2 threads kept up with buffered reads, where
                 # io_uring's buffered reads with RWF_DONTCACHE ran at less
                 # than half (benchmarks/bench_autoread.py, part 3).
-                if method == "auto" and not uncached:
+                if method == "auto" and not uncached and size >= AUTO_SAMPLE_MIN:
                     from .blocks import WARM_FRACTION, residency_of
                     step = max(4096, size // RESIDENCY_SAMPLES)
                     frac = residency_of(fd, np.arange(0, size, step, dtype=np.int64), 1)
