@@ -685,7 +685,8 @@ async def write(file, buf, offset):
 async def fsync(file):
     """await fsync(file): flush file's data and metadata to disk; None, as os.fsync."""
     loop, lq = _loop_queue()
-    fd, after = _file_arg(file, True)
+    # Read-only is enough: Linux fsyncs through any descriptor of the file.
+    fd, after = _file_arg(file, False)
     await lq.run(loop, lq.q.fsync, fd, after=after)  # the completion's result is 0
     return None
 

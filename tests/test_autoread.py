@@ -413,6 +413,10 @@ def test_aio_read_accepts_a_path(blob):
     n, n2, got = run(main())
     assert (n, n2) == (100, 10)
     assert got == data[:10] + data[4106:4196]
+    run(fastio.aio.write(p, b"xyz", 1))
+    assert run(fastio.aio.fsync(p)) is None
+    with open(p, "rb") as f:
+        assert f.read(8) == data[:1] + b"xyz" + data[4:8]
     assert fds() == before
 
 
