@@ -123,7 +123,7 @@ RESIDENCY_SAMPLES = 256
 AUTO_SAMPLE_MIN = 1024 * 1024
 
 
-def _read_queue(fd, buf, size, flags, direct_align=0):
+def _read_queue(path, fd, buf, size, flags, direct_align=0):
     """The file through a Queue in QUEUE_CHUNK requests; O_DIRECT needs each
     length rounded up to direct_align (buf is that much longer): the last
     request then ends short, at the end of the file."""
@@ -145,7 +145,7 @@ def _read_queue(fd, buf, size, flags, direct_align=0):
         res = int(results[bad[0]])
         if flags and res == -errno.EOPNOTSUPP:
             raise uncached_error(res, f"read_file on {backend}")
-        raise OSError(-res, os.strerror(-res))
+        raise OSError(-res, os.strerror(-res), os.fsdecode(path))
     got = 0
     for r, want in zip(results.tolist(), lengths.tolist()):
         got += r
@@ -195,7 +195,7 @@ def _read_by_mode(path, fd, size, chosen, method, nthreads, flags, info):
             align = max(4096, f.alignment)
             buf = Buffer(-(-size // align) * align, hugepages=size >= HUGEPAGE_SIZE)
             try:
-                got, info["backend"] = _read_queue(f.fileno(), buf, size, 0, align)
+                got, info["backend"] = _read_queue(path, f.fileno(), buf, size, 0, align)
             except BaseException:
                 buf.close()
                 raise
@@ -203,7 +203,7 @@ def _read_by_mode(path, fd, size, chosen, method, nthreads, flags, info):
     buf = Buffer(size, hugepages=size >= HUGEPAGE_SIZE)
     try:
         if chosen == "queue":
-            got, info["backend"] = _read_queue(fd, buf, size, flags)
+            got, info["backend"] = _read_queue(path, fd, buf, size, flags)
         else:
             how = _choose(size, nthreads) if method == "auto" else method
             if how == "threads" and nthreads is None:
