@@ -55,6 +55,12 @@ README_ROWS = [
      "plain `os.preadv` loop", "`read_blocks`, io_uring, depth 32"),
     ("aio", "direct: io_uring d32 / fio", "same",
      "fio io_uring, depth 32", "`read_blocks`, io_uring, depth 32"),
+    ("autoread", "cached_auto_vs_pread", "random 4 KiB reads, cached, into an array "
+     "touched before", "plain `os.pread` loop", "`read_blocks(mode='auto')` (copy threads)"),
+    ("autoread", "whole_auto_vs_limit", "a warm file read whole into fresh memory",
+     "C: two threads pread into huge pages", "`read_file(mode='auto')`"),
+    ("autoread", "uncached_auto_vs_buffered", "a cold file read whole, page cache left "
+     "as it was", "`read_file()` buffered", "`read_file(uncached=True)`"),
     ("engines", "direct: io_uring depth 32", "random 4 KiB reads, O_DIRECT, engine in C",
      "fio io_uring, depth 32", "fastio's io_uring engine"),
     ("lab_vs_fio", "uring_direct_d32", "the lab's own overhead, random 4 KiB O_DIRECT",

@@ -28,6 +28,8 @@ SCRIPTS = {
     "read_file": ("bench_read_file.py", ["--size", "256M", "--rounds", "5"]),
     "aio": ("bench_aio.py", ["--size", "256M", "--requests", "20000", "--depths", "1,32",
                              "--rounds", "3", "--fio-seconds", "1"]),
+    "autoread": ("bench_autoread.py", ["--size", "256M", "--requests", "100000",
+                                       "--cold-requests", "10000", "--rounds", "3"]),
     "pread": ("bench_pread.py", ["--calls", "50000", "--rounds", "5"]),
     "mmap": ("bench_mmap.py", ["--size-mib", "128", "--slices", "20000", "--rounds", "7"]),
     "memmap": ("bench_memmap.py", ["--size", "256M", "--repeat", "5"]),

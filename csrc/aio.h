@@ -41,7 +41,13 @@ typedef struct {
     /* Index into the registered buffers, or -1 (io_uring READ_FIXED). */
     int fixed_buf;
     uint8_t opcode;        /* fastio_aio_opcode */
+    /* RWF_* flags for a read or write (preadv2/pwritev2, io_uring's
+     * rw_flags, the iocb's aio_rw_flags): 0 almost always; RWF_DONTCACHE
+     * for uncached=True. A backend that cannot pass them on completes the
+     * request with -EOPNOTSUPP instead of dropping them silently. */
+    uint32_t rw_flags;
 } fastio_aio_req;
+
 
 /* One completion: res is the byte count (>= 0) or -errno. */
 typedef struct {

@@ -148,6 +148,7 @@ linux_submit(void *ctx, const fastio_aio_req *reqs, unsigned n)
                 cb->aio_buf = (uint64_t)(uintptr_t)q->buf;
                 cb->aio_nbytes = q->len;
                 cb->aio_offset = q->offset;
+                cb->aio_rw_flags = (int)q->rw_flags;
             }
             if (c->efd >= 0) {
                 cb->aio_flags = IOCB_FLAG_RESFD;

@@ -160,6 +160,13 @@ posix_submit(void *ctx, const fastio_aio_req *reqs, unsigned n)
     if (n == 0) {
         return -EAGAIN;
     }
+    /* glibc's aio has no way to pass RWF_* flags: refuse rather than run
+     * an uncached request as a cached one. */
+    for (unsigned i = 0; i < n; i++) {
+        if (reqs[i].rw_flags != 0) {
+            return -EOPNOTSUPP;
+        }
+    }
     unsigned k = 0, done = 0;
     int err;
     for (unsigned i = 0; i < n; i++) {

@@ -52,10 +52,9 @@ run_one(const fastio_aio_req *r)
     for (;;) {
         switch (r->opcode) {
         case FASTIO_OP_READ:
-            n = pread(r->fd, r->buf, r->len, (off_t)r->offset);
-            break;
         case FASTIO_OP_WRITE:
-            n = pwrite(r->fd, r->buf, r->len, (off_t)r->offset);
+            n = fastio_prw(r->opcode == FASTIO_OP_WRITE, r->fd, r->buf, r->len,
+                           r->offset, r->rw_flags);
             break;
         case FASTIO_OP_FSYNC:
             n = fsync(r->fd);

@@ -460,6 +460,7 @@ uring_submit(void *ctx, const fastio_aio_req *reqs, unsigned n)
             sqe->addr = (uint64_t)(uintptr_t)q->buf;
             sqe->len = (uint32_t)(q->len > UINT32_MAX ? UINT32_MAX : q->len);
             sqe->off = (uint64_t)q->offset;
+            sqe->rw_flags = q->rw_flags;
             if (q->fixed_buf >= 0) {
                 sqe->opcode = rd ? U_OP_READ_FIXED : U_OP_WRITE_FIXED;
                 sqe->buf_index = (uint16_t)q->fixed_buf;

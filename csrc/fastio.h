@@ -73,6 +73,21 @@ int fastio_add_type(PyObject *module, PyType_Spec *spec, PyObject *bases,
                     PyTypeObject **slot);
 
 /* ------------------------------------------------------------------ */
+/* One positional read or write with RWF_* flags (rw.c's block reader,
+ * aio_threads.c): pread/pwrite when flags is 0 (every kernel), else
+ * preadv2/pwritev2 of one iovec. The uapi header here may predate the
+ * flags; the values are the kernel ABI (linux/fs.h). Returns the byte
+ * count or -1 with errno set, as the system calls do. */
+#ifndef RWF_NOWAIT
+#define RWF_NOWAIT 0x00000008
+#endif
+#ifndef RWF_DONTCACHE
+#define RWF_DONTCACHE 0x00000080  /* Linux 6.14 */
+#endif
+ssize_t fastio_prw(int writing, int fd, void *buf, size_t len, int64_t offset,
+                   unsigned flags);
+
+/* ------------------------------------------------------------------ */
 /* errors.c: the only place an OSError is built from an errno.
  *
  * Syscall helpers return -errno and touch nothing else; the Python-facing

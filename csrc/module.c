@@ -193,7 +193,9 @@ fastio_exec(PyObject *module)
         }
     }
     if (PyModule_AddIntConstant(module, "PAGESIZE", fastio_pagesize) < 0 ||
-        PyModule_AddIntConstant(module, "ALLOCATIONGRANULARITY", fastio_pagesize) < 0) {
+        PyModule_AddIntConstant(module, "ALLOCATIONGRANULARITY", fastio_pagesize) < 0 ||
+        /* The uapi value (fastio.h), for the Python layer's uncached=True. */
+        PyModule_AddIntConstant(module, "_RWF_DONTCACHE", RWF_DONTCACHE) < 0) {
         return -1;
     }
     if (PyModule_AddFunctions(module, fastio_rw_methods) < 0 ||

@@ -527,6 +527,7 @@ slot_done(QueueObject *q, unsigned i, int64_t res)
 typedef struct q_batch {
     int fd;
     uint8_t opcode;
+    uint32_t rw_flags;         /* RWF_* for every request (uncached=True) */
     int fixed_file;
     int fixed_buf;
     size_t n;
@@ -720,6 +721,7 @@ batch_run(QueueObject *q, q_batch *b)
             r->fixed_file = b->fixed_file;
             r->fixed_buf = b->fixed_buf;
             r->opcode = b->opcode;
+            r->rw_flags = b->rw_flags;
         }
         unsigned sub = 0;
         while (sub < k) {
@@ -1290,6 +1292,7 @@ q_add_request(QueueObject *q, PyObject *const *args, uint8_t opcode, const char 
     r->len = s->has_view ? (size_t)s->view.len : 0;
     r->fixed_file = -1;
     r->fixed_buf = -1;
+    r->rw_flags = 0;
     for (unsigned k = 0; k < q->nreg_fds; k++) {
         if (q->reg_fds[k] == fd) {
             r->fixed_file = (int)k;
@@ -1537,13 +1540,15 @@ Queue_exit(QueueObject *q, PyObject *args)
 }
 
 PyDoc_STRVAR(batch_doc,
-"_batch($self, write, file, offsets, lengths, size, dest, results, /)\n--\n\n"
+"_batch($self, write, file, offsets, lengths, size, dest, results, rw_flags=0, /)\n--\n\n"
 "Run len(offsets) reads (write=False) or writes at offsets (int64 buffer)\n"
 "of lengths (int64 buffer) or, when lengths is None, of size bytes each,\n"
 "into/out of dest: one contiguous buffer holding the requests back to back,\n"
 "or a list with one buffer per request. Short counts are continued. The\n"
 "int64 buffer results receives each request's byte count or -errno.\n"
-"The queue stays full; one GIL release for the whole batch.");
+"The queue stays full; one GIL release for the whole batch. rw_flags:\n"
+"RWF_* bits for every request (RWF_DONTCACHE for uncached=True); a\n"
+"backend that cannot pass them on fails the requests with EOPNOTSUPP.");
 
 static int
 get_i64_array(PyObject *obj, Py_buffer *view, int writable, const char *name,
@@ -1589,8 +1594,9 @@ copy_i64_array(PyObject *obj, const char *name, Py_ssize_t *n, int64_t **dst)
 static PyObject *
 Queue_batch(QueueObject *q, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 7) {
-        PyErr_Format(PyExc_TypeError, "_batch() takes 7 arguments (%zd given)", nargs);
+    if (nargs != 7 && nargs != 8) {
+        PyErr_Format(PyExc_TypeError, "_batch() takes 7 or 8 arguments (%zd given)",
+                     nargs);
         return NULL;
     }
     if (q_check(q) < 0) {
@@ -1599,8 +1605,10 @@ Queue_batch(QueueObject *q, PyObject *const *args, Py_ssize_t nargs)
     int writing = PyObject_IsTrue(args[0]);
     int fd;
     int64_t size = 0;
+    long long rw_flags = 0;
     if (writing < 0 || get_fd(args[1], &fd) < 0 ||
-        (args[3] == Py_None && get_i64(args[4], "size", &size, 0) < 0)) {
+        (args[3] == Py_None && get_i64(args[4], "size", &size, 0) < 0) ||
+        (nargs == 8 && fastio_int_arg(args[7], "rw_flags", 0, UINT32_MAX, &rw_flags) < 0)) {
         return NULL;
     }
     PyObject *result = NULL;
@@ -1634,6 +1642,7 @@ Queue_batch(QueueObject *q, PyObject *const *args, Py_ssize_t nargs)
     }
     b.fd = fd;
     b.opcode = writing ? FASTIO_OP_WRITE : FASTIO_OP_READ;
+    b.rw_flags = (uint32_t)rw_flags;
     b.n = (size_t)n;
     b.offsets = offsets;
     b.lengths = lengths;

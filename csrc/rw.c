@@ -21,6 +21,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -493,28 +495,147 @@ rw_readahead(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t narg
 }
 
 /* ================================================================== */
-/* pread_parallel: several threads pread chunks of one file into one buffer.
+/* Positional I/O with RWF_* flags (fastio.h) */
+
+ssize_t
+fastio_prw(int writing, int fd, void *buf, size_t len, int64_t offset, unsigned flags)
+{
+    if (flags == 0) {
+        /* The plain calls: every kernel, and no iovec to build. */
+        return writing ? pwrite(fd, buf, len, (off_t)offset)
+                       : pread(fd, buf, len, (off_t)offset);
+    }
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    return writing ? pwritev2(fd, &iov, 1, (off_t)offset, (int)flags)
+                   : preadv2(fd, &iov, 1, (off_t)offset, (int)flags);
+}
+
+/* ================================================================== */
+/* Parallel reads: several threads pread chunks of one file (pread_parallel)
+ * or many blocks at given offsets (_pread_blocks) into one buffer.
  *
  * Why: reading a cached file is a memory copy out of the page cache, plus
  * the first touch (page fault and zeroing) of the destination. One core does
- * both at a few GB/s; several cores together do it faster. The worker
- * threads (the calling one and nthreads-1 started here) take chunks in
- * increasing order from an atomic counter, so the bytes read form a prefix
- * of the buffer except past an end of file.
+ * both at a few GB/s, and one thread issues ~1M 4 KiB preads a second;
+ * several cores together do more. An io_uring ring does not help there: its
+ * buffered reads of cached pages are the same copy, run inline on one core.
  *
- * The started workers are plain pthreads that never touch Python. They are
- * created with every signal blocked, so signals keep going to the main
- * thread; the calling thread, once its own chunks are done, waits for them
- * with the GIL released and wakes every
+ * par_run starts nthreads-1 plain pthreads that never touch Python and
+ * works itself too. They are created with every signal blocked, so signals
+ * keep going to the calling thread; that thread, once its own share is
+ * done, waits for them with the GIL released and wakes every
  * SIGNAL_POLL_MS to run the Python signal handlers: if one raises (Ctrl-C),
- * the workers are told to stop, joined, and the exception propagates. */
+ * the workers are told to stop (*stop), joined, and the exception
+ * propagates. */
 
 #define PAR_MAX_THREADS 64
 #define PAR_MIN_CHUNK ((size_t)64 * 1024)
 #define SIGNAL_POLL_MS 50
 
 typedef struct {
+    void (*work)(void *);
+    void *arg;
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    int running;          /* workers not yet finished (under lock) */
+} par_pool;
+
+static void *
+par_thread(void *p)
+{
+    par_pool *pool = p;
+    pool->work(pool->arg);
+    pthread_mutex_lock(&pool->lock);
+    pool->running--;
+    pthread_cond_signal(&pool->done);
+    pthread_mutex_unlock(&pool->lock);
+    return NULL;
+}
+
+/* Run work(arg) on nthreads threads, the calling one included (GIL held on
+ * entry, released inside). 0, or -1 with the signal handler's exception set
+ * (the workers were stopped through *stop and joined first). */
+static int
+par_run(void (*work)(void *), void *arg, atomic_int *stop, size_t nthreads)
+{
+    par_pool pool = {.work = work, .arg = arg, .running = 0};
+    pthread_t threads[PAR_MAX_THREADS];
+    size_t started = 0;
+    int interrupted = 0;
+    if (nthreads > PAR_MAX_THREADS) {
+        nthreads = PAR_MAX_THREADS;
+    }
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_cond_init(&pool.done, NULL);
+
+    Py_BEGIN_ALLOW_THREADS
+    /* Workers inherit the creating thread's signal mask: block everything
+     * while creating them so that signals stay with this thread. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    /* The workers need little stack; 8 MiB default stacks would each be
+     * another mapping of virtual memory. */
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    pthread_mutex_lock(&pool.lock);
+    for (; started + 1 < nthreads; started++) {
+        pool.running++;
+        if (pthread_create(&threads[started], &attr, par_thread, &pool) != 0) {
+            pool.running--;
+            break;  /* run with the threads we have */
+        }
+    }
+    pthread_mutex_unlock(&pool.lock);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    /* This thread works too: one thread fewer to start, and with no thread
+     * started at all (EAGAIN) it does the whole job. Its EINTRs are
+     * retried without running handlers (no GIL here); the handlers run in
+     * the wait below. */
+    work(arg);
+    if (started > 0) {
+        pthread_mutex_lock(&pool.lock);
+        while (pool.running > 0) {
+            struct timespec deadline;
+            clock_gettime(CLOCK_REALTIME, &deadline);
+            deadline.tv_nsec += SIGNAL_POLL_MS * 1000000L;
+            if (deadline.tv_nsec >= 1000000000L) {
+                deadline.tv_sec += 1;
+                deadline.tv_nsec -= 1000000000L;
+            }
+            int rc = pthread_cond_timedwait(&pool.done, &pool.lock, &deadline);
+            if (rc == ETIMEDOUT && pool.running > 0 && !interrupted) {
+                pthread_mutex_unlock(&pool.lock);
+                /* Take the GIL back only to run the signal handlers. */
+                Py_BLOCK_THREADS
+                if (PyErr_CheckSignals() < 0) {
+                    interrupted = 1;
+                    atomic_store(stop, 1);
+                }
+                Py_UNBLOCK_THREADS
+                pthread_mutex_lock(&pool.lock);
+            }
+        }
+        pthread_mutex_unlock(&pool.lock);
+        for (size_t t = 0; t < started; t++) {
+            pthread_join(threads[t], NULL);
+        }
+    }
+    Py_END_ALLOW_THREADS
+
+    pthread_cond_destroy(&pool.done);
+    pthread_mutex_destroy(&pool.lock);
+    return interrupted ? -1 : 0;
+}
+
+/* ---- pread_parallel: one file range in chunks ---- */
+
+typedef struct {
     int fd;
+    unsigned flags;       /* RWF_* for preadv2, 0 for plain pread */
     char *buf;
     size_t len;
     long long offset;
@@ -524,14 +645,14 @@ typedef struct {
     atomic_size_t next;   /* the next chunk to claim */
     atomic_int stop;      /* end of file, an error, or an interrupt */
     atomic_int err;       /* the first errno seen by a worker, 0 if none */
-    pthread_mutex_t lock;
-    pthread_cond_t done;
-    int running;          /* workers not yet finished (under lock) */
 } par_job;
 
+/* The workers take chunks in increasing order from an atomic counter, so
+ * the bytes read form a prefix of the buffer except past an end of file. */
 static void
-par_work(par_job *job)
+par_work(void *arg)
 {
+    par_job *job = arg;
     for (;;) {
         if (atomic_load_explicit(&job->stop, memory_order_relaxed)) {
             break;
@@ -544,8 +665,8 @@ par_work(par_job *job)
         size_t want = job->len - start < job->chunk ? job->len - start : job->chunk;
         size_t done = 0;
         while (done < want) {
-            ssize_t n = pread(job->fd, job->buf + start + done, want - done,
-                              (off_t)(job->offset + (long long)(start + done)));
+            ssize_t n = fastio_prw(0, job->fd, job->buf + start + done, want - done,
+                                   job->offset + (long long)(start + done), job->flags);
             if (n > 0) {
                 done += (size_t)n;
             }
@@ -566,24 +687,33 @@ par_work(par_job *job)
     }
 }
 
-static void *
-par_thread(void *arg)
-{
-    par_job *job = arg;
-    par_work(job);
-    pthread_mutex_lock(&job->lock);
-    job->running--;
-    pthread_cond_signal(&job->done);
-    pthread_mutex_unlock(&job->lock);
-    return NULL;
-}
-
 PyDoc_STRVAR(pread_parallel_doc,
-"pread_parallel($module, fd, buf, offset, nthreads, chunk, /)\n--\n\n"
+"pread_parallel($module, fd, buf, offset, nthreads, chunk, flags=0, /)\n--\n\n"
 "Fill buf from fd starting at offset with nthreads threads, each doing\n"
 "pread(2) of chunk bytes at a time. Return the number of bytes read as a\n"
 "prefix of buf: len(buf) unless the file ended first. GIL released; EINTR\n"
-"retried; a signal handler that raises stops the read.");
+"retried; a signal handler that raises stops the read. flags: RWF_* bits\n"
+"for preadv2(2) (RWF_DONTCACHE: read without keeping the pages cached).");
+
+/* flags: the RWF_* bits a caller may pass (the others are the kernel's
+ * business: RWF_APPEND on a read, RWF_NOWAIT's EAGAIN per chunk). */
+#define RW_FLAGS_ALLOWED (RWF_DONTCACHE)
+
+static int
+get_rw_flags(PyObject *obj, unsigned *flags)
+{
+    long long v;
+    if (fastio_int_arg(obj, "flags", 0, UINT32_MAX, &v) < 0) {
+        return -1;
+    }
+    if (v & ~(long long)RW_FLAGS_ALLOWED) {
+        PyErr_Format(PyExc_ValueError, "flags may hold RWF_DONTCACHE (0x%x) only, "
+                     "got flags=%lld", (unsigned)RWF_DONTCACHE, v);
+        return -1;
+    }
+    *flags = (unsigned)v;
+    return 0;
+}
 
 static PyObject *
 rw_pread_parallel(PyObject *Py_UNUSED(module), PyObject *const *args,
@@ -591,11 +721,13 @@ rw_pread_parallel(PyObject *Py_UNUSED(module), PyObject *const *args,
 {
     int fd;
     long long offset, nthreads_ll, chunk_ll;
+    unsigned flags = 0;
     Py_buffer view;
-    if (check_nargs("pread_parallel", nargs, 5, 5) < 0 || get_fd(args[0], &fd) < 0 ||
+    if (check_nargs("pread_parallel", nargs, 5, 6) < 0 || get_fd(args[0], &fd) < 0 ||
         get_nonneg(args[2], "offset", &offset) < 0 ||
         get_nonneg(args[3], "nthreads", &nthreads_ll) < 0 ||
-        get_nonneg(args[4], "chunk", &chunk_ll) < 0) {
+        get_nonneg(args[4], "chunk", &chunk_ll) < 0 ||
+        (nargs == 6 && get_rw_flags(args[5], &flags) < 0)) {
         return NULL;
     }
     if (nthreads_ll < 1) {
@@ -622,6 +754,7 @@ rw_pread_parallel(PyObject *Py_UNUSED(module), PyObject *const *args,
 
     par_job job;
     job.fd = fd;
+    job.flags = flags;
     job.buf = view.buf;
     job.len = (size_t)view.len;
     job.offset = offset;
@@ -630,7 +763,6 @@ rw_pread_parallel(PyObject *Py_UNUSED(module), PyObject *const *args,
     atomic_init(&job.next, 0);
     atomic_init(&job.stop, 0);
     atomic_init(&job.err, 0);
-    job.running = 0;
     job.got = PyMem_Calloc(job.nchunks, sizeof(size_t));
     if (job.got == NULL) {
         PyBuffer_Release(&view);
@@ -640,73 +772,7 @@ rw_pread_parallel(PyObject *Py_UNUSED(module), PyObject *const *args,
     if (nthreads > job.nchunks) {
         nthreads = job.nchunks;
     }
-    pthread_mutex_init(&job.lock, NULL);
-    pthread_cond_init(&job.done, NULL);
-
-    pthread_t threads[PAR_MAX_THREADS];
-    size_t started = 0;
-    int interrupted = 0;
-
-    Py_BEGIN_ALLOW_THREADS
-    /* Workers inherit the creating thread's signal mask: block everything
-     * while creating them so that signals stay with this thread. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    /* The workers need little stack; 8 MiB default stacks would each be
-     * another mapping of virtual memory. */
-    pthread_attr_setstacksize(&attr, 256 * 1024);
-    pthread_mutex_lock(&job.lock);
-    for (; started + 1 < nthreads; started++) {
-        job.running++;
-        if (pthread_create(&threads[started], &attr, par_thread, &job) != 0) {
-            job.running--;
-            break;  /* run with the threads we have */
-        }
-    }
-    pthread_mutex_unlock(&job.lock);
-    pthread_attr_destroy(&attr);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-
-    /* This thread works too: one thread fewer to start, and with no thread
-     * started at all (EAGAIN) it does the whole read. Its EINTRs are
-     * retried without running handlers (no GIL here); the handlers run in
-     * the wait below. */
-    par_work(&job);
-    if (started > 0) {
-        pthread_mutex_lock(&job.lock);
-        while (job.running > 0) {
-            struct timespec deadline;
-            clock_gettime(CLOCK_REALTIME, &deadline);
-            deadline.tv_nsec += SIGNAL_POLL_MS * 1000000L;
-            if (deadline.tv_nsec >= 1000000000L) {
-                deadline.tv_sec += 1;
-                deadline.tv_nsec -= 1000000000L;
-            }
-            int rc = pthread_cond_timedwait(&job.done, &job.lock, &deadline);
-            if (rc == ETIMEDOUT && job.running > 0 && !interrupted) {
-                pthread_mutex_unlock(&job.lock);
-                /* Take the GIL back only to run the signal handlers. */
-                Py_BLOCK_THREADS
-                if (PyErr_CheckSignals() < 0) {
-                    interrupted = 1;
-                    atomic_store(&job.stop, 1);
-                }
-                Py_UNBLOCK_THREADS
-                pthread_mutex_lock(&job.lock);
-            }
-        }
-        pthread_mutex_unlock(&job.lock);
-        for (size_t t = 0; t < started; t++) {
-            pthread_join(threads[t], NULL);
-        }
-    }
-    Py_END_ALLOW_THREADS
-
-    pthread_cond_destroy(&job.done);
-    pthread_mutex_destroy(&job.lock);
+    int interrupted = par_run(par_work, &job, &job.stop, nthreads) < 0;
     PyBuffer_Release(&view);
 
     /* The bytes read are the chunks up to the first short one. */
@@ -725,9 +791,247 @@ rw_pread_parallel(PyObject *Py_UNUSED(module), PyObject *const *args,
     }
     int err = atomic_load(&job.err);
     if (err != 0) {
-        return fastio_oserror(-err, "pread", NULL);
+        return fastio_oserror(-err, flags ? "preadv2" : "pread", NULL);
     }
     return PyLong_FromSize_t(total);
+}
+
+/* ---- _pread_blocks: many blocks at given offsets (read_blocks' copy path) ---- */
+
+/* Blocks a worker claims at a time: few enough atomics that they cost
+ * nothing beside the preads, small enough that the threads end together. */
+#define BLOCKS_PER_CLAIM 64
+
+typedef struct {
+    int fd;
+    unsigned flags;
+    char *base;           /* block i goes to base + i * size */
+    size_t size;
+    size_t n;
+    const int64_t *offsets;  /* the private copy, validated */
+    int64_t *results;     /* per block: bytes read, or -errno */
+    atomic_size_t next;
+    atomic_int stop;      /* an interrupt: leave the rest */
+} blocks_job;
+
+static void
+blocks_work(void *arg)
+{
+    blocks_job *job = arg;
+    for (;;) {
+        if (atomic_load_explicit(&job->stop, memory_order_relaxed)) {
+            break;
+        }
+        size_t first = atomic_fetch_add(&job->next, BLOCKS_PER_CLAIM);
+        if (first >= job->n) {
+            break;
+        }
+        size_t last = first + BLOCKS_PER_CLAIM < job->n ? first + BLOCKS_PER_CLAIM : job->n;
+        for (size_t i = first; i < last; i++) {
+            char *dst = job->base + i * job->size;
+            size_t done = 0;
+            int64_t res = 0;
+            while (done < job->size) {
+                ssize_t got = fastio_prw(0, job->fd, dst + done, job->size - done,
+                                         job->offsets[i] + (int64_t)done, job->flags);
+                if (got > 0) {
+                    done += (size_t)got;
+                }
+                else if (got == 0) {
+                    break;  /* end of file: the short count says so */
+                }
+                else if (errno != EINTR) {
+                    res = -errno;
+                    break;
+                }
+            }
+            job->results[i] = res < 0 ? res : (int64_t)done;
+        }
+    }
+}
+
+/* The offsets argument (an aligned int64 buffer) as a private copy in C
+ * memory, its count in *n; NULL with an exception set. The caller's array
+ * may change while the GIL is released (another thread, or the reads
+ * landing on it when the destination overlaps it): only the copy is
+ * validated and used. PyMem_Free it. */
+static int64_t *
+copy_offsets(PyObject *obj, const char *func, size_t *n)
+{
+    Py_buffer view;
+    if (get_buffer(obj, &view, 0, func, "offsets") < 0) {
+        return NULL;
+    }
+    if (view.len % 8 || (uintptr_t)view.buf % _Alignof(int64_t)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "offsets must be an aligned int64 array");
+        return NULL;
+    }
+    *n = (size_t)view.len / 8;
+    int64_t *copy = PyMem_Malloc(*n ? *n * sizeof(int64_t) : 1);
+    if (copy == NULL) {
+        PyBuffer_Release(&view);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memcpy(copy, view.buf, *n * sizeof(int64_t));
+    PyBuffer_Release(&view);
+    return copy;
+}
+
+PyDoc_STRVAR(pread_blocks_doc,
+"_pread_blocks($module, fd, offsets, size, buf, nthreads, flags, results, /)\n--\n\n"
+"Read size bytes at each of offsets (an int64 buffer) into buf (block i\n"
+"at i * size) with nthreads threads, each doing pread(2) (preadv2 with\n"
+"flags, RWF_* bits) of the blocks it claims. The int64 buffer results\n"
+"receives each block's byte count (short at an end of file) or -errno.\n"
+"offsets is copied into C memory before the GIL is released.");
+
+static PyObject *
+rw_pread_blocks(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    int fd;
+    long long size_ll, nthreads_ll;
+    unsigned flags = 0;
+    if (check_nargs("_pread_blocks", nargs, 7, 7) < 0 || get_fd(args[0], &fd) < 0 ||
+        get_nonneg(args[2], "size", &size_ll) < 0 ||
+        fastio_int_arg(args[4], "nthreads", 1, PAR_MAX_THREADS, &nthreads_ll) < 0 ||
+        get_rw_flags(args[5], &flags) < 0) {
+        return NULL;
+    }
+    Py_buffer bufv, resv;
+    size_t n;
+    int64_t *offsets = copy_offsets(args[1], "_pread_blocks", &n);
+    if (offsets == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (offsets[i] < 0 || offsets[i] > INT64_MAX - size_ll) {
+            PyErr_Format(PyExc_ValueError,
+                         "offsets[%zu] must be within 0..2**63-1-size, got %lld", i,
+                         (long long)offsets[i]);
+            PyMem_Free(offsets);
+            return NULL;
+        }
+    }
+    int64_t *results = PyMem_Calloc(n ? n : 1, sizeof(int64_t));
+    if (results == NULL) {
+        PyMem_Free(offsets);
+        return PyErr_NoMemory();
+    }
+    PyObject *ret = NULL;
+    if (get_buffer(args[3], &bufv, 1, "_pread_blocks", "buf") < 0) {
+        goto free;
+    }
+    if (size_ll != 0 && (size_t)bufv.len / (size_t)size_ll < n) {
+        PyErr_Format(PyExc_ValueError, "buf holds %zd bytes; %zu blocks of %lld need more",
+                     bufv.len, n, size_ll);
+        PyBuffer_Release(&bufv);
+        goto free;
+    }
+    blocks_job job = {.fd = fd, .flags = flags, .base = bufv.buf, .size = (size_t)size_ll,
+                      .n = n, .offsets = offsets, .results = results};
+    atomic_init(&job.next, 0);
+    atomic_init(&job.stop, 0);
+    size_t nthreads = (size_t)nthreads_ll;
+    size_t claims = (n + BLOCKS_PER_CLAIM - 1) / BLOCKS_PER_CLAIM;
+    if (nthreads > claims) {
+        nthreads = claims ? claims : 1;
+    }
+    int interrupted = n && size_ll ? par_run(blocks_work, &job, &job.stop, nthreads) < 0 : 0;
+    PyBuffer_Release(&bufv);
+    if (interrupted) {
+        goto free;
+    }
+    /* results is written only now, with the GIL held, from the C copy. */
+    if (get_buffer(args[6], &resv, 1, "_pread_blocks", "results") < 0) {
+        goto free;
+    }
+    if ((size_t)resv.len != n * sizeof(int64_t) || (uintptr_t)resv.buf % _Alignof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "results must be an aligned int64 array with one item per offset");
+        PyBuffer_Release(&resv);
+        goto free;
+    }
+    memcpy(resv.buf, results, n * sizeof(int64_t));
+    PyBuffer_Release(&resv);
+    ret = Py_NewRef(Py_None);
+free:
+    PyMem_Free(offsets);
+    PyMem_Free(results);
+    return ret;
+}
+
+/* ---- _residency_sample: the page cache's share of sampled ranges ---- */
+
+PyDoc_STRVAR(residency_sample_doc,
+"_residency_sample($module, fd, offsets, length, /)\n--\n\n"
+"Of the pages covering [offset, offset + length) for each offset (an int64\n"
+"buffer) that lie inside the file, how many are in the page cache: the\n"
+"tuple (resident, pages). One short-lived read-only shared map of the\n"
+"file and mincore(2); nothing is read or faulted in. (0, 0) when the file\n"
+"cannot be mapped (a pipe, a /proc file) or is empty.");
+
+static PyObject *
+rw_residency_sample(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    int fd;
+    long long length;
+    if (check_nargs("_residency_sample", nargs, 3, 3) < 0 || get_fd(args[0], &fd) < 0 ||
+        get_nonneg(args[2], "length", &length) < 0) {
+        return NULL;
+    }
+    size_t n;
+    int64_t *offsets = copy_offsets(args[1], "_residency_sample", &n);
+    if (offsets == NULL) {
+        return NULL;
+    }
+
+    size_t page = (size_t)fastio_pagesize;
+    unsigned long long resident = 0, pages = 0;
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+        size_t fsize = (size_t)st.st_size;
+        void *map = mmap(NULL, fsize, PROT_READ, MAP_SHARED, fd, 0);
+        if (map != MAP_FAILED) {
+            unsigned char vec[64];
+            for (size_t i = 0; i < n; i++) {
+                if (offsets[i] < 0 || (size_t)offsets[i] >= fsize) {
+                    continue;
+                }
+                size_t lo = (size_t)offsets[i] / page * page;
+                size_t hi = (size_t)offsets[i] + (size_t)length;
+                if (hi > fsize || hi < lo) {
+                    hi = fsize;
+                }
+                /* mincore in steps of 64 pages: a fixed vector, no malloc. */
+                for (size_t at = lo; at < hi; at += 64 * page) {
+                    size_t span = hi - at < 64 * page ? hi - at : 64 * page;
+                    size_t np = (span + page - 1) / page;
+                    if (mincore((char *)map + at, np * page, vec) < 0) {
+                        err = errno;
+                        break;
+                    }
+                    for (size_t k = 0; k < np; k++) {
+                        resident += vec[k] & 1;
+                    }
+                    pages += np;
+                }
+                if (err) {
+                    break;
+                }
+            }
+            munmap(map, fsize);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(offsets);
+    if (err) {
+        return fastio_oserror(-err, "mincore", NULL);
+    }
+    return Py_BuildValue("(KK)", resident, pages);
 }
 
 /* ================================================================== */
@@ -741,6 +1045,10 @@ PyMethodDef fastio_rw_methods[] = {
      readinto_full_doc},
     {"pread_parallel", (PyCFunction)(void (*)(void))rw_pread_parallel, METH_FASTCALL,
      pread_parallel_doc},
+    {"_pread_blocks", (PyCFunction)(void (*)(void))rw_pread_blocks, METH_FASTCALL,
+     pread_blocks_doc},
+    {"_residency_sample", (PyCFunction)(void (*)(void))rw_residency_sample,
+     METH_FASTCALL, residency_sample_doc},
     {"fadvise", (PyCFunction)(void (*)(void))rw_fadvise, METH_FASTCALL, fadvise_doc},
     {"readahead", (PyCFunction)(void (*)(void))rw_readahead, METH_FASTCALL,
      readahead_doc},

@@ -66,6 +66,8 @@ from .sync import *  # noqa: E402,F401,F403  Lock, Semaphore, Channel
 # coroutines (fastio.aio.sendfile, ...): only the former are re-exported here,
 # since the coroutines share names with the blocking functions.
 from . import aio  # noqa: E402
-from .aio import BackendUnavailable, File, Queue, backends, open, read_blocks, write_blocks  # noqa: E402,F401,E501
+from .aio import BackendUnavailable, File, Queue, backends, open  # noqa: E402,F401
+# The blocking read_blocks/write_blocks (fastio.aio's are their coroutines).
+from .blocks import read_blocks, write_blocks  # noqa: E402,F401
 
 __version__ = "0.1.0"

@@ -3,35 +3,42 @@ a thread pool, plus asyncio coroutines.
 
 Blocking API (re-exported by fastio): ``Queue`` (a submission/completion
 queue over one backend), ``backends()`` (what works here and why not),
-``read_blocks`` / ``write_blocks`` (thousands of I/Os in one C call),
-``open`` (a file, O_DIRECT on request, with its alignment).
+``open`` (a file, O_DIRECT on request, with its alignment). The blocking
+``read_blocks`` / ``write_blocks`` live in fastio.blocks and are
+``fastio.read_blocks`` / ``fastio.write_blocks``.
 
 Coroutines (only here, as fastio.aio.*: they share names with blocking
-functions): ``read``, ``write``, ``fsync``, ``sendfile``; and
-``Queue.wait_async()``. Completions reach the running loop through an
-eventfd watched with loop.add_reader: no thread per request.
+functions): ``read``, ``write``, ``fsync``, ``sendfile``, ``read_blocks``,
+``write_blocks``; and ``Queue.wait_async()``. Completions reach the running
+loop through an eventfd watched with loop.add_reader: no thread per
+request, and the loop never blocks.
 
 ``await fastio.aio.sendfile(sock, file)`` sends with sendfile(2) from the
 running loop: each C call moves what the socket buffer takes, with the GIL
 released, and returns instead of waiting; the coroutine then waits for the
 socket to become writable through the loop (add_writer) and goes on.
 """
-import collections
-import errno
-import operator
-import os
-import socket
-import weakref
-from typing import NamedTuple
+# Private names for the modules used here: `from fastio.aio import *` and
+# dir(fastio.aio) give the public API only (tests/test_aio_asyncio.py).
+import collections as _collections
+import errno as _errno
+import operator as _operator
+import os as _os
+import socket as _socket
+import weakref as _weakref
+from typing import NamedTuple as _NamedTuple
 
-import numpy as np
+import numpy as _np
 
 from . import _core
-from .transfer import Transferred, _check_count, _Input
+from .transfer import Transferred as _Transferred
+from .transfer import _check_count, _Input
 
-__all__ = ["Queue", "backends", "BackendInfo", "BackendUnavailable", "read_blocks",
-           "write_blocks", "open", "File", "BACKENDS", "resolve_backend",
-           "read", "write", "fsync", "sendfile"]
+# Public names only. read_files: the coroutine over fastio.read_files
+# (another branch) joins this list when it is merged.
+__all__ = ["Queue", "backends", "BackendInfo", "BackendUnavailable", "open", "File",
+           "BACKENDS", "resolve_backend", "percentiles_from_hist", "ASYNC_DEPTH",
+           "read", "write", "fsync", "sendfile", "read_blocks", "write_blocks"]
 
 BackendUnavailable = _core.BackendUnavailable
 
@@ -57,8 +64,8 @@ async def sendfile(sock, file, offset=0, count=None, *, method="auto"):
     import asyncio  # here, not at import: `import fastio` loads this module
 
     loop = asyncio.get_running_loop()
-    if not isinstance(sock, socket.socket):
-        raise TypeError(f"sock must be a socket.socket, not {type(sock).__name__}")
+    if not isinstance(sock, _socket.socket):
+        raise TypeError(f"sock must be a _socket.socket, not {type(sock).__name__}")
     if sock.gettimeout() != 0:
         raise ValueError("the socket must be non-blocking "
                          "(sock.setblocking(False))")
@@ -73,7 +80,7 @@ async def sendfile(sock, file, offset=0, count=None, *, method="auto"):
     offset = _check_count(offset, "offset")
     out_fd = sock.fileno()
     if out_fd < 0:
-        raise OSError(9, os.strerror(9))
+        raise OSError(9, _os.strerror(9))
     inp = _Input(file, offset, "file")
     keep_position = offset == -1 and inp.fileobj is not None and inp.offset >= 0
     start = inp.offset
@@ -101,7 +108,7 @@ async def sendfile(sock, file, offset=0, count=None, *, method="auto"):
         if keep_position:
             inp.fileobj.seek(start + total)
         inp.close()
-    return Transferred(total, used)
+    return _Transferred(total, used)
 
 
 async def _writable(loop, sock):
@@ -129,7 +136,7 @@ BACKENDS = ("io_uring", "linux_aio", "posix_aio", "threads")
 _AUTO_ORDER = ("io_uring", "linux_aio", "threads")
 
 
-class BackendInfo(NamedTuple):
+class BackendInfo(_NamedTuple):
     """One backend as probed here. reason says why it does not work ('' when
     it does); features: 'register_files', 'register_buffers', 'async_buffered'
     (reads are asynchronous without O_DIRECT), 'sqpoll', 'single_issuer',
@@ -151,7 +158,7 @@ def backends():
     for name, err, why, feats in _core._backends():
         out[name] = BackendInfo(name, err == 0, why, err, frozenset(feats))
     _probe_cache.clear()
-    _probe_cache[os.getpid()] = out
+    _probe_cache[_os.getpid()] = out
     return out
 
 
@@ -160,7 +167,7 @@ _probe_cache = {}
 
 def _probed():
     # Probes cost a system call or two (io_uring_setup): once per process.
-    got = _probe_cache.get(os.getpid())
+    got = _probe_cache.get(_os.getpid())
     if got is None:
         got = backends()
     return got
@@ -175,7 +182,7 @@ def resolve_backend(backend="auto", direct=False):
     it is (the Queue then raises BackendUnavailable if it does not work).
     """
     if backend == "auto":
-        env = os.environ.get("FASTIO_BACKEND", "").strip()
+        env = _os.environ.get("FASTIO_BACKEND", "").strip()
         if env and env != "auto":
             if env not in BACKENDS:
                 raise ValueError(f"FASTIO_BACKEND must be one of {BACKENDS} or 'auto', "
@@ -194,7 +201,7 @@ def resolve_backend(backend="auto", direct=False):
         if info[name].available:
             return name, "; ".join(skipped) or None
         skipped.append(f"{name}: {info[name].reason}")
-    raise BackendUnavailable(errno.ENOSYS, "no backend works here: " + "; ".join(skipped))
+    raise BackendUnavailable(_errno.ENOSYS, "no backend works here: " + "; ".join(skipped))
 
 
 # ====================================================================
@@ -249,8 +256,8 @@ class Queue(_core.Queue):
 
     def _run_batch(self, writing, file, offsets, lengths, dest):
         offsets = _int64_array(offsets, "offsets")
-        results = np.empty(len(offsets), dtype=np.int64)
-        if isinstance(lengths, (int, np.integer)):
+        results = _np.empty(len(offsets), dtype=_np.int64)
+        if isinstance(lengths, (int, _np.integer)):
             self._batch(writing, file, offsets, None, _index(lengths, "lengths"), dest,
                         results)
         else:
@@ -307,7 +314,7 @@ def percentiles_from_hist(hist, ps):
 
 def _clear_eventfd(efd):
     try:
-        os.read(efd, 8)
+        _os.read(efd, 8)
     except BlockingIOError:
         pass
 
@@ -330,9 +337,9 @@ async def _readable(loop, fd):
 # Files: fastio.open, O_DIRECT alignment
 
 _MODES = {
-    "r": os.O_RDONLY, "r+": os.O_RDWR,
-    "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "w+": os.O_RDWR | os.O_CREAT | os.O_TRUNC,
-    "x": os.O_WRONLY | os.O_CREAT | os.O_EXCL, "x+": os.O_RDWR | os.O_CREAT | os.O_EXCL,
+    "r": _os.O_RDONLY, "r+": _os.O_RDWR,
+    "w": _os.O_WRONLY | _os.O_CREAT | _os.O_TRUNC, "w+": _os.O_RDWR | _os.O_CREAT | _os.O_TRUNC,
+    "x": _os.O_WRONLY | _os.O_CREAT | _os.O_EXCL, "x+": _os.O_RDWR | _os.O_CREAT | _os.O_EXCL,
 }
 
 
@@ -364,7 +371,7 @@ class File:
     def close(self):
         fd, self._fd = self._fd, -1
         if fd >= 0:
-            os.close(fd)
+            _os.close(fd)
 
     def __enter__(self):
         return self
@@ -390,7 +397,7 @@ class File:
 
     @property
     def size(self):
-        return os.fstat(self.fileno()).st_size
+        return _os.fstat(self.fileno()).st_size
 
     def __repr__(self):
         state = "closed" if self._fd < 0 else f"fd={self._fd}"
@@ -413,18 +420,18 @@ def open(path, mode="r", direct=False, *, perm=0o644):
     if m not in _MODES:
         raise ValueError(f"mode must be one of {tuple(_MODES)}, got mode={mode!r}")
     perm = _check_perm(perm)
-    flags = _MODES[m] | os.O_CLOEXEC
+    flags = _MODES[m] | _os.O_CLOEXEC
     if direct:
-        flags |= os.O_DIRECT
+        flags |= _os.O_DIRECT
     try:
-        fd = os.open(path, flags, perm)
+        fd = _os.open(path, flags, perm)
     except OSError as exc:
-        if direct and exc.errno == errno.EINVAL:
-            raise OSError(errno.EINVAL, "O_DIRECT is not supported by the filesystem "
+        if direct and exc.errno == _errno.EINVAL:
+            raise OSError(_errno.EINVAL, "O_DIRECT is not supported by the filesystem "
                           "holding this file (tmpfs and some FUSE filesystems lack it)",
-                          os.fsdecode(path)) from None
+                          _os.fsdecode(path)) from None
         raise
-    return File(fd, os.fsdecode(path), m, bool(direct))
+    return File(fd, _os.fsdecode(path), m, bool(direct))
 
 
 def _check_perm(perm):
@@ -433,7 +440,7 @@ def _check_perm(perm):
     if isinstance(perm, bool):
         raise TypeError(f"perm must be an int (file mode bits, e.g. 0o644), got perm={perm!r}")
     try:
-        perm = operator.index(perm)
+        perm = _operator.index(perm)
     except TypeError:
         raise TypeError(f"perm must be an int (file mode bits, e.g. 0o644), "
                         f"got perm of type {type(perm).__name__}") from None
@@ -442,80 +449,10 @@ def _check_perm(perm):
     return perm
 
 
-class _Target:
-    """read_blocks/write_blocks' file: a path opened (and closed) here, or
-    the caller's fd / file object."""
-
-    def __init__(self, file, writing, direct):
-        self.own = None
-        if isinstance(file, (str, bytes, os.PathLike)):
-            self.own = open(file, "r+" if writing else "r", direct)
-            self.fd = self.own.fileno()
-            self.direct = direct
-        else:
-            self.fd = file if isinstance(file, int) else file.fileno()
-            flags = _fcntl_flags(self.fd)
-            self.direct = bool(flags & os.O_DIRECT)
-            if direct and not self.direct:
-                raise ValueError("direct=True needs a path, or a file opened with "
-                                 "O_DIRECT (fastio.open(path, direct=True))")
-
-    def close(self):
-        if self.own is not None:
-            self.own.close()
-
-
-def _fcntl_flags(fd):
-    import fcntl
-    return fcntl.fcntl(fd, fcntl.F_GETFL)
-
-
-def _check_direct(fd, offsets, size, address):
-    mem, off, _ = _core._dio_alignment(fd)
-    if size % off:
-        raise ValueError(f"O_DIRECT needs lengths aligned to {off} bytes: size={size} "
-                         f"is not a multiple of {off}")
-    bad = np.flatnonzero(offsets % off)
-    if len(bad):
-        i = int(bad[0])
-        raise ValueError(f"O_DIRECT needs offsets aligned to {off} bytes: offsets[{i}]="
-                         f"{int(offsets[i])} is not a multiple of {off}")
-    if address % mem:
-        raise ValueError(f"O_DIRECT needs buffers aligned to {mem} bytes: the buffer at "
-                         f"0x{address:x} is not (use fastio.empty for aligned memory)")
-
-
-def _add_note(exc, note):
-    """exc.add_note(note) (PEP 678), also on 3.10, which lacks the method:
-    there the note goes into __notes__ as the `exceptiongroup` backport
-    does (its traceback printer shows them; plain 3.10 keeps them only)."""
-    if hasattr(exc, "add_note"):
-        exc.add_note(note)
-    else:
-        exc.__notes__ = list(getattr(exc, "__notes__", ())) + [note]
-
-
-def _raise_first(results, want, offsets, q, fd, opcode, address_of, what):
-    bad = np.flatnonzero(results != want)
-    if not len(bad):
-        return
-    i = int(bad[0])
-    res = int(results[i])
-    off = int(offsets[i])
-    w = int(want[i]) if isinstance(want, np.ndarray) else int(want)
-    if res < 0:
-        exc = _core._request_error(res, opcode, q.backend, fd, address_of(i), w, off)
-        _add_note(exc, f"{what}: request {i} (offset {off}, {w} bytes) on {q.backend}; "
-                  f"{len(bad)} request(s) failed or came short")
-        raise exc
-    raise EOFError(f"{what}: request {i} at offset {off} moved {res} of {w} bytes "
-                   f"(end of file); {len(bad)} request(s) came short")
-
-
 def _index(value, name):
     # int(4096.5) would truncate: an integer is meant, so a float is refused.
     try:
-        return operator.index(value)
+        return _operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {name}={value!r}") from None
 
@@ -528,31 +465,31 @@ def _int64_array(values, name):
     array. np.asarray(..., dtype=np.int64) would turn 0.5 into 0 and wrap
     2**64 - 1 into -1: a float is a TypeError, a value past int64 an
     OverflowError, each naming the argument."""
-    arr = np.asarray(values)
-    if arr.dtype == np.int64:
-        return np.ascontiguousarray(arr).reshape(-1)
+    arr = _np.asarray(values)
+    if arr.dtype == _np.int64:
+        return _np.ascontiguousarray(arr).reshape(-1)
     if arr.size == 0:
-        return np.zeros(0, np.int64)  # [] is float64 to numpy
+        return _np.zeros(0, _np.int64)  # [] is float64 to numpy
     kind = arr.dtype.kind
     if kind == "u":
         if arr.max() > _INT64_MAX:
-            i = int(np.argmax(arr > _INT64_MAX))
+            i = int(_np.argmax(arr > _INT64_MAX))
             raise OverflowError(f"{name} must fit in int64, got {name}[{i}]="
                                 f"{int(arr.reshape(-1)[i])}")
-        return np.ascontiguousarray(arr, dtype=np.int64).reshape(-1)
+        return _np.ascontiguousarray(arr, dtype=_np.int64).reshape(-1)
     if kind == "i":
-        return np.ascontiguousarray(arr, dtype=np.int64).reshape(-1)
-    if kind in "fO" and not isinstance(values, np.ndarray):
+        return _np.ascontiguousarray(arr, dtype=_np.int64).reshape(-1)
+    if kind in "fO" and not isinstance(values, _np.ndarray):
         # A list mixing ints and ints past int64 is float64 to numpy:
         # look at the items themselves.
-        arr = np.asarray(values, dtype=object)
+        arr = _np.asarray(values, dtype=object)
         kind = "O"
     if kind == "O":
         flat = arr.reshape(-1)
-        out = np.empty(len(flat), np.int64)
+        out = _np.empty(len(flat), _np.int64)
         for i, v in enumerate(flat):
             try:
-                v = operator.index(v)
+                v = _operator.index(v)
             except TypeError:
                 raise TypeError(f"{name} must hold integers, got {name}[{i}]={v!r}") from None
             if not _INT64_MIN <= v <= _INT64_MAX:
@@ -562,13 +499,6 @@ def _int64_array(values, name):
     first = arr.reshape(-1)[0].item()
     raise TypeError(f"{name} must hold integers, got an array of {arr.dtype} "
                     f"({name}[0]={first!r})")
-
-
-def _queue_for(queue, backend, depth, direct):
-    if queue is not None:
-        return queue, False
-    q = Queue(depth, backend, direct=direct)
-    return q, True
 
 
 def _register(q, fd, buf):
@@ -587,115 +517,11 @@ def _register(q, fd, buf):
             pass
 
 
-def read_blocks(file, offsets, size, *, out=None, backend="auto", depth=64, direct=False,
-                queue=None):
-    """read_blocks(file, offsets, size, *, out=None, backend='auto', depth=64, direct=False, queue=None)
-
-    Read size bytes at each of offsets (an int array) from file (a path, an
-    fd or a file object) into row i of a 2-D uint8 array of shape
-    (len(offsets), size), returned (or into out, any writable contiguous
-    buffer of that many bytes, returned). One C call keeps depth requests in
-    flight on the backend ('auto': see Queue) or on queue, an open Queue to
-    reuse (its backend says which ran). direct: open the path with O_DIRECT
-    (alignment checked up front, naming the alignment needed).
-
-    A failed request raises its OSError (with a note naming the request);
-    one that reaches the end of the file raises EOFError.
-    """
-    offsets = _int64_array(offsets, "offsets")
-    size = _index(size, "size")
-    if size < 0:
-        raise ValueError(f"size must be >= 0, got size={size}")
-    n = len(offsets)
-    tgt = _Target(file, False, direct)
-    try:
-        if out is None:
-            if tgt.direct:
-                from .memory import empty
-                out = empty((n, size), np.uint8, align=max(4096, _core._dio_alignment(tgt.fd)[0]))
-            else:
-                out = np.empty((n, size), np.uint8)
-        mv = memoryview(out)
-        if not mv.contiguous or mv.readonly:
-            raise ValueError("out must be a writable C-contiguous buffer")
-        if mv.nbytes < n * size:
-            raise ValueError(f"out holds {mv.nbytes} bytes; {n} blocks of {size} need "
-                             f"{n * size}")
-        address = np.frombuffer(mv.cast("B"), np.uint8).ctypes.data if mv.nbytes else 0
-        mv.release()
-        if tgt.direct and n:
-            _check_direct(tgt.fd, offsets, size, address)
-        q, own = _queue_for(queue, backend, depth, tgt.direct)
-        try:
-            if own:
-                _register(q, tgt.fd, out)
-            results = np.empty(n, np.int64)
-            q._batch(False, tgt.fd, offsets, None, size, out, results)
-        finally:
-            if own:
-                q.close()
-        _raise_first(results, size, offsets, q, tgt.fd, 0,
-                     lambda i: address + i * size, "read_blocks")
-        return out
-    finally:
-        tgt.close()
-
-
-def write_blocks(file, offsets, data, *, backend="auto", depth=64, direct=False,
-                 queue=None):
-    """write_blocks(file, offsets, data, *, backend='auto', depth=64, direct=False, queue=None)
-
-    Write row i of data (a 2-D C-contiguous array, or a list of equal-length
-    buffers) at offsets[i] of file (a path opened 'r+', an fd or a file
-    object). As read_blocks: one C call, depth in flight, short counts
-    continued, a failed request raising its OSError (EOFError if a write
-    stopped short without an error, as on a full pipe-like file).
-    """
-    offsets = _int64_array(offsets, "offsets")
-    n = len(offsets)
-    if isinstance(data, (list, tuple)):
-        if len(data) != n:
-            raise ValueError(f"data has {len(data)} buffers for {n} offsets")
-        sizes = {memoryview(b).nbytes for b in data}
-        if len(sizes) > 1:
-            raise ValueError("the buffers of data differ in length")
-        size = sizes.pop() if sizes else 0
-        address = None
-    else:
-        arr = np.asarray(data)
-        if arr.ndim != 2 or arr.shape[0] != n or not arr.flags.c_contiguous:
-            raise ValueError(f"data must be a C-contiguous 2-D array with {n} rows, "
-                             f"got shape {arr.shape}")
-        size = arr.shape[1] * arr.itemsize
-        address = arr.ctypes.data
-        data = arr
-    tgt = _Target(file, True, direct)
-    try:
-        if tgt.direct and n:
-            addrs = ([np.frombuffer(b, np.uint8).ctypes.data for b in data]
-                     if address is None else [address])
-            for a in addrs:
-                _check_direct(tgt.fd, offsets, size, a)
-        q, own = _queue_for(queue, backend, depth, tgt.direct)
-        try:
-            results = np.empty(n, np.int64)
-            q._batch(True, tgt.fd, offsets, None, size, data, results)
-        finally:
-            if own:
-                q.close()
-        _raise_first(results, size, offsets, q, tgt.fd, 1,
-                     (lambda i: address + i * size) if address is not None
-                     else (lambda i: np.frombuffer(data[i], np.uint8).ctypes.data),
-                     "write_blocks")
-    finally:
-        tgt.close()
-
-
 # ====================================================================
 # asyncio: one queue per event loop, completions through its eventfd
 
 ASYNC_DEPTH = 128
-_loop_queues = weakref.WeakKeyDictionary()
+_loop_queues = _weakref.WeakKeyDictionary()
 
 
 class _LoopQueue:
@@ -717,12 +543,13 @@ class _LoopQueue:
         self.q = q
         self.efd = efd
         self.futures = {}
+        self.after = {}  # tag -> what to do once its completion is reaped
         self.next = 0
         # Requests in flight at most (an asyncio.Semaphore would keep a
         # reference to the loop, and this object, the loop's weak-dict
         # value, would then keep its own key alive).
         self.free = ASYNC_DEPTH
-        self.waiters = collections.deque()
+        self.waiters = _collections.deque()
         loop.add_reader(efd, self._ready)
 
     def _ready(self):
@@ -730,6 +557,12 @@ class _LoopQueue:
         for tag, res in self.q.wait(0, 0):
             fut = self.futures.pop(tag)
             self._release()
+            after = self.after.pop(tag, None)
+            if after is not None:
+                # A descriptor opened for a path is closed only now: closed
+                # while the request was in flight (a cancelled coroutine),
+                # its number could be reused and the I/O hit another file.
+                after()
             if fut.done():
                 continue
             if isinstance(res, BaseException):
@@ -751,7 +584,7 @@ class _LoopQueue:
                 w.set_result(None)
                 break
 
-    async def run(self, loop, op, file, *args):
+    async def run(self, loop, op, file, *args, after=None):
         while self.free == 0:
             w = loop.create_future()
             self.waiters.append(w)
@@ -767,12 +600,16 @@ class _LoopQueue:
         self.next += 1
         try:
             op(file, *args, tag=tag)
-            self.q.submit()
         except BaseException:
             self._release()
+            if after is not None:
+                after()
             raise
         fut = loop.create_future()
         self.futures[tag] = fut
+        if after is not None:
+            self.after[tag] = after
+        self.q.submit()
         return await fut
 
 
@@ -785,20 +622,232 @@ def _loop_queue():
     return loop, lq
 
 
-async def read(file, buf, offset):
-    """await read(file, buf, offset): read into buf at offset; the byte count."""
+def _file_arg(file, writing):
+    """(fd, after): file as a descriptor, and what to call once its request
+    completed (closing the descriptor opened here for a path), or None."""
+    if isinstance(file, (str, bytes, _os.PathLike)):
+        fd = _os.open(file, (_os.O_WRONLY if writing else _os.O_RDONLY) | _os.O_CLOEXEC)
+        return fd, lambda: _os.close(fd)
+    if isinstance(file, bool):
+        raise TypeError(f"file must be a path, a file descriptor or an object with "
+                        f"fileno(), got file={file!r}")
+    if isinstance(file, int):
+        if file < 0:
+            raise ValueError(f"file must be a path or a file descriptor >= 0, "
+                             f"got file={file}")
+        return file, None
+    if hasattr(file, "fileno"):
+        return file.fileno(), None
+    raise TypeError(f"file must be a path, a file descriptor or an object with "
+                    f"fileno(), got file of type {type(file).__name__}")
+
+
+def _buf_arg(buf, writable):
+    try:
+        with memoryview(buf) as mv:
+            readonly = mv.readonly
+    except TypeError:
+        raise TypeError(f"buf must be a {'writable ' if writable else ''}bytes-like "
+                        f"object, got buf of type {type(buf).__name__}") from None
+    if writable and readonly:
+        raise TypeError(f"buf must be a writable bytes-like object, got a read-only "
+                        f"{type(buf).__name__}")
+
+
+def _offset_arg(offset):
+    offset = _index(offset, "offset")
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got offset={offset}")
+    return offset
+
+
+async def _one(writing, file, buf, offset):
+    _buf_arg(buf, not writing)
+    offset = _offset_arg(offset)
     loop, lq = _loop_queue()
-    return await lq.run(loop, lq.q.read, file, buf, offset)
+    fd, after = _file_arg(file, writing)
+    op = lq.q.write if writing else lq.q.read
+    return await lq.run(loop, op, fd, buf, offset, after=after)
+
+
+async def read(file, buf, offset):
+    """await read(file, buf, offset): read into buf at offset of file (a
+    path, opened and closed here, an fd or a file object); the byte count."""
+    return await _one(False, file, buf, offset)
 
 
 async def write(file, buf, offset):
-    """await write(file, buf, offset): write buf at offset; the byte count."""
-    loop, lq = _loop_queue()
-    return await lq.run(loop, lq.q.write, file, buf, offset)
+    """await write(file, buf, offset): write buf at offset of file (a path
+    of an existing file, an fd or a file object); the byte count."""
+    return await _one(True, file, buf, offset)
 
 
 async def fsync(file):
     """await fsync(file): flush file's data and metadata to disk; None, as os.fsync."""
     loop, lq = _loop_queue()
-    await lq.run(loop, lq.q.fsync, file)  # the completion's result is 0
+    # Read-only is enough: Linux fsyncs through any descriptor of the file.
+    fd, after = _file_arg(file, False)
+    await lq.run(loop, lq.q.fsync, fd, after=after)  # the completion's result is 0
     return None
+
+
+# ====================================================================
+# asyncio read_blocks / write_blocks: a Queue of their own, its eventfd
+
+def _async_queue(depth, backend, direct):
+    q = Queue(depth, backend, direct=direct)
+    efd = q._eventfd()
+    if efd < 0:
+        # posix_aio signals no eventfd: the threads backend does.
+        q.close()
+        q = Queue(depth, "threads", direct=direct)
+        efd = q._eventfd()
+    return q, efd
+
+
+async def _run_blocks(writing, fd, offsets, size, rows, depth, backend, direct):
+    """Run the requests (row i at offsets[i], size bytes) on a Queue of their
+    own; return the int64 results (bytes moved, or -errno) and the
+    exceptions by index. The loop gets control back after every round of
+    completions (cached reads on io_uring complete within submit: without
+    that yield a large read would hold the loop to its end)."""
+    import asyncio
+    loop = asyncio.get_running_loop()
+    n = len(offsets)
+    results = _np.zeros(n, _np.int64)
+    errors = {}
+    q, efd = _async_queue(depth, backend, direct)
+    op = q.write if writing else q.read
+    try:
+        nxt = 0
+        while True:
+            while nxt < n and q.in_flight < q.depth and not errors:
+                i = nxt
+                nxt += 1
+                if size:
+                    op(fd, rows[i], int(offsets[i]), tag=i)
+            if q.in_flight == 0:
+                break
+            q.submit()
+            _clear_eventfd(efd)
+            done = q.wait(0, 0)
+            if not done:
+                await _readable(loop, efd)
+                continue
+            for i, res in done:
+                if isinstance(res, BaseException):
+                    errors[i] = res
+                    results[i] = -(res.errno or _errno.EIO)
+                    continue
+                got = int(results[i]) + res
+                results[i] = got
+                if res and got < size:
+                    # A short count: continue the rest of the block.
+                    op(fd, rows[i][got:], int(offsets[i]) + got, tag=i)
+            await asyncio.sleep(0)
+    finally:
+        # Cancelled (or failed): requests still in flight are cancelled and
+        # reaped by close() before the caller's buffers can be released.
+        q.close()
+    return results, errors, q.backend
+
+
+async def read_blocks(file, offsets, size, *, out=None, backend="auto", depth=64,
+                      direct=False):
+    """await read_blocks(file, offsets, size, *, out=None, backend='auto', depth=64, direct=False)
+
+    fastio.read_blocks as a coroutine: the same result (a (len(offsets),
+    size) uint8 array, or out), with depth requests in flight on a Queue
+    whose completions reach the running loop through its eventfd; the loop
+    runs other tasks meanwhile. Cancelled, the requests in flight are
+    cancelled and reaped before it returns: nothing is left writing into out.
+    """
+    from . import blocks
+    offsets = _int64_array(offsets, "offsets")
+    size = _index(size, "size")
+    if size < 0:
+        raise ValueError(f"size must be >= 0, got size={size}")
+    depth = blocks._check_depth(depth)
+    n = len(offsets)
+    tgt = blocks._Target(file, False, direct)
+    try:
+        out, address = blocks._out_for(out, tgt, n, size)
+        if tgt.direct and n:
+            blocks._check_direct(tgt.fd, offsets, size, address)
+        rows = []
+        with memoryview(out) as mv, mv.cast("B") as flat:
+            try:
+                rows = [flat[i * size:(i + 1) * size] for i in range(n)] if size else []
+                results, errors, ran = await _run_blocks(False, tgt.fd, offsets, size,
+                                                         rows, depth, backend, tgt.direct)
+            finally:
+                # The Queue has let go of every row (closed, drained): let go
+                # of out too, even while a CancelledError's traceback keeps
+                # this frame alive.
+                _release_rows(rows)
+        _raise_blocks(results, errors, size, offsets, ran, "fastio.aio.read_blocks")
+        return out
+    finally:
+        tgt.close()
+
+
+async def write_blocks(file, offsets, data, *, backend="auto", depth=64, direct=False):
+    """await write_blocks(file, offsets, data, *, backend='auto', depth=64, direct=False)
+
+    fastio.write_blocks as a coroutine: row i of data (a 2-D C-contiguous
+    array or a list of equal-length buffers) written at offsets[i] of file,
+    through a Queue whose completions reach the running loop by its
+    eventfd. Cancelled, the writes in flight are cancelled or finished
+    before it returns.
+    """
+    from . import blocks
+    offsets = _int64_array(offsets, "offsets")
+    depth = blocks._check_depth(depth)
+    n = len(offsets)
+    data, size, address = blocks._write_source(data, n)
+    tgt = blocks._Target(file, True, direct)
+    try:
+        if address is None:
+            rows = [memoryview(b).cast("B") for b in data]
+        else:
+            with memoryview(data) as mv, mv.cast("B") as flat:
+                rows = [flat[i * size:(i + 1) * size] for i in range(n)]
+        try:
+            if tgt.direct and n:
+                for r in (rows if address is None else rows[:1]):
+                    blocks._check_direct(tgt.fd, offsets, size,
+                                         _np.frombuffer(r, _np.uint8).ctypes.data)
+            results, errors, ran = await _run_blocks(True, tgt.fd, offsets, size, rows,
+                                                     depth, backend, tgt.direct)
+        finally:
+            _release_rows(rows)
+        _raise_blocks(results, errors, size, offsets, ran, "fastio.aio.write_blocks")
+    finally:
+        tgt.close()
+
+
+def _release_rows(rows):
+    for r in rows:
+        try:
+            r.release()
+        except BufferError:
+            # Still pinned: a broken backend's Queue keeps the buffers of
+            # requests it could not get back for good (Queue.close), and
+            # the memory must then stay; the exception in flight goes on.
+            pass
+
+
+def _raise_blocks(results, errors, size, offsets, backend, what):
+    from .blocks import _add_note
+    bad = _np.flatnonzero(results != size)
+    if not len(bad):
+        return
+    i = int(bad[0])
+    off = int(offsets[i])
+    if i in errors:
+        exc = errors[i]
+        _add_note(exc, f"{what}: request {i} (offset {off}, {size} bytes) on {backend}; "
+                  f"{len(bad)} request(s) failed or came short")
+        raise exc
+    raise EOFError(f"{what}: request {i} at offset {off} moved {int(results[i])} of "
+                   f"{size} bytes (end of file); {len(bad)} request(s) came short")

@@ -234,6 +234,30 @@ def o_direct(path):
     return _o_direct_dev(os.stat(directory).st_dev, str(directory))
 
 
+# ---------------------------------------------------------------- RWF_DONTCACHE
+
+@functools.lru_cache(maxsize=None)
+def _dontcache_dev(dev, directory):
+    path = os.path.join(directory, f".probe-dontcache-{os.getpid()}")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.pwrite(fd, b"x" * 4096, 0)
+        os.preadv(fd, [bytearray(4096)], 0, 0x80)  # RWF_DONTCACHE (Linux 6.14)
+        return Probe(True, f"preadv2(RWF_DONTCACHE) works in {directory}")
+    except OSError as exc:
+        return Probe(False, _err(f"preadv2(RWF_DONTCACHE) in {directory}", exc.errno))
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def dontcache(path):
+    """preadv2 with RWF_DONTCACHE (0x80, Linux 6.14+) on the filesystem
+    holding path (tmpfs refuses it)."""
+    directory = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    return _dontcache_dev(os.stat(directory).st_dev, str(directory))
+
+
 # ---------------------------------------------------------------- memory
 
 def _on_anonymous(call, npages, fn, undo=None):
@@ -394,6 +418,7 @@ FEATURES = {
     "reserved huge pages": lambda d=None: hugepages(),
     "O_DIRECT": lambda d=None: o_direct(d or tempfile.gettempdir()),
     "FICLONE reflink": lambda d=None: ficlone(d or tempfile.gettempdir()),
+    "RWF_DONTCACHE": lambda d=None: dontcache(d or tempfile.gettempdir()),
 }
 
 

@@ -395,6 +395,47 @@ for _b, _d in (("io_uring", "io_uring: one ring, depth requests in flight"),
                                      "read_batch of the requests")(_aio(_b))
 
 
+# read_blocks' paths (issue 14): the lab's warm and cold cache modes show
+# when each wins ('copy' for cached data, 'queue' for data on the device)
+# and whether 'auto' picked the winner (extra['mode'] says what it ran).
+
+def _read_blocks(mode):
+    def fn(job):
+        n = len(job.offsets)
+        out = fastio.empty(max(job.block_size * n, 1), align=4096)
+        out[:] = 0   # first-touch faults are not part of the reads
+        stats = {}
+        t0 = time.perf_counter_ns()
+        fastio.read_blocks(job.path, job.offsets, job.block_size, out=out,
+                           mode="direct" if job.direct and mode != "copy" else mode,
+                           direct=job.direct, depth=job.depth, stats=stats)
+        io_ns = time.perf_counter_ns() - t0
+        chk, off = (bytes(out[(n - 1) * job.block_size:n * job.block_size]),
+                    int(job.offsets[-1])) if n else (None, 0)
+        # One C call runs every request: each one's latency is at most the
+        # call's, the one bucket recorded (no per-request clock).
+        return Outcome(job.block_size * n, n, lat_hist=[(max(io_ns, 1), n)] if n else [],
+                       timer="one C call for every request: latency bounded by the call",
+                       backend=stats.get("backend"), check=chk, check_offset=off,
+                       io_ns=io_ns, extra={"mode": stats.get("mode"),
+                                           "resident": stats.get("resident"),
+                                           "threads": stats.get("threads")})
+    return fn
+
+
+for _m, _d, _direct in (
+        ("auto", "samples the page cache (mincore), then 'copy' for cached data, "
+                 "'queue' for the rest", "yes"),
+        ("copy", "C threads, one per CPU, pread the blocks (the path for cached data)",
+         "no"),
+        ("queue", "depth requests in flight on a Queue, io_uring where it runs (the path "
+                  "for data on the device)", "yes")):
+    register(f"read_blocks.{_m}", group=AIO, baseline="psync", requires=("read_blocks",),
+             direct=_direct, honours_depth=_m != "copy",
+             description=f"fastio.read_blocks(path, offsets, bs, mode='{_m}'): {_d}")(
+        _read_blocks(_m))
+
+
 # ------------------------------------------------------------------ sendfile
 
 def _copy_method(copy_chunk, needs_out):

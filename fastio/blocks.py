@@ -1,0 +1,397 @@
+"""read_blocks / write_blocks: thousands of positional I/Os in one C call,
+on the path that suits the data (re-exported by fastio as fastio.read_blocks
+and fastio.write_blocks; fastio.aio.read_blocks is the asyncio coroutine).
+
+The paths (docs/readwrite.md, "Reads that choose their path"):
+
+- 'copy': the data is in the page cache, so a read is a memory copy and one
+  core is the limit: C threads (one per CPU by default) each pread the
+  blocks they claim (_core._pread_blocks; the offsets are copied into C
+  memory before the GIL is released).
+- 'queue': the data is on the device, whose depth is the limit: a Queue
+  (io_uring where it runs) keeps `depth` requests in flight.
+- 'direct': the queue on an O_DIRECT descriptor (the page cache bypassed).
+- 'auto': mincore on a short-lived map of the file, for the pages of up to
+  RESIDENCY_SAMPLES blocks, picks 'copy' when at least WARM_FRACTION of
+  them are resident, else 'queue'; 'direct' when direct=True; and 'queue'
+  when a backend or queue is named (the caller chose an engine).
+"""
+import errno
+import os
+
+import numpy as np
+
+from . import _core
+from .aio import Queue, _index, _int64_array, _register
+from .aio import open as _open
+
+__all__ = ["read_blocks", "write_blocks", "READ_MODES"]
+
+READ_MODES = ("auto", "copy", "queue", "direct")
+# 'auto': how many blocks' pages mincore looks at, and the resident share
+# from which the copy path wins (a cold block costs a copy thread a whole
+# device round trip, while the queue keeps `depth` of them in flight).
+RESIDENCY_SAMPLES = 64
+WARM_FRACTION = 0.9
+THREADS_MAX = 64  # the C side's limit (PAR_MAX_THREADS in csrc/rw.c)
+
+RWF_DONTCACHE = _core._RWF_DONTCACHE
+
+
+def _ncpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# ====================================================================
+# Argument checks shared with read_file and the coroutines
+
+def _check_mode(mode, modes=READ_MODES):
+    if not isinstance(mode, str) or mode not in modes:
+        raise ValueError(f"mode must be one of {modes}, got mode={mode!r}")
+    return mode
+
+
+def _check_threads(threads):
+    """None: one thread per CPU this process may run on."""
+    if threads is None:
+        return max(1, min(_ncpus(), THREADS_MAX))
+    if isinstance(threads, bool):
+        raise TypeError(f"threads must be an integer or None, got threads={threads!r}")
+    threads = _index(threads, "threads")
+    if not 1 <= threads <= THREADS_MAX:
+        raise ValueError(f"threads must be within 1..{THREADS_MAX}, got threads={threads}")
+    return threads
+
+
+def _check_uncached(uncached):
+    if not isinstance(uncached, (bool, np.bool_)):
+        raise TypeError(f"uncached must be True or False, got uncached={uncached!r}")
+    return bool(uncached)
+
+
+def _check_depth(depth):
+    # The Queue checks it too, but the copy path runs no Queue: the same
+    # words either way.
+    if isinstance(depth, bool):
+        raise TypeError(f"depth must be an integer, got depth={depth!r}")
+    depth = _index(depth, "depth")
+    if not 1 <= depth <= 65536:
+        kind = OverflowError if depth > 2**63 - 1 else ValueError
+        raise kind(f"depth must be in 1..65536, got depth={depth}")
+    return depth
+
+
+def _check_stats(stats):
+    if stats is not None and not isinstance(stats, dict):
+        raise TypeError(f"stats must be a dict to fill in or None, got stats of type "
+                        f"{type(stats).__name__}")
+    return stats
+
+
+def uncached_error(exc_or_errno, where):
+    """The error for uncached=True on a kernel or filesystem that refuses
+    RWF_DONTCACHE (EOPNOTSUPP: Linux before 6.14, tmpfs, most FUSE; the
+    posix_aio backend cannot pass the flag at all)."""
+    err = OSError(errno.EOPNOTSUPP,
+                  f"uncached=True is not supported here ({where}): RWF_DONTCACHE needs "
+                  f"Linux 6.14+ and a filesystem that implements it (ext4, xfs, btrfs; "
+                  f"not tmpfs), and a backend that passes RWF flags (not posix_aio). "
+                  f"Read without uncached=True, then fastio.fadvise(fd, offset, length, "
+                  f"fastio.POSIX_FADV_DONTNEED) to drop what the read cached.")
+    return err
+
+
+def residency_of(fd, offsets, length):
+    """The resident share (0..1) of the pages under up to RESIDENCY_SAMPLES
+    of offsets (evenly spread over them), each covering length bytes, or
+    None when the file cannot be mapped (a pipe, a /proc file)."""
+    offsets = np.asarray(offsets, np.int64)
+    if len(offsets) > RESIDENCY_SAMPLES:
+        pick = np.linspace(0, len(offsets) - 1, RESIDENCY_SAMPLES).astype(np.intp)
+        offsets = offsets[pick]
+    resident, pages = _core._residency_sample(fd, np.ascontiguousarray(offsets), length)
+    return resident / pages if pages else None
+
+
+# ====================================================================
+# The file: a path opened here, or the caller's fd / file object
+
+class _Target:
+    """read_blocks/write_blocks' file: a path opened (and closed) here, or
+    the caller's fd / file object."""
+
+    def __init__(self, file, writing, direct):
+        self.own = None
+        if isinstance(file, (str, bytes, os.PathLike)):
+            self.own = _open(file, "r+" if writing else "r", direct)
+            self.fd = self.own.fileno()
+            self.direct = direct
+        else:
+            if isinstance(file, bool) or not (isinstance(file, int)
+                                              or hasattr(file, "fileno")):
+                raise TypeError(f"file must be a path, a file descriptor or an object "
+                                f"with fileno(), got file={file!r}")
+            self.fd = file if isinstance(file, int) else file.fileno()
+            flags = _fcntl_flags(self.fd)
+            self.direct = bool(flags & os.O_DIRECT)
+            if direct and not self.direct:
+                raise ValueError("direct=True needs a path, or a file opened with "
+                                 "O_DIRECT (fastio.open(path, direct=True))")
+
+    def close(self):
+        if self.own is not None:
+            self.own.close()
+
+
+def _fcntl_flags(fd):
+    import fcntl
+    return fcntl.fcntl(fd, fcntl.F_GETFL)
+
+
+def _check_direct(fd, offsets, size, address):
+    mem, off, _ = _core._dio_alignment(fd)
+    if size % off:
+        raise ValueError(f"O_DIRECT needs lengths aligned to {off} bytes: size={size} "
+                         f"is not a multiple of {off}")
+    bad = np.flatnonzero(offsets % off)
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"O_DIRECT needs offsets aligned to {off} bytes: offsets[{i}]="
+                         f"{int(offsets[i])} is not a multiple of {off}")
+    if address % mem:
+        raise ValueError(f"O_DIRECT needs buffers aligned to {mem} bytes: the buffer at "
+                         f"0x{address:x} is not (use fastio.empty for aligned memory)")
+
+
+def _add_note(exc, note):
+    """exc.add_note(note) (PEP 678), also on 3.10, which lacks the method:
+    there the note goes into __notes__ as the `exceptiongroup` backport
+    does (its traceback printer shows them; plain 3.10 keeps them only)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:
+        exc.__notes__ = list(getattr(exc, "__notes__", ())) + [note]
+
+
+def _raise_first(results, want, offsets, backend, fd, opcode, address_of, what,
+                 uncached=False):
+    bad = np.flatnonzero(results != want)
+    if not len(bad):
+        return
+    i = int(bad[0])
+    res = int(results[i])
+    off = int(offsets[i])
+    w = int(want[i]) if isinstance(want, np.ndarray) else int(want)
+    if res < 0:
+        if uncached and res == -errno.EOPNOTSUPP:
+            raise uncached_error(res, f"{what} on {backend}")
+        exc = _core._request_error(res, opcode, backend, fd, address_of(i), w, off)
+        _add_note(exc, f"{what}: request {i} (offset {off}, {w} bytes) on {backend}; "
+                  f"{len(bad)} request(s) failed or came short")
+        raise exc
+    raise EOFError(f"{what}: request {i} at offset {off} moved {res} of {w} bytes "
+                   f"(end of file); {len(bad)} request(s) came short")
+
+
+def _queue_for(queue, backend, depth, direct):
+    if queue is not None:
+        return queue, False
+    q = Queue(depth, backend, direct=direct)
+    return q, True
+
+
+def _out_for(out, tgt, n, size):
+    """The destination of n blocks of size bytes, and its address."""
+    if out is None:
+        if tgt.direct:
+            from .memory import empty
+            out = empty((n, size), np.uint8, align=max(4096, _core._dio_alignment(tgt.fd)[0]))
+        else:
+            out = np.empty((n, size), np.uint8)
+    try:
+        mv = memoryview(out)
+    except TypeError:
+        raise TypeError(f"out must be a writable buffer, got out of type "
+                        f"{type(out).__name__}") from None
+    if not mv.contiguous or mv.readonly:
+        mv.release()
+        raise ValueError("out must be a writable C-contiguous buffer")
+    if mv.nbytes < n * size:
+        nbytes = mv.nbytes
+        mv.release()
+        raise ValueError(f"out holds {nbytes} bytes; {n} blocks of {size} need "
+                         f"{n * size}")
+    address = np.frombuffer(mv.cast("B"), np.uint8).ctypes.data if mv.nbytes else 0
+    mv.release()
+    return out, address
+
+
+def _check_offsets(offsets, size):
+    """Every path's words for a bad offset (the Queue's, checked by C too)."""
+    if not len(offsets):
+        return
+    neg = np.flatnonzero(offsets < 0)
+    if len(neg):
+        i = int(neg[0])
+        raise ValueError(f"offsets[{i}] must be >= 0, got {int(offsets[i])}")
+    big = np.flatnonzero(offsets > (1 << 63) - 1 - size)
+    if len(big):
+        i = int(big[0])
+        raise OverflowError(f"offsets[{i}] + length must fit in 64 bits, got offset "
+                            f"{int(offsets[i])} + length {size}")
+
+
+def _choose(mode, tgt, offsets, size, backend, queue):
+    """The path for read_blocks and the resident share behind it (None when
+    it was not sampled)."""
+    if mode != "auto":
+        return ("direct" if mode == "queue" and tgt.direct else mode), None
+    if tgt.direct:
+        return "direct", None
+    if queue is not None or backend != "auto":
+        return "queue", None
+    if not len(offsets):
+        return "copy", None
+    frac = residency_of(tgt.fd, offsets, size)
+    return ("copy" if frac is not None and frac >= WARM_FRACTION else "queue"), frac
+
+
+# ====================================================================
+# read_blocks, write_blocks
+
+def read_blocks(file, offsets, size, *, out=None, backend="auto", depth=64, direct=False,
+                queue=None, mode="auto", threads=None, uncached=False, stats=None):
+    """read_blocks(file, offsets, size, *, out=None, backend='auto', depth=64, direct=False, queue=None, mode='auto', threads=None, uncached=False, stats=None)
+
+    Read size bytes at each of offsets (an int array) from file (a path, an
+    fd or a file object) into row i of a 2-D uint8 array of shape
+    (len(offsets), size), returned (or into out, any writable contiguous
+    buffer of that many bytes, returned).
+
+    mode: 'auto' (mincore on the pages of a sample of the blocks: cached
+    data takes 'copy', the rest 'queue'; direct=True takes 'direct'; a named
+    backend or queue takes 'queue'), 'copy' (C threads, `threads` of them,
+    one per CPU by default, pread the blocks: the fastest for cached data),
+    'queue' (one C call keeps depth requests in flight on the backend, or on
+    queue, an open Queue to reuse: the fastest for data on the device),
+    'direct' (the queue with O_DIRECT, as direct=True: alignment checked up
+    front, naming the alignment needed). uncached: RWF_DONTCACHE (Linux
+    6.14+), the page cache left as it was; OSError(EOPNOTSUPP) naming
+    uncached=True where the kernel or filesystem refuses it. stats: a dict
+    filled in with 'mode' (the path that ran), 'resident' (the sampled
+    share, or None), 'threads' and 'backend'.
+
+    A failed request raises its OSError (with a note naming the request);
+    one that reaches the end of the file raises EOFError.
+    """
+    mode = _check_mode(mode)
+    depth = _check_depth(depth)
+    nthreads = _check_threads(threads)
+    uncached = _check_uncached(uncached)
+    _check_stats(stats)
+    offsets = _int64_array(offsets, "offsets")
+    size = _index(size, "size")
+    if size < 0:
+        raise ValueError(f"size must be >= 0, got size={size}")
+    _check_offsets(offsets, size)
+    if mode == "copy" and queue is not None:
+        raise ValueError("queue= runs mode='queue' or 'direct', got mode='copy' with a queue")
+    n = len(offsets)
+    tgt = _Target(file, False, direct or mode == "direct")
+    try:
+        out, address = _out_for(out, tgt, n, size)
+        if tgt.direct and n:
+            _check_direct(tgt.fd, offsets, size, address)
+        chosen, frac = _choose(mode, tgt, offsets, size, backend, queue)
+        flags = RWF_DONTCACHE if uncached else 0
+        if uncached and tgt.own is not None:
+            # Readahead around scattered blocks would leave pages nobody
+            # reads (RWF_DONTCACHE drops the pages a read copies, not those
+            # read ahead). A descriptor of the caller's keeps its advice.
+            _core.fadvise(tgt.fd, 0, 0, os.POSIX_FADV_RANDOM)
+        if chosen == "copy":
+            results = np.empty(n, np.int64)
+            _core._pread_blocks(tgt.fd, offsets, size, out, nthreads, flags, results)
+            ran = "threads"
+        else:
+            q, own = _queue_for(queue, backend, depth, tgt.direct)
+            ran = q.backend
+            try:
+                if uncached and ran == "posix_aio":
+                    raise uncached_error(None, "read_blocks on posix_aio")
+                if own:
+                    _register(q, tgt.fd, out)
+                results = np.empty(n, np.int64)
+                q._batch(False, tgt.fd, offsets, None, size, out, results, flags)
+            finally:
+                if own:
+                    q.close()
+        if stats is not None:
+            stats.update(mode=chosen, resident=frac,
+                         threads=nthreads if chosen == "copy" else None, backend=ran)
+        _raise_first(results, size, offsets, ran, tgt.fd, 0,
+                     lambda i: address + i * size, "read_blocks", uncached)
+        return out
+    finally:
+        tgt.close()
+
+
+def _write_source(data, n):
+    """write_blocks' data: (data, size, address or None for a list)."""
+    if isinstance(data, (list, tuple)):
+        if len(data) != n:
+            raise ValueError(f"data has {len(data)} buffers for {n} offsets")
+        sizes = {memoryview(b).nbytes for b in data}
+        if len(sizes) > 1:
+            raise ValueError("the buffers of data differ in length")
+        return data, (sizes.pop() if sizes else 0), None
+    arr = np.asarray(data)
+    if arr.ndim != 2 or arr.shape[0] != n or not arr.flags.c_contiguous:
+        raise ValueError(f"data must be a C-contiguous 2-D array with {n} rows, "
+                         f"got shape {arr.shape}")
+    return arr, arr.shape[1] * arr.itemsize, arr.ctypes.data
+
+
+def write_blocks(file, offsets, data, *, backend="auto", depth=64, direct=False,
+                 queue=None, uncached=False):
+    """write_blocks(file, offsets, data, *, backend='auto', depth=64, direct=False, queue=None, uncached=False)
+
+    Write row i of data (a 2-D C-contiguous array, or a list of equal-length
+    buffers) at offsets[i] of file (a path opened 'r+', an fd or a file
+    object). As read_blocks: one C call, depth in flight, short counts
+    continued, a failed request raising its OSError (EOFError if a write
+    stopped short without an error, as on a full pipe-like file).
+    uncached: RWF_DONTCACHE (Linux 6.14+): the pages written are dropped
+    once written back (started at once), leaving the page cache as it was.
+    """
+    uncached = _check_uncached(uncached)
+    depth = _check_depth(depth)
+    offsets = _int64_array(offsets, "offsets")
+    n = len(offsets)
+    data, size, address = _write_source(data, n)
+    tgt = _Target(file, True, direct)
+    try:
+        if tgt.direct and n:
+            addrs = ([np.frombuffer(b, np.uint8).ctypes.data for b in data]
+                     if address is None else [address])
+            for a in addrs:
+                _check_direct(tgt.fd, offsets, size, a)
+        q, own = _queue_for(queue, backend, depth, tgt.direct)
+        try:
+            if uncached and q.backend == "posix_aio":
+                raise uncached_error(None, "write_blocks on posix_aio")
+            results = np.empty(n, np.int64)
+            q._batch(True, tgt.fd, offsets, None, size, data, results,
+                     RWF_DONTCACHE if uncached else 0)
+        finally:
+            if own:
+                q.close()
+        _raise_first(results, size, offsets, q.backend, tgt.fd, 1,
+                     (lambda i: address + i * size) if address is not None
+                     else (lambda i: np.frombuffer(data[i], np.uint8).ctypes.data),
+                     "write_blocks", uncached)
+    finally:
+        tgt.close()

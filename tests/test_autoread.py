@@ -1,0 +1,485 @@
+"""Reads that choose their path (mode=, threads=, stats=), uncached=True,
+and the asyncio read_blocks / write_blocks (issue 14, parts 2 and 3).
+
+Oracles: os.pread for the bytes, an independent mincore (probes.residency)
+for the page cache, /proc/self/fd for leaks.
+"""
+import asyncio
+import errno
+import os
+import time
+
+import numpy as np
+import pytest
+
+import fastio
+import fastio.aio
+import probes
+
+BLOCK = 4096
+
+
+def write_file(path, nbytes, seed=0):
+    data = np.random.default_rng(seed).integers(0, 256, nbytes, np.uint8).tobytes()
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return data
+
+
+def evicted(path):
+    """path with its pages dropped from the page cache, or a skip where they
+    cannot be (tmpfs keeps its pages)."""
+    left = probes.evict(path)
+    if left != 0.0:
+        pytest.skip(f"the page cache of {path} cannot be emptied here "
+                    f"(residency {left} after POSIX_FADV_DONTNEED)")
+    return path
+
+
+def fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def blob(tmp_path):
+    p = tmp_path / "blob.bin"
+    data = write_file(p, 4 << 20)
+    return p, data
+
+
+def oracle(data, offsets, size):
+    return np.frombuffer(b"".join(data[o:o + size] for o in offsets), np.uint8).reshape(
+        len(offsets), size)
+
+
+def random_offsets(n, nbytes, seed=1):
+    return np.random.default_rng(seed).integers(0, nbytes // BLOCK, n) * BLOCK
+
+
+# ---------------------------------------------------------------- fastio.aio's names
+
+def test_aio_star_import_gives_its_public_names_only():
+    ns = {}
+    exec("from fastio.aio import *", ns)
+    got = {k for k in ns if k != "__builtins__"}
+    assert got == set(fastio.aio.__all__)
+    assert not {"np", "os", "socket", "errno", "weakref", "collections"} & set(dir(fastio.aio))
+    public = {n for n in dir(fastio.aio) if not n.startswith("_")}
+    assert public == set(fastio.aio.__all__)
+
+
+def test_blocking_and_coroutine_forms_are_apart():
+    assert not asyncio.iscoroutinefunction(fastio.read_blocks)
+    assert not asyncio.iscoroutinefunction(fastio.write_blocks)
+    assert asyncio.iscoroutinefunction(fastio.aio.read_blocks)
+    assert asyncio.iscoroutinefunction(fastio.aio.write_blocks)
+
+
+# ---------------------------------------------------------------- modes
+
+@pytest.mark.parametrize("mode", ["auto", "copy", "queue"])
+@pytest.mark.parametrize("threads", [None, 1, 3])
+def test_read_blocks_modes_match_pread(blob, mode, threads):
+    p, data = blob
+    offs = random_offsets(1000, len(data))
+    offs[::7] += 123  # unaligned offsets too
+    stats = {}
+    got = fastio.read_blocks(p, offs, BLOCK - 5, mode=mode, threads=threads, stats=stats)
+    assert np.array_equal(got, oracle(data, offs, BLOCK - 5))
+    assert stats["mode"] in ("copy", "queue")
+    if mode != "auto":
+        assert stats["mode"] == mode
+
+
+def test_read_blocks_into_out_with_copy(blob):
+    p, data = blob
+    offs = random_offsets(333, len(data))
+    out = np.zeros((333, BLOCK), np.uint8)
+    with open(p, "rb") as f:
+        assert fastio.read_blocks(f, offs, BLOCK, out=out, mode="copy", threads=2) is out
+    assert np.array_equal(out, oracle(data, offs, BLOCK))
+
+
+def test_auto_picks_copy_for_cached_data(blob):
+    p, data = blob
+    fastio.read_file(p)  # warm
+    assert probes.residency(p) == 1.0
+    stats = {}
+    fastio.read_blocks(p, random_offsets(500, len(data)), BLOCK, stats=stats)
+    assert stats["mode"] == "copy" and stats["resident"] == 1.0
+    assert stats["threads"] >= 1 and stats["backend"] == "threads"
+    stats = {}
+    fastio.read_file(p, stats=stats)
+    assert stats["mode"] == "copy" and stats["resident"] == 1.0
+
+
+def test_auto_picks_queue_for_cold_data(blob):
+    p, data = blob
+    evicted(p)
+    offs = random_offsets(200, len(data))
+    stats = {}
+    got = fastio.read_blocks(p, offs, BLOCK, stats=stats)
+    assert np.array_equal(got, oracle(data, offs, BLOCK))
+    assert stats["mode"] == "queue" and stats["resident"] < 0.9
+    assert stats["backend"] in fastio.aio.BACKENDS
+    evicted(p)
+    stats = {}
+    assert fastio.read_file(p, stats=stats).tobytes() == data
+    assert stats["mode"] == "queue" and stats["resident"] == 0.0
+
+
+def test_auto_takes_queue_when_an_engine_is_named(blob):
+    p, data = blob
+    fastio.read_file(p)
+    stats = {}
+    fastio.read_blocks(p, [0, 4096], BLOCK, backend="threads", stats=stats)
+    assert stats == {"mode": "queue", "resident": None, "threads": None,
+                     "backend": "threads"}
+    with fastio.Queue(8, "threads") as q:
+        fastio.read_blocks(p, [0], BLOCK, queue=q, stats=stats)
+    assert stats["mode"] == "queue"
+
+
+def test_direct_mode(blob):
+    p, data = blob
+    probes.skip_unless("O_DIRECT", probes.o_direct(str(p)))
+    offs = random_offsets(100, len(data))
+    stats = {}
+    got = fastio.read_blocks(p, offs, BLOCK, mode="direct", stats=stats)
+    assert np.array_equal(got, oracle(data, offs, BLOCK)) and stats["mode"] == "direct"
+    stats = {}
+    fastio.read_blocks(p, offs, BLOCK, direct=True, stats=stats)
+    assert stats["mode"] == "direct"
+    # A size that is not a multiple of the alignment: the tail ends short.
+    q = p.with_name("odd.bin")
+    q.write_bytes(data[:BLOCK * 3 + 17])
+    stats = {}
+    assert fastio.read_file(q, mode="direct", stats=stats).tobytes() == data[:BLOCK * 3 + 17]
+    assert stats["mode"] == "direct"
+
+
+@pytest.mark.parametrize("mode", ["auto", "copy", "queue"])
+def test_read_file_modes(tmp_path, mode):
+    p = tmp_path / "f.bin"
+    data = write_file(p, (3 << 20) + 5)
+    stats = {}
+    assert fastio.read_file(p, mode=mode, stats=stats).tobytes() == data
+    assert stats["mode"] in ("copy", "queue")
+
+
+def test_read_file_threads_argument(tmp_path):
+    p = tmp_path / "f.bin"
+    data = write_file(p, 20 << 20)
+    stats = {}
+    assert fastio.read_file(p, mode="copy", threads=3, stats=stats).tobytes() == data
+    assert stats["method"] == "threads" and stats["threads"] == 3
+
+
+def test_copy_mode_reports_eof_and_errors(blob):
+    p, data = blob
+    with pytest.raises(EOFError, match="request 1 at offset"):
+        fastio.read_blocks(p, [0, len(data) - 10], BLOCK, mode="copy")
+    wfd = os.open(p, os.O_WRONLY)
+    try:
+        with pytest.raises(OSError) as ei:
+            fastio.read_blocks(wfd, [0], BLOCK, mode="copy")
+        assert ei.value.errno == errno.EBADF
+    finally:
+        os.close(wfd)
+
+
+def test_copy_mode_uses_its_own_copy_of_offsets(blob):
+    """The offsets array is copied before the GIL is released: reads that
+    land on it (out overlapping offsets) do not redirect later reads."""
+    p, data = blob
+    n = 4096
+    backing = np.zeros(n * 8 + n * 8, np.uint8)
+    offs = backing[:n * 8].view(np.int64)
+    offs[:] = random_offsets(n, len(data))
+    want = oracle(data, offs.copy(), 8)
+    out = backing  # out starts where offsets live
+    fastio.read_blocks(p, offs, 8, out=out, mode="copy", threads=2)
+    assert np.array_equal(backing[:n * 8].reshape(n, 8), want)
+
+
+# ---------------------------------------------------------------- uncached=True
+
+def need_dontcache(path):
+    probes.skip_unless("RWF_DONTCACHE", probes.dontcache(str(path)))
+
+
+@pytest.mark.parametrize("mode", ["copy", "queue"])
+def test_uncached_read_blocks_leaves_the_cache_as_it_was(blob, mode):
+    p, data = blob
+    need_dontcache(p)
+    evicted(p)
+    offs = random_offsets(300, len(data))
+    got = fastio.read_blocks(p, offs, BLOCK, mode=mode, uncached=True)
+    assert np.array_equal(got, oracle(data, offs, BLOCK))
+    assert probes.residency(p) == 0.0
+    # Cached pages stay cached.
+    fastio.read_file(p)
+    fastio.read_blocks(p, offs, BLOCK, mode=mode, uncached=True)
+    assert probes.residency(p) == 1.0
+    # The same reads without uncached=True fill the cache: the check can fail.
+    evicted(p)
+    fastio.read_blocks(p, offs, BLOCK, mode=mode)
+    assert probes.residency(p) > 0.0
+
+
+@pytest.mark.parametrize("mode", ["auto", "copy", "queue"])
+def test_uncached_read_file(tmp_path, mode):
+    p = tmp_path / "f.bin"
+    data = write_file(p, 24 << 20)
+    need_dontcache(p)
+    evicted(p)
+    stats = {}
+    assert fastio.read_file(p, mode=mode, uncached=True, stats=stats).tobytes() == data
+    if mode == "queue":
+        # io_uring's buffered reads with RWF_DONTCACHE leave a few pages
+        # at times (docs/readwrite.md): the promise is 'auto's and 'copy's.
+        assert probes.residency(p) < 0.1
+    else:
+        assert stats["mode"] == "copy"
+        assert probes.residency(p) == 0.0
+
+
+def test_uncached_write_blocks(tmp_path):
+    """Writes into new space of a file (a sparse file here): the pages leave
+    the cache once written back. (Overwrites of allocated ext4 blocks stay
+    cached on 6.18: their writeback ends in interrupt context, where the
+    kernel does not drop pages; docs/readwrite.md says so.)"""
+    p = tmp_path / "w.bin"
+    with open(p, "wb") as f:
+        f.truncate(4 << 20)
+    need_dontcache(p)
+    evicted(p)
+    rows = np.random.default_rng(5).integers(0, 256, (256, BLOCK), np.uint8)
+    offs = np.arange(256) * BLOCK * 4
+    fastio.write_blocks(p, offs, rows, uncached=True)
+    with open(p, "rb") as f:
+        os.fsync(f.fileno())
+    # RWF_DONTCACHE drops the pages once their writeback ends (started at
+    # once by the kernel): wait for it a little.
+    deadline = time.monotonic() + 10
+    while probes.residency(p) > 0.0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert probes.residency(p) == 0.0
+    with open(p, "rb") as f:
+        for o, r in zip(offs, rows):
+            assert os.pread(f.fileno(), BLOCK, int(o)) == r.tobytes()
+
+
+def tmpfs_file(nbytes):
+    d = "/dev/shm"
+    if not os.path.isdir(d) or probes.dontcache(d).present:
+        pytest.skip("no tmpfs without RWF_DONTCACHE at /dev/shm to refuse it")
+    p = os.path.join(d, f"fastio-test-uncached-{os.getpid()}")
+    with open(p, "wb") as f:
+        f.write(b"y" * nbytes)
+    return p
+
+
+@pytest.mark.parametrize("call", [
+    lambda p: fastio.read_blocks(p, [0, 4096], BLOCK, mode="copy", uncached=True),
+    lambda p: fastio.read_blocks(p, [0, 4096], BLOCK, mode="queue", uncached=True),
+    lambda p: fastio.read_blocks(p, [0], BLOCK, backend="threads", uncached=True),
+    lambda p: fastio.read_file(p, uncached=True),
+    lambda p: fastio.read_file(p, mode="queue", uncached=True),
+    lambda p: fastio.write_blocks(p, [0], np.zeros((1, BLOCK), np.uint8), uncached=True),
+], ids=["copy", "queue", "threads", "read_file", "read_file-queue", "write_blocks"])
+def test_uncached_refused_names_the_argument(call):
+    """Where RWF_DONTCACHE is refused (tmpfs here; Linux before 6.14
+    anywhere), the error says uncached=True and what to do instead."""
+    p = tmpfs_file(3 * BLOCK)
+    try:
+        with pytest.raises(OSError, match=r"uncached=True is not supported here") as ei:
+            call(p)
+        assert ei.value.errno == errno.EOPNOTSUPP
+    finally:
+        os.unlink(p)
+
+
+def test_uncached_refused_on_posix_aio(blob):
+    p, _ = blob
+    if not fastio.aio.backends()["posix_aio"].available:
+        pytest.skip("no posix_aio here")
+    with pytest.raises(OSError, match="uncached=True is not supported here .*posix_aio"):
+        fastio.read_blocks(p, [0], BLOCK, backend="posix_aio", uncached=True)
+
+
+# ---------------------------------------------------------------- asyncio
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.mark.parametrize("backend", ["auto", "threads"])
+def test_async_read_blocks_equals_blocking_and_loop_keeps_ticking(tmp_path, backend):
+    p = tmp_path / "big.bin"
+    data = write_file(p, 16 << 20)
+    offs = random_offsets(20000, len(data))
+    want = fastio.read_blocks(p, offs, BLOCK)
+    ticks = []
+
+    async def ticker(stop):
+        while not stop.is_set():
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0)
+
+    async def main():
+        stop = asyncio.Event()
+        t = asyncio.create_task(ticker(stop))
+        await asyncio.sleep(0)
+        n0 = len(ticks)
+        got = await fastio.aio.read_blocks(p, offs, BLOCK, backend=backend, depth=32)
+        during = len(ticks) - n0
+        stop.set()
+        await t
+        return got, during
+
+    got, during = run(main())
+    assert np.array_equal(got, want)
+    # 20000 requests at depth 32: the loop got control back hundreds of times.
+    assert during >= 50
+
+
+def test_async_write_blocks(tmp_path):
+    p = tmp_path / "w.bin"
+    write_file(p, 1 << 20)
+    rows = np.random.default_rng(3).integers(0, 256, (100, BLOCK), np.uint8)
+    offs = np.arange(100)[::-1] * BLOCK
+    run(fastio.aio.write_blocks(p, offs, rows))
+    with open(p, "rb") as f:
+        for o, r in zip(offs, rows):
+            assert os.pread(f.fileno(), BLOCK, int(o)) == r.tobytes()
+    # A list of buffers, as the blocking form takes.
+    run(fastio.aio.write_blocks(str(p), [0, BLOCK], [b"a" * 10, b"b" * 10]))
+    with open(p, "rb") as f:
+        assert os.pread(f.fileno(), 10, 0) == b"a" * 10
+        assert os.pread(f.fileno(), 10, BLOCK) == b"b" * 10
+
+
+def test_async_read_blocks_errors(blob):
+    p, data = blob
+    with pytest.raises(EOFError, match="fastio.aio.read_blocks: request 1"):
+        run(fastio.aio.read_blocks(p, [0, len(data) - 1], BLOCK))
+    with pytest.raises(FileNotFoundError):
+        run(fastio.aio.read_blocks(str(p) + ".missing", [0], BLOCK))
+    with pytest.raises(ValueError, match=r"depth must be in 1\.\.65536, got depth=0"):
+        run(fastio.aio.read_blocks(p, [0], BLOCK, depth=0))
+
+
+@pytest.mark.parametrize("backend", ["auto", "threads"])
+def test_async_read_blocks_cancelled_leaves_nothing(tmp_path, backend):
+    """Cancelled mid-read: the requests in flight are cancelled or reaped
+    before the coroutine ends, so out has no export left (a bytearray can be
+    resized again) and no descriptor is left open."""
+    p = tmp_path / "big.bin"
+    data = write_file(p, 8 << 20)
+    offs = random_offsets(50000, len(data))
+    before = fds()
+
+    async def main():
+        out = bytearray(len(offs) * BLOCK)
+        task = asyncio.create_task(fastio.aio.read_blocks(p, offs, BLOCK, out=out,
+                                                          backend=backend, depth=16))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        del task
+        out.extend(b"x")  # BufferError if a request still pinned it
+        return len(out)
+
+    assert run(main()) == len(offs) * BLOCK + 1
+    assert fds() == before
+
+
+def test_aio_read_accepts_a_path(blob):
+    p, data = blob
+    before = fds()
+
+    async def main():
+        buf = bytearray(100)
+        n = await fastio.aio.read(p, buf, 4096)
+        n2 = await fastio.aio.read(str(p), memoryview(buf)[:10], 0)
+        return n, n2, bytes(buf)
+
+    n, n2, got = run(main())
+    assert (n, n2) == (100, 10)
+    assert got == data[:10] + data[4106:4196]
+    run(fastio.aio.write(p, b"xyz", 1))
+    assert run(fastio.aio.fsync(p)) is None
+    with open(p, "rb") as f:
+        assert f.read(8) == data[:1] + b"xyz" + data[4:8]
+    assert fds() == before
+
+
+@pytest.mark.parametrize("call, exc, msg", [
+    ("fastio.aio.read(P, bytearray(4), 'x')", TypeError, "offset must be an integer, got offset='x'"),
+    ("fastio.aio.read(P, bytearray(4), -1)", ValueError, "offset must be >= 0, got offset=-1"),
+    ("fastio.aio.read(P, b'abcd', 0)", TypeError, "buf must be a writable bytes-like object, got a read-only bytes"),
+    ("fastio.aio.read(P, 'abcd', 0)", TypeError, "buf must be a writable bytes-like object, got buf of type str"),
+    ("fastio.aio.read(1.5, bytearray(4), 0)", TypeError, "file must be a path, a file descriptor or an object with fileno(), got file of type float"),
+    ("fastio.aio.read(-3, bytearray(4), 0)", ValueError, "file must be a path or a file descriptor >= 0, got file=-3"),
+    ("fastio.aio.write(P, 'abcd', 0)", TypeError, "buf must be a bytes-like object, got buf of type str"),
+])
+def test_aio_read_write_argument_errors_name_the_argument(blob, call, exc, msg):
+    P = blob[0]
+    with pytest.raises(exc) as ei:
+        run(eval(call, {"fastio": fastio, "P": P}))
+    assert str(ei.value) == msg
+
+
+class _Alarm(Exception):
+    pass
+
+
+def test_copy_path_signal_handler_raises():
+    """A handler that raises during a long copy-path read stops it: the
+    workers are told to stop and joined, the exception propagates, and out
+    is let go (its Buffer has no export left)."""
+    import signal
+    fd = os.open("/dev/zero", os.O_RDONLY)
+    n = 1 << 14
+    out = fastio.Buffer(n * BLOCK)
+    offs = np.zeros(n, np.int64)
+
+    def handler(signum, frame):
+        raise _Alarm
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.02)
+        with pytest.raises(_Alarm):
+            for _ in range(100_000):
+                fastio.read_blocks(fd, offs, BLOCK, out=out, mode="copy", threads=2)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        os.close(fd)
+    assert out.exports == 0
+
+
+def test_copy_path_offsets_checked_in_c():
+    """The C entry checks the copy it took, whatever the Python layer did."""
+    from fastio import _core
+    fd = os.open("/dev/zero", os.O_RDONLY)
+    try:
+        res = np.empty(1, np.int64)
+        with pytest.raises(ValueError, match=r"offsets\[0\] must be within"):
+            _core._pread_blocks(fd, np.array([-1], np.int64), 8, bytearray(8), 1, 0, res)
+        with pytest.raises(ValueError, match="buf holds 8 bytes; 2 blocks of 8 need more"):
+            _core._pread_blocks(fd, np.zeros(2, np.int64), 8, bytearray(8), 1, 0,
+                                np.empty(2, np.int64))
+        with pytest.raises(ValueError, match="flags may hold RWF_DONTCACHE"):
+            _core._pread_blocks(fd, np.zeros(1, np.int64), 8, bytearray(8), 1, 1, res)
+        with pytest.raises(OverflowError, match="nthreads"):
+            _core._pread_blocks(fd, np.zeros(1, np.int64), 8, bytearray(8), 0, 0, res)
+    finally:
+        os.close(fd)
