@@ -278,15 +278,6 @@ def test_shm_watchdog_started_before_the_first_timed_call(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-def _shm_names():
-    return set(os.listdir("/dev/shm"))
-
-
-def _sysv_ids():
-    with open("/proc/sysvipc/shm") as f:
-        return {line.split()[1] for line in f.readlines()[1:]}
-
-
 IPC_METHODS = [n for n, m in METHODS.items() if m.group == "shared memory"]
 
 
@@ -300,8 +291,8 @@ def test_ipc_method_that_fails_before_its_child_leaves_nothing(datafile, monkeyp
     if m.unavailable("warm"):
         pytest.skip(m.unavailable("warm"))
     if name == "shm.posix":
-        import fastio.shm
-        fastio.shm._watchdog_fd()   # its pipe and child are the module's, not the method's
+        from fastio import shm
+        shm._watchdog_fd()   # its pipe and child are the module's, not the method's
     job = Job(datafile, 2 * MIB, 256 * KIB, np.arange(8, dtype=np.int64) * 256 * KIB, 1,
               False, "seq", False)
     if where == "fork":
@@ -322,14 +313,31 @@ def test_ipc_method_that_fails_before_its_child_leaves_nothing(datafile, monkeyp
             return real_pipe()
         monkeypatch.setattr(os, "pipe", fail_last_pipe)
         exc = OSError
-    fds, shm, sysv = set(os.listdir("/proc/self/fd")), _shm_names(), _sysv_ids()
+    # the segments this method makes (other processes may make theirs meanwhile)
+    made = []
+    for cls in ("SharedMemory", "SysVSharedMemory"):
+        real = getattr(fastio, cls)
+
+        def making(*args, real=real, **kwargs):
+            seg = real(*args, **kwargs)
+            made.append(seg)
+            return seg
+        monkeypatch.setattr(fastio, cls, making)
+    fds = set(os.listdir("/proc/self/fd"))
     kids = runner._children()
     with pytest.raises(exc):
         m.fn(job)
     monkeypatch.undo()
     assert set(os.listdir("/proc/self/fd")) == fds
-    assert _shm_names() == shm and _sysv_ids() == sysv
     assert runner._children() == kids
+    with open("/proc/sysvipc/shm") as f:
+        sysv = {int(line.split()[1]) for line in f.readlines()[1:]}
+    for seg in made:
+        if isinstance(seg.id if hasattr(seg, "id") else None, int):
+            assert seg.id not in sysv, f"System V segment {seg.id} left"
+        else:
+            assert not os.path.exists(f"/dev/shm/{seg.name.lstrip('/')}"), seg.name
+    assert len(made) == (1 if name in ("shm.posix", "shm.sysv") else 0)
 
 
 def test_ipc_fork_keeps_signals_blocked_until_the_child_has_its_defaults():
