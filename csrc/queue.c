@@ -720,6 +720,7 @@ batch_run(QueueObject *q, q_batch *b)
             r->fixed_file = b->fixed_file;
             r->fixed_buf = b->fixed_buf;
             r->opcode = b->opcode;
+            r->link = FASTIO_LINK_NONE;
         }
         unsigned sub = 0;
         while (sub < k) {
@@ -1290,6 +1291,7 @@ q_add_request(QueueObject *q, PyObject *const *args, uint8_t opcode, const char 
     r->len = s->has_view ? (size_t)s->view.len : 0;
     r->fixed_file = -1;
     r->fixed_buf = -1;
+    r->link = FASTIO_LINK_NONE;
     for (unsigned k = 0; k < q->nreg_fds; k++) {
         if (q->reg_fds[k] == fd) {
             r->fixed_file = (int)k;
