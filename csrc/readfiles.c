@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -220,6 +221,52 @@ layout(rf_job *j)
     }
     j->offsets[j->n] = off;
     return 0;
+}
+
+/* ================================================================== */
+/* Between the phases: fault the output in, in parallel.
+ *
+ * Measured here (1,000 warm files of 1 MiB into fresh memory): io_uring's
+ * copies into memory never touched ran at 320 files/s, with ~200 page
+ * faults per file, against 4,700 files/s into memory touched before; C
+ * threads faulting it during their reads 1,200. MADV_POPULATE_WRITE (5.14)
+ * over the output first, split among the CPUs, pays the first touch (the
+ * kernel zeroing the pages) once, in parallel, and the reads then copy into
+ * mapped memory. An error only means the reads fault the pages themselves. */
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14; the kernel is asked at run time */
+#endif
+#define RF_POPULATE_CHUNK ((int64_t)8 << 20)
+#define RF_POPULATE_MIN ((int64_t)1 << 20)
+
+static void
+populate_one(rf_job *j, Py_ssize_t c)
+{
+    int64_t total = j->offsets[j->n];
+    int64_t off = (int64_t)c * RF_POPULATE_CHUNK;
+    int64_t len = total - off < RF_POPULATE_CHUNK ? total - off : RF_POPULATE_CHUNK;
+    char *addr;
+    size_t plen;
+    /* outward to whole pages: a page that holds a byte of out is mapped
+     * and ours, and a populate does not change its contents */
+    fastio_page_range(j->out + off, (size_t)len, 0, &addr, &plen);
+    (void)fastio_sys_madvise(addr, plen, MADV_POPULATE_WRITE);
+}
+
+static void
+populate_output(rf_job *j)
+{
+    int64_t total = j->offsets[j->n];
+    if (total < RF_POPULATE_MIN || !fastio_kernel_has_madv_populate())
+        return;
+    Py_ssize_t chunks = (Py_ssize_t)((total + RF_POPULATE_CHUNK - 1) / RF_POPULATE_CHUNK);
+    unsigned nt = ncpu();
+    if (nt > RF_STAT_THREADS_MAX)
+        nt = RF_STAT_THREADS_MAX;
+    if ((Py_ssize_t)nt > chunks)
+        nt = (unsigned)chunks;
+    parallel_for(j, populate_one, chunks, nt, 1);
 }
 
 /* ================================================================== */
@@ -646,7 +693,7 @@ to_bytes(const int64_t *a, Py_ssize_t n)
 }
 
 PyDoc_STRVAR(read_files_doc,
-"_read_files(paths, alloc, backend, depth, max_size, direct, stop_on_error)\n--\n\n"
+"_read_files(paths, alloc, backend, depth, max_size, direct, stop_on_error, /)\n--\n\n"
 "Read every file of `paths` (a tuple of bytes) whole into one buffer.\n"
 "alloc(nbytes) returns a writable contiguous buffer of at least nbytes\n"
 "(4096-aligned when direct). backend: 'io_uring' or 'threads'; depth: files\n"
@@ -802,6 +849,7 @@ read_files_impl(PyObject *module, PyObject *args)
     /* Phase 2 */
     if (!skip_read) {
         Py_BEGIN_ALLOW_THREADS
+        populate_output(&j);
         if (use_uring) {
             uring_run(&u);
         }
