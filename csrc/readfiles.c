@@ -54,6 +54,7 @@
 #define RF_THREADS_MAX 64
 #define RF_STAT_THREADS_MAX 8
 #define RF_DIRECT_ALIGN 4096
+#define RF_RINGS_MAX 8
 
 /* What failed for a file. */
 enum {
@@ -353,6 +354,8 @@ typedef struct {
     fastio_aio_req *reqs;  /* 3 per slot */
     fastio_aio_cqe *cqes;
     unsigned inflight;
+    atomic_llong *next;    /* the next file to start, shared by the rings */
+    int fatal;             /* -errno: this ring failed as a whole */
 } rf_uring;
 
 /* Append the stages of file i from its current stage on, linked. */
@@ -453,7 +456,7 @@ static void
 uring_run(rf_uring *u)
 {
     rf_job *j = u->j;
-    Py_ssize_t next = 0;
+    int exhausted = 0;     /* no file left to claim */
     for (;;) {
         unsigned k = 0;
         /* Chains the kernel cut: go on once their first part completed
@@ -473,8 +476,13 @@ uring_run(rf_uring *u)
             }
             k = chain(u, i, k);
         }
-        while (u->nfree > 0 && next < j->n && !u->j->fatal && !stopped(j)) {
-            Py_ssize_t i = next++;
+        while (u->nfree > 0 && !exhausted && !u->fatal && !stopped(j)) {
+            Py_ssize_t i = (Py_ssize_t)atomic_fetch_add_explicit(u->next, 1,
+                                                                 memory_order_relaxed);
+            if (i >= j->n) {
+                exhausted = 1;
+                break;
+            }
             if (j->err[i])
                 continue;
             u->slot_of[i] = u->freeslots[--u->nfree];
@@ -484,8 +492,7 @@ uring_run(rf_uring *u)
         if (k > 0) {
             int r = u->ops->submit(u->ctx, u->reqs, k);
             if (r < 0) {
-                j->fatal = r;
-                j->fatal_call = "io_uring_enter";
+                u->fatal = r;
                 r = 0;
             }
             for (unsigned q = 0; q < k; q++) {
@@ -498,11 +505,11 @@ uring_run(rf_uring *u)
                 }
                 else if (s == u->stage[i]) {
                     /* the first stage of this file the kernel did not take */
-                    if (j->fatal) {
+                    if (u->fatal) {
                         /* nothing more goes in: a slot opened stays in the
                          * table, which closing the ring releases */
                         if (!j->err[i])
-                            fail(j, i, RF_E_READ, j->fatal);
+                            fail(j, i, RF_E_READ, u->fatal);
                         u->stage[i] = ST_DONE;
                         if (u->pend[i] == 0)
                             slot_free(u, i);
@@ -514,7 +521,7 @@ uring_run(rf_uring *u)
             }
         }
         if (u->inflight == 0) {
-            if (u->ndeferred == 0 && (next >= j->n || j->fatal || stopped(j)))
+            if (u->ndeferred == 0 && (exhausted || u->fatal || stopped(j)))
                 break;
             if (k == 0 && u->ndeferred == 0)
                 continue;
@@ -527,8 +534,7 @@ uring_run(rf_uring *u)
         if (got < 0) {
             /* The ring is unusable: closing it (uring_close cancels and
              * drains) ends what is in flight. */
-            j->fatal = got;
-            j->fatal_call = "io_uring_enter";
+            u->fatal = got;
             break;
         }
         for (int c = 0; c < got; c++)
@@ -574,9 +580,7 @@ uring_free(rf_uring *u)
     if (u->ctx)
         u->ops->close(u->ctx);
     u->ctx = NULL;
-    free(u->stage);
-    free(u->pend);
-    free(u->slot_of);
+    /* stage, pend and slot_of are the job's, shared by the rings */
     free(u->freeslots);
     free(u->iov);
     free(u->scratch);
@@ -586,25 +590,68 @@ uring_free(rf_uring *u)
 }
 
 static int
-uring_alloc(rf_uring *u, Py_ssize_t n, unsigned depth)
+uring_alloc(rf_uring *u, unsigned depth)
 {
-    u->stage = calloc((size_t)n, 1);
-    u->pend = calloc((size_t)n, 1);
-    u->slot_of = malloc((size_t)n * sizeof *u->slot_of);
     u->freeslots = malloc(depth * sizeof *u->freeslots);
     u->iov = calloc(2 * (size_t)depth, sizeof *u->iov);
     u->scratch = calloc(depth, 1);
     u->deferred = malloc(depth * sizeof *u->deferred);
     u->reqs = malloc(3 * (size_t)depth * sizeof *u->reqs);
     u->cqes = malloc(3 * (size_t)depth * sizeof *u->cqes);
-    if (!u->stage || !u->pend || !u->slot_of || !u->freeslots || !u->iov || !u->scratch ||
-        !u->deferred || !u->reqs || !u->cqes)
+    if (!u->freeslots || !u->iov || !u->scratch || !u->deferred || !u->reqs || !u->cqes)
         return -ENOMEM;
     for (unsigned s = 0; s < depth; s++)
         u->freeslots[s] = (int32_t)(depth - 1 - s);
     u->nfree = depth;
-    for (Py_ssize_t i = 0; i < n; i++)
-        u->slot_of[i] = -1;
+    return 0;
+}
+
+/* The rings past the first, one per thread: each makes its own ring (a
+ * SINGLE_ISSUER ring is its creator's) and claims files from the shared
+ * counter until none is left. One that cannot make its ring reads nothing:
+ * the others (the caller's ring works) take its share. */
+static void *
+uring_thread(void *arg)
+{
+    rf_uring *u = arg;
+    const char *call = NULL;
+    int r = uring_setup(u, u->depth, &call);
+    if (r == 0)
+        r = uring_alloc(u, u->depth);
+    if (r == 0)
+        uring_run(u);
+    uring_free(u);
+    return NULL;
+}
+
+/* Phase 2 on io_uring: the caller's ring (made before phase 1) and
+ * nrings-1 more in threads. Why several: a buffered read is a copy done by
+ * the CPU that submits it, and for cached files that copy (and the open)
+ * is the whole cost; one ring per CPU splits it as the threads path does.
+ * Returns the first ring failure (-errno) or 0. */
+static int
+uring_run_all(rf_uring *rings, unsigned nrings)
+{
+    pthread_t tids[RF_RINGS_MAX];
+    unsigned started = 0;
+    if (nrings > 1) {
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        for (unsigned t = 1; t < nrings; t++) {
+            if (pthread_create(&tids[started], NULL, uring_thread, &rings[t]) != 0)
+                break;
+            started++;
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    uring_run(&rings[0]);
+    for (unsigned t = 0; t < started; t++)
+        pthread_join(tids[t], NULL);
+    for (unsigned t = 0; t <= started; t++) {
+        if (rings[t].fatal)
+            return rings[t].fatal;
+    }
     return 0;
 }
 
@@ -736,6 +783,8 @@ read_files_impl(PyObject *module, PyObject *args)
     PyObject *result = NULL, *buf = NULL, *errors = NULL;
     Py_buffer view;
     int have_view = 0;
+    uint8_t *stage = NULL, *pend = NULL;  /* per file, shared by the rings */
+    int32_t *slot_of = NULL;
 
     /* Copy the paths into one C block (the GIL is released while they are
      * used; the tuple is ours and holds bytes only: no Python code runs). */
@@ -771,21 +820,49 @@ read_files_impl(PyObject *module, PyObject *args)
 
     /* The ring first: when io_uring does not work here, say so before any
      * file is touched. */
-    rf_uring u;
-    memset(&u, 0, sizeof u);
-    u.j = &j;
+    rf_uring rings[RF_RINGS_MAX];
+    memset(rings, 0, sizeof rings);
+    atomic_llong next_file;
+    atomic_init(&next_file, 0);
     unsigned depth = (unsigned)depth_i;
     if ((Py_ssize_t)depth > n)
         depth = n > 0 ? (unsigned)n : 1;
+    /* io_uring: one ring per CPU (at most 8), none with fewer than 16
+     * files to do; `depth` files in flight in all, split among them. */
+    unsigned nrings = ncpu();
+    if (nrings > RF_RINGS_MAX)
+        nrings = RF_RINGS_MAX;
+    if ((Py_ssize_t)nrings > n / 16)
+        nrings = n / 16 > 1 ? (unsigned)(n / 16) : 1;
+    if (nrings > depth)
+        nrings = depth;
+    unsigned ring_depth = (depth + nrings - 1) / nrings;
+    for (unsigned t = 0; t < nrings; t++) {
+        rings[t].j = &j;
+        rings[t].depth = ring_depth;
+        rings[t].next = &next_file;
+    }
     if (use_uring) {
         const char *call = NULL;
         int r;
         Py_BEGIN_ALLOW_THREADS
-        r = uring_setup(&u, depth, &call);
-        if (r == 0)
-            r = uring_alloc(&u, n, depth);
+        stage = calloc((size_t)n + 1, 1);
+        pend = calloc((size_t)n + 1, 1);
+        slot_of = calloc((size_t)n + 1, sizeof *slot_of);
+        r = (stage && pend && slot_of) ? 0 : -ENOMEM;
         if (r < 0)
-            uring_free(&u);
+            call = "malloc";
+        for (unsigned t = 0; t < nrings; t++) {
+            rings[t].stage = stage;
+            rings[t].pend = pend;
+            rings[t].slot_of = slot_of;
+        }
+        if (r == 0)
+            r = uring_setup(&rings[0], ring_depth, &call);
+        if (r == 0)
+            r = uring_alloc(&rings[0], ring_depth);
+        if (r < 0)
+            uring_free(&rings[0]);
         Py_END_ALLOW_THREADS
         if (r < 0) {
             fastio_state *st = fastio_get_state(module);
@@ -851,7 +928,11 @@ read_files_impl(PyObject *module, PyObject *args)
         Py_BEGIN_ALLOW_THREADS
         populate_output(&j);
         if (use_uring) {
-            uring_run(&u);
+            int fr = uring_run_all(rings, nrings);
+            if (fr < 0) {
+                j.fatal = fr;
+                j.fatal_call = "io_uring_enter";
+            }
         }
         else {
             unsigned nt = depth > RF_THREADS_MAX ? RF_THREADS_MAX : depth;
@@ -868,7 +949,7 @@ read_files_impl(PyObject *module, PyObject *args)
 uring_out:
     if (use_uring) {
         Py_BEGIN_ALLOW_THREADS
-        uring_free(&u);
+        uring_free(&rings[0]);  /* the others freed themselves */
         Py_END_ALLOW_THREADS
     }
     if (have_view) {
@@ -911,6 +992,9 @@ uring_out:
 done:
     Py_XDECREF(buf);
     Py_XDECREF(errors);
+    free(stage);
+    free(pend);
+    free(slot_of);
     job_free(&j);
     return result;
 }
