@@ -308,6 +308,17 @@ def _remove_file_sets() -> None:
     _FILE_SETS.clear()
 
 
+def drop_file_sets(path: str) -> None:
+    """drop_file_sets(path)
+
+    Remove the many-files methods' files made from the file at path (the
+    runner calls it when it removes its temporary file).
+    """
+    import shutil
+    for key in [k for k in _FILE_SETS if k[0] == path]:
+        shutil.rmtree(_FILE_SETS.pop(key), ignore_errors=True)
+
+
 def _file_set(job: Job) -> List[str]:
     import atexit
     import tempfile

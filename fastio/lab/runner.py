@@ -53,7 +53,7 @@ import numpy.random  # noqa: F401
 
 import fastio
 
-from .methods import Job, Method, Outcome, selected
+from .methods import Job, Method, Outcome, drop_file_sets, selected
 from .results import ERROR, OK, UNAVAILABLE, Results, latency_summary
 
 CACHE_MODES = ("warm", "cold", "direct")
@@ -278,6 +278,7 @@ def make_file(size: int, directory: Optional[str] = None,
 
 def _remove(names: List[str]) -> None:
     for p in names:
+        drop_file_sets(p)   # the many-files methods' files made from it
         try:
             os.unlink(p)
         except FileNotFoundError:
