@@ -21,6 +21,10 @@ untimed warm-up round:
   --invalidate=0 (this script evicts first, as for the others). fio's figure
   is its own IOPS (its start-up is not counted), one read per file: files/s.
 
+Before every timed call the memory the call will allocate is touched and
+freed (the lab's "recycled" policy): every contender, loop or read_files,
+starts on recently freed pages, whatever ran before it.
+
 Figures are files per second (median and min-max over the rounds); ratios
 are per-round (> 1: read_files faster).
 """
@@ -66,6 +70,13 @@ def warm_all(paths):
     for p in paths:
         with open(p, "rb") as f:
             f.read()
+
+
+def prime(nbytes):
+    """Touch then free nbytes of memory (the lab's recycled policy): the
+    next allocation, whoever makes it, gets these recently freed pages."""
+    from fastio.lab.runner import _prime
+    _prime(nbytes + (4 << 20))
 
 
 def sample_residency(paths, k=50):
@@ -169,6 +180,12 @@ def main():
                         res_seen.append(sample_residency(paths))
                     else:
                         warm_all(paths[:: max(1, count // 1000)])
+                    # every contender starts on recently freed memory, as
+                    # the lab's runner does: without it, a read_files call
+                    # right after another got its huge pages back warm and
+                    # one after a loop did not, an order effect as large as
+                    # the difference between the backends
+                    prime(count * size)
                     if fn is None:
                         return run_fio(d, count, size, args.depth)
                     t0 = time.perf_counter()

@@ -124,29 +124,7 @@ def _encode(paths):
     return tuple(out)
 
 
-# 'auto' reads files from this size on (on average, from a sample) with C
-# threads: benchmarks/bench_read_files.py measured io_uring 2.5-4x slower
-# than the threads for 1,000 files of 1 MiB, warm and cold, in two runs on
-# 2 CPUs, and the two within noise of each other for 16 KiB files (io_uring
-# ahead cold in one run of two).
-AUTO_THREADS_FROM = 256 * 1024
-_SAMPLE = 8
-
-
-def _mean_size(paths):
-    """The mean size of up to _SAMPLE paths spread over the list (None when
-    none can be stat'ed: the C call reports them)."""
-    step = max(1, len(paths) // _SAMPLE)
-    sizes = []
-    for p in paths[::step][:_SAMPLE]:
-        try:
-            sizes.append(os.stat(p).st_size)
-        except (OSError, ValueError):  # the C call reports each path's error
-            pass
-    return sum(sizes) / len(sizes) if sizes else None
-
-
-def _backend_order(backend, paths=()):
+def _backend_order(backend):
     """[(C path, reason why it is used)] to try in order."""
     if backend == "auto":
         env = os.environ.get("FASTIO_BACKEND", "").strip()
@@ -156,11 +134,6 @@ def _backend_order(backend, paths=()):
                                  f"got FASTIO_BACKEND={env!r}")
             backend = env
         else:
-            mean = _mean_size(paths)
-            if mean is not None and mean >= AUTO_THREADS_FROM:
-                return [("threads", f"auto: files of {mean / 1024:.0f} KiB on average "
-                                    f"(a sample): C threads, measured faster than io_uring "
-                                    f"from {AUTO_THREADS_FROM >> 10} KiB")]
             return [("io_uring", None), ("threads", None)]
     if backend in ("linux_aio", "posix_aio"):
         return [("threads", _NO_OPEN.format(backend))]
@@ -186,11 +159,9 @@ def read_files(paths, *, max_size=None, out=None, backend="auto", depth=64, dire
     out: a writable C-contiguous buffer to read into (at least the files'
     total size; 4096-aligned with direct); ``Files.data`` is then a view of
     it. None: a new array (fastio.empty).
-    backend: 'auto' (io_uring where it works, else threads; threads for
-    files of 256 KiB and more on average, where they measured faster;
-    FASTIO_BACKEND overrides), 'io_uring', 'threads'; 'linux_aio' and
-    'posix_aio' cannot open files and use the threads path
-    (``Files.backend_reason`` says so).
+    backend: 'auto' (io_uring where it works, else threads; FASTIO_BACKEND
+    overrides), 'io_uring', 'threads'; 'linux_aio' and 'posix_aio' cannot
+    open files and use the threads path (``Files.backend_reason`` says so).
     depth: files in flight in all (io_uring: split among one ring per CPU,
     at most 8) or worker threads (threads, at most 64), 1 to 4096.
     direct: open with O_DIRECT (each file then starts on a 4096-byte
@@ -219,7 +190,7 @@ def read_files(paths, *, max_size=None, out=None, backend="auto", depth=64, dire
     if not isinstance(direct, bool):
         raise TypeError(f"direct must be True or False, got direct={direct!r}")
     encoded = _encode(found)
-    order = _backend_order(backend, encoded)
+    order = _backend_order(backend)
     if out is not None:
         try:
             mv = memoryview(out)

@@ -334,13 +334,3 @@ def test_sigint_completes_then_raises(tmp_path):
                           timeout=120)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
 
-
-def test_auto_large_files_use_threads(tmp_path, monkeypatch):
-    monkeypatch.delenv("FASTIO_BACKEND", raising=False)
-    big = make(tmp_path, [300 * 1024] * 3, prefix="big")
-    files = fastio.read_files(big)
-    assert files.backend == "threads"
-    assert "256 KiB" in files.backend_reason and "300 KiB on average" in files.backend_reason
-    check(files, big)
-    assert fastio.read_files(big, backend="io_uring" if probes.io_uring() else "threads"
-                             ).backend in ("io_uring", "threads")
