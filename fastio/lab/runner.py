@@ -328,12 +328,25 @@ def _children() -> set:
 
 def _threads() -> set:
     """The thread ids of this process, as the kernel lists them (native
-    threads too: an aio backend's pool, a feeder thread)."""
+    threads too: an aio backend's pool, a feeder thread). io_uring's own
+    kernel workers (iou-wrk-*, iou-sqp-*) are left out: the kernel starts
+    one when a request must block (an openat whose path is not cached) and
+    ends it after some idle seconds on its own, whatever the method did."""
     try:
-        return set(os.listdir("/proc/self/task"))
+        tids = os.listdir("/proc/self/task")
     except OSError:
         import threading
         return {t.native_id for t in threading.enumerate()}
+    out = set()
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if f.read().startswith("iou-"):
+                    continue
+        except OSError:
+            continue  # it ended meanwhile
+        out.add(tid)
+    return out
 
 
 def _fds() -> set:
