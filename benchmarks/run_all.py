@@ -26,6 +26,8 @@ RESULTS = os.path.join(HERE, "results")
 # name: (script, quick options). The JSON goes to results/<name>.json.
 SCRIPTS = {
     "read_file": ("bench_read_file.py", ["--size", "256M", "--rounds", "5"]),
+    "read_files": ("bench_read_files.py", ["--small", "2000x16K", "--large", "200x1M",
+                                           "--rounds", "3"]),
     "aio": ("bench_aio.py", ["--size", "256M", "--requests", "20000", "--depths", "1,32",
                              "--rounds", "3", "--fio-seconds", "1"]),
     "autoread": ("bench_autoread.py", ["--size", "256M", "--requests", "100000",

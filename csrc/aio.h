@@ -25,7 +25,20 @@ typedef enum {
     FASTIO_OP_READ = 0,
     FASTIO_OP_WRITE = 1,
     FASTIO_OP_FSYNC = 2,   /* len and offset ignored; buf NULL */
+    /* io_uring only (readfiles.c): a file opened into, and closed from, a
+     * slot of the registered file table, and a vectored read. */
+    FASTIO_OP_OPENAT = 3,  /* buf: NUL-terminated path; len: open flags;
+                              fixed_file: the slot to open into */
+    FASTIO_OP_CLOSE = 4,   /* fixed_file: the slot to close */
+    FASTIO_OP_READV = 5,   /* buf: struct iovec array; len: its count */
 } fastio_aio_opcode;
+
+/* fastio_aio_req.link: chain this request to the next one (io_uring). */
+enum {
+    FASTIO_LINK_NONE = 0,
+    FASTIO_LINK_SOFT = 1,  /* IOSQE_IO_LINK: a failure cancels the rest */
+    FASTIO_LINK_HARD = 2,  /* IOSQE_IO_HARDLINK: the next runs regardless */
+};
 
 /* One request. user_data comes back unchanged in its completion; queue.c
  * uses it as the index of the slot that pins the buffer. */
@@ -46,6 +59,7 @@ typedef struct {
      * for uncached=True. A backend that cannot pass them on completes the
      * request with -EOPNOTSUPP instead of dropping them silently. */
     uint32_t rw_flags;
+    uint8_t link;          /* FASTIO_LINK_*: io_uring only, 0 elsewhere */
 } fastio_aio_req;
 
 

@@ -53,10 +53,13 @@
 #define __NR_io_uring_register 427
 #endif
 
+#define U_OP_READV 1
 #define U_OP_FSYNC 3
 #define U_OP_READ_FIXED 4
 #define U_OP_WRITE_FIXED 5
 #define U_OP_ASYNC_CANCEL 14
+#define U_OP_OPENAT 18
+#define U_OP_CLOSE 19
 #define U_OP_READ 22
 #define U_OP_WRITE 23
 #define U_OP_LAST 24 /* the probe needs ops up to WRITE */
@@ -84,6 +87,8 @@
 #define U_REGISTER_PROBE 8
 
 #define U_SQE_FIXED_FILE (1U << 0)
+#define U_SQE_IO_LINK (1U << 2)
+#define U_SQE_IO_HARDLINK (1U << 3)
 
 #define U_ASYNC_CANCEL_ALL (1U << 0)
 #define U_ASYNC_CANCEL_ANY (1U << 2)
@@ -473,6 +478,30 @@ uring_submit(void *ctx, const fastio_aio_req *reqs, unsigned n)
         case FASTIO_OP_FSYNC:
             sqe->opcode = U_OP_FSYNC;
             break;
+        case FASTIO_OP_READV:
+            sqe->opcode = U_OP_READV;
+            sqe->addr = (uint64_t)(uintptr_t)q->buf;
+            sqe->len = (uint32_t)q->len;
+            sqe->off = (uint64_t)q->offset;
+            break;
+        case FASTIO_OP_OPENAT:
+            /* A direct descriptor (5.15): the file goes into slot
+             * fixed_file of the registered table (file_index is the slot
+             * plus one; splice_fd_in is its name in older headers), and no
+             * fd of the process is made. */
+            sqe->opcode = U_OP_OPENAT;
+            sqe->fd = AT_FDCWD;
+            sqe->flags = 0;
+            sqe->addr = (uint64_t)(uintptr_t)q->buf;
+            sqe->open_flags = (uint32_t)q->len;
+            sqe->splice_fd_in = q->fixed_file + 1;
+            break;
+        case FASTIO_OP_CLOSE:
+            sqe->opcode = U_OP_CLOSE;
+            sqe->fd = 0;
+            sqe->flags = 0;
+            sqe->splice_fd_in = q->fixed_file + 1;
+            break;
         default:
             /* Not an opcode: submit those before it; refused when first. */
             c->sq_local_tail = start + i;
@@ -480,6 +509,12 @@ uring_submit(void *ctx, const fastio_aio_req *reqs, unsigned n)
                 return -EINVAL;
             k = i;
             break;
+        }
+    }
+    for (unsigned i = 0; i < k; i++) {
+        if (reqs[i].link) {
+            struct io_uring_sqe *sqe = &c->sqes[(start + i) & *c->sq_mask];
+            sqe->flags |= reqs[i].link == FASTIO_LINK_HARD ? U_SQE_IO_HARDLINK : U_SQE_IO_LINK;
         }
     }
     if (k == 0)

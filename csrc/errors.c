@@ -13,6 +13,18 @@
 PyObject *
 fastio_oserror(int neg_errno, const char *syscall, PyObject *filename)
 {
+    PyObject *exc = fastio_oserror_new(neg_errno, syscall, filename);
+    if (exc == NULL) {
+        return NULL;
+    }
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+    return NULL;
+}
+
+PyObject *
+fastio_oserror_new(int neg_errno, const char *syscall, PyObject *filename)
+{
     int err = neg_errno < 0 ? -neg_errno : neg_errno;
     if (err == 0) {
         err = EIO;  /* a helper that failed without saying why: never 0 */
@@ -41,12 +53,7 @@ fastio_oserror(int neg_errno, const char *syscall, PyObject *filename)
     /* OSError.__new__ maps errno to the subclass. */
     PyObject *exc = PyObject_Call(PyExc_OSError, args, NULL);
     Py_DECREF(args);
-    if (exc == NULL) {
-        return NULL;
-    }
-    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-    Py_DECREF(exc);
-    return NULL;
+    return exc;
 }
 
 PyObject *

@@ -58,6 +58,7 @@ extern PyType_Spec fastio_buffer_spec;   /* buffer.c */
 extern PyMethodDef fastio_rw_methods[];      /* rw.c: pread, pwrite, ... */
 extern PyMethodDef fastio_memory_methods[];  /* buffer.c: heap_info, ... */
 extern PyMethodDef fastio_transfer_methods[];  /* transfer.c: sendfile, ... */
+extern PyMethodDef fastio_readfiles_methods[];  /* readfiles.c: _read_files */
 
 /* Files with several types or exceptions add them in an exec hook, called
  * by module.c's exec in this order. Each returns 0 or -1 with an exception. */
@@ -95,6 +96,11 @@ ssize_t fastio_prw(int writing, int fd, void *buf, size_t len, int64_t offset,
  * subclass (FileNotFoundError, PermissionError, ...) and its message names
  * the system call: "[Errno 22] Invalid argument (mmap)". Returns NULL. */
 PyObject *fastio_oserror(int neg_errno, const char *syscall, PyObject *filename);
+/* The same exception, returned (a new reference) instead of raised: for
+ * errors collected per item (read_files' missing='skip'). NULL with an
+ * exception set only when building it failed. `syscall` may be any short
+ * detail ("openat; file 3"). */
+PyObject *fastio_oserror_new(int neg_errno, const char *syscall, PyObject *filename);
 /* The same with errno as it stands (for calls made with the GIL held). */
 PyObject *fastio_oserror_errno(const char *syscall, PyObject *filename);
 /* Convert an integer argument (its __index__; floats refused with

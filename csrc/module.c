@@ -200,7 +200,8 @@ fastio_exec(PyObject *module)
     }
     if (PyModule_AddFunctions(module, fastio_rw_methods) < 0 ||
         PyModule_AddFunctions(module, fastio_memory_methods) < 0 ||
-        PyModule_AddFunctions(module, fastio_transfer_methods) < 0) {
+        PyModule_AddFunctions(module, fastio_transfer_methods) < 0 ||
+        PyModule_AddFunctions(module, fastio_readfiles_methods) < 0) {
         return -1;
     }
     if (fastio_shm_exec(module, st) < 0 ||

@@ -722,6 +722,7 @@ batch_run(QueueObject *q, q_batch *b)
             r->fixed_buf = b->fixed_buf;
             r->opcode = b->opcode;
             r->rw_flags = b->rw_flags;
+            r->link = FASTIO_LINK_NONE;
         }
         unsigned sub = 0;
         while (sub < k) {
@@ -1293,6 +1294,7 @@ q_add_request(QueueObject *q, PyObject *const *args, uint8_t opcode, const char 
     r->fixed_file = -1;
     r->fixed_buf = -1;
     r->rw_flags = 0;
+    r->link = FASTIO_LINK_NONE;
     for (unsigned k = 0; k < q->nreg_fds; k++) {
         if (q->reg_fds[k] == fd) {
             r->fixed_file = (int)k;

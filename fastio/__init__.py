@@ -62,6 +62,7 @@ from .arrays import *  # noqa: E402,F401,F403  memmap, open_array
 from .transfer import *  # noqa: E402,F401,F403  sendfile, copyfile, ...
 from .shm import *  # noqa: E402,F401,F403  SharedMemory, SysVSharedMemory, memfd, SharedArray
 from .sync import *  # noqa: E402,F401,F403  Lock, Semaphore, Channel
+from .files import *  # noqa: E402,F401,F403  read_files, read_files_async, Files
 # fastio.aio holds the asynchronous API (Queue, ...) and its asyncio
 # coroutines (fastio.aio.sendfile, ...): only the former are re-exported here,
 # since the coroutines share names with the blocking functions.

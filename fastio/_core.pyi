@@ -175,6 +175,14 @@ def _timeout_arg(timeout: object, name: str, /) -> float: ...
 
 # ---------------------------------------------------------------- end transfer.c
 
+# ---------------------------------------------------------------- readfiles.c
+# (buffer, offsets as int64 bytes (n+1), sizes as int64 bytes (n),
+#  errors {index: OSError}, backend 'io_uring' | 'threads')
+def _read_files(paths: tuple[bytes, ...], alloc: Any, backend: str, depth: int,
+                max_size: int, direct: bool, stop_on_error: bool, /
+                ) -> tuple[Any, bytes, bytes, dict[int, OSError], str]: ...
+# ---------------------------------------------------------------- end readfiles.c
+
 # ---------------------------------------------------------------- shm_posix.c
 
 F_SEAL_SEAL: Final[int]

@@ -33,12 +33,14 @@ import numpy as _np
 from . import _core
 from .transfer import Transferred as _Transferred
 from .transfer import _check_count, _Input
+# await fastio.aio.read_files(...): the coroutine form of fastio.read_files
+from .files import read_files_async as read_files
 
-# Public names only. read_files: the coroutine over fastio.read_files
-# (another branch) joins this list when it is merged.
+# Public names only.
 __all__ = ["Queue", "backends", "BackendInfo", "BackendUnavailable", "open", "File",
            "BACKENDS", "resolve_backend", "percentiles_from_hist", "ASYNC_DEPTH",
-           "read", "write", "fsync", "sendfile", "read_blocks", "write_blocks"]
+           "read", "write", "fsync", "sendfile", "read_blocks", "write_blocks",
+           "read_files"]
 
 BackendUnavailable = _core.BackendUnavailable
 

@@ -297,6 +297,22 @@ ROWS = [
     ('fastio.open', 'perm past 0o7777', 'fastio.open(P2, "w", perm=0o10000)', 'ValueError', 'perm must be within 0..0o7777, got perm=4096 (0o10000)'),
     ('fastio.open', 'perm a str', 'fastio.open(P2, "w", perm="644")', 'TypeError', 'perm must be an int (file mode bits, e.g. 0o644), got perm of type str'),
     ('fastio.open', 'perm a float', 'fastio.open(P2, "w", perm=420.0)', 'TypeError', 'perm must be an int (file mode bits, e.g. 0o644), got perm of type float'),
+    ('fastio.read_files', 'missing file', 'fastio.read_files([P, MISSING])', 'FileNotFoundError', "[Errno 2] No such file or directory (stat; paths[1]): '*'"),
+    ('fastio.read_files', 'a directory', 'fastio.read_files([TMPDIR])', 'IsADirectoryError', "[Errno 21] Is a directory (stat: a directory; paths[0]): '*'"),
+    ('fastio.read_files', 'a FIFO (could block)', 'fastio.read_files([P, FIFO])', 'OSError', "[Errno 22] Invalid argument (a FIFO, not a regular file: refused, reading it could block; paths[1]): '*'"),
+    ('fastio.read_files', 'file larger than max_size', 'fastio.read_files([P], max_size=100)', 'OSError', "[Errno 27] File too large (16384 bytes, larger than max_size=100; paths[0]): '*'"),
+    ('fastio.read_files', 'negative max_size', 'fastio.read_files([P], max_size=-1)', 'ValueError', 'max_size must be >= 0 or None, got max_size=-1'),
+    ('fastio.read_files', 'depth 0', 'fastio.read_files([P], depth=0)', 'ValueError', 'depth must be in [1, 4096], got depth=0'),
+    ('fastio.read_files', 'depth a float', 'fastio.read_files([P], depth=2.0)', 'TypeError', 'depth must be an int, got depth=2.0'),
+    ('fastio.read_files', 'out too small', 'fastio.read_files([P], out=bytearray(10))', 'ValueError', 'out is too small: the files need 16384 bytes, out has 10'),
+    ('fastio.read_files', 'out read-only', 'fastio.read_files([P], out=bytes(20000))', 'TypeError', 'out must be a writable C-contiguous buffer, got a read-only bytes'),
+    ('fastio.read_files', 'out not a buffer', 'fastio.read_files([P], out=[0] * 20000)', 'TypeError', 'out must be a writable C-contiguous buffer, got list'),
+    ('fastio.read_files', 'bad missing', 'fastio.read_files([P], missing="ignore")', 'ValueError', "missing must be 'raise' or 'skip', got missing='ignore'"),
+    ('fastio.read_files', 'bad backend', 'fastio.read_files([P], backend="bogus")', 'ValueError', "backend must be one of ('auto', 'io_uring', 'threads', 'linux_aio', 'posix_aio'), got backend='bogus'"),
+    ('fastio.read_files', 'one path, not a list', 'fastio.read_files(P)', 'TypeError', "paths must be a sequence of paths, got '*' (a single path: pass [path])"),
+    ('fastio.read_files', 'pattern on a file', 'fastio.read_files(P, pattern="*")', 'NotADirectoryError', "[Errno 20] pattern= needs a directory: '*'"),
+    ('fastio.read_files', 'path an int', 'fastio.read_files([P, 1])', 'TypeError', 'paths[1] must be str, bytes or os.PathLike, got int'),
+    ('fastio.read_files', 'path with a NUL byte', 'fastio.read_files(["a\\0b"])', 'ValueError', "paths[0] contains a NUL byte: b'a\\x00b'"),
     ('fastio.backends', 'argument given', 'fastio.backends(1)', 'TypeError', 'backends() takes 0 positional arguments but 1 was given'),
 ]
 
@@ -314,7 +330,8 @@ def _fixtures(d):
     open(E, "wb").close()
     ns = dict(fastio=fastio, P=P, P2=os.path.join(d, "out.bin"),
               P3=os.path.join(d, "out3.bin"), P7=P7, TMPDIR=d,
-              MISSING=os.path.join(d, "missing.bin"))
+              MISSING=os.path.join(d, "missing.bin"), FIFO=os.path.join(d, "fifo"))
+    os.mkfifo(ns["FIFO"])
     fds = []
 
     def fd(path, flags, mode=0o600):

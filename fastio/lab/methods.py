@@ -289,6 +289,149 @@ def fastio_read_file(job):
     return Outcome(a.nbytes, 1, lat, timer=PY_TIMER, check=a if job.verify else None)
 
 
+# ------------------------------------------------------------------ many files
+
+# The many-files workload: the job's file cut into files of block_size
+# bytes, one per block (made once per file and block size, next to it, and
+# removed at exit); request i reads the whole file holding block offsets[i].
+# Before the timed part each method puts those files in the cache state the
+# runner just gave the job's file (evicted when mincore finds it evicted or
+# the job is O_DIRECT, read once otherwise): making and caching them is
+# setup, outside io_ns.
+_FILE_SETS: Dict[Tuple[str, int, int], str] = {}
+
+
+def _remove_file_sets() -> None:
+    import shutil
+    for d in _FILE_SETS.values():
+        shutil.rmtree(d, ignore_errors=True)
+    _FILE_SETS.clear()
+
+
+def drop_file_sets(path: str) -> None:
+    """drop_file_sets(path)
+
+    Remove the many-files methods' files made from the file at path (the
+    runner calls it when it removes its temporary file).
+    """
+    import shutil
+    for key in [k for k in _FILE_SETS if k[0] == path]:
+        shutil.rmtree(_FILE_SETS.pop(key), ignore_errors=True)
+
+
+def _file_set(job: Job) -> List[str]:
+    import atexit
+    import tempfile
+    st = os.stat(job.path)
+    key = (job.path, job.block_size, st.st_mtime_ns)
+    d = _FILE_SETS.get(key)
+    bs = job.block_size
+    nblocks = job.size // bs
+    if d is None or not os.path.isdir(d):
+        if not _FILE_SETS:
+            atexit.register(_remove_file_sets)
+        for old in [k for k in _FILE_SETS if k[0] == job.path or not os.path.exists(k[0])]:
+            import shutil
+            shutil.rmtree(_FILE_SETS.pop(old), ignore_errors=True)
+        d = tempfile.mkdtemp(prefix=os.path.basename(job.path) + f".files{bs}-",
+                             dir=os.path.dirname(os.path.abspath(job.path)))
+        _FILE_SETS[key] = d
+        with open(job.path, "rb") as src:
+            for k in range(nblocks):
+                with open(os.path.join(d, f"{k:07d}"), "wb") as f:
+                    f.write(src.read(bs))
+        os.sync()
+    names = [os.path.join(d, f"{k:07d}") for k in range(nblocks)]
+    return [names[int(off) // bs] for off in job.offsets]
+
+
+def _files_cached_like_job(job: Job, paths: List[str]) -> None:
+    from .runner import cache_state
+    frac = cache_state(job.path)["resident_fraction"]
+    evict = job.direct or (frac is not None and frac <= 0.001)
+    for p in dict.fromkeys(paths):
+        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if evict:
+                fastio.fadvise(fd, 0, 0, fastio.POSIX_FADV_DONTNEED)
+            else:
+                os.read(fd, job.block_size + 1)
+        finally:
+            os.close(fd)
+
+
+FILES_TIMER = "Python perf_counter_ns per file (open, read, close)"
+
+
+def _read_whole(p):
+    with open(p, "rb") as f:
+        return f.read()
+
+
+@register("files.loop", group=READ,
+          description="many files: one file of block_size bytes per request, read whole "
+                      "by a Python loop of open(p, 'rb').read()")
+def files_loop(job):
+    paths = _file_set(job)
+    _files_cached_like_job(job, paths)
+    lat = _lat(len(paths))
+    clock = time.perf_counter_ns
+    t0 = clock()
+    data = b""
+    for i, p in enumerate(paths):
+        t = clock()
+        data = _read_whole(p)
+        lat[i] = clock() - t
+    io_ns = clock() - t0
+    if len(data) != job.block_size and paths:
+        raise EOFError(f"{paths[-1]}: read {len(data)} of {job.block_size} bytes")
+    return Outcome(job.block_size * len(paths), len(paths), lat, timer=FILES_TIMER,
+                   check=data or None, io_ns=io_ns,
+                   check_offset=int(job.offsets[-1]) if len(job.offsets) else 0)
+
+
+@register("files.threadpool", group=READ, baseline="files.loop",
+          description="many files: concurrent.futures.ThreadPoolExecutor(8).map of "
+                      "open(p, 'rb').read(), one file per request")
+def files_threadpool(job):
+    from concurrent.futures import ThreadPoolExecutor
+    paths = _file_set(job)
+    _files_cached_like_job(job, paths)
+    with ThreadPoolExecutor(8) as ex:
+        t0 = time.perf_counter_ns()
+        got = list(ex.map(_read_whole, paths))
+        io_ns = time.perf_counter_ns() - t0
+    short = [i for i, b in enumerate(got) if len(b) != job.block_size]
+    if short:
+        raise EOFError(f"{paths[short[0]]}: read {len(got[short[0]])} bytes")
+    lat = np.full(len(paths), max(1, io_ns // max(1, len(paths))), np.int64)
+    return Outcome(job.block_size * len(paths), len(paths), lat,
+                   timer="the pool's wall time / files (no clock per file)",
+                   check=got[-1] if got else None, io_ns=io_ns,
+                   check_offset=int(job.offsets[-1]) if len(job.offsets) else 0)
+
+
+@register("files.read_files", group=READ, baseline="files.loop", requires=("read_files",),
+          direct="yes",
+          description="many files: fastio.read_files(paths, depth=max(depth, 64)), one C "
+                      "call (io_uring openat/read/close chains where it works, else C "
+                      "threads), one file per request")
+def files_read_files(job):
+    paths = _file_set(job)
+    _files_cached_like_job(job, paths)
+    t0 = time.perf_counter_ns()
+    files = fastio.read_files(paths, depth=max(job.depth, 64), direct=job.direct)
+    io_ns = time.perf_counter_ns() - t0
+    if len(paths) and (files.sizes != job.block_size).any():
+        i = int(np.flatnonzero(files.sizes != job.block_size)[0])
+        raise EOFError(f"{paths[i]}: read {int(files.sizes[i])} of {job.block_size} bytes")
+    lat = np.full(len(paths), max(1, io_ns // max(1, len(paths))), np.int64)
+    return Outcome(job.block_size * len(paths), len(paths), lat,
+                   timer="one C call for every file: its time / files (no clock per file)",
+                   backend=files.backend, check=bytes(files[-1]) if len(paths) else None,
+                   io_ns=io_ns, check_offset=int(job.offsets[-1]) if len(job.offsets) else 0)
+
+
 # ------------------------------------------------------------------ mmap
 
 def _mapped_copy(job, src, **extra):

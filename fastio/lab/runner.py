@@ -53,7 +53,7 @@ import numpy.random  # noqa: F401
 
 import fastio
 
-from .methods import Job, Method, Outcome, selected
+from .methods import Job, Method, Outcome, drop_file_sets, selected
 from .results import ERROR, OK, UNAVAILABLE, Results, latency_summary
 
 CACHE_MODES = ("warm", "cold", "direct")
@@ -278,6 +278,7 @@ def make_file(size: int, directory: Optional[str] = None,
 
 def _remove(names: List[str]) -> None:
     for p in names:
+        drop_file_sets(p)   # the many-files methods' files made from it
         try:
             os.unlink(p)
         except FileNotFoundError:
@@ -327,12 +328,25 @@ def _children() -> set:
 
 def _threads() -> set:
     """The thread ids of this process, as the kernel lists them (native
-    threads too: an aio backend's pool, a feeder thread)."""
+    threads too: an aio backend's pool, a feeder thread). io_uring's own
+    kernel workers (iou-wrk-*, iou-sqp-*) are left out: the kernel starts
+    one when a request must block (an openat whose path is not cached) and
+    ends it after some idle seconds on its own, whatever the method did."""
     try:
-        return set(os.listdir("/proc/self/task"))
+        tids = os.listdir("/proc/self/task")
     except OSError:
         import threading
         return {t.native_id for t in threading.enumerate()}
+    out = set()
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if f.read().startswith("iou-"):
+                    continue
+        except OSError:
+            continue  # it ended meanwhile
+        out.add(tid)
+    return out
 
 
 def _fds() -> set:
