@@ -163,7 +163,14 @@ TWO_THREADS = """
 
     t = threading.Thread(target=first, daemon=True)
     t.start()
-    time.sleep(0.3)                    # inside close's drain, GIL released
+    # Until the first close() has begun (closed is set before its drain):
+    # a fixed sleep was too short on a loaded machine, and the second call
+    # then came first.
+    deadline = time.monotonic() + 20
+    while not q.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert q.closed, "the first close() never began"
+    time.sleep(0.2)                    # inside close's drain, GIL released
     assert t.is_alive(), "close() did not wait for the stuck read"
     t0 = time.monotonic()
     try:
