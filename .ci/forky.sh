@@ -12,6 +12,9 @@
 #     bash .ci/forky.sh 3.15              # the whole suite on 3.15
 #     bash .ci/forky.sh --smoke 3.14      # the smoke subset (below) on 3.14
 #     bash .ci/forky.sh 3.14 3.15         # several, one after the other
+#     bash .ci/forky.sh --wheels 3.14 3.15   # cp314/cp315 manylinux_2_28
+#         wheels: .ci/build-wheels.sh --smoke run inside the root, the
+#         wheels copied to $WHEEL_DIR (default wheelhouse/)
 #
 # As root, with network to the Debian mirror and PyPI. The root goes to
 # $FORKY_ROOT (default /opt/forky) and is reused when it is there and
@@ -35,11 +38,17 @@ cd "$(dirname "$0")/.."
 root=${FORKY_ROOT:-/opt/forky}
 marker="$root/.fastio-forky-root"
 smoke=0
-if [ "${1:-}" = "--smoke" ]; then
-    smoke=1
+wheels=0
+while [ $# -gt 0 ]; do
+    case $1 in
+        --smoke) smoke=1 ;;
+        --wheels) wheels=1 ;;
+        -*) echo "forky.sh: unknown option $1" >&2; exit 2 ;;
+        *) break ;;
+    esac
     shift
-fi
-[ $# -gt 0 ] || { echo "usage: forky.sh [--smoke] VERSION..." >&2; exit 2; }
+done
+[ $# -gt 0 ] || { echo "usage: forky.sh [--smoke | --wheels] VERSION..." >&2; exit 2; }
 start=$SECONDS
 say() { printf '\n=== forky: %s (%ds)\n' "$*" $((SECONDS - start)); }
 
@@ -167,6 +176,25 @@ run_pytest_in() {
         cp "$root$xml" "$FORKY_JUNIT_DIR/junit-forky-$name.xml"
     fi
 }
+
+if [ "$wheels" -eq 1 ]; then
+    # build-wheels.sh inside the root, with a venv of each of forky's
+    # interpreters (Debian's have no pip of their own; a venv has); its
+    # tools venv is made by the first of them (the root has no python3).
+    say "wheels for CPython $* (.ci/build-wheels.sh --smoke inside the root)"
+    pys=()
+    for v in "$@"; do
+        inroot "python$v" -m venv "$inside/wheelpy$v"
+        pys+=("$inside/wheelpy$v/bin/python")
+    done
+    inroot sh -c "cd $inside && WHEEL_DIR=$inside/wheelhouse WHEEL_TOOLS_PYTHON=${pys[0]} \
+        bash .ci/build-wheels.sh --smoke ${pys[*]}"
+    out=${WHEEL_DIR:-$PWD/wheelhouse}
+    mkdir -p "$out"
+    cp "$scratch"/wheelhouse/*.whl "$out/"
+    say "done: $(cd "$scratch/wheelhouse" && ls ./*.whl | tr '\n' ' ')-> $out"
+    exit 0
+fi
 
 for v in "$@"; do
     say "CPython $v: venv, fastio and its test extras"
