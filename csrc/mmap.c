@@ -1866,6 +1866,8 @@ mmap_set_name(MmapObject *self, PyObject *name)
     }
     char full[80];
     snprintf(full, sizeof full, "%s%s", VMA_NAME_PREFIX, utf8);
+    /* With the GIL: prctl only relabels the mapping's VMAs, it never
+     * blocks, and utf8 lives in the str object. */
     int err = fastio_sys_set_vma_name(self->region.base, self->region.alloc_size, full);
     if (err < 0 && report) {
         return fastio_oserror(err, "prctl", NULL);
