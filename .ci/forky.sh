@@ -83,10 +83,14 @@ if [ ! -e "$marker" ]; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get install -y -q debootstrap || { apt-get update -q && apt-get install -y -q debootstrap; }
     fi
-    # The mirror this machine's apt already uses, so none is written here.
-    mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+    # The Debian mirror this machine's apt already uses, so none is written
+    # here: the first URI ending in /debian (not debian-security, nor a
+    # third party's repository listed beside it).
+    mirror=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
+        awk '$1 == "URIs:" { for (i = 2; i <= NF; i++) if ($i ~ /\/debian\/?$/) { print $i; exit } }' || true)
     if [ -z "$mirror" ]; then
-        mirror=$(awk '$1 == "deb" && $2 ~ /^http/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+        mirror=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^http.*\/debian\/?$/) { print $i; exit } }' \
+            /etc/apt/sources.list 2>/dev/null || true)
     fi
     [ -n "$mirror" ] || { echo "forky.sh: no Debian mirror found in /etc/apt" >&2; exit 1; }
     include=$(packages 3.14 3.15)
