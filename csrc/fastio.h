@@ -366,6 +366,9 @@ extern long fastio_pagesize;
 /* Page helpers (pages.c) shared by the mapping types. */
 /* madvise(2), EINTR retried: 0 or -errno. */
 int fastio_sys_madvise(void *p, size_t len, int advice);
+/* prctl(PR_SET_VMA_ANON_NAME): the kernel's name for the anonymous pages
+ * [p, p+len) (Linux 5.17+, CONFIG_ANON_VMA_NAME): 0 or -errno. */
+int fastio_sys_set_vma_name(void *p, size_t len, const char *name);
 /* 1 when the kernel knows MADV_POPULATE_READ/WRITE (5.14+), 0 when not;
  * probed once. */
 int fastio_kernel_has_madv_populate(void);

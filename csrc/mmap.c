@@ -31,6 +31,7 @@ typedef struct {
                             or when created with trackfd=False */
     int trackfd;         /* 0: created with trackfd=False (Python 3.13's
                             mmap): no fd kept, so size() and resize() refuse */
+    int anonymous;       /* made with fileno=-1: set_name() may name it */
     Py_ssize_t pos;      /* the file-like position for read/write/seek */
     long long offset;    /* the user's byte offset into the file */
     int access;
@@ -223,6 +224,7 @@ mmap_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->prot = prot;
     self->offset = offset;
     self->trackfd = trackfd;
+    self->anonymous = (fd == -1);
     self->region.readonly = (access == ACCESS_READ) || !(prot & PROT_WRITE);
 
     if (fd != -1 && trackfd) {
@@ -1068,17 +1070,28 @@ mmap_ass_subscript(MmapObject *self, PyObject *item, PyObject *value)
             PyBuffer_Release(&vbuf);
             return -1;
         }
-        /* Getting the buffer ran Python code (value's bf_getbuffer), which
-         * may have closed or resized the map. */
+        /* Getting the buffer ran Python code (value's bf_getbuffer or
+         * __buffer__), which may have closed or resized the map. As
+         * CPython 3.14's mmap (gh-157335): the slice, as computed before,
+         * must still lie inside the map, else IndexError; the copy below
+         * goes to region.data as it is now (resize may have moved it). */
         if (check_valid(self) < 0) {
             PyBuffer_Release(&vbuf);
             return -1;
         }
-        if (self->region.size != size_before) {
-            PyErr_SetString(PyExc_ValueError,
-                            "mmap was resized during slice assignment");
-            PyBuffer_Release(&vbuf);
-            return -1;
+        if (n > 0 && self->region.size != size_before) {
+            /* The highest index written; no overflow: the slice lay
+             * inside [0, size_before). */
+            Py_ssize_t last = step > 0 ? start + (n - 1) * step : start;
+            if (last >= self->region.size) {
+                PyErr_Format(PyExc_IndexError,
+                             "mmap slice assignment is wrong size: the map was "
+                             "resized to %zd bytes while the value's buffer was "
+                             "taken; the slice reaches index %zd",
+                             self->region.size, last);
+                PyBuffer_Release(&vbuf);
+                return -1;
+            }
         }
         int rc = 0;
         if (step == 1) {
@@ -1431,7 +1444,14 @@ mmap_gfind(MmapObject *self, PyObject *args, int reverse)
         }
     }
     else if (start > size) {
+#if PY_VERSION_HEX >= 0x030F0000
+        /* Python 3.15's mmap finds nothing past the end, not even b"", as
+         * bytes.find; older ones clamp start to the length. */
+        PyBuffer_Release(&view);
+        return PyLong_FromLong(-1);
+#else
         start = size;
+#endif
     }
     if (end < 0) {
         end += size;
@@ -1564,8 +1584,9 @@ mmap_move(MmapObject *self, PyObject *args)
 PyDoc_STRVAR(mmap_size_doc,
 "size($self, /)\n--\n\n"
 "Return the size of the mapped file (fstat), which may differ from len().\n"
-"For an anonymous map, its length (the stdlib raises OSError there).\n"
-"OSError (EBADF) for a map created with trackfd=False, as in the stdlib.");
+"For an anonymous map, its length (as Python 3.15's mmap; older ones raise\n"
+"OSError). For a map created with trackfd=False: ValueError on Python\n"
+"3.15+, OSError (EBADF) before, as the running Python's stdlib does.");
 
 static PyObject *
 mmap_size(MmapObject *self, PyObject *Py_UNUSED(ignored))
@@ -1574,8 +1595,14 @@ mmap_size(MmapObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     if (!self->trackfd) {
+#if PY_VERSION_HEX >= 0x030F0000
+        /* Python 3.15's mmap says why instead of calling fstat(-1). */
+        PyErr_SetString(PyExc_ValueError, "can't get size with trackfd=False");
+        return NULL;
+#else
         /* No file descriptor kept: the stdlib's fstat(-1) fails so. */
         return fastio_oserror(-EBADF, "fstat", NULL);
+#endif
     }
     if (self->fd < 0) {
         return PyLong_FromSsize_t(self->region.size);
@@ -1593,7 +1620,10 @@ PyDoc_STRVAR(mmap_resize_doc,
 "offset + newsize (ftruncate). BufferError while memoryviews or numpy\n"
 "arrays use the map, since the memory may move. TypeError for read-only\n"
 "and copy-on-write maps, ValueError for a map created with trackfd=False\n"
-"(no file to truncate), as in the stdlib.");
+"(no file to truncate), as in the stdlib. An anonymous shared map can\n"
+"shrink; growing it raises ValueError (on Python 3.14+, as the stdlib\n"
+"does, any growth; before, past its original size, which the stdlib\n"
+"allowed and then crashed with SIGBUS).");
 
 static PyObject *
 mmap_resize(MmapObject *self, PyObject *args)
@@ -1625,6 +1655,19 @@ mmap_resize(MmapObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "new size out of range: newsize=%zd", new_size);
         return NULL;
     }
+#if PY_VERSION_HEX >= 0x030E0000
+    /* Python 3.14's mmap refuses to grow an anonymous shared map at all
+     * (mremap cannot grow the shared memory object behind it), even back
+     * to a size it had: the same here. Before 3.14 the stdlib grew it and
+     * crashed on the next access; fastio grows it within the memory object
+     * only (grow_limit, below). */
+    if (self->grow_limit && new_size > r->size) {
+        PyErr_Format(PyExc_ValueError,
+                     "mmap: can't expand a shared anonymous mapping: "
+                     "length=%zd, newsize=%zd", r->size, new_size);
+        return NULL;
+    }
+#endif
     size_t delta = (size_t)(r->data - r->base);
     if (new_size == 0 && delta == 0) {
         /* mremap to nothing fails; say so before truncating the file (the
@@ -1669,25 +1712,27 @@ mmap_resize(MmapObject *self, PyObject *args)
 /* Kernel extras: flush, madvise/advise, populate, lock, residency */
 
 PyDoc_STRVAR(mmap_flush_doc,
-"flush($self, offset=0, size=None, *, async_=False)\n--\n\n"
-"Write dirty pages of [offset, offset+size) back to the file (msync with\n"
-"MS_SYNC, or MS_ASYNC when async_). The range is widened to whole pages\n"
-"for the kernel, so any offset works. No-op for read-only and\n"
-"copy-on-write maps.");
+"flush($self, offset=0, size=None, *, flags=0, async_=False)\n--\n\n"
+"Write dirty pages of [offset, offset+size) back to the file (msync).\n"
+"size None or -1: to the end. flags: msync's flags (MS_SYNC, MS_ASYNC,\n"
+"MS_INVALIDATE; 0 means MS_SYNC), as in Python 3.15's mmap; async_=True is\n"
+"MS_ASYNC. The range is widened to whole pages for the kernel, so any\n"
+"offset works. No-op for read-only and copy-on-write maps.");
 
 static PyObject *
 mmap_flush(MmapObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *keywords[] = {"offset", "size", "async_", NULL};
+    static char *keywords[] = {"offset", "size", "flags", "async_", NULL};
     Py_ssize_t offset = 0;
     Py_ssize_t size = -1;
     PyObject *size_obj = Py_None;
+    int flags = 0;
     int async_ = 0;
     if (check_valid(self) < 0) {
         return NULL;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|nO$p:flush", keywords,
-                                     &offset, &size_obj, &async_)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|nO$ip:flush", keywords,
+                                     &offset, &size_obj, &flags, &async_)) {
         return NULL;
     }
     if (size_obj != Py_None) {
@@ -1695,16 +1740,23 @@ mmap_flush(MmapObject *self, PyObject *args, PyObject *kwds)
         if (size == -1 && PyErr_Occurred()) {
             return NULL;
         }
-        if (size < 0) {
+        /* -1 is "to the end", as None (Python 3.15's default is -1). */
+        if (size < -1) {
             PyErr_Format(PyExc_ValueError,
                          "flush values out of range: size=%zd", size);
             return NULL;
         }
     }
+    if (async_ && flags != 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "flush: pass flags= or async_=True, not both (async_ is "
+                     "flags=MS_ASYNC): flags=%d", flags);
+        return NULL;
+    }
     if (check_valid(self) < 0) {
         return NULL;
     }
-    if (size_obj == Py_None) {
+    if (size == -1) {
         size = offset >= 0 && offset <= self->region.size
                    ? self->region.size - offset : 0;
     }
@@ -1714,17 +1766,111 @@ mmap_flush(MmapObject *self, PyObject *args, PyObject *kwds)
                      "length=%zd", offset, size, self->region.size);
         return NULL;
     }
-    if (self->access == ACCESS_READ || self->access == ACCESS_COPY || size == 0) {
+    /* Before flags are looked at, as the stdlib: nothing to write back. */
+    if (self->access == ACCESS_READ || self->access == ACCESS_COPY) {
         Py_RETURN_NONE;
+    }
+    if (flags == 0) {
+        flags = async_ ? MS_ASYNC : MS_SYNC;
     }
     char *addr;
     size_t len;
-    page_range(self, offset, size, 0, &addr, &len);
-    int flags = async_ ? MS_ASYNC : MS_SYNC;
+    if (size == 0) {
+        /* msync of nothing still checks the flags (the stdlib makes the
+         * call, so bad flags raise there too). */
+        addr = self->region.base;
+        len = 0;
+    }
+    else {
+        page_range(self, offset, size, 0, &addr, &len);
+    }
     int err = 0;
-    RUN_NOGIL(self, err = sys_msync(addr, len, flags));
+    RUN_MAYBE_NOGIL(self, len > 0, err = sys_msync(addr, len, flags));
     if (err < 0) {
         return fastio_oserror(err, "msync", NULL);
+    }
+    Py_RETURN_NONE;
+}
+
+/* Python 3.15's mmap.set_name: the kernel's name for an anonymous mapping
+ * (/proc/PID/maps shows "[anon:cpython:mmap:NAME]"). The stdlib's prefix,
+ * so that tools reading maps find a fastio.mmap as they find the stdlib's;
+ * names are at most 80 bytes with the NUL, so NAME at most 66. */
+#define VMA_NAME_PREFIX "cpython:mmap:"
+#define VMA_NAME_MAX (80 - (Py_ssize_t)sizeof(VMA_NAME_PREFIX))
+
+PyDoc_STRVAR(mmap_set_name_doc,
+"set_name($self, name, /)\n--\n\n"
+"Name this anonymous mapping for the kernel (prctl PR_SET_VMA_ANON_NAME,\n"
+"Linux 5.17+): /proc/self/maps shows [anon:cpython:mmap:NAME]. As Python\n"
+"3.15's mmap: ValueError for a file map or a name over 66 bytes (UTF-8);\n"
+"a kernel's refusal (built without CONFIG_ANON_VMA_NAME: EINVAL) raises\n"
+"OSError only in development mode (-X dev), else is ignored. Unlike the\n"
+"stdlib, which names only in development mode, fastio always asks.");
+
+/* Whether Python runs in development mode (-X dev): the stdlib's set_name
+ * reports the kernel's errors only then. */
+static int
+dev_mode(void)
+{
+    PyObject *flags = PySys_GetObject("flags");  /* borrowed */
+    if (flags == NULL) {
+        return 0;
+    }
+    PyObject *v = PyObject_GetAttrString(flags, "dev_mode");
+    if (v == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int on = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    if (on < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    return on;
+}
+
+static PyObject *
+mmap_set_name(MmapObject *self, PyObject *name)
+{
+    if (!PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "set_name() argument must be str, not %.100s",
+                     Py_TYPE(name)->tp_name);
+        return NULL;
+    }
+    /* Before the checks: reading sys.flags is a Python attribute lookup. */
+    int report = dev_mode();
+    if (check_valid(self) < 0) {
+        return NULL;
+    }
+    Py_ssize_t len;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(name, &len);
+    if (utf8 == NULL) {
+        return NULL;
+    }
+    if (strlen(utf8) != (size_t)len) {
+        PyErr_SetString(PyExc_ValueError, "embedded null character");
+        return NULL;
+    }
+    if (len > VMA_NAME_MAX) {
+        PyErr_Format(PyExc_ValueError,
+                     "name is too long: %zd bytes in UTF-8, at most %zd",
+                     len, VMA_NAME_MAX);
+        return NULL;
+    }
+    if (!self->anonymous) {
+        PyErr_SetString(PyExc_ValueError,
+                        "Cannot set annotation on non-anonymous mappings");
+        return NULL;
+    }
+    char full[80];
+    snprintf(full, sizeof full, "%s%s", VMA_NAME_PREFIX, utf8);
+    /* With the GIL: prctl only relabels the mapping's VMAs, it never
+     * blocks, and utf8 lives in the str object. */
+    int err = fastio_sys_set_vma_name(self->region.base, self->region.alloc_size, full);
+    if (err < 0 && report) {
+        return fastio_oserror(err, "prctl", NULL);
     }
     Py_RETURN_NONE;
 }
@@ -1917,6 +2063,7 @@ static PyMethodDef mmap_methods[] = {
     {"resize", (PyCFunction)mmap_resize, METH_VARARGS, mmap_resize_doc},
     {"flush", (PyCFunction)(void (*)(void))mmap_flush, METH_VARARGS | METH_KEYWORDS,
      mmap_flush_doc},
+    {"set_name", (PyCFunction)mmap_set_name, METH_O, mmap_set_name_doc},
     {"madvise", (PyCFunction)mmap_madvise, METH_VARARGS, mmap_madvise_doc},
     {"advise", (PyCFunction)(void (*)(void))mmap_advise, METH_VARARGS | METH_KEYWORDS,
      mmap_advise_doc},

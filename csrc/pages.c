@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 
 #ifndef MADV_POPULATE_READ
@@ -33,6 +34,13 @@
 #endif
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
+#endif
+/* Linux 5.17's uapi values, for older headers (zig's glibc 2.28 target). */
+#ifndef PR_SET_VMA
+#define PR_SET_VMA 0x53564d41
+#endif
+#ifndef PR_SET_VMA_ANON_NAME
+#define PR_SET_VMA_ANON_NAME 0
 #endif
 
 /* ================================================================== */
@@ -45,6 +53,16 @@ fastio_sys_madvise(void *p, size_t len, int advice)
         if (errno != EINTR) {
             return -errno;
         }
+    }
+    return 0;
+}
+
+int
+fastio_sys_set_vma_name(void *p, size_t len, const char *name)
+{
+    if (prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)p,
+              (unsigned long)len, (unsigned long)name) < 0) {
+        return -errno;
     }
     return 0;
 }

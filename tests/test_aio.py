@@ -757,7 +757,10 @@ class Stuck:
         if self.mm is None:
             return self.buf.exports > 0
         try:
-            self.mm.resize(8192)  # refused while a buffer export exists
+            # Refused while a buffer export exists. To the size it has: an
+            # anonymous shared map cannot grow on Python 3.14+ (ValueError),
+            # whatever its exports.
+            self.mm.resize(len(self.mm))
         except BufferError:
             return True
         except (OSError, SystemError):

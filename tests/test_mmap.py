@@ -224,6 +224,7 @@ ALL_METHODS = {
     "rfind": (b"a",), "move": (0, 0, 0), "resize": (10,), "flush": (),
     "madvise": (fastio.MADV_NORMAL,), "advise": (fastio.MADV_NORMAL,),
     "size": (), "populate": (), "lock": (), "unlock": (), "residency": (), "valid": (),
+    "set_name": ("x",),
     "asarray": (), "__enter__": (), "__len__": (), "__getitem__": (0,),
     "__setitem__": (0, 1), "__iter__": (), "__contains__": (b"a",),
 }
@@ -233,6 +234,7 @@ ALL_METHODS = {
 def test_every_method_after_close_raises_valueerror(rwfile):
     path, data, fd = rwfile
     # seekable() answers True even when closed, as Python 3.13's mmap does.
+    # (set_name too raises here; Python 3.15's returns None on a closed map.)
     public = {n for n in dir(fastio.mmap) if not n.startswith("_")} - {
         "close", "closed", "seekable"}
     assert public <= set(ALL_METHODS), "a method is missing from this test"
@@ -564,13 +566,28 @@ def test_resize_anonymous_keeps_data():
             m.resize(-1)
 
 
-def test_resize_anonymous_shared_within_its_memory_only():
-    # The stdlib's mremap grows the mapping past the shared memory object
-    # behind it, and the next access is a SIGBUS. fastio refuses instead.
+def test_resize_anonymous_shared_grows_as_the_running_stdlib():
+    """An anonymous shared map is backed by a shared memory object of fixed
+    size. Python 3.14's mmap refuses any growth (ValueError), even back to a
+    size the map had; fastio does the same there. Before 3.14 the stdlib's
+    mremap grows the mapping past that object and the next access past it is
+    a SIGBUS: fastio grows it within the object only."""
     with fastio.mmap(-1, 2 * PAGE) as m:
         m[:5] = b"hello"
-        m.resize(10)
+        m.resize(10)  # shrinking always works
         assert m[:] == b"hello" + bytes(5)
+        if sys.version_info >= (3, 14):
+            with stdlib_mmap.mmap(-1, 2 * PAGE) as sm:
+                sm.resize(10)
+                with pytest.raises(ValueError) as theirs:
+                    sm.resize(2 * PAGE)
+            with pytest.raises(ValueError) as ours:
+                m.resize(2 * PAGE)
+            assert str(ours.value) == f"{theirs.value}: length=10, newsize={2 * PAGE}"
+            with pytest.raises(ValueError, match="can't expand"):
+                m.resize(11)
+            assert len(m) == 10 and m[:] == b"hello" + bytes(5)
+            return
         m.resize(2 * PAGE)  # back up to the original size: fine
         assert m[-1] == 0 and m[:5] == b"hello"
         with pytest.raises(ValueError, match=f"original {2 * PAGE} bytes.*newsize={2 * PAGE + 1}"):
@@ -912,15 +929,30 @@ def test_seekable_and_seek_returns_the_position():
     assert m.seekable() is True  # as the stdlib's, even closed
 
 
+def _check_trackfd_size_error(m):
+    """size() of a map made with trackfd=False raises what the running
+    Python's stdlib raises: ValueError from 3.15, OSError (EBADF: it fstats
+    fd -1) on 3.13 and 3.14, and before 3.13 (no trackfd) 3.13's answer."""
+    with pytest.raises((OSError, ValueError)) as info:
+        m.size()
+    if sys.version_info >= (3, 13):
+        with stdlib_mmap.mmap(-1, 16, trackfd=False) as sm:
+            with pytest.raises(Exception) as theirs:
+                sm.size()
+        assert type(info.value) is type(theirs.value)
+    if sys.version_info >= (3, 15):
+        assert str(info.value) == "can't get size with trackfd=False"
+    else:
+        assert type(info.value) is OSError and info.value.errno == errno.EBADF
+
+
 def test_trackfd_false_keeps_no_descriptor(rwfile, leakcheck):
     path, data, fd = rwfile
     before = len(os.listdir("/proc/self/fd"))
     m = fastio.mmap(fd, len(data), trackfd=False)
     assert len(os.listdir("/proc/self/fd")) == before, "trackfd=False dup()ed the fd"
     assert m[:] == data
-    with pytest.raises(OSError) as info:
-        m.size()
-    assert info.value.errno == errno.EBADF
+    _check_trackfd_size_error(m)
     with pytest.raises(ValueError, match="trackfd=False"):
         m.resize(10)
     assert m.valid() is True  # no descriptor to ask
@@ -946,9 +978,8 @@ def test_trackfd_false_outlives_the_callers_fd(tmp_path, leakcheck):
 
 def test_trackfd_false_anonymous():
     m = fastio.mmap(-1, 64, trackfd=False)
-    with pytest.raises(OSError) as info:
-        m.size()  # fastio's anonymous size() answers len(); not without a tracked fd
-    assert info.value.errno == errno.EBADF
+    # fastio's anonymous size() answers len(); not without a tracked fd
+    _check_trackfd_size_error(m)
     with pytest.raises(ValueError, match="trackfd=False"):
         m.resize(32)
     m[0] = 7
@@ -961,11 +992,213 @@ def test_trackfd_with_a_path(tmp_path):
     p.write_bytes(b"z" * 4096)
     with fastio.mmap(p, mode="r", trackfd=False) as m:
         assert m[:] == b"z" * 4096
-        with pytest.raises(OSError):
-            m.size()
+        _check_trackfd_size_error(m)
 
 
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="MAP_32BIT is x86-64 only")
 def test_map_32bit_constant():
     # The kernel's value (<asm/mman.h>); Python 3.13's mmap has it too.
     assert fastio.MAP_32BIT == getattr(stdlib_mmap, "MAP_32BIT", 0x40) == 0x40
+
+
+# ---------------------------------------------------------------- Python 3.14 and 3.15
+# What Python 3.14's and 3.15's mmap added or changed. Where the change is
+# in behaviour (find past the end, growing a shared anonymous map, size()
+# with trackfd=False), fastio follows the running Python's stdlib, which is
+# the oracle here; what they added (flush's flags, set_name) fastio has on
+# every Python.
+
+FIND_ARGS = [(b"",), (b"", 12), (b"", 13), (b"", 20), (b"", -1), (b"", -20),
+             (b"", 12, 12), (b"", 13, 20), (b"", 5, 3), (b"l", 13), (b"kl", 10),
+             (b"a", -100, 100), (b"", 11, -1)]
+
+
+@pytest.mark.parametrize("args", FIND_ARGS, ids=repr)
+def test_find_past_the_end_as_the_running_stdlib(args):
+    data = b"abcdefghijkl"
+    with fastio.mmap(-1, 12) as m, stdlib_mmap.mmap(-1, 12) as sm:
+        m[:] = sm[:] = data
+        for name in ("find", "rfind"):
+            assert getattr(m, name)(*args) == getattr(sm, name)(*args), (name, args)
+    # and what each Python says, spelled out
+    with fastio.mmap(-1, 12) as m:
+        m[:] = data
+        past = -1 if sys.version_info >= (3, 15) else 12
+        assert m.find(b"", 13) == m.rfind(b"", 20) == past
+        assert m.find(b"", 12) == 12
+
+
+def test_flush_flags(rwfile):
+    path, data, fd = rwfile
+    for name, value in (("MS_ASYNC", 1), ("MS_INVALIDATE", 2), ("MS_SYNC", 4)):
+        assert getattr(fastio, name) == getattr(stdlib_mmap, name, value) == value
+    with fastio.mmap(fd, 0) as m:
+        m[:6] = b"flush!"
+        assert m.flush(flags=fastio.MS_SYNC) is None
+        assert os.pread(fd, 6, 0) == b"flush!"
+        assert m.flush(0, PAGE, flags=fastio.MS_ASYNC | fastio.MS_INVALIDATE) is None
+        assert m.flush(PAGE * 2, flags=fastio.MS_INVALIDATE) is None
+        assert m.flush(flags=0) is None          # 0: MS_SYNC, the default
+        assert m.flush(PAGE, -1) is None         # -1: to the end (3.15's default)
+        assert m.flush(1, 6, flags=fastio.MS_SYNC) is None  # any offset, as ever
+        # The kernel judges the flags, the range being fine; even an empty
+        # range, as the stdlib's msync call does.
+        for call in (lambda: m.flush(flags=-1), lambda: m.flush(0, 0, flags=-1),
+                     lambda: m.flush(flags=fastio.MS_SYNC | fastio.MS_ASYNC)):
+            with pytest.raises(OSError) as info:
+                call()
+            assert info.value.errno == errno.EINVAL and "msync" in str(info.value)
+        with pytest.raises(ValueError, match=r"flush values out of range: size=-2"):
+            m.flush(0, -2)
+        with pytest.raises(ValueError, match=r"not both .*flags=1"):
+            m.flush(flags=fastio.MS_ASYNC, async_=True)
+        with pytest.raises(TypeError):
+            m.flush(flags="x")
+        with pytest.raises(TypeError):
+            m.flush(flags=None)
+    with fastio.mmap(fd, 0, access=fastio.ACCESS_READ) as ro, \
+            fastio.mmap(fd, 0, access=fastio.ACCESS_COPY) as cow:
+        assert ro.flush(flags=-1) is None and cow.flush(0, -1, flags=-1) is None
+    if hasattr(stdlib_mmap, "MS_SYNC"):  # 3.15: the same answers
+        with stdlib_mmap.mmap(fd, 0) as sm:
+            assert sm.flush(flags=0) is None and sm.flush(PAGE, -1) is None
+            for kw in ({"flags": -1}, {"flags": stdlib_mmap.MS_SYNC | stdlib_mmap.MS_ASYNC}):
+                with pytest.raises(OSError):
+                    sm.flush(**kw)
+            with pytest.raises(OSError):
+                sm.flush(0, 0, flags=-1)
+            with pytest.raises(ValueError):
+                sm.flush(0, -2)
+
+
+def _kernel_names_anonymous_maps():
+    """0 when prctl(PR_SET_VMA_ANON_NAME) works on a private anonymous page
+    (Linux 5.17+ built with CONFIG_ANON_VMA_NAME), else its errno; asked
+    without fastio."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    with stdlib_mmap.mmap(-1, PAGE, flags=stdlib_mmap.MAP_PRIVATE) as sm:
+        ref = ctypes.c_char.from_buffer(sm)
+        addr = ctypes.addressof(ref)
+        del ref
+        rc = libc.prctl(0x53564D41, 0, ctypes.c_ulong(addr), ctypes.c_ulong(PAGE),
+                        ctypes.c_char_p(b"fastio-probe"))
+    return 0 if rc == 0 else ctypes.get_errno()
+
+
+def test_set_name_checks_as_python_315(rwfile):
+    path, data, fd = rwfile
+    with fastio.mmap(-1, PAGE) as m:
+        assert m.set_name("ok") is None
+        assert m.set_name("x" * 66) is None and m.set_name("é" * 33) is None
+        for bad, exc, msg in [
+                ("x" * 67, ValueError, "name is too long: 67 bytes in UTF-8, at most 66"),
+                ("é" * 34, ValueError, "name is too long: 68 bytes in UTF-8, at most 66"),
+                ("a\0b", ValueError, "embedded null character"),
+                (b"x", TypeError, "set_name() argument must be str, not bytes"),
+                (None, TypeError, "set_name() argument must be str, not NoneType"),
+                ("\udc80", UnicodeEncodeError, None)]:
+            with pytest.raises(exc) as info:
+                m.set_name(bad)
+            assert msg is None or str(info.value) == msg
+            if hasattr(stdlib_mmap.mmap, "set_name"):  # 3.15: the same type
+                with stdlib_mmap.mmap(-1, PAGE) as sm, pytest.raises(exc):
+                    sm.set_name(bad)
+        with pytest.raises(TypeError):
+            m.set_name(name="kw")  # positional only, as the stdlib's
+    with fastio.mmap(-1, PAGE, flags=fastio.MAP_PRIVATE) as m:
+        assert m.set_name("private") is None
+    with fastio.mmap(fd, PAGE) as m:
+        with pytest.raises(ValueError, match="^Cannot set annotation on non-anonymous mappings$"):
+            m.set_name("file")
+
+
+SET_NAME_CHILD = r"""
+import sys, fastio
+m = fastio.mmap(-1, fastio.PAGESIZE, flags=fastio.MAP_PRIVATE)
+try:
+    r = m.set_name("fastio-test-name")
+except OSError as e:
+    print("OSError", e.errno, e)
+else:
+    print("ok", r, [l.split()[-1] for l in open("/proc/self/maps") if "fastio-test-name" in l])
+"""
+
+
+@pytest.mark.parametrize("dev", [False, True], ids=["normal", "dev_mode"])
+def test_set_name_names_the_mapping_or_says_why_not(dev):
+    """fastio always asks the kernel (the stdlib only in development mode).
+    Where the kernel names anonymous maps, /proc/self/maps shows the name
+    with the stdlib's prefix; where it cannot (no CONFIG_ANON_VMA_NAME:
+    EINVAL), set_name raises OSError in development mode only, as Python
+    3.15's does, and is silent otherwise."""
+    import subprocess
+    cmd = [sys.executable] + (["-X", "dev"] if dev else []) + ["-c", SET_NAME_CHILD]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
+    refused = _kernel_names_anonymous_maps()
+    if not refused:
+        assert out.strip() == "ok None ['[anon:cpython:mmap:fastio-test-name]']"
+    elif dev:
+        assert out.startswith(f"OSError {refused} ") and "(prctl)" in out
+    else:
+        assert out.strip() == "ok None []"
+
+
+def _nonzero(n):
+    return bytes(i % 255 + 1 for i in range(n))
+
+
+class _ResizesWhileExporting:
+    """A value whose buffer export (PEP 688, Python 3.12+) resizes or closes
+    the map first: the slice assignment's bounds were computed before."""
+    def __init__(self, m, data, new_size):
+        self.m, self.data, self.new_size = m, data, new_size
+
+    def __buffer__(self, flags):
+        if self.new_size is None:
+            self.m.close()
+        else:
+            self.m.resize(self.new_size)
+        return memoryview(self.data)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="__buffer__ is Python 3.12+")
+def test_slice_assignment_resized_by_the_value():
+    """Python 3.14's mmap (gh-157335): a slice that no longer fits raises
+    IndexError; one that still fits is written (fastio raised ValueError
+    for any resize; 3.13's mmap wrote past the end)."""
+    cases = [  # (size, new size, slice, fits)
+        (2 * PAGE, PAGE, slice(0, 2 * PAGE), False),
+        (2 * PAGE, PAGE, slice(PAGE - 5, PAGE + 5), False),
+        (2 * PAGE, PAGE, slice(2 * PAGE - 20, 2 * PAGE, 2), False),
+        (2 * PAGE, PAGE, slice(PAGE + 10, 10, -7), False),
+        (2 * PAGE, PAGE, slice(0, 10), True),
+        (2 * PAGE, PAGE, slice(0, 20, 2), True),
+        (2 * PAGE, PAGE, slice(PAGE - 1, None, -3), True),
+        (PAGE, 2 * PAGE, slice(0, PAGE), True),
+    ]
+    impls = [fastio.mmap] + ([stdlib_mmap.mmap] if sys.version_info >= (3, 14) else [])
+    for size, new_size, sl, fits in cases:
+        n = len(range(*sl.indices(size)))
+        results = []
+        for impl in impls:
+            with impl(-1, size, flags=stdlib_mmap.MAP_PRIVATE) as m:
+                value = _ResizesWhileExporting(m, _nonzero(n), new_size)
+                if fits:
+                    m[sl] = value
+                    results.append(m[:])
+                else:
+                    with pytest.raises(IndexError, match="mmap slice assignment is wrong size"):
+                        m[sl] = value
+                    results.append(m[:])
+                assert len(m) == new_size
+        if fits:
+            expected = bytearray(new_size)
+            expected[sl] = _nonzero(n)
+            assert results[0] == expected, (sl,)
+        else:
+            assert results[0] == bytes(new_size), (sl,)  # nothing written
+        assert all(r == results[0] for r in results), (sl,)
+    with fastio.mmap(-1, PAGE) as m:
+        with pytest.raises(ValueError, match=CLOSED):
+            m[0:10] = _ResizesWhileExporting(m, bytes(10), None)

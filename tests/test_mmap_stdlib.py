@@ -7,8 +7,12 @@ pass, except the short list of deliberate deviations below; each of those is
 an xfail(strict=True) -- so the list cannot go stale -- and is checked by a
 fastio test of its own (named in the reason).
 
-The test package is not installed with every Python (Debian's python3 lacks
-it without python3-test): then the whole module is skipped, saying so.
+The suite is the running interpreter's own: pyenv's builds carry their
+test package; Debian's interpreters have it in libpython3.x-testsuite
+(.ci/forky.sh installs it for 3.14 and 3.15, under /usr/lib/python3.x/test,
+which a venv of that interpreter imports as `test`). Where it is not
+installed (Debian's python3 without that package), the whole module is
+skipped, saying so.
 """
 import unittest
 

@@ -17,8 +17,9 @@ import pytest
 import fastio
 
 ROOT = Path(__file__).resolve().parent.parent  # the clone or the unpacked sdist
-# The CPython versions wheels are built and tested for (.ci/build-wheels.sh).
-SUPPORTED = ["3.10", "3.11", "3.12", "3.13"]
+# The CPython versions CI builds and tests fastio on (.ci/run: pyenv's
+# 3.10-3.13, Debian forky's 3.14 and 3.15 through .ci/forky.sh).
+SUPPORTED = ["3.10", "3.11", "3.12", "3.13", "3.14", "3.15"]
 
 
 def _installed_dist():
