@@ -16,6 +16,10 @@ parallel; on a default build (with the GIL) Python-level loops cannot
 exceed about 1, since only the I/O itself runs with the GIL released.
 
 Workloads, per thread:
+  pure-Python loop         the same loop over the offsets without any I/O: the
+    (control)              control, which scales only where the interpreter
+                           lets threads run in parallel and the machine has
+                           the cores free
   os.pread (reference)     os.pread(fd, 4096, off): the stdlib's call
   fastio.pread             fastio.pread(fd, buf, off) into its own bytearray
   mmap slicing, one map    m[off:off + 4096] on ONE fastio.mmap shared by the
@@ -29,12 +33,16 @@ Workloads, per thread:
 default build when this one is free-threaded) with the same arguments, and
 records its figures beside these ones (ids prefixed "compare_") in the same
 JSON. The interpreter, whether it is free-threaded and whether the GIL was
-on are recorded for both.
+on are recorded for both, and beside each N-thread figure the CPUs the
+process actually kept busy meanwhile (its CPU seconds per wall second): on a
+machine whose cores other work occupies, that is below N, and so is the
+ratio, whatever the code.
 """
 import argparse
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import sysconfig
@@ -60,9 +68,16 @@ def interpreter():
             "gil_enabled": gil, "kind": kind, "executable": sys.executable}
 
 
-def in_threads(nthreads, make_work):
+def cpu_seconds():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def in_threads(nthreads, make_work, cpus=None):
     """Calls per second of nthreads threads each running make_work(i)()
-    (which returns its call count), timed from a barrier to the last join."""
+    (which returns its call count), timed from a barrier to the last join.
+    cpus (a list): gets the process's CPU seconds per wall second meanwhile,
+    how many CPUs the run actually had (a loaded machine gives fewer)."""
     works = [make_work(i) for i in range(nthreads)]
     counts = [0] * nthreads
     start = threading.Barrier(nthreads + 1)
@@ -75,10 +90,13 @@ def in_threads(nthreads, make_work):
     for t in threads:
         t.start()
     start.wait()
-    t0 = time.perf_counter()
+    c0, t0 = cpu_seconds(), time.perf_counter()
     for t in threads:
         t.join()
-    return sum(counts) / (time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    if cpus is not None:
+        cpus.append((cpu_seconds() - c0) / wall)
+    return sum(counts) / wall
 
 
 def main():
@@ -154,17 +172,30 @@ def main():
                 return len(offs)
             return run
 
-        workloads = [("os_pread", "os.pread (reference)", os_pread),
+        def python_loop(i):
+            offs = offsets[i]
+
+            def run():
+                x = 0
+                for off in offs:
+                    x ^= off >> 12
+                return len(offs)
+            return run
+
+        workloads = [("python_loop", "pure-Python loop (control)", python_loop),
+                     ("os_pread", "os.pread (reference)", os_pread),
                      ("fastio_pread", "fastio.pread", fastio_pread),
                      ("mmap_slice_shared", "mmap slicing, one map",
                       slicing([shared_map] * nt)),
                      ("mmap_slice_own", "mmap slicing, own map", slicing(own_maps)),
                      ("read_blocks", "read_blocks, Queue per thread", read_blocks)]
         contenders = []
+        cpus = {}
         for wid, label, make in workloads:
             for n in (1, nt):
-                contenders.append((f"{label} x{n}",
-                                   lambda n=n, make=make: in_threads(n, make)))
+                cpus[(wid, n)] = []
+                contenders.append((f"{label} x{n}", lambda n=n, make=make, c=cpus[(wid, n)]:
+                                   in_threads(n, make, c)))
         rates = run_rounds(contenders, args.rounds, once=lambda fn: fn())
         os.close(fd)
         shared_map.close()
@@ -188,6 +219,9 @@ def main():
         rep.figure(f"{wid}_{nt}", f"{label}, {nt} threads [{me['version']}]", "calls/s", many)
         rep.ratio(f"{wid}_scaling", f"{label}: {nt} threads vs 1 [{me['version']}, "
                   f"{me['kind']}]", f"{wid}_{nt}", f"{wid}_1")
+        # Not a fastio figure: what the machine gave the run (warmup excluded).
+        rep.figure(f"{wid}_cpus_{nt}", f"{label}, {nt} threads: CPUs busy (process CPU "
+                   f"s per wall s) [{me['version']}]", "CPUs", cpus[(wid, nt)][-args.rounds:])
 
     if args.compare:
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tf:
