@@ -65,7 +65,7 @@ def interpreter():
     kind = "free-threaded, GIL off" if ft and not gil else (
         "free-threaded, GIL on" if ft else "default build (GIL)")
     return {"version": sys.version.split()[0] + ("t" if ft else ""), "free_threaded": ft,
-            "gil_enabled": gil, "kind": kind, "executable": sys.executable}
+            "gil_enabled": gil, "kind": kind}
 
 
 def cpu_seconds():
@@ -207,7 +207,8 @@ def main():
         rep.set(cache=cache_state(path),
                 params={"file_size": size, "block": BS, "calls_per_thread": args.calls,
                         "threads": nt, "rounds": args.rounds,
-                        "read_blocks_backend": queues[0].backend, "interpreter": me})
+                        "read_blocks_backend": queues[0].backend,
+                        "interpreter": f"{me['version']} ({me['kind']})"})
     finally:
         os.unlink(path)
 
@@ -236,10 +237,9 @@ def main():
                 other = json.load(fh)
         finally:
             os.unlink(other_json)
-        rep.set(params={"compare": {"interpreter": other["params"]["interpreter"],
-                                    "read_blocks_backend":
-                                        other["params"]["read_blocks_backend"],
-                                    "machine": other["machine"], "date": other["date"]}})
+        rep.set(params={"compare": f"{other['params']['interpreter']}, read_blocks "
+                                   f"backend {other['params']['read_blocks_backend']}, "
+                                   f"numpy {other['machine']['numpy']}, {other['date']}"})
         for fid, f in other["figures"].items():
             rep.data["figures"]["compare_" + fid] = f
         for rid, r in other["ratios"].items():
