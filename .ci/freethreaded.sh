@@ -124,12 +124,12 @@ if [ -n "${FT_PYTHON_GIL:-}" ]; then
 else
     # The GIL stays off after the import (and conftest.py checks it again
     # when the session ends).
-    env -u PYTHON_GIL "$venv/bin/python" -W error -c '
+    (cd "$root/tests" && env -u PYTHON_GIL "$venv/bin/python" -W error -c '
 import sys, fastio
 assert not sys._is_gil_enabled(), "import fastio turned the GIL on"
-print("GIL off after import fastio:", fastio._core.__file__)'
+print("GIL off after import fastio:", fastio._core.__file__)')
     env_gil+=(FASTIO_ASSERT_GIL_OFF=1)
 fi
-(cd "$root/tests" && env PATH="$venv/bin:$PATH" "${env_gil[@]}" \
+(cd "$root/tests" && env "${env_gil[@]}" PATH="$venv/bin:$PATH" \
     "$venv/bin/python" -m pytest "${args[@]}")
 say "done"
