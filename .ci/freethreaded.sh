@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # fastio on a free-threaded CPython 3.13 ("3.13t"): build the interpreter from
 # Debian trixie's python3.13 source package, make a venv of it, install
-# fastio there and run the test suite (docs/freethreading.md).
+# fastio there and run the test suite with the GIL off (docs/freethreading.md).
 #
-# .ci/run runs it with --smoke as its last step: building CPython takes 3 to 5
-# minutes on 2 cores (3 min 9 s measured with the downloads; --smoke 3 min
-# 40 s in all), since neither Debian (bookworm, trixie, unstable) nor PyPI
-# ships a free-threaded interpreter that would be quicker to get. By hand, as
-# root, from a clone of the repository:
+# fastio declares Py_MOD_GIL_NOT_USED, so the GIL stays off after `import
+# fastio`: the suite runs with PYTHON_GIL unset, and the script fails if the
+# GIL is on after the import or at the end of the run (tests/conftest.py's
+# session check, FASTIO_ASSERT_GIL_OFF=1). Building CPython takes 3 to 5
+# minutes on 2 cores (3 min 9 s measured with the downloads), since neither
+# Debian (bookworm, trixie, unstable) nor PyPI ships a free-threaded
+# interpreter that would be quicker to get. By hand, as root, from a clone of
+# the repository:
 #
 #     bash .ci/freethreaded.sh            # build (once), install, full suite
-#     bash .ci/freethreaded.sh --smoke    # the same with a quick subset
-#     FT_PYTHON_GIL=0 bash .ci/freethreaded.sh   # the suite with the GIL
-#         forced off: unsupported, expected to crash (see the docs page)
+#     bash .ci/freethreaded.sh --smoke    # the thread suites and a quick subset
+#     FT_PYTHON_GIL=1 bash .ci/freethreaded.sh   # the suite with the GIL
+#         forced on, for comparison (the GIL-off check is then skipped)
 #
 # The interpreter goes to $FT_PREFIX (default /opt/python3.13t) and is reused
 # when already there; the venv to $FT_VENV (default /opt/python3.13t-venv).
@@ -109,11 +112,24 @@ say "tests"
 # tree). The venv's bin first on PATH: test_cli runs the `fastio` script.
 args=(-q -p no:cacheprovider)
 if [ "$smoke" = 1 ]; then
-    args+=(test_freethreading.py test_package.py test_mmap.py test_rw.py test_memory.py
-           test_shm.py test_sync.py test_threads.py)
+    # Every file that uses one object from several threads, then a quick
+    # subset of the rest.
+    args+=(test_freethreading.py test_threads.py test_queue_hardening.py
+           test_sync_hardening.py test_channel.py test_package.py test_mmap.py
+           test_rw.py test_memory.py test_shm.py test_sync.py)
 fi
-env_gil=()
-[ -n "${FT_PYTHON_GIL:-}" ] && env_gil=(PYTHON_GIL="$FT_PYTHON_GIL")
-(cd "$root/tests" && env PATH="$venv/bin:$PATH" "${env_gil[@]}" \
+env_gil=(-u PYTHON_GIL)
+if [ -n "${FT_PYTHON_GIL:-}" ]; then
+    env_gil=(PYTHON_GIL="$FT_PYTHON_GIL")
+else
+    # The GIL stays off after the import (and conftest.py checks it again
+    # when the session ends).
+    (cd "$root/tests" && env -u PYTHON_GIL "$venv/bin/python" -W error -c '
+import sys, fastio
+assert not sys._is_gil_enabled(), "import fastio turned the GIL on"
+print("GIL off after import fastio:", fastio._core.__file__)')
+    env_gil+=(FASTIO_ASSERT_GIL_OFF=1)
+fi
+(cd "$root/tests" && env "${env_gil[@]}" PATH="$venv/bin:$PATH" \
     "$venv/bin/python" -m pytest "${args[@]}")
 say "done"

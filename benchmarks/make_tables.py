@@ -305,9 +305,12 @@ def readme_block(results):
         out.append(f"| {what} | `benchmarks/{d['script']}` | {base} | {fast} | "
                    f"{num(fb['median'])} {fb['unit']} | {num(ff['median'])} {ff['unit']} | "
                    f"{spread(stats(r['per_round']), True)} |")
-    dates = sorted({d["date"][:10] for d in results.values() if "date" in d})
-    notes = sorted({d["note"] for d in results.values() if d.get("note")})
-    m = next((d["machine"] for d in results.values() if "machine" in d), None)
+    # The conditions of the results the rows above come from, not of every
+    # JSON (a script without a README row must not change this line).
+    used = [results[n] for n in ["lab"] + [row[0] for row in README_ROWS] if n in results]
+    dates = sorted({d["date"][:10] for d in used if "date" in d})
+    notes = sorted({d["note"] for d in used if d.get("note")})
+    m = next((d["machine"] for d in used if "machine" in d), None)
     if m:
         out += ["", f"Measured {', '.join(dates)} on {m['cpu']}, {m['cpus']} CPUs, "
                 f"{m['kernel']}, {m.get('filesystem', '')}; "

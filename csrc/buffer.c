@@ -370,26 +370,40 @@ buffer_releasebuffer(BufferObject *self, Py_buffer *view)
 /* ================================================================== */
 /* Type */
 
+/* Run inside a critical section on self (fastio.h, docs/freethreading.md). */
+FASTIO_LOCKED_O(buffer_close)
+FASTIO_LOCKED_O(buffer_enter)
+FASTIO_LOCKED_O(buffer_exit)
+
 static PyMethodDef buffer_methods[] = {
-    {"close", (PyCFunction)buffer_close, METH_NOARGS, buffer_close_doc},
-    {"__enter__", (PyCFunction)buffer_enter, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)buffer_exit, METH_VARARGS, NULL},
+    {"close", (PyCFunction)buffer_close_locked, METH_NOARGS, buffer_close_doc},
+    {"__enter__", (PyCFunction)buffer_enter_locked, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)buffer_exit_locked, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
+/* Run inside a critical section on self (fastio.h, docs/freethreading.md). */
+FASTIO_LOCKED_GET(buffer_get_nbytes)
+FASTIO_LOCKED_GET(buffer_get_align)
+FASTIO_LOCKED_GET(buffer_get_address)
+FASTIO_LOCKED_GET(buffer_get_kind)
+FASTIO_LOCKED_GET(buffer_get_hugepages)
+FASTIO_LOCKED_GET(buffer_get_closed)
+FASTIO_LOCKED_GET(buffer_get_exports)
+
 static PyGetSetDef buffer_getset[] = {
-    {"nbytes", (getter)buffer_get_nbytes, NULL, "Size in bytes.", NULL},
-    {"align", (getter)buffer_get_align, NULL,
+    {"nbytes", (getter)buffer_get_nbytes_locked, NULL, "Size in bytes.", NULL},
+    {"align", (getter)buffer_get_align_locked, NULL,
      "The alignment address is guaranteed to have.", NULL},
-    {"address", (getter)buffer_get_address, NULL,
+    {"address", (getter)buffer_get_address_locked, NULL,
      "Address of byte 0 as an int (ValueError once closed).", NULL},
-    {"kind", (getter)buffer_get_kind, NULL,
+    {"kind", (getter)buffer_get_kind_locked, NULL,
      "'heap' (posix_memalign) or 'mmap' (private anonymous mapping).", NULL},
-    {"hugepages", (getter)buffer_get_hugepages, NULL,
+    {"hugepages", (getter)buffer_get_hugepages_locked, NULL,
      "True when the kernel accepted MADV_HUGEPAGE for the memory (advice:\n"
      "whether huge pages back it is up to the kernel).", NULL},
-    {"closed", (getter)buffer_get_closed, NULL, "True once close() was called.", NULL},
-    {"exports", (getter)buffer_get_exports, NULL,
+    {"closed", (getter)buffer_get_closed_locked, NULL, "True once close() was called.", NULL},
+    {"exports", (getter)buffer_get_exports_locked, NULL,
      "Number of live buffer exports (memoryviews, numpy arrays).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -410,18 +424,24 @@ PyDoc_STRVAR(buffer_doc,
 "zeroed only with zero=True. populate faults every page in now with the\n"
 "GIL released, so that later first writes cost no page faults.");
 
+/* Slots inside a critical section on self (fastio.h). */
+FASTIO_LOCKED_SELF(buffer_repr)
+FASTIO_LOCKED_LEN(buffer_length)
+FASTIO_LOCKED_GETBUFFER(buffer_getbuffer)
+FASTIO_LOCKED_RELEASEBUFFER(buffer_releasebuffer)
+
 static PyType_Slot buffer_slots[] = {
     {Py_tp_doc, (void *)buffer_doc},
     {Py_tp_new, buffer_new},
     {Py_tp_dealloc, buffer_dealloc},
-    {Py_tp_repr, buffer_repr},
+    {Py_tp_repr, buffer_repr_locked},
     {Py_tp_methods, buffer_methods},
     {Py_tp_getset, buffer_getset},
     {Py_tp_members, buffer_members},
-    {Py_sq_length, buffer_length},
-    {Py_mp_length, buffer_length},
-    {Py_bf_getbuffer, buffer_getbuffer},
-    {Py_bf_releasebuffer, buffer_releasebuffer},
+    {Py_sq_length, buffer_length_locked},
+    {Py_mp_length, buffer_length_locked},
+    {Py_bf_getbuffer, buffer_getbuffer_locked},
+    {Py_bf_releasebuffer, buffer_releasebuffer_locked},
     {0, NULL},
 };
 

@@ -1357,49 +1357,65 @@ channel_get_eof(ChannelObject *self, void *closure)
     return Py_BuildValue("(II)", (unsigned)o.pflag, (unsigned)o.cflag);
 }
 
+/* Run inside a critical section on self (fastio.h, docs/freethreading.md). */
+FASTIO_LOCKED_KW(channel_send_bytes)
+FASTIO_LOCKED_O(channel_send_frame)
+FASTIO_LOCKED_KW(channel_recv_bytes)
+FASTIO_LOCKED_KW(channel_recv_frame)
+FASTIO_LOCKED_KW(channel_recv_view)
+FASTIO_LOCKED_O(channel_release)
+FASTIO_LOCKED_O(channel_close)
+
 static PyMethodDef channel_methods[] = {
-    {"send_bytes", (PyCFunction)(void (*)(void))channel_send_bytes,
+    {"send_bytes", (PyCFunction)(void (*)(void))channel_send_bytes_locked,
      METH_VARARGS | METH_KEYWORDS,
      "send_bytes($self, /, data, timeout=None)\n--\n\n"
      "Copy one bytes-like message into the ring, waiting (GIL released) while\n"
      "it is full. TimeoutError after timeout seconds; BrokenPipeError if the\n"
      "receiver closed or died."},
-    {"_send_frame", (PyCFunction)channel_send_frame, METH_VARARGS,
+    {"_send_frame", (PyCFunction)channel_send_frame_locked, METH_VARARGS,
      "_send_frame($self, kind, meta, data, timeout, /)\n--\n\n"
      "Send a frame of the given kind (>= 2) with meta bytes (Python layer)."},
-    {"recv_bytes", (PyCFunction)(void (*)(void))channel_recv_bytes,
+    {"recv_bytes", (PyCFunction)(void (*)(void))channel_recv_bytes_locked,
      METH_VARARGS | METH_KEYWORDS,
      "recv_bytes($self, /, timeout=None)\n--\n\n"
      "Receive the next message as bytes (a copy). EOFError once the sender\n"
      "closed or died and every message was received."},
-    {"_recv", (PyCFunction)(void (*)(void))channel_recv_frame,
+    {"_recv", (PyCFunction)(void (*)(void))channel_recv_frame_locked,
      METH_VARARGS | METH_KEYWORDS,
      "_recv($self, /, timeout=None)\n--\n\n"
      "The next message, consumed: bytes for a bytes message, else\n"
      "(kind, meta, bytearray payload) for the Python layer to decode."},
-    {"_recv_view", (PyCFunction)(void (*)(void))channel_recv_view,
+    {"_recv_view", (PyCFunction)(void (*)(void))channel_recv_view_locked,
      METH_VARARGS | METH_KEYWORDS,
      "_recv_view($self, /, timeout=None)\n--\n\n"
      "(kind, meta, offset, length) of the next message, held until the next\n"
      "receive or release()."},
-    {"release", (PyCFunction)channel_release, METH_NOARGS,
+    {"release", (PyCFunction)channel_release_locked, METH_NOARGS,
      "release($self, /)\n--\n\n"
      "Give the message a recv_view() returned back to the sender; its views\n"
      "then see bytes the sender may overwrite at any time."},
-    {"close", (PyCFunction)channel_close, METH_NOARGS,
+    {"close", (PyCFunction)channel_close_locked, METH_NOARGS,
      "close($self, /)\n--\n\n"
      "End this process's side(s): the receiver sees EOFError after draining,\n"
      "the sender BrokenPipeError. Idempotent."},
     {NULL, NULL, 0, NULL},
 };
 
+/* Run inside a critical section on self (fastio.h, docs/freethreading.md). */
+FASTIO_LOCKED_GET(channel_get_closed)
+FASTIO_LOCKED_GET(channel_get_capacity)
+FASTIO_LOCKED_GET(channel_get_offset)
+FASTIO_LOCKED_GET(channel_get_pending)
+FASTIO_LOCKED_GET(channel_get_eof)
+
 static PyGetSetDef channel_getset[] = {
-    {"closed", (getter)channel_get_closed, NULL, "True after close().", NULL},
-    {"capacity", (getter)channel_get_capacity, NULL, "Ring size in bytes.", NULL},
-    {"offset", (getter)channel_get_offset, NULL, "Byte offset in the buffer.", NULL},
-    {"pending", (getter)channel_get_pending, NULL,
+    {"closed", (getter)channel_get_closed_locked, NULL, "True after close().", NULL},
+    {"capacity", (getter)channel_get_capacity_locked, NULL, "Ring size in bytes.", NULL},
+    {"offset", (getter)channel_get_offset_locked, NULL, "Byte offset in the buffer.", NULL},
+    {"pending", (getter)channel_get_pending_locked, NULL,
      "Bytes of framed messages not yet received.", NULL},
-    {"_closed_flags", (getter)channel_get_eof, NULL,
+    {"_closed_flags", (getter)channel_get_eof_locked, NULL,
      "(producer, consumer): 0 open, 1 closed, 2 died.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -19,6 +19,101 @@
 #include <stdint.h>
 
 /* ------------------------------------------------------------------ */
+/* Free threading (docs/freethreading.md).
+ *
+ * On a free-threaded build (Py_GIL_DISABLED, 3.13t and later) no GIL makes
+ * an object's methods atomic with respect to each other. fastio keeps the
+ * GIL's model per object instead, as CPython's own types do: every method,
+ * getter and slot that reads or changes an object's state runs inside a
+ * critical section on that object (Py_BEGIN_CRITICAL_SECTION, 3.13+). Like
+ * the GIL, the section is released whenever the thread detaches
+ * (Py_BEGIN_ALLOW_THREADS, a blocking lock) and taken again on return, so
+ * the code's existing rules for "the GIL released" (the busy markers, the
+ * region pins, detach before Python code) are what make those windows
+ * safe, unchanged. On a default build the macros are no-ops (CPython's own
+ * on 3.13+, ours below before 3.13), so the default build pays nothing. */
+#ifndef Py_BEGIN_CRITICAL_SECTION
+#define Py_BEGIN_CRITICAL_SECTION(op) {
+#define Py_END_CRITICAL_SECTION() }
+#define Py_BEGIN_CRITICAL_SECTION2(a, b) {
+#define Py_END_CRITICAL_SECTION2() }
+#endif
+
+/* A field that is read or written outside any critical section of its
+ * object (a counter another object's code may touch): atomic on a
+ * free-threaded build, plain under the GIL. */
+#ifdef Py_GIL_DISABLED
+#define FASTIO_ATOMIC _Atomic
+#else
+#define FASTIO_ATOMIC
+#endif
+
+/* Wrappers that run a method (or slot) `f` inside a critical section on
+ * self: FASTIO_LOCKED_x(f) defines f_locked, which the method table names
+ * instead of f. f keeps its own signature (self may be the object's own
+ * struct pointer). One per calling convention:
+ *   _O: METH_NOARGS, METH_O, METH_VARARGS, getters (closure passed as the
+ *       second argument), mp_subscript, tp_iternext via _SELF;
+ *   _KW: METH_VARARGS | METH_KEYWORDS;  _FAST: METH_FASTCALL;
+ *   _FASTKW: METH_FASTCALL | METH_KEYWORDS;  _GET: getters. */
+#define FASTIO_LOCKED_BODY(rtype, call)                                       \
+    {                                                                         \
+        rtype res_;                                                           \
+        Py_BEGIN_CRITICAL_SECTION(self);                                      \
+        res_ = call;                                                          \
+        Py_END_CRITICAL_SECTION();                                            \
+        return res_;                                                          \
+    }
+#define FASTIO_LOCKED_O(f)                                                    \
+    static PyObject *f##_locked(PyObject *self, PyObject *a)                  \
+        FASTIO_LOCKED_BODY(PyObject *, f((void *)self, a))
+#define FASTIO_LOCKED_KW(f)                                                   \
+    static PyObject *f##_locked(PyObject *self, PyObject *a, PyObject *k)     \
+        FASTIO_LOCKED_BODY(PyObject *, f((void *)self, a, k))
+#define FASTIO_LOCKED_FAST(f)                                                 \
+    static PyObject *f##_locked(PyObject *self, PyObject *const *a,           \
+                                Py_ssize_t n)                                 \
+        FASTIO_LOCKED_BODY(PyObject *, f((void *)self, a, n))
+#define FASTIO_LOCKED_FASTKW(f)                                               \
+    static PyObject *f##_locked(PyObject *self, PyObject *const *a,           \
+                                Py_ssize_t n, PyObject *k)                    \
+        FASTIO_LOCKED_BODY(PyObject *, f((void *)self, a, n, k))
+#define FASTIO_LOCKED_GET(f)                                                  \
+    static PyObject *f##_locked(PyObject *self, void *c)                      \
+        FASTIO_LOCKED_BODY(PyObject *, f((void *)self, c))
+#define FASTIO_LOCKED_SELF(f)                                                 \
+    static PyObject *f##_locked(PyObject *self)                               \
+        FASTIO_LOCKED_BODY(PyObject *, f((void *)self))
+#define FASTIO_LOCKED_LEN(f)                                                  \
+    static Py_ssize_t f##_locked(PyObject *self)                              \
+        FASTIO_LOCKED_BODY(Py_ssize_t, f((void *)self))
+#define FASTIO_LOCKED_ITEM(f)                                                 \
+    static PyObject *f##_locked(PyObject *self, Py_ssize_t i)                 \
+        FASTIO_LOCKED_BODY(PyObject *, f((void *)self, i))
+#define FASTIO_LOCKED_ASSITEM(f)                                              \
+    static int f##_locked(PyObject *self, Py_ssize_t i, PyObject *v)          \
+        FASTIO_LOCKED_BODY(int, f((void *)self, i, v))
+#define FASTIO_LOCKED_ASSSUB(f)                                               \
+    static int f##_locked(PyObject *self, PyObject *k, PyObject *v)           \
+        FASTIO_LOCKED_BODY(int, f((void *)self, k, v))
+#define FASTIO_LOCKED_CONTAINS(f)                                             \
+    static int f##_locked(PyObject *self, PyObject *v)                        \
+        FASTIO_LOCKED_BODY(int, f((void *)self, v))
+/* bf_getbuffer / bf_releasebuffer: the exporter is locked, since another
+ * thread's PyBuffer_Release (a memoryview or numpy array going away) moves
+ * the export counter that close() and resize() read. */
+#define FASTIO_LOCKED_GETBUFFER(f)                                            \
+    static int f##_locked(PyObject *self, Py_buffer *v, int fl)               \
+        FASTIO_LOCKED_BODY(int, f((void *)self, v, fl))
+#define FASTIO_LOCKED_RELEASEBUFFER(f)                                        \
+    static void f##_locked(PyObject *self, Py_buffer *v)                      \
+    {                                                                         \
+        Py_BEGIN_CRITICAL_SECTION(self);                                      \
+        f((void *)self, v);                                                   \
+        Py_END_CRITICAL_SECTION();                                            \
+    }
+
+/* ------------------------------------------------------------------ */
 /* Module state (multi-phase init, PEP 489): heap types and exceptions. */
 
 /* Every field is an owned object reference (a type or an exception):
@@ -135,9 +230,14 @@ typedef struct {
     Py_ssize_t size;        /* the user-visible length in bytes */
     fastio_mem_kind kind;
     int readonly;           /* exports are read-only */
-    int closed;             /* the owner was closed: no new use */
-    Py_ssize_t exports;     /* live Py_buffer exports */
-    Py_ssize_t pins;        /* operations in progress with the GIL released */
+    /* closed, exports and pins decide when the memory is freed: they are
+     * changed inside the owner's critical section (every method and
+     * buffer slot of the owner holds it), and atomic on a free-threaded
+     * build besides, for the readers that do not lock (a getter of another
+     * object, a test's peek). */
+    FASTIO_ATOMIC int closed;             /* the owner was closed: no new use */
+    FASTIO_ATOMIC Py_ssize_t exports;     /* live Py_buffer exports */
+    FASTIO_ATOMIC Py_ssize_t pins;        /* operations in progress with the GIL released */
 } fastio_region;
 
 /* Fill view over [data, data+size). Counts the export. */

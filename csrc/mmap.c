@@ -831,10 +831,54 @@ mmap_iter_setstate(MmapIterObject *it, PyObject *state)
     Py_RETURN_NONE;
 }
 
+/* The iterator reads its map's memory: both are locked (the iterator's
+ * index and map, the map's region), with a strong reference to the map
+ * taken first under the iterator's own section, since another thread's
+ * next() may clear it->map meanwhile. */
+static PyObject *
+iter_call_locked(PyObject *op, PyObject *(*fn)(MmapIterObject *it))
+{
+    MmapIterObject *it = (MmapIterObject *)op;
+    PyObject *map, *res;
+    Py_BEGIN_CRITICAL_SECTION(op);
+    map = Py_XNewRef((PyObject *)it->map);
+    Py_END_CRITICAL_SECTION();
+    if (map == NULL) {
+        return fn(it);  /* exhausted: fn touches no map */
+    }
+    Py_BEGIN_CRITICAL_SECTION2(op, map);
+    res = fn(it);
+    Py_END_CRITICAL_SECTION2();
+    Py_DECREF(map);
+    return res;
+}
+
+static PyObject *
+iter_length_hint(MmapIterObject *it)
+{
+    return mmap_iter_length_hint(it, NULL);
+}
+
+static PyObject *
+mmap_iter_next_locked(PyObject *op)
+{
+    return iter_call_locked(op, mmap_iter_next);
+}
+
+static PyObject *
+mmap_iter_length_hint_locked(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return iter_call_locked(op, iter_length_hint);
+}
+
+/* Run inside a critical section on self (fastio.h, docs/freethreading.md). */
+FASTIO_LOCKED_O(mmap_iter_reduce)
+FASTIO_LOCKED_O(mmap_iter_setstate)
+
 static PyMethodDef mmap_iter_methods[] = {
-    {"__length_hint__", (PyCFunction)mmap_iter_length_hint, METH_NOARGS, NULL},
-    {"__reduce__", (PyCFunction)mmap_iter_reduce, METH_NOARGS, NULL},
-    {"__setstate__", (PyCFunction)mmap_iter_setstate, METH_O, NULL},
+    {"__length_hint__", (PyCFunction)mmap_iter_length_hint_locked, METH_NOARGS, NULL},
+    {"__reduce__", (PyCFunction)mmap_iter_reduce_locked, METH_NOARGS, NULL},
+    {"__setstate__", (PyCFunction)mmap_iter_setstate_locked, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -843,7 +887,7 @@ static PyType_Slot mmap_iter_slots[] = {
     {Py_tp_traverse, mmap_iter_traverse},
     {Py_tp_clear, mmap_iter_clear},
     {Py_tp_iter, PyObject_SelfIter},
-    {Py_tp_iternext, mmap_iter_next},
+    {Py_tp_iternext, mmap_iter_next_locked},
     {Py_tp_methods, mmap_iter_methods},
     {0, NULL},
 };
@@ -2045,42 +2089,74 @@ mmap_residency(MmapObject *self, PyObject *Py_UNUSED(ignored))
 /* ================================================================== */
 /* Type */
 
+/* Run inside a critical section on self (fastio.h, docs/freethreading.md). */
+FASTIO_LOCKED_O(mmap_close)
+FASTIO_LOCKED_O(mmap_read)
+FASTIO_LOCKED_O(mmap_read_byte)
+FASTIO_LOCKED_O(mmap_readline)
+FASTIO_LOCKED_O(mmap_write)
+FASTIO_LOCKED_O(mmap_write_byte)
+FASTIO_LOCKED_O(mmap_seek)
+FASTIO_LOCKED_O(mmap_seekable)
+FASTIO_LOCKED_O(mmap_tell)
+FASTIO_LOCKED_O(mmap_find)
+FASTIO_LOCKED_O(mmap_rfind)
+FASTIO_LOCKED_O(mmap_move)
+FASTIO_LOCKED_O(mmap_readinto)
+FASTIO_LOCKED_O(mmap_size)
+FASTIO_LOCKED_O(mmap_resize)
+FASTIO_LOCKED_KW(mmap_flush)
+FASTIO_LOCKED_O(mmap_set_name)
+FASTIO_LOCKED_O(mmap_madvise)
+FASTIO_LOCKED_KW(mmap_advise)
+FASTIO_LOCKED_O(mmap_populate)
+FASTIO_LOCKED_O(mmap_valid)
+FASTIO_LOCKED_O(mmap_lock)
+FASTIO_LOCKED_O(mmap_unlock)
+FASTIO_LOCKED_O(mmap_residency)
+FASTIO_LOCKED_O(mmap_enter)
+FASTIO_LOCKED_O(mmap_exit)
+FASTIO_LOCKED_O(mmap_reduce)
+
 static PyMethodDef mmap_methods[] = {
-    {"close", (PyCFunction)mmap_close, METH_NOARGS, mmap_close_doc},
-    {"read", (PyCFunction)mmap_read, METH_VARARGS, mmap_read_doc},
-    {"read_byte", (PyCFunction)mmap_read_byte, METH_NOARGS, mmap_read_byte_doc},
-    {"readline", (PyCFunction)mmap_readline, METH_NOARGS, mmap_readline_doc},
-    {"write", (PyCFunction)mmap_write, METH_VARARGS, mmap_write_doc},
-    {"write_byte", (PyCFunction)mmap_write_byte, METH_VARARGS, mmap_write_byte_doc},
-    {"seek", (PyCFunction)mmap_seek, METH_VARARGS, mmap_seek_doc},
-    {"seekable", (PyCFunction)mmap_seekable, METH_NOARGS, mmap_seekable_doc},
-    {"tell", (PyCFunction)mmap_tell, METH_NOARGS, mmap_tell_doc},
-    {"find", (PyCFunction)mmap_find, METH_VARARGS, mmap_find_doc},
-    {"rfind", (PyCFunction)mmap_rfind, METH_VARARGS, mmap_rfind_doc},
-    {"move", (PyCFunction)mmap_move, METH_VARARGS, mmap_move_doc},
-    {"_readinto", (PyCFunction)mmap_readinto, METH_O, mmap_readinto_doc},
-    {"size", (PyCFunction)mmap_size, METH_NOARGS, mmap_size_doc},
-    {"resize", (PyCFunction)mmap_resize, METH_VARARGS, mmap_resize_doc},
-    {"flush", (PyCFunction)(void (*)(void))mmap_flush, METH_VARARGS | METH_KEYWORDS,
+    {"close", (PyCFunction)mmap_close_locked, METH_NOARGS, mmap_close_doc},
+    {"read", (PyCFunction)mmap_read_locked, METH_VARARGS, mmap_read_doc},
+    {"read_byte", (PyCFunction)mmap_read_byte_locked, METH_NOARGS, mmap_read_byte_doc},
+    {"readline", (PyCFunction)mmap_readline_locked, METH_NOARGS, mmap_readline_doc},
+    {"write", (PyCFunction)mmap_write_locked, METH_VARARGS, mmap_write_doc},
+    {"write_byte", (PyCFunction)mmap_write_byte_locked, METH_VARARGS, mmap_write_byte_doc},
+    {"seek", (PyCFunction)mmap_seek_locked, METH_VARARGS, mmap_seek_doc},
+    {"seekable", (PyCFunction)mmap_seekable_locked, METH_NOARGS, mmap_seekable_doc},
+    {"tell", (PyCFunction)mmap_tell_locked, METH_NOARGS, mmap_tell_doc},
+    {"find", (PyCFunction)mmap_find_locked, METH_VARARGS, mmap_find_doc},
+    {"rfind", (PyCFunction)mmap_rfind_locked, METH_VARARGS, mmap_rfind_doc},
+    {"move", (PyCFunction)mmap_move_locked, METH_VARARGS, mmap_move_doc},
+    {"_readinto", (PyCFunction)mmap_readinto_locked, METH_O, mmap_readinto_doc},
+    {"size", (PyCFunction)mmap_size_locked, METH_NOARGS, mmap_size_doc},
+    {"resize", (PyCFunction)mmap_resize_locked, METH_VARARGS, mmap_resize_doc},
+    {"flush", (PyCFunction)(void (*)(void))mmap_flush_locked, METH_VARARGS | METH_KEYWORDS,
      mmap_flush_doc},
-    {"set_name", (PyCFunction)mmap_set_name, METH_O, mmap_set_name_doc},
-    {"madvise", (PyCFunction)mmap_madvise, METH_VARARGS, mmap_madvise_doc},
-    {"advise", (PyCFunction)(void (*)(void))mmap_advise, METH_VARARGS | METH_KEYWORDS,
+    {"set_name", (PyCFunction)mmap_set_name_locked, METH_O, mmap_set_name_doc},
+    {"madvise", (PyCFunction)mmap_madvise_locked, METH_VARARGS, mmap_madvise_doc},
+    {"advise", (PyCFunction)(void (*)(void))mmap_advise_locked, METH_VARARGS | METH_KEYWORDS,
      mmap_advise_doc},
-    {"populate", (PyCFunction)mmap_populate, METH_NOARGS, mmap_populate_doc},
-    {"valid", (PyCFunction)mmap_valid, METH_NOARGS, mmap_valid_doc},
-    {"lock", (PyCFunction)mmap_lock, METH_NOARGS, mmap_lock_doc},
-    {"unlock", (PyCFunction)mmap_unlock, METH_NOARGS, mmap_unlock_doc},
-    {"residency", (PyCFunction)mmap_residency, METH_NOARGS, mmap_residency_doc},
-    {"__enter__", (PyCFunction)mmap_enter, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)mmap_exit, METH_VARARGS, NULL},
-    {"__reduce__", (PyCFunction)mmap_reduce, METH_NOARGS, NULL},
-    {"__reduce_ex__", (PyCFunction)mmap_reduce, METH_VARARGS, NULL},
+    {"populate", (PyCFunction)mmap_populate_locked, METH_NOARGS, mmap_populate_doc},
+    {"valid", (PyCFunction)mmap_valid_locked, METH_NOARGS, mmap_valid_doc},
+    {"lock", (PyCFunction)mmap_lock_locked, METH_NOARGS, mmap_lock_doc},
+    {"unlock", (PyCFunction)mmap_unlock_locked, METH_NOARGS, mmap_unlock_doc},
+    {"residency", (PyCFunction)mmap_residency_locked, METH_NOARGS, mmap_residency_doc},
+    {"__enter__", (PyCFunction)mmap_enter_locked, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)mmap_exit_locked, METH_VARARGS, NULL},
+    {"__reduce__", (PyCFunction)mmap_reduce_locked, METH_NOARGS, NULL},
+    {"__reduce_ex__", (PyCFunction)mmap_reduce_locked, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
+/* Run inside a critical section on self (fastio.h, docs/freethreading.md). */
+FASTIO_LOCKED_GET(mmap_get_closed)
+
 static PyGetSetDef mmap_getset[] = {
-    {"closed", (getter)mmap_get_closed, NULL, "True once close() was called.", NULL},
+    {"closed", (getter)mmap_get_closed_locked, NULL, "True once close() was called.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -2103,24 +2179,36 @@ PyDoc_STRVAR(mmap_doc,
 "instead of dying of SIGBUS; numpy views are not protected (valid(),\n"
 "populate() and docs/sigbus.md).");
 
+/* The slots that touch the map, inside a critical section on it. */
+FASTIO_LOCKED_SELF(mmap_repr)
+FASTIO_LOCKED_SELF(mmap_iter)
+FASTIO_LOCKED_LEN(mmap_length)
+FASTIO_LOCKED_ITEM(mmap_item)
+FASTIO_LOCKED_ASSITEM(mmap_ass_item)
+FASTIO_LOCKED_CONTAINS(mmap_contains)
+FASTIO_LOCKED_O(mmap_subscript)
+FASTIO_LOCKED_ASSSUB(mmap_ass_subscript)
+FASTIO_LOCKED_GETBUFFER(mmap_getbuffer)
+FASTIO_LOCKED_RELEASEBUFFER(mmap_releasebuffer)
+
 static PyType_Slot mmap_slots[] = {
     {Py_tp_doc, (void *)mmap_doc},
     {Py_tp_new, mmap_new},
     {Py_tp_dealloc, mmap_dealloc},
-    {Py_tp_repr, mmap_repr},
-    {Py_tp_iter, mmap_iter},
+    {Py_tp_repr, mmap_repr_locked},
+    {Py_tp_iter, mmap_iter_locked},
     {Py_tp_methods, mmap_methods},
     {Py_tp_getset, mmap_getset},
     {Py_tp_members, mmap_members},
-    {Py_sq_length, mmap_length},
-    {Py_sq_item, mmap_item},
-    {Py_sq_ass_item, mmap_ass_item},
-    {Py_sq_contains, mmap_contains},
-    {Py_mp_length, mmap_length},
-    {Py_mp_subscript, mmap_subscript},
-    {Py_mp_ass_subscript, mmap_ass_subscript},
-    {Py_bf_getbuffer, mmap_getbuffer},
-    {Py_bf_releasebuffer, mmap_releasebuffer},
+    {Py_sq_length, mmap_length_locked},
+    {Py_sq_item, mmap_item_locked},
+    {Py_sq_ass_item, mmap_ass_item_locked},
+    {Py_sq_contains, mmap_contains_locked},
+    {Py_mp_length, mmap_length_locked},
+    {Py_mp_subscript, mmap_subscript_locked},
+    {Py_mp_ass_subscript, mmap_ass_subscript_locked},
+    {Py_bf_getbuffer, mmap_getbuffer_locked},
+    {Py_bf_releasebuffer, mmap_releasebuffer_locked},
     {0, NULL},
 };
 

@@ -248,15 +248,14 @@ fastio_free(void *module)
 static PyModuleDef_Slot fastio_slots[] = {
     {Py_mod_exec, fastio_exec},
 #ifdef Py_mod_gil
-    /* Free-threaded CPython (3.13t+): the types here keep their state
-     * consistent by holding the GIL (a region's exports and pins counters,
-     * which decide when memory is unmapped; an mmap's position; closed flags;
-     * a Queue's in-flight table), so the interpreter must turn the GIL on
-     * when this module is imported. Py_MOD_GIL_USED is also the default;
-     * it is spelled out so the choice is visible. fastio/_freethreading.py
-     * words the warning; docs/freethreading.md says what would be needed
-     * for Py_MOD_GIL_NOT_USED. */
-    {Py_mod_gil, Py_MOD_GIL_USED},
+    /* Free-threaded CPython (3.13t+): the module runs without the GIL, so
+     * `import fastio` leaves it off. Each object keeps its state consistent
+     * under a critical section on itself instead (every method and buffer
+     * slot, fastio.h's FASTIO_LOCKED_*), the region counters are atomic
+     * there, and the few process-wide caches have locks of their own
+     * (docs/freethreading.md has the model). The slot exists on 3.13+ of
+     * both builds; a default build ignores it. */
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
 #endif
     {0, NULL},
 };

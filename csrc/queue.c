@@ -214,22 +214,37 @@ on_fork_child(void)
 
 /* all_backends[i]->probe, cached; call with the GIL held (it guards the
  * cache; the probe itself runs with the GIL released). */
+#ifdef Py_GIL_DISABLED
+/* No GIL guards the cache on a free-threaded build: this lock guards its
+ * writes (held for a memcpy only, never across the probe or Python code);
+ * `known` is published with a release store after the fields, so a reader
+ * that sees it set (acquire) reads complete fields without the lock. */
+static PyMutex probe_mutex;
+#define PROBE_LOCK() PyMutex_Lock(&probe_mutex)
+#define PROBE_UNLOCK() PyMutex_Unlock(&probe_mutex)
+#else
+#define PROBE_LOCK() ((void)0)
+#define PROBE_UNLOCK() ((void)0)
+#endif
+
 static int
 cached_probe(size_t i, char *why, size_t whylen, unsigned *features)
 {
-    if (!probe_cache[i].known) {
+    if (!__atomic_load_n(&probe_cache[i].known, __ATOMIC_ACQUIRE)) {
         char w[sizeof probe_cache[i].why] = "";
         unsigned f = 0;
         int err;
         Py_BEGIN_ALLOW_THREADS
         err = all_backends[i]->probe(w, sizeof w, &f);
         Py_END_ALLOW_THREADS
+        PROBE_LOCK();
         if (!probe_cache[i].known) {
             probe_cache[i].err = err;
             probe_cache[i].features = f;
             memcpy(probe_cache[i].why, w, sizeof w);
-            probe_cache[i].known = 1;
+            __atomic_store_n(&probe_cache[i].known, 1, __ATOMIC_RELEASE);
         }
+        PROBE_UNLOCK();
     }
     snprintf(why, whylen, "%s", probe_cache[i].why);
     *features = probe_cache[i].features;
@@ -2147,38 +2162,62 @@ Queue_get_in_flight(QueueObject *q, void *Py_UNUSED(c))
     return PyLong_FromUnsignedLong(q->inflight + q->npending);
 }
 
+/* Run inside a critical section on self (fastio.h, docs/freethreading.md). */
+FASTIO_LOCKED_FASTKW(Queue_read)
+FASTIO_LOCKED_FASTKW(Queue_write)
+FASTIO_LOCKED_FASTKW(Queue_fsync)
+FASTIO_LOCKED_O(Queue_submit)
+FASTIO_LOCKED_KW(Queue_wait)
+FASTIO_LOCKED_O(Queue_drain)
+FASTIO_LOCKED_O(Queue_close)
+FASTIO_LOCKED_O(Queue_enter)
+FASTIO_LOCKED_O(Queue_exit)
+FASTIO_LOCKED_FAST(Queue_batch)
+FASTIO_LOCKED_O(Queue_register_files)
+FASTIO_LOCKED_O(Queue_register_buffers)
+FASTIO_LOCKED_O(Queue_eventfd)
+FASTIO_LOCKED_KW(Queue_latency_histogram)
+
 static PyMethodDef Queue_methods[] = {
-    {"read", (PyCFunction)(void (*)(void))Queue_read, METH_FASTCALL | METH_KEYWORDS,
+    {"read", (PyCFunction)(void (*)(void))Queue_read_locked, METH_FASTCALL | METH_KEYWORDS,
      read_doc},
-    {"write", (PyCFunction)(void (*)(void))Queue_write, METH_FASTCALL | METH_KEYWORDS,
+    {"write", (PyCFunction)(void (*)(void))Queue_write_locked, METH_FASTCALL | METH_KEYWORDS,
      write_doc},
-    {"fsync", (PyCFunction)(void (*)(void))Queue_fsync, METH_FASTCALL | METH_KEYWORDS,
+    {"fsync", (PyCFunction)(void (*)(void))Queue_fsync_locked, METH_FASTCALL | METH_KEYWORDS,
      fsync_doc},
-    {"submit", (PyCFunction)Queue_submit, METH_NOARGS, submit_doc},
-    {"wait", (PyCFunction)(void (*)(void))Queue_wait, METH_VARARGS | METH_KEYWORDS,
+    {"submit", (PyCFunction)Queue_submit_locked, METH_NOARGS, submit_doc},
+    {"wait", (PyCFunction)(void (*)(void))Queue_wait_locked, METH_VARARGS | METH_KEYWORDS,
      wait_doc},
-    {"drain", (PyCFunction)Queue_drain, METH_NOARGS, drain_doc},
-    {"close", (PyCFunction)Queue_close, METH_NOARGS, close_doc},
-    {"__enter__", (PyCFunction)Queue_enter, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)Queue_exit, METH_VARARGS, NULL},
-    {"_batch", (PyCFunction)(void (*)(void))Queue_batch, METH_FASTCALL, batch_doc},
-    {"register_files", (PyCFunction)Queue_register_files, METH_O, register_files_doc},
-    {"register_buffers", (PyCFunction)Queue_register_buffers, METH_O,
+    {"drain", (PyCFunction)Queue_drain_locked, METH_NOARGS, drain_doc},
+    {"close", (PyCFunction)Queue_close_locked, METH_NOARGS, close_doc},
+    {"__enter__", (PyCFunction)Queue_enter_locked, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)Queue_exit_locked, METH_VARARGS, NULL},
+    {"_batch", (PyCFunction)(void (*)(void))Queue_batch_locked, METH_FASTCALL, batch_doc},
+    {"register_files", (PyCFunction)Queue_register_files_locked, METH_O, register_files_doc},
+    {"register_buffers", (PyCFunction)Queue_register_buffers_locked, METH_O,
      register_buffers_doc},
-    {"_eventfd", (PyCFunction)Queue_eventfd, METH_NOARGS, eventfd_doc},
-    {"latency_histogram", (PyCFunction)(void (*)(void))Queue_latency_histogram,
+    {"_eventfd", (PyCFunction)Queue_eventfd_locked, METH_NOARGS, eventfd_doc},
+    {"latency_histogram", (PyCFunction)(void (*)(void))Queue_latency_histogram_locked,
      METH_VARARGS | METH_KEYWORDS, latency_doc},
     {NULL, NULL, 0, NULL},
 };
 
+/* Run inside a critical section on self (fastio.h, docs/freethreading.md). */
+FASTIO_LOCKED_GET(Queue_get_backend)
+FASTIO_LOCKED_GET(Queue_get_depth)
+FASTIO_LOCKED_GET(Queue_get_submit_batch)
+FASTIO_LOCKED_GET(Queue_get_features)
+FASTIO_LOCKED_GET(Queue_get_closed)
+FASTIO_LOCKED_GET(Queue_get_in_flight)
+
 static PyGetSetDef Queue_getset[] = {
-    {"backend", (getter)Queue_get_backend, NULL, "The backend that runs the I/O.", NULL},
-    {"depth", (getter)Queue_get_depth, NULL, "Requests in flight at most.", NULL},
-    {"submit_batch", (getter)Queue_get_submit_batch, NULL,
+    {"backend", (getter)Queue_get_backend_locked, NULL, "The backend that runs the I/O.", NULL},
+    {"depth", (getter)Queue_get_depth_locked, NULL, "Requests in flight at most.", NULL},
+    {"submit_batch", (getter)Queue_get_submit_batch_locked, NULL,
      "Requests handed to the backend per submit call at most.", NULL},
-    {"_features", (getter)Queue_get_features, NULL, "Feature bits (aio.h).", NULL},
-    {"closed", (getter)Queue_get_closed, NULL, "True once closed.", NULL},
-    {"in_flight", (getter)Queue_get_in_flight, NULL,
+    {"_features", (getter)Queue_get_features_locked, NULL, "Feature bits (aio.h).", NULL},
+    {"closed", (getter)Queue_get_closed_locked, NULL, "True once closed.", NULL},
+    {"in_flight", (getter)Queue_get_in_flight_locked, NULL,
      "Requests queued or submitted whose completion was not reaped yet.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -726,24 +726,39 @@ static PyMethodDef shm_functions[] = {
 /* ================================================================== */
 /* Type */
 
+/* Run inside a critical section on self (fastio.h, docs/freethreading.md). */
+FASTIO_LOCKED_O(shm_close)
+FASTIO_LOCKED_O(shm_fileno)
+FASTIO_LOCKED_O(shm_populate)
+FASTIO_LOCKED_KW(shm_advise)
+FASTIO_LOCKED_KW(shm_fill)
+FASTIO_LOCKED_O(shm_add_seals)
+FASTIO_LOCKED_O(shm_seals)
+
 static PyMethodDef shm_methods[] = {
-    {"close", (PyCFunction)shm_close, METH_NOARGS, shm_close_doc},
-    {"fileno", (PyCFunction)shm_fileno, METH_NOARGS, shm_fileno_doc},
-    {"populate", (PyCFunction)shm_populate, METH_NOARGS, shm_populate_doc},
-    {"advise", (PyCFunction)(void (*)(void))shm_advise, METH_VARARGS | METH_KEYWORDS,
+    {"close", (PyCFunction)shm_close_locked, METH_NOARGS, shm_close_doc},
+    {"fileno", (PyCFunction)shm_fileno_locked, METH_NOARGS, shm_fileno_doc},
+    {"populate", (PyCFunction)shm_populate_locked, METH_NOARGS, shm_populate_doc},
+    {"advise", (PyCFunction)(void (*)(void))shm_advise_locked, METH_VARARGS | METH_KEYWORDS,
      shm_advise_doc},
-    {"fill", (PyCFunction)(void (*)(void))shm_fill, METH_VARARGS | METH_KEYWORDS,
+    {"fill", (PyCFunction)(void (*)(void))shm_fill_locked, METH_VARARGS | METH_KEYWORDS,
      shm_fill_doc},
-    {"add_seals", (PyCFunction)shm_add_seals, METH_O, shm_add_seals_doc},
-    {"seals", (PyCFunction)shm_seals, METH_NOARGS, shm_seals_doc},
+    {"add_seals", (PyCFunction)shm_add_seals_locked, METH_O, shm_add_seals_doc},
+    {"seals", (PyCFunction)shm_seals_locked, METH_NOARGS, shm_seals_doc},
     {NULL, NULL, 0, NULL},
 };
 
+/* Run inside a critical section on self (fastio.h, docs/freethreading.md). */
+FASTIO_LOCKED_GET(shm_get_closed)
+FASTIO_LOCKED_GET(shm_get_size)
+FASTIO_LOCKED_GET(shm_get_readonly)
+FASTIO_LOCKED_GET(shm_get_address)
+
 static PyGetSetDef shm_getset[] = {
-    {"closed", (getter)shm_get_closed, NULL, "True once close() was called.", NULL},
-    {"size", (getter)shm_get_size, NULL, "The segment's size in bytes.", NULL},
-    {"readonly", (getter)shm_get_readonly, NULL, "True for a read-only mapping.", NULL},
-    {"_address", (getter)shm_get_address, NULL,
+    {"closed", (getter)shm_get_closed_locked, NULL, "True once close() was called.", NULL},
+    {"size", (getter)shm_get_size_locked, NULL, "The segment's size in bytes.", NULL},
+    {"readonly", (getter)shm_get_readonly_locked, NULL, "True for a read-only mapping.", NULL},
+    {"_address", (getter)shm_get_address_locked, NULL,
      "The mapping's address in this process (for numpy offsets).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -753,6 +768,10 @@ static PyMemberDef shm_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
+/* Slots inside a critical section on self (fastio.h). */
+FASTIO_LOCKED_GETBUFFER(shm_getbuffer)
+FASTIO_LOCKED_RELEASEBUFFER(shm_releasebuffer)
+
 static PyType_Slot shm_slots[] = {
     {Py_tp_doc, (void *)shm_doc},
     {Py_tp_new, shm_new},
@@ -761,8 +780,8 @@ static PyType_Slot shm_slots[] = {
     {Py_tp_methods, shm_methods},
     {Py_tp_getset, shm_getset},
     {Py_tp_members, shm_members},
-    {Py_bf_getbuffer, shm_getbuffer},
-    {Py_bf_releasebuffer, shm_releasebuffer},
+    {Py_bf_getbuffer, shm_getbuffer_locked},
+    {Py_bf_releasebuffer, shm_releasebuffer_locked},
     {0, NULL},
 };
 

@@ -514,27 +514,45 @@ static PyMethodDef sysv_functions[] = {
 /* ================================================================== */
 /* Type */
 
+/* Run inside a critical section on self (fastio.h, docs/freethreading.md). */
+FASTIO_LOCKED_O(sysv_close)
+FASTIO_LOCKED_O(sysv_remove)
+FASTIO_LOCKED_O(sysv_stat)
+FASTIO_LOCKED_O(sysv_lock)
+FASTIO_LOCKED_O(sysv_unlock)
+FASTIO_LOCKED_O(sysv_populate)
+FASTIO_LOCKED_KW(sysv_fill)
+FASTIO_LOCKED_KW(sysv_advise)
+
 static PyMethodDef sysv_methods[] = {
-    {"close", (PyCFunction)sysv_close, METH_NOARGS, sysv_close_doc},
-    {"remove", (PyCFunction)sysv_remove, METH_NOARGS, sysv_remove_doc},
-    {"stat", (PyCFunction)sysv_stat, METH_NOARGS, sysv_stat_doc},
-    {"lock", (PyCFunction)sysv_lock, METH_NOARGS, sysv_lock_doc},
-    {"unlock", (PyCFunction)sysv_unlock, METH_NOARGS, sysv_unlock_doc},
-    {"populate", (PyCFunction)sysv_populate, METH_NOARGS, sysv_populate_doc},
-    {"fill", (PyCFunction)(void (*)(void))sysv_fill, METH_VARARGS | METH_KEYWORDS,
+    {"close", (PyCFunction)sysv_close_locked, METH_NOARGS, sysv_close_doc},
+    {"remove", (PyCFunction)sysv_remove_locked, METH_NOARGS, sysv_remove_doc},
+    {"stat", (PyCFunction)sysv_stat_locked, METH_NOARGS, sysv_stat_doc},
+    {"lock", (PyCFunction)sysv_lock_locked, METH_NOARGS, sysv_lock_doc},
+    {"unlock", (PyCFunction)sysv_unlock_locked, METH_NOARGS, sysv_unlock_doc},
+    {"populate", (PyCFunction)sysv_populate_locked, METH_NOARGS, sysv_populate_doc},
+    {"fill", (PyCFunction)(void (*)(void))sysv_fill_locked, METH_VARARGS | METH_KEYWORDS,
      sysv_fill_doc},
-    {"advise", (PyCFunction)(void (*)(void))sysv_advise, METH_VARARGS | METH_KEYWORDS,
+    {"advise", (PyCFunction)(void (*)(void))sysv_advise_locked, METH_VARARGS | METH_KEYWORDS,
      sysv_advise_doc},
     {NULL, NULL, 0, NULL},
 };
 
+/* Run inside a critical section on self (fastio.h, docs/freethreading.md). */
+FASTIO_LOCKED_GET(sysv_get_closed)
+FASTIO_LOCKED_GET(sysv_get_size)
+FASTIO_LOCKED_GET(sysv_get_key)
+FASTIO_LOCKED_GET(sysv_get_id)
+FASTIO_LOCKED_GET(sysv_get_readonly)
+FASTIO_LOCKED_GET(sysv_get_address)
+
 static PyGetSetDef sysv_getset[] = {
-    {"closed", (getter)sysv_get_closed, NULL, "True once detached.", NULL},
-    {"size", (getter)sysv_get_size, NULL, "The segment's size in bytes.", NULL},
-    {"key", (getter)sysv_get_key, NULL, "The segment's key (0: IPC_PRIVATE).", NULL},
-    {"id", (getter)sysv_get_id, NULL, "The segment's id (shmid).", NULL},
-    {"readonly", (getter)sysv_get_readonly, NULL, "True for a SHM_RDONLY attach.", NULL},
-    {"_address", (getter)sysv_get_address, NULL,
+    {"closed", (getter)sysv_get_closed_locked, NULL, "True once detached.", NULL},
+    {"size", (getter)sysv_get_size_locked, NULL, "The segment's size in bytes.", NULL},
+    {"key", (getter)sysv_get_key_locked, NULL, "The segment's key (0: IPC_PRIVATE).", NULL},
+    {"id", (getter)sysv_get_id_locked, NULL, "The segment's id (shmid).", NULL},
+    {"readonly", (getter)sysv_get_readonly_locked, NULL, "True for a SHM_RDONLY attach.", NULL},
+    {"_address", (getter)sysv_get_address_locked, NULL,
      "The attach address in this process (for numpy offsets).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -544,6 +562,10 @@ static PyMemberDef sysv_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
+/* Slots inside a critical section on self (fastio.h). */
+FASTIO_LOCKED_GETBUFFER(sysv_getbuffer)
+FASTIO_LOCKED_RELEASEBUFFER(sysv_releasebuffer)
+
 static PyType_Slot sysv_slots[] = {
     {Py_tp_doc, (void *)sysv_doc},
     {Py_tp_new, sysv_new},
@@ -552,8 +574,8 @@ static PyType_Slot sysv_slots[] = {
     {Py_tp_methods, sysv_methods},
     {Py_tp_getset, sysv_getset},
     {Py_tp_members, sysv_members},
-    {Py_bf_getbuffer, sysv_getbuffer},
-    {Py_bf_releasebuffer, sysv_releasebuffer},
+    {Py_bf_getbuffer, sysv_getbuffer_locked},
+    {Py_bf_releasebuffer, sysv_releasebuffer_locked},
     {0, NULL},
 };
 

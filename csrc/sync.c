@@ -699,6 +699,17 @@ typedef struct parked_export {
 } parked_export;
 
 static parked_export *parked_list;
+#ifdef Py_GIL_DISABLED
+/* No GIL guards the list on a free-threaded build: this lock does. It is
+ * never held while Python code can run (a parked export is unlinked under
+ * it and released after). */
+static PyMutex parked_mutex;
+#define PARKED_LOCK() PyMutex_Lock(&parked_mutex)
+#define PARKED_UNLOCK() PyMutex_Unlock(&parked_mutex)
+#else
+#define PARKED_LOCK() ((void)0)
+#define PARKED_UNLOCK() ((void)0)
+#endif
 
 static pid_t
 my_tid(void)
@@ -733,6 +744,7 @@ parked_sweep(void)
 {
     pid_t pid = getpid();
     for (;;) {
+        PARKED_LOCK();
         parked_export **pp = &parked_list, *e;
         while ((e = *pp) != NULL) {
             if (e->pid != pid || mutex_owner(e->mutex) != e->tid ||
@@ -742,11 +754,13 @@ parked_sweep(void)
             pp = &e->next;
         }
         if (e == NULL) {
+            PARKED_UNLOCK();
             return;
         }
         /* Unlink first: releasing the export may run Python code (an
          * exporter's __release_buffer__, a finalizer) that sweeps again. */
-        *pp = e->next;
+        __atomic_store_n(pp, e->next, __ATOMIC_RELAXED);
+        PARKED_UNLOCK();
         PyBuffer_Release(&e->view);
         PyMem_RawFree(e);
     }
@@ -773,8 +787,10 @@ lock_let_go(LockObject *self)
         e->mutex = m;
         e->tid = tid;
         e->pid = getpid();
+        PARKED_LOCK();
         e->next = parked_list;
-        parked_list = e;
+        __atomic_store_n(&parked_list, e, __ATOMIC_RELAXED);
+        PARKED_UNLOCK();
         return;
     }
     PyBuffer_Release(&a->view);
@@ -986,7 +1002,7 @@ lock_release(LockObject *self, PyObject *Py_UNUSED(ignored))
         return fastio_oserror(-o.rc, "pthread_mutex_unlock", NULL);
     }
     /* Another handle's export may have been parked for this thread. */
-    if (parked_list != NULL) {
+    if (__atomic_load_n(&parked_list, __ATOMIC_RELAXED) != NULL) {
         parked_sweep();
     }
     Py_RETURN_NONE;
@@ -1105,38 +1121,52 @@ lock_repr(LockObject *self)
                                 self->offset);
 }
 
+/* Run inside a critical section on self (fastio.h, docs/freethreading.md). */
+FASTIO_LOCKED_KW(lock_acquire)
+FASTIO_LOCKED_O(lock_release)
+FASTIO_LOCKED_O(lock_locked)
+FASTIO_LOCKED_O(lock_mark_consistent)
+FASTIO_LOCKED_O(lock_close)
+FASTIO_LOCKED_O(lock_enter)
+FASTIO_LOCKED_O(lock_exit)
+
 static PyMethodDef lock_methods[] = {
-    {"acquire", (PyCFunction)(void (*)(void))lock_acquire, METH_VARARGS | METH_KEYWORDS,
+    {"acquire", (PyCFunction)(void (*)(void))lock_acquire_locked, METH_VARARGS | METH_KEYWORDS,
      "acquire($self, /, blocking=True, timeout=-1)\n--\n\n"
      "Acquire the lock, waiting with the GIL released; True if acquired.\n"
      "timeout: seconds (float); -1 or None waits forever; False when it expires.\n"
      "Raises OwnerDeadError (with the lock now held by the caller) when the\n"
      "previous holder died holding it."},
-    {"release", (PyCFunction)lock_release, METH_NOARGS,
+    {"release", (PyCFunction)lock_release_locked, METH_NOARGS,
      "release($self, /)\n--\n\n"
      "Release the lock; RuntimeError unless this thread holds it."},
-    {"locked", (PyCFunction)lock_locked, METH_NOARGS,
+    {"locked", (PyCFunction)lock_locked_locked, METH_NOARGS,
      "locked($self, /)\n--\n\nTrue if some thread or process holds the lock."},
-    {"mark_consistent", (PyCFunction)lock_mark_consistent, METH_NOARGS,
+    {"mark_consistent", (PyCFunction)lock_mark_consistent_locked, METH_NOARGS,
      "mark_consistent($self, /)\n--\n\n"
      "After OwnerDeadError: declare the protected data repaired, so that the\n"
      "lock stays usable after the next release()."},
-    {"close", (PyCFunction)lock_close, METH_NOARGS,
+    {"close", (PyCFunction)lock_close_locked, METH_NOARGS,
      "close($self, /)\n--\n\n"
      "Drop this handle's hold on the segment (the lock itself stays in the\n"
      "segment for other handles). Idempotent. RuntimeError while the calling\n"
      "thread holds the lock: release() it first."},
-    {"__enter__", (PyCFunction)lock_enter, METH_NOARGS,
+    {"__enter__", (PyCFunction)lock_enter_locked, METH_NOARGS,
      "__enter__($self, /)\n--\n\nacquire() without timeout."},
-    {"__exit__", (PyCFunction)lock_exit, METH_VARARGS,
+    {"__exit__", (PyCFunction)lock_exit_locked, METH_VARARGS,
      "__exit__($self, *args)\n--\n\nrelease()."},
     {NULL, NULL, 0, NULL},
 };
 
+/* Run inside a critical section on self (fastio.h, docs/freethreading.md). */
+FASTIO_LOCKED_GET(lock_get_closed)
+FASTIO_LOCKED_GET(lock_get_offset)
+FASTIO_LOCKED_GET(lock_get_buffer)
+
 static PyGetSetDef lock_getset[] = {
-    {"closed", (getter)lock_get_closed, NULL, "True after close().", NULL},
-    {"offset", (getter)lock_get_offset, NULL, "Byte offset in the buffer.", NULL},
-    {"buffer", (getter)lock_get_buffer, NULL,
+    {"closed", (getter)lock_get_closed_locked, NULL, "True after close().", NULL},
+    {"offset", (getter)lock_get_offset_locked, NULL, "Byte offset in the buffer.", NULL},
+    {"buffer", (getter)lock_get_buffer_locked, NULL,
      "The object whose memory holds it (None after close()).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -1146,11 +1176,14 @@ static PyMemberDef lock_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
+/* Slots inside a critical section on self (fastio.h). */
+FASTIO_LOCKED_SELF(lock_repr)
+
 static PyType_Slot lock_slots[] = {
     {Py_tp_new, lock_new},
     {Py_tp_dealloc, lock_dealloc},
     {Py_tp_traverse, lock_traverse},
-    {Py_tp_repr, lock_repr},
+    {Py_tp_repr, lock_repr_locked},
     {Py_tp_methods, lock_methods},
     {Py_tp_getset, lock_getset},
     {Py_tp_members, lock_members},
@@ -1501,29 +1534,42 @@ sem_repr(SemObject *self)
                                 _PyType_Name(Py_TYPE(self)), self->offset, o.value);
 }
 
+/* Run inside a critical section on self (fastio.h, docs/freethreading.md). */
+FASTIO_LOCKED_KW(sem_acquire)
+FASTIO_LOCKED_KW(sem_release)
+FASTIO_LOCKED_O(semaphore_close)
+FASTIO_LOCKED_O(sem_enter)
+FASTIO_LOCKED_O(sem_exit)
+
 static PyMethodDef sem_methods[] = {
-    {"acquire", (PyCFunction)(void (*)(void))sem_acquire, METH_VARARGS | METH_KEYWORDS,
+    {"acquire", (PyCFunction)(void (*)(void))sem_acquire_locked, METH_VARARGS | METH_KEYWORDS,
      "acquire($self, /, blocking=True, timeout=-1)\n--\n\n"
      "Decrement the count, waiting with the GIL released while it is 0;\n"
      "True if decremented, False when timeout (seconds) expires."},
-    {"release", (PyCFunction)(void (*)(void))sem_release, METH_VARARGS | METH_KEYWORDS,
+    {"release", (PyCFunction)(void (*)(void))sem_release_locked, METH_VARARGS | METH_KEYWORDS,
      "release($self, /, n=1)\n--\n\nIncrement the count by n, waking waiters.\n"
      "ValueError if the count would pass SEM_VALUE_MAX. A large n posts with the\n"
      "GIL released, in chunks between which signals are handled."},
-    {"close", (PyCFunction)semaphore_close, METH_NOARGS,
+    {"close", (PyCFunction)semaphore_close_locked, METH_NOARGS,
      "close($self, /)\n--\n\nDrop this handle's hold on the segment. Idempotent."},
-    {"__enter__", (PyCFunction)sem_enter, METH_NOARGS,
+    {"__enter__", (PyCFunction)sem_enter_locked, METH_NOARGS,
      "__enter__($self, /)\n--\n\nacquire() without timeout."},
-    {"__exit__", (PyCFunction)sem_exit, METH_VARARGS,
+    {"__exit__", (PyCFunction)sem_exit_locked, METH_VARARGS,
      "__exit__($self, *args)\n--\n\nrelease()."},
     {NULL, NULL, 0, NULL},
 };
 
+/* Run inside a critical section on self (fastio.h, docs/freethreading.md). */
+FASTIO_LOCKED_GET(sem_get_value)
+FASTIO_LOCKED_GET(sem_get_closed)
+FASTIO_LOCKED_GET(sem_get_offset)
+FASTIO_LOCKED_GET(sem_get_buffer)
+
 static PyGetSetDef sem_getset[] = {
-    {"value", (getter)sem_get_value, NULL, "The current count.", NULL},
-    {"closed", (getter)sem_get_closed, NULL, "True after close().", NULL},
-    {"offset", (getter)sem_get_offset, NULL, "Byte offset in the buffer.", NULL},
-    {"buffer", (getter)sem_get_buffer, NULL,
+    {"value", (getter)sem_get_value_locked, NULL, "The current count.", NULL},
+    {"closed", (getter)sem_get_closed_locked, NULL, "True after close().", NULL},
+    {"offset", (getter)sem_get_offset_locked, NULL, "Byte offset in the buffer.", NULL},
+    {"buffer", (getter)sem_get_buffer_locked, NULL,
      "The object whose memory holds it (None after close()).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -1533,11 +1579,14 @@ static PyMemberDef sem_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
+/* Slots inside a critical section on self (fastio.h). */
+FASTIO_LOCKED_SELF(sem_repr)
+
 static PyType_Slot sem_slots[] = {
     {Py_tp_new, semaphore_new},
     {Py_tp_dealloc, sem_dealloc},
     {Py_tp_traverse, sem_traverse},
-    {Py_tp_repr, sem_repr},
+    {Py_tp_repr, sem_repr_locked},
     {Py_tp_methods, sem_methods},
     {Py_tp_getset, sem_getset},
     {Py_tp_members, sem_members},

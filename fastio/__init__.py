@@ -3,8 +3,9 @@
 Import names from here; fastio._core is the C extension behind them.
 """
 from ._version import __version__  # noqa: F401  (pyproject.toml reads it there)
-# On a free-threaded Python, importing the C core turns the GIL back on
-# (fastio._core relies on it): _freethreading says so in fastio's words.
+# On a free-threaded Python the C core runs without the GIL and the import
+# leaves it off (docs/freethreading.md); _freethreading words the warning
+# an old build that needs the GIL would cause.
 from ._freethreading import import_core as _import_core
 
 

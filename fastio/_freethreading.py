@@ -1,16 +1,13 @@
 """Loading fastio._core on a free-threaded CPython (3.13t and later).
 
-fastio._core declares Py_mod_gil = Py_MOD_GIL_USED (csrc/module.c): its
-types keep their state consistent by holding the GIL (a region's export and
-pin counters, which decide when memory may be unmapped; an mmap's position;
-the closed flags; a Queue's in-flight table and a Channel's indices), so it
-is not safe to run without it. On a free-threaded build the interpreter then
-turns the GIL back on when the module is imported and says so in a generic
-RuntimeWarning. import_core() replaces that warning with one that says what
-it means for fastio, and warns too when the GIL was forced off (PYTHON_GIL=0
-or -X gil=0), which fastio does not support. On a default build (with the
-GIL) it is a plain import and warns about nothing. docs/freethreading.md has
-the details.
+fastio._core declares Py_mod_gil = Py_MOD_GIL_NOT_USED (csrc/module.c): each
+of its objects keeps its state consistent under a critical section on
+itself (docs/freethreading.md has the model), so on a free-threaded build
+`import fastio` leaves the GIL off and warns about nothing. The interpreter
+would still turn the GIL on, with its own generic RuntimeWarning, if the
+fastio._core being imported were an older build that declared
+Py_MOD_GIL_USED: import_core() then says what that means, in fastio's words.
+On a default build (with the GIL) it is a plain import.
 """
 import sys
 import warnings
@@ -18,21 +15,13 @@ import warnings
 DOCS = "docs/freethreading.md"
 
 GIL_ENABLED_MESSAGE = (
-    "fastio enabled the GIL: this is a free-threaded Python, and fastio's C "
-    "extension (fastio._core) relies on the GIL to keep its objects' state "
-    "consistent between threads, so the interpreter turned the GIL back on "
-    "when it was imported. fastio works as on a default build; Python "
-    "threads no longer run in parallel in this process. See " + DOCS + ".")
+    "fastio enabled the GIL: this fastio._core was built without free-threading "
+    "support (it declares that it needs the GIL), so the interpreter turned the "
+    "GIL back on when it was imported. Rebuild fastio from a source that "
+    "declares Py_MOD_GIL_NOT_USED. See " + DOCS + ".")
 
-GIL_FORCED_OFF_MESSAGE = (
-    "fastio is running with the GIL disabled (PYTHON_GIL=0 or -X gil=0), "
-    "which it does not support: its C extension relies on the GIL, and "
-    "using one fastio object from several threads at once can corrupt it or "
-    "crash the process. Unset PYTHON_GIL to let the interpreter enable the "
-    "GIL when fastio is imported. See " + DOCS + ".")
-
-# The start of the interpreter's own warning (Python/import.c), silenced
-# while fastio._core is imported: GIL_ENABLED_MESSAGE says it for fastio.
+# The start of the interpreter's own warning (Python/import.c), replaced by
+# GIL_ENABLED_MESSAGE should it ever be raised for fastio._core.
 _INTERPRETER_MESSAGE = (r"The global interpreter lock \(GIL\) has been enabled to load "
                         r"module 'fastio\._core'")
 
@@ -44,9 +33,9 @@ def gil_enabled():
 
 
 def import_core():
-    """Import and return fastio._core, saying what happened to the GIL."""
+    """Import and return fastio._core; the GIL stays as it was."""
     if gil_enabled():
-        # A default build, or a free-threaded one whose GIL is already on
+        # A default build, or a free-threaded one whose GIL is on
         # (PYTHON_GIL=1, or another module turned it on): nothing changes.
         from . import _core
         return _core
@@ -54,11 +43,7 @@ def import_core():
         warnings.filterwarnings("ignore", message=_INTERPRETER_MESSAGE,
                                 category=RuntimeWarning)
         from . import _core
-    # stacklevel 3: the warning points at the user's `import fastio`
-    # (this function, then fastio/__init__.py, then the importer; the
-    # import machinery's own frames are skipped by the warnings module).
     if gil_enabled():
+        # stacklevel 3: the warning points at the user's `import fastio`.
         warnings.warn(GIL_ENABLED_MESSAGE, RuntimeWarning, stacklevel=3)
-    else:
-        warnings.warn(GIL_FORCED_OFF_MESSAGE, RuntimeWarning, stacklevel=3)
     return _core

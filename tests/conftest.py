@@ -292,3 +292,14 @@ def nothing_left_behind(tmp_path_factory):
     multiprocessing.util.Finalize(None, shutil.rmtree, args=(session,),
                                   kwargs={"ignore_errors": True}, exitpriority=-200)
     assert not left, "the test run left behind:\n  " + "\n  ".join(left)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """FASTIO_ASSERT_GIL_OFF=1 (.ci/freethreaded.sh): fail the run if the
+    GIL was on at its end (something turned it back on during the suite:
+    fastio's import, or a module a test imported)."""
+    import sys
+    gil_on = getattr(sys, "_is_gil_enabled", lambda: True)()
+    if os.environ.get("FASTIO_ASSERT_GIL_OFF") == "1" and gil_on:
+        print("\nFASTIO_ASSERT_GIL_OFF: the GIL is on at the end of the run", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
