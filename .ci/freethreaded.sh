@@ -130,6 +130,7 @@ assert not sys._is_gil_enabled(), "import fastio turned the GIL on"
 print("GIL off after import fastio:", fastio._core.__file__)')
     env_gil+=(FASTIO_ASSERT_GIL_OFF=1)
 fi
+# A hang fails with pytest's stack after 20 minutes (as .ci/run's runs).
 (cd "$root/tests" && env "${env_gil[@]}" PATH="$venv/bin:$PATH" \
-    "$venv/bin/python" -m pytest "${args[@]}")
+    timeout -s INT -k 60 1200 "$venv/bin/python" -m pytest "${args[@]}")
 say "done"
