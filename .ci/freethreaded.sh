@@ -98,7 +98,7 @@ say "venv $venv and the test dependencies"
 if [ "$smoke" = 0 ]; then
     # The rest of the test extras (the lab's plots and notebook); psutil and
     # debugpy build from source here, which needs only gcc and the headers.
-    "$venv/bin/pip" install -q --prefer-binary "matplotlib>=3.5" "nbclient>=0.7" \
+    "$venv/bin/pip" install -q --prefer-binary "matplotlib>=3.5" "pandas>=1.5" "nbclient>=0.7" \
         "nbformat>=5" "ipykernel>=6"
 fi
 
