@@ -362,6 +362,20 @@ def _unlink_all(names):
             pass
 
 
+def _creator_killed_leaves_nothing(code, tmp_path, what_failed):
+    """Run code (it prints two segment names and a check that must be True,
+    then SIGKILLs itself); both segments must be gone soon after."""
+    out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    names = out.stdout.split()[:2]
+    try:
+        assert out.returncode == -signal.SIGKILL, out.stderr
+        assert out.stdout.split()[2] == "True", what_failed
+        assert _gone_within(names) == [], "a killed creator's segment stayed"
+    finally:
+        _unlink_all(names)
+
+
 def test_watchdog_cut_off_by_a_closed_pipe_does_not_unlink_live_segments(tmp_path):
     """A program that closes the watchdog's pipe (os.closerange) while it
     still uses its segments: the watchdog reads end of file, but the creator
@@ -379,15 +393,7 @@ b = fastio.SharedMemory(create=True, size=100)
 print(a.name, b.name, alive, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
-    out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
-    names = out.stdout.split()[:2]
-    try:
-        assert out.returncode == -signal.SIGKILL, out.stderr
-        assert out.stdout.split()[2] == "True", "the live segment was unlinked"
-        assert _gone_within(names) == [], "a killed creator's segment stayed"
-    finally:
-        _unlink_all(names)
+    _creator_killed_leaves_nothing(code, tmp_path, "the live segment was unlinked")
 
 
 def test_killed_watchdog_is_replaced_and_told_every_owned_segment(tmp_path):
@@ -406,12 +412,4 @@ b = fastio.SharedMemory(create=True, size=100)
 print(a.name, b.name, fastio.shm._watchdog[2] != old, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
-    out = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
-    names = out.stdout.split()[:2]
-    try:
-        assert out.returncode == -signal.SIGKILL, out.stderr
-        assert out.stdout.split()[2] == "True", "no new watchdog"
-        assert _gone_within(names) == [], "a segment owned before the watchdog died stayed"
-    finally:
-        _unlink_all(names)
+    _creator_killed_leaves_nothing(code, tmp_path, "no new watchdog")
