@@ -377,8 +377,15 @@ chain(rf_uring *u, Py_ssize_t i, unsigned k)
             q->opcode = FASTIO_OP_OPENAT;
             q->buf = j->paths[i];
             /* no O_CLOEXEC: the kernel refuses it for a direct descriptor
-             * (which no exec can inherit anyway) */
-            q->len = (size_t)(O_RDONLY | O_NOCTTY | (j->direct ? O_DIRECT : 0));
+             * (which no exec can inherit anyway). O_NONBLOCK: a FIFO
+             * swapped in after the stat opens at once instead of waiting
+             * for a writer forever (its read then finds no writer: 0
+             * bytes, reported as a changed size). A regular file's read
+             * keeps blocking semantics: io_uring ignores O_NONBLOCK for
+             * files that support nowait and retries in its workers
+             * (measured on 6.18: cold files, buffered and O_DIRECT, read
+             * whole). */
+            q->len = (size_t)(O_RDONLY | O_NOCTTY | O_NONBLOCK | (j->direct ? O_DIRECT : 0));
             q->link = FASTIO_LINK_SOFT;
             break;
         case ST_READ: {

@@ -201,6 +201,37 @@ def test_fifo_refused_without_blocking(tmp_path):
     assert proc.returncode == 0 and "refused" in proc.stdout, proc.stderr
 
 
+def test_fifo_swapped_in_after_stat(tmp_path, backend):
+    # The race: a path replaced by a FIFO (no writer) between the stat and
+    # the open. A blocking open would wait for a writer forever (io_uring's
+    # openat did before it used O_NONBLOCK). Deterministic: the allocator
+    # called between the phases does the swap. In a child, with a timeout.
+    code = textwrap.dedent(f"""
+        import os, numpy as np
+        from fastio import _core
+        paths = []
+        for i in range(3):
+            p = os.path.join({str(tmp_path)!r}, f"x{{i}}")
+            with open(p, "wb") as f:
+                f.write(b"a" * 5000)
+            paths.append(os.fsencode(p))
+        def alloc(n):
+            os.unlink(paths[1])
+            os.mkfifo(paths[1])
+            return np.zeros(n, np.uint8)
+        buf, offs, sizes, errors, used = _core._read_files(
+            tuple(paths), alloc, {backend!r}, 8, -1, False, False)
+        assert used == {backend!r} and list(errors) == [1], errors
+        assert errors[1].errno in (5, 22), errors[1]   # changed size / a FIFO
+        assert list(np.frombuffer(sizes, np.int64)) == [5000, 0, 5000]
+        assert bytes(buf[:5000]) == b"a" * 5000
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr
+
+
 @pytest.mark.parametrize("change", ["truncate", "grow"])
 def test_changed_between_stat_and_read(tmp_path, backend, change):
     # Deterministic: the C call asks the Python layer for its output buffer
