@@ -55,6 +55,7 @@
 #define RF_STAT_THREADS_MAX 8
 #define RF_DIRECT_ALIGN 4096
 #define RF_RINGS_MAX 8
+#define RF_SIGNAL_POLL_MS 50 /* as rw.c's par_run */
 
 /* What failed for a file. */
 enum {
@@ -88,6 +89,13 @@ typedef struct {
     /* a whole-call failure (the ring), -errno */
     int fatal;
     const char *fatal_call;
+    /* Signals (Ctrl-C): the thread that holds the call, its thread state
+     * while the GIL is released (NULL otherwise), when it next runs the
+     * signal handlers, and whether one raised (its exception is set). */
+    pthread_t caller;
+    PyThreadState *ts;
+    int64_t next_poll;
+    atomic_int interrupted;
 } rf_job;
 
 static void
@@ -103,6 +111,89 @@ static int
 stopped(rf_job *j)
 {
     return atomic_load_explicit(&j->stop, memory_order_relaxed);
+}
+
+static int
+interrupted(rf_job *j)
+{
+    return atomic_load_explicit(&j->interrupted, memory_order_relaxed);
+}
+
+/* Run by every thread of the call; does something only in the caller's,
+ * at most every RF_SIGNAL_POLL_MS: take the GIL only to run the signal
+ * handlers (as rw.c's par_run does). One that raises (Ctrl-C) leaves its
+ * exception set and stops the job: no new file starts, the io_uring rings
+ * cancel what they have in flight, the threads finish their file, and the
+ * call then frees everything and raises. Without this a Ctrl-C waited for
+ * the whole call (minutes for a million cold files). */
+static void
+poll_signals(rf_job *j)
+{
+    if (j->ts == NULL || interrupted(j) || !pthread_equal(pthread_self(), j->caller))
+        return;
+    int64_t now = fastio_monotonic_ns();
+    if (now < j->next_poll)
+        return;
+    j->next_poll = now + (int64_t)RF_SIGNAL_POLL_MS * 1000000;
+    PyEval_RestoreThread(j->ts);
+    int r = PyErr_CheckSignals();
+    j->ts = PyEval_SaveThread();
+    if (r < 0) {
+        atomic_store(&j->interrupted, 1);
+        atomic_store(&j->stop, 1);
+    }
+}
+
+/* The caller waits for its worker threads with a timed wait, so that it
+ * can run the signal handlers meanwhile; each worker says when it ends. */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    int running;
+} rf_waiter;
+
+static void
+waiter_init(rf_waiter *w)
+{
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->done, NULL);
+    w->running = 0;
+}
+
+static void
+waiter_done(rf_waiter *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->running--;
+    pthread_cond_signal(&w->done);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Wait until every worker said it ended, then join them and destroy w. */
+static void
+waiter_join(rf_job *j, rf_waiter *w, pthread_t *tids, unsigned started)
+{
+    pthread_mutex_lock(&w->lock);
+    while (w->running > 0) {
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_nsec += RF_SIGNAL_POLL_MS * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec += 1;
+            deadline.tv_nsec -= 1000000000L;
+        }
+        int rc = pthread_cond_timedwait(&w->done, &w->lock, &deadline);
+        if (rc == ETIMEDOUT && w->running > 0) {
+            pthread_mutex_unlock(&w->lock);
+            poll_signals(j);
+            pthread_mutex_lock(&w->lock);
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
+    for (unsigned t = 0; t < started; t++)
+        pthread_join(tids[t], NULL);
+    pthread_cond_destroy(&w->done);
+    pthread_mutex_destroy(&w->lock);
 }
 
 /* The bytes reserved for file i in the output. */
@@ -124,6 +215,7 @@ typedef struct {
     atomic_llong next;
     Py_ssize_t n;
     Py_ssize_t chunk;
+    rf_waiter w;
 } rf_pool;
 
 static void *
@@ -138,9 +230,20 @@ pool_run(void *arg)
         if (i >= p->n)
             break;
         Py_ssize_t end = i + p->chunk < p->n ? i + p->chunk : p->n;
-        for (; i < end && !stopped(p->job); i++)
+        for (; i < end && !stopped(p->job); i++) {
             p->fn(p->job, i);
+            poll_signals(p->job);
+        }
     }
+    return NULL;
+}
+
+static void *
+pool_thread(void *arg)
+{
+    rf_pool *p = arg;
+    pool_run(p);
+    waiter_done(&p->w);
     return NULL;
 }
 
@@ -154,20 +257,25 @@ parallel_for(rf_job *job, void (*fn)(rf_job *, Py_ssize_t), Py_ssize_t n,
     unsigned started = 0;
     if (nthreads > RF_THREADS_MAX)
         nthreads = RF_THREADS_MAX;
+    waiter_init(&p.w);
     if (nthreads > 1) {
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
+        pthread_mutex_lock(&p.w.lock);
         for (unsigned t = 1; t < nthreads; t++) {
-            if (pthread_create(&tids[started], NULL, pool_run, &p) != 0)
+            p.w.running++;
+            if (pthread_create(&tids[started], NULL, pool_thread, &p) != 0) {
+                p.w.running--;
                 break;
+            }
             started++;
         }
+        pthread_mutex_unlock(&p.w.lock);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
     }
     pool_run(&p);
-    for (unsigned t = 0; t < started; t++)
-        pthread_join(tids[t], NULL);
+    waiter_join(job, &p.w, tids, started);
 }
 
 static unsigned
@@ -356,6 +464,8 @@ typedef struct {
     unsigned inflight;
     atomic_llong *next;    /* the next file to start, shared by the rings */
     int fatal;             /* -errno: this ring failed as a whole */
+    int cancelled;         /* interrupted: what was in flight is cancelled */
+    rf_waiter *w;          /* the rings past the first say when they end */
 } rf_uring;
 
 /* Append the stages of file i from its current stage on, linked. */
@@ -475,6 +585,13 @@ uring_run(rf_uring *u)
                 continue;
             }
             u->deferred[d] = u->deferred[--u->ndeferred];
+            if (interrupted(j)) {
+                /* nothing more goes in; a slot left open is released
+                 * with the ring */
+                u->stage[i] = ST_DONE;
+                slot_free(u, i);
+                continue;
+            }
             if (u->stage[i] == ST_READ && j->err[i]) {
                 /* the open failed: the slot is empty */
                 u->stage[i] = ST_DONE;
@@ -535,9 +652,18 @@ uring_run(rf_uring *u)
         }
         if (u->inflight == 0)
             continue;
-        int got = u->ops->reap(u->ctx, u->cqes, 3 * u->depth, 1, NULL);
+        /* A timed wait: the caller's ring runs the signal handlers every
+         * RF_SIGNAL_POLL_MS, and every ring cancels what it has in flight
+         * once one raised (a FIFO's read, say, could wait forever). */
+        struct timespec tmo = {0, RF_SIGNAL_POLL_MS * 1000000L};
+        int got = u->ops->reap(u->ctx, u->cqes, 3 * u->depth, 1, &tmo);
+        poll_signals(j);
+        if (interrupted(j) && !u->cancelled) {
+            u->cancelled = 1;
+            (void)u->ops->cancel_all(u->ctx);  /* best effort: else drained */
+        }
         if (got == -EINTR)
-            continue;  /* a signal: Python runs its handler when we return */
+            continue;  /* a signal: its handler runs in poll_signals */
         if (got < 0) {
             /* The ring is unusable: closing it (uring_close cancels and
              * drains) ends what is in flight. */
@@ -628,6 +754,7 @@ uring_thread(void *arg)
     if (r == 0)
         uring_run(u);
     uring_free(u);
+    waiter_done(u->w);
     return NULL;
 }
 
@@ -641,20 +768,27 @@ uring_run_all(rf_uring *rings, unsigned nrings)
 {
     pthread_t tids[RF_RINGS_MAX];
     unsigned started = 0;
+    rf_waiter w;
+    waiter_init(&w);
     if (nrings > 1) {
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
+        pthread_mutex_lock(&w.lock);
         for (unsigned t = 1; t < nrings; t++) {
-            if (pthread_create(&tids[started], NULL, uring_thread, &rings[t]) != 0)
+            rings[t].w = &w;
+            w.running++;
+            if (pthread_create(&tids[started], NULL, uring_thread, &rings[t]) != 0) {
+                w.running--;
                 break;
+            }
             started++;
         }
+        pthread_mutex_unlock(&w.lock);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
     }
     uring_run(&rings[0]);
-    for (unsigned t = 0; t < started; t++)
-        pthread_join(tids[t], NULL);
+    waiter_join(rings[0].j, &w, tids, started);
     for (unsigned t = 0; t <= started; t++) {
         if (rings[t].fatal)
             return rings[t].fatal;
@@ -783,6 +917,8 @@ read_files_impl(PyObject *module, PyObject *args)
     rf_job j;
     memset(&j, 0, sizeof j);
     atomic_init(&j.stop, 0);
+    atomic_init(&j.interrupted, 0);
+    j.caller = pthread_self();
     j.n = n;
     j.max_size = max_size < 0 ? -1 : max_size;
     j.direct = direct;
@@ -888,15 +1024,20 @@ read_files_impl(PyObject *module, PyObject *args)
         }
     }
 
-    /* Phase 1 */
+    /* Phase 1. The GIL is released by hand (not Py_BEGIN_ALLOW_THREADS):
+     * poll_signals takes it back through j.ts to run the signal handlers. */
     int lr;
-    Py_BEGIN_ALLOW_THREADS
+    j.next_poll = fastio_monotonic_ns() + (int64_t)RF_SIGNAL_POLL_MS * 1000000;
+    j.ts = PyEval_SaveThread();
     unsigned nstat = n >= 256 ? ncpu() : 1;
     if (nstat > RF_STAT_THREADS_MAX)
         nstat = RF_STAT_THREADS_MAX;
     parallel_for(&j, stat_one, n, nstat, 32);
     lr = layout(&j);
-    Py_END_ALLOW_THREADS
+    PyEval_RestoreThread(j.ts);
+    j.ts = NULL;
+    if (interrupted(&j))
+        goto uring_out;  /* the handler's exception is set */
     if (lr < 0) {
         PyErr_SetString(PyExc_OverflowError, "the files' total size does not fit in memory");
         goto uring_out;
@@ -932,7 +1073,7 @@ read_files_impl(PyObject *module, PyObject *args)
 
     /* Phase 2 */
     if (!skip_read) {
-        Py_BEGIN_ALLOW_THREADS
+        j.ts = PyEval_SaveThread();
         populate_output(&j);
         if (use_uring) {
             int fr = uring_run_all(rings, nrings);
@@ -950,7 +1091,9 @@ read_files_impl(PyObject *module, PyObject *args)
             if (j.err[i] && reserved(&j, i) > 0)
                 memset(j.out + j.offsets[i], 0, (size_t)reserved(&j, i));
         }
-        Py_END_ALLOW_THREADS
+        PyEval_RestoreThread(j.ts);
+        j.ts = NULL;
+        /* interrupted: the handler's exception is set; out is dropped */
     }
 
 uring_out:
