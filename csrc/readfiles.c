@@ -25,6 +25,11 @@
  *   Nothing survives the call: the ring, its file table and every fd are
  *   closed on every path out, worker threads are joined.
  *
+ * Ctrl-C: the calling thread runs the signal handlers every
+ * RF_SIGNAL_POLL_MS (poll_signals; its waits on the ring and on the
+ * workers are timed); a handler that raises stops the job, the rings
+ * cancel what is in flight, and the call ends with that exception.
+ *
  * Errors are per file (errno, what failed); the Python layer raises the
  * first (missing='raise': phase 1 and 2 stop starting new files after it)
  * or keeps them all (missing='skip'). A failed file's reserved bytes are
@@ -176,12 +181,7 @@ waiter_join(rf_job *j, rf_waiter *w, pthread_t *tids, unsigned started)
     pthread_mutex_lock(&w->lock);
     while (w->running > 0) {
         struct timespec deadline;
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_nsec += RF_SIGNAL_POLL_MS * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec += 1;
-            deadline.tv_nsec -= 1000000000L;
-        }
+        fastio_realtime_after_ms(&deadline, RF_SIGNAL_POLL_MS);
         int rc = pthread_cond_timedwait(&w->done, &w->lock, &deadline);
         if (rc == ETIMEDOUT && w->running > 0) {
             pthread_mutex_unlock(&w->lock);

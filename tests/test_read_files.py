@@ -1,6 +1,7 @@
 """fastio.read_files: many whole files in one call, against the stdlib
 (open().read()) as oracle, on every backend that works here."""
 import asyncio
+import inspect
 import os
 import subprocess
 import sys
@@ -341,22 +342,10 @@ def test_async(tmp_path, backend):
     assert ticks >= 1  # the loop ran while the files were read
 
 
-SIGINT_CHILD = textwrap.dedent("""
-    import os, signal, sys, threading, time, fastio
+SIGINT_CHILD = "import os\n" + inspect.getsource(count_threads) + textwrap.dedent("""
+    import signal, sys, threading, time, fastio
     d, backend = sys.argv[1], sys.argv[2]
     paths = sorted(os.path.join(d, n) for n in os.listdir(d))
-
-    def count_threads():
-        n = 0
-        for tid in os.listdir("/proc/self/task"):
-            try:
-                with open(f"/proc/self/task/{tid}/comm") as f:
-                    if f.read().startswith("iou-"):
-                        continue
-            except FileNotFoundError:
-                continue
-            n += 1
-        return n
 
     def evict():
         for p in paths:
