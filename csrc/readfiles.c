@@ -9,15 +9,17 @@
  *      GIL is taken once to call the Python layer's allocator for the total
  *      (or to check the caller's `out`).
  *   2. read each file into its place:
- *      - io_uring: per file a linked chain OPENAT (into a slot of the
- *        registered file table: a direct descriptor, no fd of the process)
- *        -> READV (IOSQE_FIXED_FILE) -> CLOSE (the slot), up to `depth`
+ *      - io_uring: per file a linked chain OPENAT (O_NONBLOCK, into a slot
+ *        of the registered file table: a direct descriptor, no fd of the
+ *        process) -> FADVISE (NORMAL: fails on a FIFO swapped in after the
+ *        stat) -> READV (IOSQE_FIXED_FILE) -> CLOSE (the slot), up to `depth`
  *        files in flight, through aio_uring.c's ops table. The read asks for
  *        one byte more than stat said, into a scratch byte: a file that
  *        grew or shrank after the stat is reported, never half-copied
- *        silently. The open->read link is soft (a failed open cancels the
- *        rest: nothing to close) and the read->close link hard (a failed or
- *        short read still closes the slot).
+ *        silently. The open->check->read links are soft (a failed open
+ *        cancels the rest: nothing to close; a failed check: the slot is
+ *        closed alone) and the read->close link hard (a failed or short
+ *        read still closes the slot).
  *      - threads: C worker threads open (O_NONBLOCK, so that a FIFO swapped
  *        in after the stat cannot block the open), fstat (regular, same
  *        size), pread, close. Linux AIO and POSIX aio cannot open files, so
@@ -55,7 +57,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define RF_DEPTH_MAX 4096    /* io_uring: 3 requests per file, ring <= 32767 */
+#define RF_DEPTH_MAX 4096    /* io_uring: 4 requests per file, ring <= 32768 */
 #define RF_THREADS_MAX 64
 #define RF_STAT_THREADS_MAX 8
 #define RF_DIRECT_ALIGN 4096
@@ -441,9 +443,11 @@ read_one(rf_job *j, Py_ssize_t i)
 }
 
 /* ================================================================== */
-/* Phase 2, io_uring: linked OPENAT -> READV -> CLOSE per file */
+/* Phase 2, io_uring: linked OPENAT -> FADVISE -> READV -> CLOSE per file */
 
-enum { ST_OPEN = 0, ST_READ = 1, ST_CLOSE = 2, ST_DONE = 3 };
+/* Four requests per file; user_data holds the stage in its low 2 bits. */
+enum { ST_OPEN = 0, ST_CHECK = 1, ST_READ = 2, ST_CLOSE = 3, ST_DONE = 4 };
+#define RF_REQS 4
 
 typedef struct {
     rf_job *j;
@@ -459,7 +463,7 @@ typedef struct {
     char *scratch;         /* one byte per slot: growth shows here */
     Py_ssize_t *deferred;  /* files whose chain the kernel took only part of */
     unsigned ndeferred;
-    fastio_aio_req *reqs;  /* 3 per slot */
+    fastio_aio_req *reqs;  /* RF_REQS per slot */
     fastio_aio_cqe *cqes;
     unsigned inflight;
     atomic_llong *next;    /* the next file to start, shared by the rings */
@@ -489,13 +493,29 @@ chain(rf_uring *u, Py_ssize_t i, unsigned k)
             /* no O_CLOEXEC: the kernel refuses it for a direct descriptor
              * (which no exec can inherit anyway). O_NONBLOCK: a FIFO
              * swapped in after the stat opens at once instead of waiting
-             * for a writer forever (its read then finds no writer: 0
-             * bytes, reported as a changed size). A regular file's read
+             * for a writer forever (ST_CHECK then refuses it). A regular
+             * file's read
              * keeps blocking semantics: io_uring ignores O_NONBLOCK for
              * files that support nowait and retries in its workers
              * (measured on 6.18: cold files, buffered and O_DIRECT, read
              * whole). */
             q->len = (size_t)(O_RDONLY | O_NOCTTY | O_NONBLOCK | (j->direct ? O_DIRECT : 0));
+            q->link = FASTIO_LINK_SOFT;
+            break;
+        case ST_CHECK:
+            /* Is what was opened still not a FIFO? A direct descriptor
+             * cannot be fstat'ed, but fadvise fails with ESPIPE on a FIFO
+             * (generic_fadvise) and does nothing on a regular file with
+             * POSIX_FADV_NORMAL (the advice a new file has), inline, no
+             * worker. Without it a FIFO swapped in after the stat and held
+             * open by a silent writer left its read waiting forever
+             * (io_uring polls a FIFO even when opened O_NONBLOCK). A
+             * failure cancels the read and the close (soft link): on_cqe
+             * closes the slot on its own then. */
+            q->opcode = FASTIO_OP_FADVISE;
+            q->offset = 0;
+            q->len = 0;
+            q->rw_flags = POSIX_FADV_NORMAL;
             q->link = FASTIO_LINK_SOFT;
             break;
         case ST_READ: {
@@ -546,7 +566,25 @@ on_cqe(rf_uring *u, const fastio_aio_cqe *c)
     case ST_OPEN:
         if (res < 0) {
             fail(j, i, RF_E_OPEN, (int)res);
-            /* the soft link cancels read and close: nothing is open */
+            /* the soft link cancels the rest: nothing is open */
+        }
+        break;
+    case ST_CHECK:
+        if (res < 0 && !j->err[i]) {
+            /* -ECANCELED after a failed open is not this */
+            if (res == -ESPIPE) {
+                j->got[i] = (int64_t)S_IFIFO;
+                fail(j, i, RF_E_NOTREG, -EINVAL);
+            }
+            else {
+                fail(j, i, RF_E_READ, (int)res);
+            }
+            /* The read and the close are cancelled, the file stays in its
+             * slot: close it alone once its chain is done (a file not
+             * fully submitted is on the deferred list already). */
+            if (u->stage[i] == ST_DONE)
+                u->deferred[u->ndeferred++] = i;
+            u->stage[i] = ST_CLOSE;
         }
         break;
     case ST_READ:
@@ -592,7 +630,7 @@ uring_run(rf_uring *u)
                 slot_free(u, i);
                 continue;
             }
-            if (u->stage[i] == ST_READ && j->err[i]) {
+            if (j->kind[i] == RF_E_OPEN) {
                 /* the open failed: the slot is empty */
                 u->stage[i] = ST_DONE;
                 slot_free(u, i);
@@ -656,7 +694,7 @@ uring_run(rf_uring *u)
          * RF_SIGNAL_POLL_MS, and every ring cancels what it has in flight
          * once one raised (a FIFO's read, say, could wait forever). */
         struct timespec tmo = {0, RF_SIGNAL_POLL_MS * 1000000L};
-        int got = u->ops->reap(u->ctx, u->cqes, 3 * u->depth, 1, &tmo);
+        int got = u->ops->reap(u->ctx, u->cqes, RF_REQS * u->depth, 1, &tmo);
         poll_signals(j);
         if (interrupted(j) && !u->cancelled) {
             u->cancelled = 1;
@@ -682,7 +720,7 @@ uring_setup(rf_uring *u, unsigned depth, const char **call)
 {
     u->ops = &fastio_aio_uring_ops;
     u->depth = depth;
-    fastio_aio_options o = {.depth = 3 * depth};
+    fastio_aio_options o = {.depth = RF_REQS * depth};
     unsigned features = 0;
     int r = u->ops->open(&u->ctx, &o, &features);
     if (r < 0) {
@@ -729,8 +767,8 @@ uring_alloc(rf_uring *u, unsigned depth)
     u->iov = calloc(2 * (size_t)depth, sizeof *u->iov);
     u->scratch = calloc(depth, 1);
     u->deferred = malloc(depth * sizeof *u->deferred);
-    u->reqs = malloc(3 * (size_t)depth * sizeof *u->reqs);
-    u->cqes = malloc(3 * (size_t)depth * sizeof *u->cqes);
+    u->reqs = malloc(RF_REQS * (size_t)depth * sizeof *u->reqs);
+    u->cqes = malloc(RF_REQS * (size_t)depth * sizeof *u->cqes);
     if (!u->freeslots || !u->iov || !u->scratch || !u->deferred || !u->reqs || !u->cqes)
         return -ENOMEM;
     for (unsigned s = 0; s < depth; s++)
