@@ -31,6 +31,7 @@ typedef enum {
                               fixed_file: the slot to open into */
     FASTIO_OP_CLOSE = 4,   /* fixed_file: the slot to close */
     FASTIO_OP_READV = 5,   /* buf: struct iovec array; len: its count */
+    FASTIO_OP_FADVISE = 6, /* offset, len (0: to the end); rw_flags: the advice */
 } fastio_aio_opcode;
 
 /* fastio_aio_req.link: chain this request to the next one (io_uring). */

@@ -60,6 +60,7 @@
 #define U_OP_ASYNC_CANCEL 14
 #define U_OP_OPENAT 18
 #define U_OP_CLOSE 19
+#define U_OP_FADVISE 24
 #define U_OP_READ 22
 #define U_OP_WRITE 23
 #define U_OP_LAST 24 /* the probe needs ops up to WRITE */
@@ -495,6 +496,12 @@ uring_submit(void *ctx, const fastio_aio_req *reqs, unsigned n)
             sqe->addr = (uint64_t)(uintptr_t)q->buf;
             sqe->open_flags = (uint32_t)q->len;
             sqe->splice_fd_in = q->fixed_file + 1;
+            break;
+        case FASTIO_OP_FADVISE:
+            sqe->opcode = U_OP_FADVISE;
+            sqe->off = (uint64_t)q->offset;
+            sqe->len = (uint32_t)(q->len > UINT32_MAX ? 0 : q->len);
+            sqe->fadvise_advice = (uint32_t)q->rw_flags;
             break;
         case FASTIO_OP_CLOSE:
             sqe->opcode = U_OP_CLOSE;

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* ------------------------------------------------------------------ */
 /* Free threading (docs/freethreading.md).
@@ -410,6 +411,21 @@ int fastio_offset_converter(PyObject *obj, void *out);
 /* Mark closed; release the export now or when the last busy user leaves. */
 void fastio_anchor_close(fastio_anchor *a);
 static inline void fastio_anchor_enter(fastio_anchor *a) { a->busy++; }
+
+/* *ts = CLOCK_REALTIME now plus ms milliseconds: the deadline of a
+ * pthread_cond_timedwait (rw.c's par_run and readfiles.c wake that often
+ * to run the Python signal handlers). */
+static inline void
+fastio_realtime_after_ms(struct timespec *ts, long ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec += 1;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
 void fastio_anchor_leave(fastio_anchor *a);
 /* Parse a timeout in seconds: None or inf -> *out = -1 (forever); a
  * number in [0, FASTIO_TIMEOUT_MAX] -> *out = seconds. Negative or NaN ->

@@ -9,21 +9,28 @@
  *      GIL is taken once to call the Python layer's allocator for the total
  *      (or to check the caller's `out`).
  *   2. read each file into its place:
- *      - io_uring: per file a linked chain OPENAT (into a slot of the
- *        registered file table: a direct descriptor, no fd of the process)
- *        -> READV (IOSQE_FIXED_FILE) -> CLOSE (the slot), up to `depth`
+ *      - io_uring: per file a linked chain OPENAT (O_NONBLOCK, into a slot
+ *        of the registered file table: a direct descriptor, no fd of the
+ *        process) -> FADVISE (NORMAL: fails on a FIFO swapped in after the
+ *        stat) -> READV (IOSQE_FIXED_FILE) -> CLOSE (the slot), up to `depth`
  *        files in flight, through aio_uring.c's ops table. The read asks for
  *        one byte more than stat said, into a scratch byte: a file that
  *        grew or shrank after the stat is reported, never half-copied
- *        silently. The open->read link is soft (a failed open cancels the
- *        rest: nothing to close) and the read->close link hard (a failed or
- *        short read still closes the slot).
+ *        silently. The open->check->read links are soft (a failed open
+ *        cancels the rest: nothing to close; a failed check: the slot is
+ *        closed alone) and the read->close link hard (a failed or short
+ *        read still closes the slot).
  *      - threads: C worker threads open (O_NONBLOCK, so that a FIFO swapped
  *        in after the stat cannot block the open), fstat (regular, same
  *        size), pread, close. Linux AIO and POSIX aio cannot open files, so
  *        the Python layer maps them to this path (and says so).
  *   Nothing survives the call: the ring, its file table and every fd are
  *   closed on every path out, worker threads are joined.
+ *
+ * Ctrl-C: the calling thread runs the signal handlers every
+ * RF_SIGNAL_POLL_MS (poll_signals; its waits on the ring and on the
+ * workers are timed); a handler that raises stops the job, the rings
+ * cancel what is in flight, and the call ends with that exception.
  *
  * Errors are per file (errno, what failed); the Python layer raises the
  * first (missing='raise': phase 1 and 2 stop starting new files after it)
@@ -50,11 +57,12 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define RF_DEPTH_MAX 4096    /* io_uring: 3 requests per file, ring <= 32767 */
+#define RF_DEPTH_MAX 4096    /* io_uring: 4 requests per file, ring <= 32768 */
 #define RF_THREADS_MAX 64
 #define RF_STAT_THREADS_MAX 8
 #define RF_DIRECT_ALIGN 4096
 #define RF_RINGS_MAX 8
+#define RF_SIGNAL_POLL_MS 50 /* as rw.c's par_run */
 
 /* What failed for a file. */
 enum {
@@ -88,6 +96,13 @@ typedef struct {
     /* a whole-call failure (the ring), -errno */
     int fatal;
     const char *fatal_call;
+    /* Signals (Ctrl-C): the thread that holds the call, its thread state
+     * while the GIL is released (NULL otherwise), when it next runs the
+     * signal handlers, and whether one raised (its exception is set). */
+    pthread_t caller;
+    PyThreadState *ts;
+    int64_t next_poll;
+    atomic_int interrupted;
 } rf_job;
 
 static void
@@ -103,6 +118,84 @@ static int
 stopped(rf_job *j)
 {
     return atomic_load_explicit(&j->stop, memory_order_relaxed);
+}
+
+static int
+interrupted(rf_job *j)
+{
+    return atomic_load_explicit(&j->interrupted, memory_order_relaxed);
+}
+
+/* Run by every thread of the call; does something only in the caller's,
+ * at most every RF_SIGNAL_POLL_MS: take the GIL only to run the signal
+ * handlers (as rw.c's par_run does). One that raises (Ctrl-C) leaves its
+ * exception set and stops the job: no new file starts, the io_uring rings
+ * cancel what they have in flight, the threads finish their file, and the
+ * call then frees everything and raises. Without this a Ctrl-C waited for
+ * the whole call (minutes for a million cold files). */
+static void
+poll_signals(rf_job *j)
+{
+    if (j->ts == NULL || interrupted(j) || !pthread_equal(pthread_self(), j->caller))
+        return;
+    int64_t now = fastio_monotonic_ns();
+    if (now < j->next_poll)
+        return;
+    j->next_poll = now + (int64_t)RF_SIGNAL_POLL_MS * 1000000;
+    PyEval_RestoreThread(j->ts);
+    int r = PyErr_CheckSignals();
+    j->ts = PyEval_SaveThread();
+    if (r < 0) {
+        atomic_store(&j->interrupted, 1);
+        atomic_store(&j->stop, 1);
+    }
+}
+
+/* The caller waits for its worker threads with a timed wait, so that it
+ * can run the signal handlers meanwhile; each worker says when it ends. */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    int running;
+} rf_waiter;
+
+static void
+waiter_init(rf_waiter *w)
+{
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->done, NULL);
+    w->running = 0;
+}
+
+static void
+waiter_done(rf_waiter *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->running--;
+    pthread_cond_signal(&w->done);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Wait until every worker said it ended, then join them and destroy w. */
+static void
+waiter_join(rf_job *j, rf_waiter *w, pthread_t *tids, unsigned started)
+{
+    pthread_mutex_lock(&w->lock);
+    while (w->running > 0) {
+        struct timespec deadline;
+        fastio_realtime_after_ms(&deadline, RF_SIGNAL_POLL_MS);
+        int rc = pthread_cond_timedwait(&w->done, &w->lock, &deadline);
+        if (rc == ETIMEDOUT && w->running > 0) {
+            pthread_mutex_unlock(&w->lock);
+            poll_signals(j);
+            pthread_mutex_lock(&w->lock);
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
+    for (unsigned t = 0; t < started; t++)
+        pthread_join(tids[t], NULL);
+    pthread_cond_destroy(&w->done);
+    pthread_mutex_destroy(&w->lock);
 }
 
 /* The bytes reserved for file i in the output. */
@@ -124,6 +217,7 @@ typedef struct {
     atomic_llong next;
     Py_ssize_t n;
     Py_ssize_t chunk;
+    rf_waiter w;
 } rf_pool;
 
 static void *
@@ -138,9 +232,20 @@ pool_run(void *arg)
         if (i >= p->n)
             break;
         Py_ssize_t end = i + p->chunk < p->n ? i + p->chunk : p->n;
-        for (; i < end && !stopped(p->job); i++)
+        for (; i < end && !stopped(p->job); i++) {
             p->fn(p->job, i);
+            poll_signals(p->job);
+        }
     }
+    return NULL;
+}
+
+static void *
+pool_thread(void *arg)
+{
+    rf_pool *p = arg;
+    pool_run(p);
+    waiter_done(&p->w);
     return NULL;
 }
 
@@ -154,20 +259,25 @@ parallel_for(rf_job *job, void (*fn)(rf_job *, Py_ssize_t), Py_ssize_t n,
     unsigned started = 0;
     if (nthreads > RF_THREADS_MAX)
         nthreads = RF_THREADS_MAX;
+    waiter_init(&p.w);
     if (nthreads > 1) {
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
+        pthread_mutex_lock(&p.w.lock);
         for (unsigned t = 1; t < nthreads; t++) {
-            if (pthread_create(&tids[started], NULL, pool_run, &p) != 0)
+            p.w.running++;
+            if (pthread_create(&tids[started], NULL, pool_thread, &p) != 0) {
+                p.w.running--;
                 break;
+            }
             started++;
         }
+        pthread_mutex_unlock(&p.w.lock);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
     }
     pool_run(&p);
-    for (unsigned t = 0; t < started; t++)
-        pthread_join(tids[t], NULL);
+    waiter_join(job, &p.w, tids, started);
 }
 
 static unsigned
@@ -333,9 +443,11 @@ read_one(rf_job *j, Py_ssize_t i)
 }
 
 /* ================================================================== */
-/* Phase 2, io_uring: linked OPENAT -> READV -> CLOSE per file */
+/* Phase 2, io_uring: linked OPENAT -> FADVISE -> READV -> CLOSE per file */
 
-enum { ST_OPEN = 0, ST_READ = 1, ST_CLOSE = 2, ST_DONE = 3 };
+/* Four requests per file; user_data holds the stage in its low 2 bits. */
+enum { ST_OPEN = 0, ST_CHECK = 1, ST_READ = 2, ST_CLOSE = 3, ST_DONE = 4 };
+#define RF_REQS 4
 
 typedef struct {
     rf_job *j;
@@ -351,11 +463,13 @@ typedef struct {
     char *scratch;         /* one byte per slot: growth shows here */
     Py_ssize_t *deferred;  /* files whose chain the kernel took only part of */
     unsigned ndeferred;
-    fastio_aio_req *reqs;  /* 3 per slot */
+    fastio_aio_req *reqs;  /* RF_REQS per slot */
     fastio_aio_cqe *cqes;
     unsigned inflight;
     atomic_llong *next;    /* the next file to start, shared by the rings */
     int fatal;             /* -errno: this ring failed as a whole */
+    int cancelled;         /* interrupted: what was in flight is cancelled */
+    rf_waiter *w;          /* the rings past the first say when they end */
 } rf_uring;
 
 /* Append the stages of file i from its current stage on, linked. */
@@ -377,8 +491,31 @@ chain(rf_uring *u, Py_ssize_t i, unsigned k)
             q->opcode = FASTIO_OP_OPENAT;
             q->buf = j->paths[i];
             /* no O_CLOEXEC: the kernel refuses it for a direct descriptor
-             * (which no exec can inherit anyway) */
-            q->len = (size_t)(O_RDONLY | O_NOCTTY | (j->direct ? O_DIRECT : 0));
+             * (which no exec can inherit anyway). O_NONBLOCK: a FIFO
+             * swapped in after the stat opens at once instead of waiting
+             * for a writer forever (ST_CHECK then refuses it). A regular
+             * file's read
+             * keeps blocking semantics: io_uring ignores O_NONBLOCK for
+             * files that support nowait and retries in its workers
+             * (measured on 6.18: cold files, buffered and O_DIRECT, read
+             * whole). */
+            q->len = (size_t)(O_RDONLY | O_NOCTTY | O_NONBLOCK | (j->direct ? O_DIRECT : 0));
+            q->link = FASTIO_LINK_SOFT;
+            break;
+        case ST_CHECK:
+            /* Is what was opened still not a FIFO? A direct descriptor
+             * cannot be fstat'ed, but fadvise fails with ESPIPE on a FIFO
+             * (generic_fadvise) and does nothing on a regular file with
+             * POSIX_FADV_NORMAL (the advice a new file has), inline, no
+             * worker. Without it a FIFO swapped in after the stat and held
+             * open by a silent writer left its read waiting forever
+             * (io_uring polls a FIFO even when opened O_NONBLOCK). A
+             * failure cancels the read and the close (soft link): on_cqe
+             * closes the slot on its own then. */
+            q->opcode = FASTIO_OP_FADVISE;
+            q->offset = 0;
+            q->len = 0;
+            q->rw_flags = POSIX_FADV_NORMAL;
             q->link = FASTIO_LINK_SOFT;
             break;
         case ST_READ: {
@@ -429,7 +566,25 @@ on_cqe(rf_uring *u, const fastio_aio_cqe *c)
     case ST_OPEN:
         if (res < 0) {
             fail(j, i, RF_E_OPEN, (int)res);
-            /* the soft link cancels read and close: nothing is open */
+            /* the soft link cancels the rest: nothing is open */
+        }
+        break;
+    case ST_CHECK:
+        if (res < 0 && !j->err[i]) {
+            /* -ECANCELED after a failed open is not this */
+            if (res == -ESPIPE) {
+                j->got[i] = (int64_t)S_IFIFO;
+                fail(j, i, RF_E_NOTREG, -EINVAL);
+            }
+            else {
+                fail(j, i, RF_E_READ, (int)res);
+            }
+            /* The read and the close are cancelled, the file stays in its
+             * slot: close it alone once its chain is done (a file not
+             * fully submitted is on the deferred list already). */
+            if (u->stage[i] == ST_DONE)
+                u->deferred[u->ndeferred++] = i;
+            u->stage[i] = ST_CLOSE;
         }
         break;
     case ST_READ:
@@ -468,7 +623,14 @@ uring_run(rf_uring *u)
                 continue;
             }
             u->deferred[d] = u->deferred[--u->ndeferred];
-            if (u->stage[i] == ST_READ && j->err[i]) {
+            if (interrupted(j)) {
+                /* nothing more goes in; a slot left open is released
+                 * with the ring */
+                u->stage[i] = ST_DONE;
+                slot_free(u, i);
+                continue;
+            }
+            if (j->kind[i] == RF_E_OPEN) {
                 /* the open failed: the slot is empty */
                 u->stage[i] = ST_DONE;
                 slot_free(u, i);
@@ -528,9 +690,18 @@ uring_run(rf_uring *u)
         }
         if (u->inflight == 0)
             continue;
-        int got = u->ops->reap(u->ctx, u->cqes, 3 * u->depth, 1, NULL);
+        /* A timed wait: the caller's ring runs the signal handlers every
+         * RF_SIGNAL_POLL_MS, and every ring cancels what it has in flight
+         * once one raised (a FIFO's read, say, could wait forever). */
+        struct timespec tmo = {0, RF_SIGNAL_POLL_MS * 1000000L};
+        int got = u->ops->reap(u->ctx, u->cqes, RF_REQS * u->depth, 1, &tmo);
+        poll_signals(j);
+        if (interrupted(j) && !u->cancelled) {
+            u->cancelled = 1;
+            (void)u->ops->cancel_all(u->ctx);  /* best effort: else drained */
+        }
         if (got == -EINTR)
-            continue;  /* a signal: Python runs its handler when we return */
+            continue;  /* a signal: its handler runs in poll_signals */
         if (got < 0) {
             /* The ring is unusable: closing it (uring_close cancels and
              * drains) ends what is in flight. */
@@ -549,7 +720,7 @@ uring_setup(rf_uring *u, unsigned depth, const char **call)
 {
     u->ops = &fastio_aio_uring_ops;
     u->depth = depth;
-    fastio_aio_options o = {.depth = 3 * depth};
+    fastio_aio_options o = {.depth = RF_REQS * depth};
     unsigned features = 0;
     int r = u->ops->open(&u->ctx, &o, &features);
     if (r < 0) {
@@ -596,8 +767,8 @@ uring_alloc(rf_uring *u, unsigned depth)
     u->iov = calloc(2 * (size_t)depth, sizeof *u->iov);
     u->scratch = calloc(depth, 1);
     u->deferred = malloc(depth * sizeof *u->deferred);
-    u->reqs = malloc(3 * (size_t)depth * sizeof *u->reqs);
-    u->cqes = malloc(3 * (size_t)depth * sizeof *u->cqes);
+    u->reqs = malloc(RF_REQS * (size_t)depth * sizeof *u->reqs);
+    u->cqes = malloc(RF_REQS * (size_t)depth * sizeof *u->cqes);
     if (!u->freeslots || !u->iov || !u->scratch || !u->deferred || !u->reqs || !u->cqes)
         return -ENOMEM;
     for (unsigned s = 0; s < depth; s++)
@@ -621,6 +792,7 @@ uring_thread(void *arg)
     if (r == 0)
         uring_run(u);
     uring_free(u);
+    waiter_done(u->w);
     return NULL;
 }
 
@@ -634,20 +806,27 @@ uring_run_all(rf_uring *rings, unsigned nrings)
 {
     pthread_t tids[RF_RINGS_MAX];
     unsigned started = 0;
+    rf_waiter w;
+    waiter_init(&w);
     if (nrings > 1) {
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);
+        pthread_mutex_lock(&w.lock);
         for (unsigned t = 1; t < nrings; t++) {
-            if (pthread_create(&tids[started], NULL, uring_thread, &rings[t]) != 0)
+            rings[t].w = &w;
+            w.running++;
+            if (pthread_create(&tids[started], NULL, uring_thread, &rings[t]) != 0) {
+                w.running--;
                 break;
+            }
             started++;
         }
+        pthread_mutex_unlock(&w.lock);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
     }
     uring_run(&rings[0]);
-    for (unsigned t = 0; t < started; t++)
-        pthread_join(tids[t], NULL);
+    waiter_join(rings[0].j, &w, tids, started);
     for (unsigned t = 0; t <= started; t++) {
         if (rings[t].fatal)
             return rings[t].fatal;
@@ -747,8 +926,9 @@ PyDoc_STRVAR(read_files_doc,
 "in flight (threads: worker threads, at most 64); max_size: -1 for no limit.\n"
 "Returns (buffer, offsets, sizes, errors, backend): offsets (n+1) and sizes\n"
 "(n) as native int64 bytes, errors a dict index -> OSError. With\n"
-"stop_on_error no new file starts after the first failure. Used by\n"
-"fastio.read_files.");
+"stop_on_error no new file starts after the first failure. A signal\n"
+"handler that raises (Ctrl-C) stops the call within ~50 ms with its\n"
+"exception. Used by fastio.read_files.");
 
 static PyObject *
 read_files_impl(PyObject *module, PyObject *args)
@@ -776,6 +956,8 @@ read_files_impl(PyObject *module, PyObject *args)
     rf_job j;
     memset(&j, 0, sizeof j);
     atomic_init(&j.stop, 0);
+    atomic_init(&j.interrupted, 0);
+    j.caller = pthread_self();
     j.n = n;
     j.max_size = max_size < 0 ? -1 : max_size;
     j.direct = direct;
@@ -881,15 +1063,20 @@ read_files_impl(PyObject *module, PyObject *args)
         }
     }
 
-    /* Phase 1 */
+    /* Phase 1. The GIL is released by hand (not Py_BEGIN_ALLOW_THREADS):
+     * poll_signals takes it back through j.ts to run the signal handlers. */
     int lr;
-    Py_BEGIN_ALLOW_THREADS
+    j.next_poll = fastio_monotonic_ns() + (int64_t)RF_SIGNAL_POLL_MS * 1000000;
+    j.ts = PyEval_SaveThread();
     unsigned nstat = n >= 256 ? ncpu() : 1;
     if (nstat > RF_STAT_THREADS_MAX)
         nstat = RF_STAT_THREADS_MAX;
     parallel_for(&j, stat_one, n, nstat, 32);
     lr = layout(&j);
-    Py_END_ALLOW_THREADS
+    PyEval_RestoreThread(j.ts);
+    j.ts = NULL;
+    if (interrupted(&j))
+        goto uring_out;  /* the handler's exception is set */
     if (lr < 0) {
         PyErr_SetString(PyExc_OverflowError, "the files' total size does not fit in memory");
         goto uring_out;
@@ -925,9 +1112,12 @@ read_files_impl(PyObject *module, PyObject *args)
 
     /* Phase 2 */
     if (!skip_read) {
-        Py_BEGIN_ALLOW_THREADS
+        j.ts = PyEval_SaveThread();
         populate_output(&j);
-        if (use_uring) {
+        if (interrupted(&j)) {
+            /* a Ctrl-C during the populate: nothing to read */
+        }
+        else if (use_uring) {
             int fr = uring_run_all(rings, nrings);
             if (fr < 0) {
                 j.fatal = fr;
@@ -943,7 +1133,9 @@ read_files_impl(PyObject *module, PyObject *args)
             if (j.err[i] && reserved(&j, i) > 0)
                 memset(j.out + j.offsets[i], 0, (size_t)reserved(&j, i));
         }
-        Py_END_ALLOW_THREADS
+        PyEval_RestoreThread(j.ts);
+        j.ts = NULL;
+        /* interrupted: the handler's exception is set; out is dropped */
     }
 
 uring_out:

@@ -600,12 +600,7 @@ par_run(void (*work)(void *), void *arg, atomic_int *stop, size_t nthreads)
         pthread_mutex_lock(&pool.lock);
         while (pool.running > 0) {
             struct timespec deadline;
-            clock_gettime(CLOCK_REALTIME, &deadline);
-            deadline.tv_nsec += SIGNAL_POLL_MS * 1000000L;
-            if (deadline.tv_nsec >= 1000000000L) {
-                deadline.tv_sec += 1;
-                deadline.tv_nsec -= 1000000000L;
-            }
+            fastio_realtime_after_ms(&deadline, SIGNAL_POLL_MS);
             int rc = pthread_cond_timedwait(&pool.done, &pool.lock, &deadline);
             if (rc == ETIMEDOUT && pool.running > 0 && !interrupted) {
                 pthread_mutex_unlock(&pool.lock);

@@ -175,6 +175,8 @@ def read_files(paths, *, max_size=None, out=None, backend="auto", depth=64, dire
     socket or device (OSError EINVAL: reading it could block) is refused
     before anything is read. A file whose size changed between that stat and
     its read is reported (OSError EIO, "changed size"), never half-copied.
+    A Ctrl-C stops the call within about 50 ms (KeyboardInterrupt; nothing
+    is left open or running).
     """
     found = _expand(paths, pattern)
     if isinstance(max_size, bool) or not (max_size is None or isinstance(max_size, int)):
