@@ -136,7 +136,8 @@ interrupted(rf_job *j)
 static void
 poll_signals(rf_job *j)
 {
-    if (j->ts == NULL || interrupted(j) || !pthread_equal(pthread_self(), j->caller))
+    /* the caller's identity first: only the caller reads or writes j->ts */
+    if (!pthread_equal(pthread_self(), j->caller) || j->ts == NULL || interrupted(j))
         return;
     int64_t now = fastio_monotonic_ns();
     if (now < j->next_poll)
@@ -323,7 +324,11 @@ layout(rf_job *j)
             continue;
         int64_t len = j->sizes[i];
         if (j->direct) {
-            /* size + 1 rounded up: room for the block that shows growth */
+            /* size + 1 rounded up: room for the block that shows growth
+             * (checked first: a size near INT64_MAX, which tmpfs allows
+             * for a sparse file, would wrap negative and pass the total) */
+            if (len > (int64_t)PY_SSIZE_T_MAX - RF_DIRECT_ALIGN)
+                return -EOVERFLOW;
             len = (len + RF_DIRECT_ALIGN) & ~(int64_t)(RF_DIRECT_ALIGN - 1);
         }
         if (len > (int64_t)PY_SSIZE_T_MAX - off)
@@ -607,6 +612,25 @@ on_cqe(rf_uring *u, const fastio_aio_cqe *c)
         slot_free(u, i);
 }
 
+/* io_uring reads a file with one READV, which the kernel caps at
+ * MAX_RW_COUNT (2 GiB - 4 KiB): a file whose read would ask for that much
+ * is not claimed by a ring but read afterwards by read_one (which loops),
+ * instead of showing as "changed size". */
+#define RF_URING_MAX_READ 0x7ffff000LL
+
+static int
+too_large_for_uring(const rf_job *j, Py_ssize_t i)
+{
+    return reserved(j, i) >= RF_URING_MAX_READ;
+}
+
+static void
+read_large(rf_job *j, Py_ssize_t i)
+{
+    if (too_large_for_uring(j, i))
+        read_one(j, i);
+}
+
 static void
 uring_run(rf_uring *u)
 {
@@ -645,7 +669,7 @@ uring_run(rf_uring *u)
                 exhausted = 1;
                 break;
             }
-            if (j->err[i])
+            if (j->err[i] || too_large_for_uring(j, i))
                 continue;
             u->slot_of[i] = u->freeslots[--u->nfree];
             u->stage[i] = ST_OPEN;
@@ -713,6 +737,64 @@ uring_run(rf_uring *u)
     }
 }
 
+/* One request through the ring, waited for: its result (or -errno). */
+static int
+one_request(rf_uring *u, fastio_aio_req *q)
+{
+    int r = u->ops->submit(u->ctx, q, 1);
+    if (r < 0)
+        return r;
+    if (r == 0)
+        return -EAGAIN;
+    fastio_aio_cqe cqe;
+    do {
+        r = u->ops->reap(u->ctx, &cqe, 1, 1, NULL);
+    } while (r == -EINTR || r == 0);
+    return r < 0 ? r : (int)cqe.res;
+}
+
+/* Direct descriptors (OPENAT into a slot of the registered table) came in
+ * Linux 5.15. An older kernel either refuses the slot (EINVAL) or ignores
+ * it and makes an ordinary fd, which the chains' CLOSE of the slot would
+ * not close (and a CLOSE of "fd 0" could close stdin). Asked once per
+ * process by opening "/" into slot 0: 0 is a direct descriptor (closed
+ * again), a positive result a plain fd (closed; -EOPNOTSUPP), a negative
+ * one the kernel's refusal. Either failure makes the Python layer use
+ * the threads instead. */
+static atomic_int direct_open_ok;   /* 0 unknown, 1 yes, -errno no */
+
+static int
+probe_direct_open(rf_uring *u)
+{
+    int known = atomic_load(&direct_open_ok);
+    if (known != 0)
+        return known > 0 ? 0 : known;
+    fastio_aio_req q;
+    memset(&q, 0, sizeof q);
+    q.opcode = FASTIO_OP_OPENAT;
+    q.buf = (void *)"/";
+    q.len = O_RDONLY | O_DIRECTORY;   /* no O_CLOEXEC: EINVAL with a slot */
+    q.fixed_file = 0;
+    q.fixed_buf = -1;
+    int r = one_request(u, &q);
+    if (r == 0) {
+        memset(&q, 0, sizeof q);
+        q.opcode = FASTIO_OP_CLOSE;
+        q.fixed_file = 0;
+        q.fixed_buf = -1;
+        r = one_request(u, &q);
+        r = r < 0 ? r : 1;
+    }
+    else if (r > 0) {
+        close(r);
+        r = -EOPNOTSUPP;
+    }
+    /* a transient failure (ENOMEM, EAGAIN) is not remembered */
+    if (r > 0 || r == -EOPNOTSUPP || r == -EINVAL)
+        atomic_store(&direct_open_ok, r);
+    return r > 0 ? 0 : r;
+}
+
 /* Open a ring with a sparse table of `depth` file slots. 0 or -errno, with
  * *call naming what failed. */
 static int
@@ -739,6 +821,11 @@ uring_setup(rf_uring *u, unsigned depth, const char **call)
     free(fds);
     if (r < 0) {
         *call = "IORING_REGISTER_FILES";
+        return r;
+    }
+    r = probe_direct_open(u);
+    if (r < 0) {
+        *call = "IORING_OP_OPENAT into a direct descriptor (Linux 5.15+)";
         return r;
     }
     return 0;
@@ -1122,6 +1209,10 @@ read_files_impl(PyObject *module, PyObject *args)
             if (fr < 0) {
                 j.fatal = fr;
                 j.fatal_call = "io_uring_enter";
+            }
+            else if (!interrupted(&j) && !stopped(&j)) {
+                unsigned nt = depth > RF_THREADS_MAX ? RF_THREADS_MAX : depth;
+                parallel_for(&j, read_large, n, nt, 1);
             }
         }
         else {

@@ -463,3 +463,36 @@ def test_sigint_ends_a_stuck_read(tmp_path):
     if proc.returncode == 77:
         pytest.skip("io_uring cannot read files here")
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_direct_size_near_int64_max_is_refused_not_wrapped():
+    # tmpfs allows a sparse file of ~2**63 bytes. With direct=True each
+    # reservation is rounded up to 4096: that rounding wrapped negative, two
+    # such files summed to an empty output, and the read wrote ~2 GiB past
+    # it (review finding). Now the size is checked before the rounding.
+    path = f"/dev/shm/fastio-test-huge-{os.getpid()}"
+    with open(path, "wb") as f:
+        f.truncate(2**63 - 808)
+    try:
+        for kwargs in ({}, {"out": fastio.empty(1 << 16)}):
+            with pytest.raises(OverflowError, match="does not fit"):
+                fastio.read_files([path, path], direct=True, **kwargs)
+    finally:
+        os.unlink(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["io_uring"], indirect=True)   # threads always looped
+def test_a_file_past_one_read_call_is_read_whole(tmp_path, backend):
+    # One read(2)/READV moves at most 2 GiB - 4 KiB (MAX_RW_COUNT): io_uring's
+    # single READV reported every larger file as "changed size". Such files
+    # are now read by the looping path. A sparse file: zeros, plus a mark.
+    path = tmp_path / "big.bin"
+    size = (2 << 30) + 4096 + 7
+    with open(path, "wb") as f:
+        f.truncate(size)
+        f.seek(size - 4)
+        f.write(b"tail")
+    files = fastio.read_files([str(path)], backend=backend)
+    assert files.sizes.tolist() == [size] and not files.errors
+    assert bytes(files[0][-4:]) == b"tail" and not files[0][:-4].any()
