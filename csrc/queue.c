@@ -1628,6 +1628,13 @@ Queue_batch(QueueObject *q, PyObject *const *args, Py_ssize_t nargs)
         (nargs == 8 && fastio_int_arg(args[7], "rw_flags", 0, UINT32_MAX, &rw_flags) < 0)) {
         return NULL;
     }
+    /* RWF_DONTCACHE only, as rw.c's flags: RWF_APPEND would ignore the
+     * offsets of a write batch, RWF_NOWAIT fail requests with EAGAIN. */
+    if (rw_flags & ~(long long)RWF_DONTCACHE) {
+        PyErr_Format(PyExc_ValueError, "rw_flags may hold RWF_DONTCACHE (0x%x) only, "
+                     "got rw_flags=%lld", (unsigned)RWF_DONTCACHE, rw_flags);
+        return NULL;
+    }
     PyObject *result = NULL;
     Py_buffer resv = {0}, destv = {0};
     Py_buffer *views = NULL;

@@ -483,3 +483,20 @@ def test_copy_path_offsets_checked_in_c():
             _core._pread_blocks(fd, np.zeros(1, np.int64), 8, bytearray(8), 0, 0, res)
     finally:
         os.close(fd)
+
+
+def test_queue_batch_takes_only_the_dontcache_flag(tmp_path):
+    # Queue._batch (what read_blocks/write_blocks use) refuses RWF_* bits
+    # other than RWF_DONTCACHE: RWF_APPEND would ignore a write batch's
+    # offsets (review finding).
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 4096)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        with fastio.Queue(4, "threads") as q:
+            for bad in (0x10, 0x8, 0x80 | 0x1):
+                with pytest.raises(ValueError, match="RWF_DONTCACHE"):
+                    q._batch(False, fd, np.zeros(1, np.int64), None, 4096,
+                             bytearray(4096), np.zeros(1, np.int64), bad)
+    finally:
+        os.close(fd)
