@@ -57,6 +57,22 @@ fastio_oserror_new(int neg_errno, const char *syscall, PyObject *filename)
 }
 
 PyObject *
+fastio_backend_unavailable(PyObject *cls, int neg_errno, PyObject *msg)
+{
+    if (msg == NULL) {
+        return NULL;
+    }
+    int err = neg_errno < 0 ? -neg_errno : neg_errno;
+    PyObject *exc = PyObject_CallFunction(cls, "iO", err ? err : EIO, msg);
+    Py_DECREF(msg);
+    if (exc != NULL) {
+        PyErr_SetObject(cls, exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+PyObject *
 fastio_oserror_errno(const char *syscall, PyObject *filename)
 {
     return fastio_oserror(-errno, syscall, filename);

@@ -197,6 +197,10 @@ PyObject *fastio_oserror(int neg_errno, const char *syscall, PyObject *filename)
  * exception set only when building it failed. `syscall` may be any short
  * detail ("openat; file 3"). */
 PyObject *fastio_oserror_new(int neg_errno, const char *syscall, PyObject *filename);
+/* Raise cls (fastio.BackendUnavailable, an OSError subclass) with errno
+ * -neg_errno and msg (a new reference, consumed; NULL: an error is set
+ * already). Returns NULL. */
+PyObject *fastio_backend_unavailable(PyObject *cls, int neg_errno, PyObject *msg);
 /* The same with errno as it stands (for calls made with the GIL held). */
 PyObject *fastio_oserror_errno(const char *syscall, PyObject *filename);
 /* Convert an integer argument (its __index__; floats refused with

@@ -1121,17 +1121,10 @@ Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         if (err == 0) {
             err = -ENOSYS;
         }
-        PyObject *msg = PyUnicode_FromFormat("backend '%s' does not work here: %s",
-                                             ops->name, why[0] ? why : strerror(-err));
-        if (msg != NULL) {
-            PyObject *exc = PyObject_CallFunction(st->BackendUnavailable, "iO", -err, msg);
-            if (exc != NULL) {
-                PyErr_SetObject(st->BackendUnavailable, exc);
-                Py_DECREF(exc);
-            }
-            Py_DECREF(msg);
-        }
-        return NULL;
+        return fastio_backend_unavailable(
+            st->BackendUnavailable, err,
+            PyUnicode_FromFormat("backend '%s' does not work here: %s", ops->name,
+                                 why[0] ? why : strerror(-err)));
     }
 
     QueueObject *q = (QueueObject *)type->tp_alloc(type, 0);

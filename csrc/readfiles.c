@@ -1134,18 +1134,10 @@ read_files_impl(PyObject *module, PyObject *args)
             uring_free(&rings[0]);
         Py_END_ALLOW_THREADS
         if (r < 0) {
-            fastio_state *st = fastio_get_state(module);
-            PyObject *msg = PyUnicode_FromFormat(
-                "io_uring cannot read files here: %s: %s", call ? call : "setup",
-                strerror(-r));
-            if (msg) {
-                PyObject *exc = PyObject_CallFunction(st->BackendUnavailable, "iO", -r, msg);
-                Py_DECREF(msg);
-                if (exc) {
-                    PyErr_SetObject(st->BackendUnavailable, exc);
-                    Py_DECREF(exc);
-                }
-            }
+            fastio_backend_unavailable(
+                fastio_get_state(module)->BackendUnavailable, r,
+                PyUnicode_FromFormat("io_uring cannot read files here: %s: %s",
+                                     call ? call : "setup", strerror(-r)));
             goto done;
         }
     }
