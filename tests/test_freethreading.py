@@ -194,8 +194,13 @@ def test_stress_mmap_stripes_slicing_and_writes(tmp_path):
     m.close()
 
 
-def test_stress_mmap_resize_against_readers_and_exports():
-    m = fastio.mmap(-1, 1 << 17)  # shared anonymous: resizable up to this
+def test_stress_mmap_resize_against_readers_and_exports(tmp_path):
+    # A file's map (3.14+ refuses to grow a shared anonymous one, as the
+    # stdlib does): resize grows and shrinks the file with it.
+    p = tmp_path / "r.bin"
+    p.write_bytes(bytes(1 << 17))
+    with open(p, "r+b") as f:
+        m = fastio.mmap(f.fileno(), 0)
     m[:4] = b"head"
     sizes = [1 << 16, 1 << 17, 3 << 15]
 
