@@ -24,6 +24,7 @@ import numpy as np
 from . import _core
 from .aio import Queue, _index, _int64_array, _register
 from .aio import open as _open
+from .fileio import _ncpus  # the CPUs this process may run on
 
 __all__ = ["read_blocks", "write_blocks", "READ_MODES"]
 
@@ -36,13 +37,6 @@ WARM_FRACTION = 0.9
 THREADS_MAX = 64  # the C side's limit (PAR_MAX_THREADS in csrc/rw.c)
 
 RWF_DONTCACHE = _core._RWF_DONTCACHE
-
-
-def _ncpus():
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 # ====================================================================
