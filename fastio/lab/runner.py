@@ -349,6 +349,19 @@ def _threads() -> set:
     return out
 
 
+def _thread_names(tids) -> list:
+    """"TID (name)" for each thread id, the name as the kernel has it (a
+    pool's threads name themselves), so a report says whose thread it is."""
+    names = []
+    for tid in sorted(tids, key=int):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                names.append(f"{tid} ({f.read().strip()})")
+        except OSError:
+            names.append(f"{tid} (ended)")
+    return names
+
+
 def _fds() -> set:
     """The open file descriptors of this process (pipes, sockets, rings,
     segments' descriptors)."""
@@ -358,11 +371,22 @@ def _fds() -> set:
         return set()
 
 
-def _survivors(kids0: set, threads0: set, fds0: set, grace: float = 1.0) -> Optional[str]:
+# How long a method's threads may take to end after its call. glibc's POSIX
+# aio pool (aio.posix_aio) ends its idle threads 1 s after their last request,
+# the shortest idle time aio_init allows, and nothing ends them sooner: on a
+# quiet machine they are gone 1.00 s after Queue.close, on a loaded one
+# (CI's suite) later. With a grace of 1.0 s the lab reported them as "left
+# running" about one run in ten under load; the runner now waits for them,
+# untimed, as it waits for any method's leftovers to go.
+SURVIVOR_GRACE_S = 3.0
+
+
+def _survivors(kids0: set, threads0: set, fds0: set,
+               grace: float = SURVIVOR_GRACE_S) -> Optional[str]:
     """What a method left running or open (children, threads or file
     descriptors that were not there before its call), or None. A thread that
-    was joined may still be leaving the kernel for a moment: looked at again
-    for ``grace`` s."""
+    was joined may still be leaving the kernel for a moment, and a pool's idle
+    threads may end on their own timer: looked at again for ``grace`` s."""
     deadline = time.monotonic() + grace
     while True:
         kids = _children() - kids0
@@ -375,7 +399,7 @@ def _survivors(kids0: set, threads0: set, fds0: set, grace: float = 1.0) -> Opti
             if kids:
                 parts.append(f"{len(kids)} child process(es) (pids {sorted(kids)})")
             if extra:
-                parts.append(f"{len(extra)} thread(s) (tids {sorted(map(int, extra))})")
+                parts.append(f"{len(extra)} thread(s) ({', '.join(_thread_names(extra))})")
             if fds:
                 names = []
                 for fd in sorted(fds, key=int):
