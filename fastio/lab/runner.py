@@ -382,12 +382,12 @@ SURVIVOR_GRACE_S = 3.0
 
 
 def _survivors(kids0: set, threads0: set, fds0: set,
-               grace: float = SURVIVOR_GRACE_S) -> Optional[str]:
+               grace: Optional[float] = None) -> Optional[str]:
     """What a method left running or open (children, threads or file
     descriptors that were not there before its call), or None. A thread that
     was joined may still be leaving the kernel for a moment, and a pool's idle
     threads may end on their own timer: looked at again for ``grace`` s."""
-    deadline = time.monotonic() + grace
+    deadline = time.monotonic() + (SURVIVOR_GRACE_S if grace is None else grace)
     while True:
         kids = _children() - kids0
         extra = _threads() - threads0
