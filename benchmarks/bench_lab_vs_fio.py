@@ -21,13 +21,24 @@ lab's own per-request work costs, fio / C loop what fio's costs, so a lab
 figure above fio's is read against it (a lab that measured something else
 would not stay at the bound).
 
+Both sides make the same requests: fio replays the lab's own offsets
+(lab.offsets_for, the lab's seed 0) from a version 2 I/O log (--read_iolog),
+in the same order, and the script checks that fio made that many; with
+--fio-offsets own, fio draws its own (its random map, a new permutation
+each run). On the O_DIRECT workloads, where the device and not the CPU is
+the limit, fio runs a second time in the same rounds (--control): fio /
+fio again is the spread two identical contenders get from the device and
+the machine, the noise floor a lab / fio ratio is read against (on the
+2-CPU VM the depth-1 rows' per-round ratios of identical contenders span
+0.64-1.41 when loaded, so a median of 3 rounds cannot resolve 10%).
+
 Each side runs --rounds times (default 7) alternating, the one that goes
 first changing every round, after a warm-up of each (_common.run_rounds);
 medians with min-max are printed, and the ratio is the median of the
 per-round ratios lab / fio (1.00: same figure) with its min-max. Needs fio on PATH
 (apt-get install fio); without it the script says so and exits 0.
 
-    python benchmarks/bench_lab_vs_fio.py [--size 1G] [--dir DIR] [--rounds 7] [--json PATH]
+    python benchmarks/bench_lab_vs_fio.py [--size 1G] [--dir DIR] [--rounds 7] [--fio-offsets lab|own] [--control direct|all|none] [--json PATH]
 """
 import argparse
 import json
@@ -62,9 +73,11 @@ def fio(path, size, *, rw, bs, engine, depth, direct, iolog=None, extra=(), want
     """One fio job; iolog: replay that log's requests (write_iolog) rather
     than fio's own offsets (--replay_no_stall: as fast as it can, a version 2
     log has no timestamps anyway)."""
+    # --invalidate: O_DIRECT jobs drop the file's pages first, as the lab's
+    # cache='direct' does before each repetition; cached ones keep them.
     cmd = ["fio", "--name=lab", f"--filename={path}", f"--rw={rw}", f"--bs={bs}",
            f"--ioengine={engine}", f"--iodepth={depth}", f"--direct={int(direct)}",
-           f"--size={size}", "--invalidate=0", "--output-format=json", "--thread",
+           f"--size={size}", f"--invalidate={int(direct)}", "--output-format=json", "--thread",
            "--randrepeat=0", "--iomem_align=4096", *extra]
     if iolog is not None:
         cmd += [f"--read_iolog={iolog}", "--replay_no_stall=1"]
