@@ -41,7 +41,7 @@ import tempfile
 import time
 
 from _common import Report, add_json_argument, machine_info, run_rounds, with_spread
-from bench_lab_vs_fio import fio, write_iolog
+from bench_lab_vs_fio import fio, fio_missing, write_iolog
 import fastio
 from fastio import lab
 
@@ -62,8 +62,7 @@ def main(argv=None):
                          "'own': fio draws its own over the same bytes of the file")
     add_json_argument(ap, "direct_vs_fio")
     args = ap.parse_args(argv)
-    if shutil.which("fio") is None:
-        print("fio is not installed (apt-get install fio): nothing to compare against")
+    if fio_missing():
         return 0
     size = lab.parse_size(args.size)
     n = min(args.requests, size // BS)

@@ -56,6 +56,14 @@ from fastio import lab
 REP = None  # the run's Report, made in main
 
 
+def fio_missing():
+    """True (having said so) when fio is not on PATH: nothing to compare."""
+    if shutil.which("fio") is None:
+        print("fio is not installed (apt-get install fio): nothing to compare against")
+        return True
+    return False
+
+
 def write_iolog(dest, path, offsets, bs):
     """A fio version 2 I/O log at dest: one read of bs bytes of path at each
     offset, in order. fio replays it (--read_iolog) instead of drawing its
@@ -216,8 +224,7 @@ def main(argv=None):
                          "all, or on none: fio / fio again, the noise floor")
     add_json_argument(ap, "lab_vs_fio")
     args = ap.parse_args(argv)
-    if shutil.which("fio") is None:
-        print("fio is not installed (apt-get install fio): nothing to compare against")
+    if fio_missing():
         return 0
     size = lab.parse_size(args.size)
     dsize = min(size, lab.parse_size(args.direct_size))
