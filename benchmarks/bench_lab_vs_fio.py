@@ -21,13 +21,24 @@ lab's own per-request work costs, fio / C loop what fio's costs, so a lab
 figure above fio's is read against it (a lab that measured something else
 would not stay at the bound).
 
+Both sides make the same requests: fio replays the lab's own offsets
+(lab.offsets_for, the lab's seed 0) from a version 2 I/O log (--read_iolog),
+in the same order, and the script checks that fio made that many; with
+--fio-offsets own, fio draws its own (its random map, a new permutation
+each run). On the O_DIRECT workloads, where the device and not the CPU is
+the limit, fio runs a second time in the same rounds (--control): fio /
+fio again is the spread two identical contenders get from the device and
+the machine, the noise floor a lab / fio ratio is read against (on the
+2-CPU VM the depth-1 rows' per-round ratios of identical contenders span
+0.64-1.41 when loaded, so a median of 3 rounds cannot resolve 10%).
+
 Each side runs --rounds times (default 7) alternating, the one that goes
 first changing every round, after a warm-up of each (_common.run_rounds);
 medians with min-max are printed, and the ratio is the median of the
 per-round ratios lab / fio (1.00: same figure) with its min-max. Needs fio on PATH
 (apt-get install fio); without it the script says so and exits 0.
 
-    python benchmarks/bench_lab_vs_fio.py [--size 1G] [--dir DIR] [--rounds 7] [--json PATH]
+    python benchmarks/bench_lab_vs_fio.py [--size 1G] [--dir DIR] [--rounds 7] [--fio-offsets lab|own] [--control direct|all|none] [--json PATH]
 """
 import argparse
 import json
@@ -45,17 +56,47 @@ from fastio import lab
 REP = None  # the run's Report, made in main
 
 
-def fio(path, size, *, rw, bs, engine, depth, direct):
+def fio_missing():
+    """True (having said so) when fio is not on PATH: nothing to compare."""
+    if shutil.which("fio") is None:
+        print("fio is not installed (apt-get install fio): nothing to compare against")
+        return True
+    return False
+
+
+def write_iolog(dest, path, offsets, bs):
+    """A fio version 2 I/O log at dest: one read of bs bytes of path at each
+    offset, in order. fio replays it (--read_iolog) instead of drawing its
+    own offsets, so that fio and the other contender make the very same
+    requests in the same order."""
+    with open(dest, "w") as fh:
+        fh.write(f"fio version 2 iolog\n{path} add\n{path} open\n")
+        tail = f" {bs}\n"
+        fh.writelines(f"{path} read {o}{tail}" for o in offsets.tolist())
+        fh.write(f"{path} close\n")
+    return dest
+
+
+def fio(path, size, *, rw, bs, engine, depth, direct, iolog=None, extra=(), want=None):
+    """One fio job; iolog: replay that log's requests (write_iolog) rather
+    than fio's own offsets (--replay_no_stall: as fast as it can, a version 2
+    log has no timestamps anyway)."""
+    # --invalidate: O_DIRECT jobs drop the file's pages first, as the lab's
+    # cache='direct' does before each repetition; cached ones keep them.
     cmd = ["fio", "--name=lab", f"--filename={path}", f"--rw={rw}", f"--bs={bs}",
            f"--ioengine={engine}", f"--iodepth={depth}", f"--direct={int(direct)}",
-           f"--size={size}", "--invalidate=0", "--output-format=json", "--thread",
-           "--randrepeat=0", "--iomem_align=4096"]
+           f"--size={size}", f"--invalidate={int(direct)}", "--output-format=json", "--thread",
+           "--randrepeat=0", "--iomem_align=4096", *extra]
+    if iolog is not None:
+        cmd += [f"--read_iolog={iolog}", "--replay_no_stall=1"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if p.returncode != 0:
         raise RuntimeError(f"fio failed ({' '.join(cmd)}): {p.stderr.strip() or p.stdout[-500:]}")
     out = p.stdout[p.stdout.index("{"):]
     job = json.loads(out)["jobs"][0]["read"]
-    return {"iops": job["iops"], "bw": job["bw_bytes"],
+    if want is not None and job["total_ios"] != want:
+        raise RuntimeError(f"fio made {job['total_ios']} requests, not {want}: {' '.join(cmd)}")
+    return {"iops": job["iops"], "bw": job["bw_bytes"], "ios": job["total_ios"],
             "p50": job["clat_ns"]["percentile"].get("50.000000"),
             "p99": job["clat_ns"]["percentile"].get("99.000000")}
 
@@ -105,10 +146,15 @@ def lab_once(method, path, size, *, pattern, bs, depth, cache):
             "p50": rec["latency_ns"]["p50"], "p99": rec["latency_ns"]["p99"]}
 
 
-def compare(title, rounds, lab_fn, fio_fn, key, fid, bound_fn=None):
+def compare(title, rounds, lab_fn, fio_fn, key, fid, bound_fn=None, control=False):
     contenders = {"lab": lab_fn, "fio": fio_fn}
     if bound_fn is not None:
         contenders["C loop"] = bound_fn
+    if control:
+        # fio a second time in the same rounds: fio / fio again is what the
+        # machine and the device give two identical contenders, the noise
+        # floor a lab / fio ratio is read against.
+        contenders["fio again"] = fio_fn
     got = run_rounds(contenders, rounds, lambda fn: fn())
     labs, fios = got["lab"], got["fio"]
     unit, scale = ("IOPS", 1) if key == "iops" else ("MB/s", 1e-6)
@@ -132,8 +178,15 @@ def compare(title, rounds, lab_fn, fio_fn, key, fid, bound_fn=None):
         print(f"  C   {with_spread(cv, ',.0f', unit):>36}  (plain loop, no per-request clock)")
         print(f"  lab / C loop: {with_spread(rl['per_round'])}   "
               f"fio / C loop: {with_spread(rf['per_round'])}")
+    if control:
+        av = [x[key] * scale for x in got["fio again"]]
+        REP.figure(f"{fid}: fio again", f"{title}: fio again (control)", unit, av)
+        rc = REP.ratio(f"{fid}: fio / fio again", f"{title}: fio / fio again (noise floor)",
+                       f"{fid}: fio", f"{fid}: fio again")
+        print(f"  fio {with_spread(av, ',.0f', unit):>36}  (again: the control)")
+        print(f"  noise floor fio/fio again: {with_spread(rc['per_round'])}")
     print(f"  ratio lab/fio: {with_spread(r['per_round'])}  (per-round ratios of {rounds} "
-          f"alternating rounds; target 0.90..1.10)")
+          f"rotating rounds; target 0.90..1.10)")
     return r["median"]
 
 
@@ -162,10 +215,16 @@ def main(argv=None):
                          "check (default 128M)")
     ap.add_argument("--dir", default=None, help="directory of the test file (default $TMPDIR)")
     ap.add_argument("--rounds", type=int, default=7, help="alternating rounds (default 7)")
+    ap.add_argument("--fio-offsets", choices=("lab", "own"), default="lab",
+                    help="'lab' (default): fio replays the lab's offsets (--read_iolog), "
+                         "the same requests in the same order; 'own': fio draws its own "
+                         "(its random map, a new permutation each run)")
+    ap.add_argument("--control", choices=("direct", "all", "none"), default="direct",
+                    help="run fio twice per round on the O_DIRECT workloads (default), on "
+                         "all, or on none: fio / fio again, the noise floor")
     add_json_argument(ap, "lab_vs_fio")
     args = ap.parse_args(argv)
-    if shutil.which("fio") is None:
-        print("fio is not installed (apt-get install fio): nothing to compare against")
+    if fio_missing():
         return 0
     size = lab.parse_size(args.size)
     dsize = min(size, lab.parse_size(args.direct_size))
@@ -176,7 +235,8 @@ def main(argv=None):
         print(ver)
         global REP
         REP = Report(__file__, args, path)
-        REP.set(params={"size": size, "direct_size": dsize, "rounds": args.rounds, "fio": ver},
+        REP.set(params={"size": size, "direct_size": dsize, "rounds": args.rounds, "fio": ver,
+                        "fio_offsets": args.fio_offsets, "control": args.control},
                 cache="O_DIRECT or warm as each workload says (lab.warm_cache before each warm one; the lab checks both)")
         print()
         backends = fastio.backends()
@@ -198,11 +258,16 @@ def main(argv=None):
             title = (f"{'sequential' if pattern == 'seq' else 'random'} {bs} "
                      f"{'O_DIRECT' if direct else 'cached'} reads, depth {depth}: "
                      f"lab {lab_method} vs fio {engine}")
+            # The lab's own offsets (lab.run's seed 0): replayed by fio
+            # (--fio-offsets lab) and read by the C loop, so that every
+            # contender makes the same requests in the same order.
+            offsets = lab.offsets_for(n, lab.parse_size(bs), pattern)
+            offs = os.path.join(tmp, f"{fid}.offsets")
+            offsets.tofile(offs)
+            iolog = (write_iolog(os.path.join(tmp, f"{fid}.iolog"), path, offsets,
+                                 lab.parse_size(bs)) if args.fio_offsets == "lab" else None)
             bound = None
             if exe is not None and not direct and (engine == "psync" or why is True):
-                # the lab's own offsets (lab.run's seed 0), for the C loop
-                offs = os.path.join(tmp, f"{fid}.offsets")
-                lab.offsets_for(n, lab.parse_size(bs), pattern).tofile(offs)
                 bound = (lambda offs=offs: c_loop(exe, path, offs, engine=engine,
                                                   bs=lab.parse_size(bs), depth=depth))
             try:
@@ -210,8 +275,9 @@ def main(argv=None):
                         lambda: lab_once(lab_method, path, n, pattern=pattern, bs=bs,
                                          depth=depth, cache=cache),
                         lambda: fio(path, n, rw=rw, bs=bs, engine=engine, depth=depth,
-                                    direct=direct),
-                        "bw" if pattern == "seq" else "iops", fid, bound)
+                                    direct=direct, iolog=iolog, want=len(offsets)),
+                        "bw" if pattern == "seq" else "iops", fid, bound,
+                        control=args.control == "all" or (args.control == "direct" and direct))
             except (OSError, RuntimeError) as e:
                 print(f"{fid}: not measured: {e}")
             print()

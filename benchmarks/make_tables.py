@@ -63,6 +63,8 @@ README_ROWS = [
      "plain `os.preadv` loop", "`read_blocks`, io_uring, depth 32"),
     ("aio", "direct: io_uring d32 / fio", "same",
      "fio io_uring, depth 32", "`read_blocks`, io_uring, depth 32"),
+    ("direct_vs_fio", "read_blocks / fio", "random 4 KiB reads, O_DIRECT, the same offsets",
+     "fio io_uring, depth 32 (`--read_iolog`)", "`read_blocks(direct=True, depth=32)`"),
     ("autoread", "cached_auto_vs_pread", "random 4 KiB reads, cached, into an array "
      "touched before", "plain `os.pread` loop", "`read_blocks(mode='auto')` (copy threads)"),
     ("autoread", "whole_auto_vs_limit", "a warm file read whole into fresh memory",

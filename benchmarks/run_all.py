@@ -42,6 +42,8 @@ SCRIPTS = {
     "engines": ("bench_engines.py", ["--size", "256M", "--seconds", "1", "--rounds", "3"]),
     "lab_vs_fio": ("bench_lab_vs_fio.py", ["--size", "256M", "--direct-size", "64M",
                                            "--rounds", "3"]),
+    "direct_vs_fio": ("bench_direct_vs_fio.py", ["--size", "256M", "--requests", "32768",
+                                                 "--rounds", "5"]),
     # Best run under a free-threaded Python with --compare naming a default
     # build (docs/freethreading.md); under one interpreter it measures that one.
     "threads_scaling": ("bench_threads_scaling.py", ["--calls", "50000", "--rounds", "3"]),
