@@ -12,7 +12,10 @@ rounds, ratios as the median of the per-round ratios:
    read_blocks(mode='auto') (which samples the page cache and takes the
    copy path: C threads, one per usable CPU) against a plain os.pread loop
    (nothing else in the loop, no clock per call); mode='copy' on one thread
-   and mode='queue' (io_uring where it runs, depth 32) beside it.
+   and mode='queue' (io_uring where it runs, depth 32) beside it, and
+   mode='auto' with its worker threads kept on the caller's descriptor
+   (fastio.blocks.OWN_FDS_MIN_BLOCKS raised for that contender), to show
+   what their own descriptors give (docs/readwrite.md).
 2. a warm file read whole: read_file(mode='auto') against limit_read.c (a C
    program compiled here: two threads pread 4 MiB chunks into fresh
    anonymous memory with MADV_HUGEPAGE, the clock from the map to the
@@ -117,30 +120,40 @@ def part_cached_random(rep, path, size, args, rng, ncpu):
             pread(fd, BS, off)
         return time.perf_counter() - t0
 
-    def blocks(**kw):
+    def blocks(shared_fd=False, **kw):
         def run():
             st = {}
-            t0 = time.perf_counter()
-            fastio.read_blocks(fd, offsets, BS, out=out, stats=st, **kw)
-            t = time.perf_counter() - t0
+            if shared_fd:
+                saved = fastio.blocks.OWN_FDS_MIN_BLOCKS
+                fastio.blocks.OWN_FDS_MIN_BLOCKS = 1 << 62
+            try:
+                t0 = time.perf_counter()
+                fastio.read_blocks(fd, offsets, BS, out=out, stats=st, **kw)
+                t = time.perf_counter() - t0
+            finally:
+                if shared_fd:
+                    fastio.blocks.OWN_FDS_MIN_BLOCKS = saved
             chosen[kw.get("mode", "auto") + str(kw.get("threads", ""))] = st["mode"]
             return t
         return run
 
     print(f"\n1. cached random {BS // 1024} KiB reads, {n} per run, {ncpu} usable CPUs")
+    contenders = {"os.pread loop": pread_loop,
+                  "read_blocks(mode='auto')": blocks(mode="auto"),
+                  "read_blocks(mode='copy', threads=1)": blocks(mode="copy", threads=1),
+                  "read_blocks(mode='queue'), depth 32": blocks(mode="queue", depth=32)}
+    own_fds = hasattr(fastio.blocks, "OWN_FDS_MIN_BLOCKS")
+    if own_fds:
+        contenders["read_blocks(mode='auto'), one shared fd"] = blocks(mode="auto",
+                                                                       shared_fd=True)
     try:
-        times = run_rounds({"os.pread loop": pread_loop,
-                            "read_blocks(mode='auto')": blocks(mode="auto"),
-                            "read_blocks(mode='copy', threads=1)": blocks(mode="copy",
-                                                                          threads=1),
-                            "read_blocks(mode='queue'), depth 32": blocks(mode="queue",
-                                                                          depth=32)},
-                           args.rounds, once=lambda fn: fn())
+        times = run_rounds(contenders, args.rounds, once=lambda fn: fn())
     finally:
         os.close(fd)
     ids = {"os.pread loop": "cached_pread_loop", "read_blocks(mode='auto')": "cached_auto",
            "read_blocks(mode='copy', threads=1)": "cached_copy_1t",
-           "read_blocks(mode='queue'), depth 32": "cached_queue_d32"}
+           "read_blocks(mode='queue'), depth 32": "cached_queue_d32",
+           "read_blocks(mode='auto'), one shared fd": "cached_auto_shared_fd"}
     rep.figures_from_times(times, "k reads/s", lambda t: n / t / 1e3, ids=ids)
     rep.ratio("cached_auto_vs_pread", "cached random 4 KiB: read_blocks(mode='auto') / "
               "os.pread loop", "cached_auto", "cached_pread_loop")
@@ -148,6 +161,10 @@ def part_cached_random(rep, path, size, args, rng, ncpu):
               "os.pread loop", "cached_queue_d32", "cached_pread_loop")
     rep.ratio("cached_copy1_vs_pread", "cached random 4 KiB: read_blocks(mode='copy', "
               "threads=1) / os.pread loop", "cached_copy_1t", "cached_pread_loop")
+    if own_fds:
+        rep.ratio("cached_own_vs_shared_fd", "cached random 4 KiB: read_blocks(mode='auto'), "
+                  "a descriptor per worker / one shared descriptor", "cached_auto",
+                  "cached_auto_shared_fd")
     rep.note(f"part 1: mode='auto' chose {chosen.get('auto')!r} on the warm file "
              f"({ncpu} threads)")
 

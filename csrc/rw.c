@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -797,6 +798,96 @@ rw_pread_parallel(PyObject *Py_UNUSED(module), PyObject *const *args,
  * nothing beside the preads, small enough that the threads end together. */
 #define BLOCKS_PER_CLAIM 64
 
+/* ---- a worker's own open file description (own_fds) ----
+ *
+ * Why: in a process of several threads every pread(fd) takes a reference
+ * on the fd's struct file (an atomic on one cache line) and the read
+ * stores the readahead state (f_ra) in the same struct: threads sharing
+ * one descriptor bounce those lines between their cores. Measured on the
+ * 2-CPU VM (plain C, a cached 256 MiB file, random 4 KiB preads): one
+ * thread 1.40 M reads/s, two threads on one fd 2.35 M/s (1.68x), two
+ * threads each with its own open() of the file 2.74 M/s (1.94x).
+ *
+ * How: a worker thread (never the caller, which keeps the caller's fd)
+ * first takes a descriptor table of its own, empty, with
+ * close_range(0, ~0U, CLOSE_RANGE_UNSHARE), then opens
+ * /proc/self/task/<caller>/fd/<fd> (which works for unlinked files and
+ * memfds) into it. Two reasons for the private table:
+ *  - close() of a descriptor drops every POSIX (fcntl) record lock the
+ *    process holds on the file, whichever descriptor took it; closing a
+ *    reopened descriptor in the process's table would silently drop the
+ *    caller's locks (sqlite's, lockf's). The kernel drops only the locks
+ *    the closing table owns, and the private table owns none.
+ *  - with a table of its own (count 1) the worker's fdget takes no
+ *    reference at all.
+ * The table starts empty (nothing copied: no reference held on the
+ * process's other files, no ->flush of them when the thread ends, as a
+ * full unshare(CLONE_FILES) would do), so from then on the worker cannot
+ * use the caller's fd: a probe (an O_PATH open of the same link, whose
+ * close drops no lock and calls no filesystem) checks first that the
+ * link opens the same file (st_dev, st_ino) and is a regular file (never
+ * a FIFO, socket or device, whose open could block or act). Read-only
+ * (O_RDONLY even for an O_RDWR fd: the worker only reads, and a writable
+ * open would count as a writer of the file), with the fd's O_DIRECT and
+ * O_NOATIME. Anything that fails before the unshare leaves the worker on
+ * the shared fd; a failure after it (the fd closed meanwhile) leaves the
+ * worker idle: the caller's thread and the others claim its blocks. */
+
+#ifndef __NR_close_range
+#define __NR_close_range 436
+#endif
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
+#endif
+
+#define OWN_FD_SHARED (-1)  /* use the caller's fd */
+#define OWN_FD_NONE (-2)    /* this worker cannot read: claim nothing */
+
+static int
+same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && S_ISREG(b->st_mode);
+}
+
+/* fd reopened into this thread's own, otherwise empty, descriptor table;
+ * OWN_FD_SHARED or OWN_FD_NONE when not. Called by worker threads only
+ * (no GIL, every signal blocked: no EINTR). */
+static int
+own_fd_open(int fd, pid_t caller_tid)
+{
+    int fl = fcntl(fd, F_GETFL);
+    struct stat st, got;
+    if (fl < 0 || (fl & O_PATH) || (fl & O_ACCMODE) == O_WRONLY || fstat(fd, &st) < 0 ||
+        !S_ISREG(st.st_mode)) {
+        return OWN_FD_SHARED;  /* the reads report what is wrong, as before */
+    }
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/fd/%d", (long)caller_tid, fd);
+    int probe = open(path, O_PATH | O_CLOEXEC);
+    if (probe < 0) {
+        return OWN_FD_SHARED;  /* no /proc, or not allowed */
+    }
+    int same = fstat(probe, &got) == 0 && same_file(&st, &got);
+    close(probe);
+    if (!same || syscall(__NR_close_range, 0U, ~0U, CLOSE_RANGE_UNSHARE) < 0) {
+        return OWN_FD_SHARED;  /* another file, or before Linux 5.9, or seccomp */
+    }
+    /* O_NONBLOCK for the open only: the probe saw a regular file, but if
+     * the fd was closed and reused since, a FIFO's open must not wait. */
+    int keep = fl & (O_DIRECT | O_NOATIME | O_NONBLOCK);
+    int nfd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK |
+                             (fl & (O_DIRECT | O_NOATIME)));
+    if (nfd < 0) {
+        return OWN_FD_NONE;
+    }
+    if (fstat(nfd, &got) < 0 || !same_file(&st, &got) ||
+        ((keep & O_NONBLOCK) == 0 && fcntl(nfd, F_SETFL, keep) < 0)) {
+        close(nfd);
+        return OWN_FD_NONE;
+    }
+    return nfd;
+}
+
 typedef struct {
     int fd;
     unsigned flags;
@@ -805,6 +896,10 @@ typedef struct {
     size_t n;
     const int64_t *offsets;  /* the private copy, validated */
     int64_t *results;     /* per block: bytes read, or -errno */
+    atomic_size_t bad;    /* blocks not read whole */
+    int own_fds;          /* workers reopen the file (own_fd_open) */
+    pthread_t caller;     /* the thread that keeps fd */
+    pid_t caller_tid;
     atomic_size_t next;
     atomic_int stop;      /* an interrupt: leave the rest */
 } blocks_job;
@@ -813,6 +908,17 @@ static void
 blocks_work(void *arg)
 {
     blocks_job *job = arg;
+    int fd = job->fd, own = OWN_FD_SHARED;
+    if (job->own_fds && !pthread_equal(pthread_self(), job->caller)) {
+        own = own_fd_open(job->fd, job->caller_tid);
+        if (own == OWN_FD_NONE) {
+            return;
+        }
+        if (own >= 0) {
+            fd = own;
+        }
+    }
+    size_t bad = 0;
     for (;;) {
         if (atomic_load_explicit(&job->stop, memory_order_relaxed)) {
             break;
@@ -827,7 +933,7 @@ blocks_work(void *arg)
             size_t done = 0;
             int64_t res = 0;
             while (done < job->size) {
-                ssize_t got = fastio_prw(0, job->fd, dst + done, job->size - done,
+                ssize_t got = fastio_prw(0, fd, dst + done, job->size - done,
                                          job->offsets[i] + (int64_t)done, job->flags);
                 if (got > 0) {
                     done += (size_t)got;
@@ -841,7 +947,16 @@ blocks_work(void *arg)
                 }
             }
             job->results[i] = res < 0 ? res : (int64_t)done;
+            bad += done != job->size;
         }
+    }
+    if (bad) {
+        atomic_fetch_add(&job->bad, bad);
+    }
+    /* On every path out (an interrupt sets stop): the thread's table is
+     * freed when it ends, but the file is released now, before the join. */
+    if (own >= 0) {
+        close(own);
     }
 }
 
@@ -875,23 +990,27 @@ copy_offsets(PyObject *obj, const char *func, size_t *n)
 }
 
 PyDoc_STRVAR(pread_blocks_doc,
-"_pread_blocks($module, fd, offsets, size, buf, nthreads, flags, results, /)\n--\n\n"
+"_pread_blocks($module, fd, offsets, size, buf, nthreads, flags, results, own_fds=0, /)\n--\n\n"
 "Read size bytes at each of offsets (an int64 buffer) into buf (block i\n"
 "at i * size) with nthreads threads, each doing pread(2) (preadv2 with\n"
 "flags, RWF_* bits) of the blocks it claims. The int64 buffer results\n"
-"receives each block's byte count (short at an end of file) or -errno.\n"
-"offsets is copied into C memory before the GIL is released.");
+"receives each block's byte count (short at an end of file) or -errno;\n"
+"the return value is the number of blocks not read whole. offsets is\n"
+"copied into C memory before the GIL is released. own_fds:\n"
+"each thread but the calling one reads through its own open of the file\n"
+"(a regular file; /proc/self/fd), in a descriptor table of its own.");
 
 static PyObject *
 rw_pread_blocks(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     int fd;
-    long long size_ll, nthreads_ll;
+    long long size_ll, nthreads_ll, own_fds = 0;
     unsigned flags = 0;
-    if (check_nargs("_pread_blocks", nargs, 7, 7) < 0 || get_fd(args[0], &fd) < 0 ||
+    if (check_nargs("_pread_blocks", nargs, 7, 8) < 0 || get_fd(args[0], &fd) < 0 ||
         get_nonneg(args[2], "size", &size_ll) < 0 ||
         fastio_int_arg(args[4], "nthreads", 1, PAR_MAX_THREADS, &nthreads_ll) < 0 ||
-        get_rw_flags(args[5], &flags) < 0) {
+        get_rw_flags(args[5], &flags) < 0 ||
+        (nargs == 8 && fastio_int_arg(args[7], "own_fds", 0, 1, &own_fds) < 0)) {
         return NULL;
     }
     Py_buffer bufv, resv;
@@ -909,11 +1028,6 @@ rw_pread_blocks(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
             return NULL;
         }
     }
-    int64_t *results = PyMem_Calloc(n ? n : 1, sizeof(int64_t));
-    if (results == NULL) {
-        PyMem_Free(offsets);
-        return PyErr_NoMemory();
-    }
     PyObject *ret = NULL;
     if (get_buffer(args[3], &bufv, 1, "_pread_blocks", "buf") < 0) {
         goto free;
@@ -924,36 +1038,45 @@ rw_pread_blocks(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
         PyBuffer_Release(&bufv);
         goto free;
     }
-    blocks_job job = {.fd = fd, .flags = flags, .base = bufv.buf, .size = (size_t)size_ll,
-                      .n = n, .offsets = offsets, .results = results};
-    atomic_init(&job.next, 0);
-    atomic_init(&job.stop, 0);
-    size_t nthreads = (size_t)nthreads_ll;
-    size_t claims = (n + BLOCKS_PER_CLAIM - 1) / BLOCKS_PER_CLAIM;
-    if (nthreads > claims) {
-        nthreads = claims ? claims : 1;
-    }
-    int interrupted = n && size_ll ? par_run(blocks_work, &job, &job.stop, nthreads) < 0 : 0;
-    PyBuffer_Release(&bufv);
-    if (interrupted) {
-        goto free;
-    }
-    /* results is written only now, with the GIL held, from the C copy. */
+    /* The workers write results in place (an export held for the call, as
+     * for buf): no C-side copy to allocate, fault in and copy over. */
     if (get_buffer(args[6], &resv, 1, "_pread_blocks", "results") < 0) {
+        PyBuffer_Release(&bufv);
         goto free;
     }
     if ((size_t)resv.len != n * sizeof(int64_t) || (uintptr_t)resv.buf % _Alignof(int64_t)) {
         PyErr_SetString(PyExc_ValueError,
                         "results must be an aligned int64 array with one item per offset");
         PyBuffer_Release(&resv);
+        PyBuffer_Release(&bufv);
         goto free;
     }
-    memcpy(resv.buf, results, n * sizeof(int64_t));
+    blocks_job job = {.fd = fd, .flags = flags, .base = bufv.buf, .size = (size_t)size_ll,
+                      .n = n, .offsets = offsets, .results = resv.buf,
+                      .own_fds = (int)own_fds, .caller = pthread_self(),
+                      .caller_tid = (pid_t)syscall(SYS_gettid)};
+    atomic_init(&job.next, 0);
+    atomic_init(&job.stop, 0);
+    atomic_init(&job.bad, 0);
+    size_t nthreads = (size_t)nthreads_ll;
+    size_t claims = (n + BLOCKS_PER_CLAIM - 1) / BLOCKS_PER_CLAIM;
+    if (nthreads > claims) {
+        nthreads = claims ? claims : 1;
+    }
+    int interrupted = 0;
+    if (size_ll == 0) {
+        memset(resv.buf, 0, n * sizeof(int64_t));  /* every block read whole */
+    }
+    else if (n) {
+        interrupted = par_run(blocks_work, &job, &job.stop, nthreads) < 0;
+    }
     PyBuffer_Release(&resv);
-    ret = Py_NewRef(Py_None);
+    PyBuffer_Release(&bufv);
+    if (!interrupted) {
+        ret = PyLong_FromSize_t(atomic_load(&job.bad));
+    }
 free:
     PyMem_Free(offsets);
-    PyMem_Free(results);
     return ret;
 }
 

@@ -384,6 +384,93 @@ def evict(path):
     return residency(path)
 
 
+# ---------------------------------------------------------------- a thread's own descriptor table
+
+_OWN_TABLE_CHILD = r"""
+import ctypes, os, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open(sys.executable, os.O_RDONLY)
+try:
+    p = os.open(f"/proc/self/task/{threading.get_native_id()}/fd/{fd}", os.O_PATH)
+    os.close(p)
+except OSError as e:
+    print("open /proc/self/task/TID/fd/N:", e); sys.exit(1)
+# A range above every descriptor closes nothing; a single-threaded process
+# shares its table with nobody: only the flag is checked (ENOSYS before
+# close_range, 5.9; EINVAL where CLOSE_RANGE_UNSHARE is unknown).
+r = libc.syscall(ctypes.c_long(436), ctypes.c_uint(1 << 30), ctypes.c_uint(0xFFFFFFFF),
+                 ctypes.c_uint(2))
+if r < 0:
+    e = ctypes.get_errno()
+    print(f"close_range(CLOSE_RANGE_UNSHARE): {os.strerror(e)}"); sys.exit(1)
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def own_fd_table():
+    """A thread can take an empty descriptor table of its own
+    (close_range(CLOSE_RANGE_UNSHARE), Linux 5.9) and reopen a descriptor
+    through /proc/self/task/TID/fd/N. Probed in a child process (this
+    process's threads must keep sharing their table)."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", _OWN_TABLE_CHILD], capture_output=True,
+                       text=True)
+    if r.returncode:
+        return Probe(False, (r.stdout + r.stderr).strip()[-200:])
+    return Probe(True, "close_range(CLOSE_RANGE_UNSHARE) and /proc/self/task/TID/fd/N")
+
+
+@functools.lru_cache(maxsize=None)
+def inotify():
+    fd = _libc.inotify_init1(os.O_CLOEXEC)
+    if fd < 0:
+        return Probe(False, _err("inotify_init1", ctypes.get_errno()))
+    os.close(fd)
+    return Probe(True, "inotify_init1")
+
+
+class FileEvents:
+    """inotify on one file (a path, or /proc/self/fd/N for an unlinked
+    file or a memfd): the IN_OPEN / IN_CLOSE_NOWRITE / IN_CLOSE_WRITE
+    events since the watch was added, as 'open' / 'close' strings (O_PATH
+    opens make none). inotify merges an event identical to the one still
+    unread before it: count on alternating sequences only."""
+
+    MASKS = {0x20: "open", 0x10: "close", 0x08: "close"}
+
+    def __init__(self, path):
+        self.fd = _libc.inotify_init1(os.O_CLOEXEC | os.O_NONBLOCK)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        if _libc.inotify_add_watch(self.fd, os.fsencode(path), 0x20 | 0x10 | 0x08) < 0:
+            e = ctypes.get_errno()
+            os.close(self.fd)
+            raise OSError(e, f"inotify_add_watch({path})")
+
+    def events(self):
+        out = []
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return out
+            at = 0
+            while at < len(data):
+                _, mask, _, ln = struct.unpack_from("iIII", data, at)
+                at += 16 + ln
+                out += [name for bit, name in self.MASKS.items() if mask & bit]
+
+    def close(self):
+        os.close(self.fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 # ---------------------------------------------------------------- verdicts
 
 def skip_unless(feature, probe):
@@ -419,6 +506,8 @@ FEATURES = {
     "O_DIRECT": lambda d=None: o_direct(d or tempfile.gettempdir()),
     "FICLONE reflink": lambda d=None: ficlone(d or tempfile.gettempdir()),
     "RWF_DONTCACHE": lambda d=None: dontcache(d or tempfile.gettempdir()),
+    "own descriptor tables": lambda d=None: own_fd_table(),
+    "inotify": lambda d=None: inotify(),
 }
 
 
@@ -427,7 +516,8 @@ if __name__ == "__main__":
     dirs = sys.argv[1:] or [tempfile.gettempdir(), os.path.dirname(os.path.abspath(__file__))]
     for name in ("io_uring", "io_uring SQPOLL", "io_uring SINGLE_ISSUER",
                  "linux_aio", "posix_aio", "MADV_POPULATE_WRITE", "mlock",
-                 "transparent huge pages", "reserved huge pages"):
+                 "transparent huge pages", "reserved huge pages",
+                 "own descriptor tables", "inotify"):
         print(f"{name:24} {FEATURES[name]()}")
     for d in dirs:
         print(f"{'O_DIRECT':24} {o_direct(d)}")

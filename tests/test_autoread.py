@@ -522,3 +522,181 @@ def test_queue_batch_takes_only_the_dontcache_flag(tmp_path):
                              bytearray(4096), np.zeros(1, np.int64), bad)
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------- copy path: a descriptor per worker
+
+def own_fds_ready():
+    probes.skip_unless("own descriptor tables", probes.own_fd_table())
+    probes.skip_unless("inotify", probes.inotify())
+
+
+def enough_blocks(threads):
+    """A block count from which read_blocks gives its workers their own fds."""
+    from fastio.blocks import OWN_FDS_MIN_BLOCKS
+    return OWN_FDS_MIN_BLOCKS * threads
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_copy_path_workers_reopen_and_close(blob, threads):
+    """From OWN_FDS_MIN_BLOCKS blocks a thread each worker opens the file
+    once (inotify sees it; O_PATH probes make no event) and has closed it
+    when the call returns; the bytes are os.pread's; no fd is left."""
+    own_fds_ready()
+    p, data = blob
+    n = enough_blocks(threads)
+    offs = random_offsets(n, len(data))
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        before = fds()
+        with probes.FileEvents(p) as ev:
+            got = fastio.read_blocks(fd, offs, BLOCK, mode="copy", threads=threads)
+            seen = ev.events()
+        assert fds() == before
+        want = np.stack([np.frombuffer(os.pread(fd, BLOCK, int(o)), np.uint8) for o in offs])
+        assert np.array_equal(got, want)
+    finally:
+        os.close(fd)
+    if threads == 2:
+        # One worker: its open and its close, the close before the return.
+        assert seen == ["open", "close"]
+    else:
+        # Identical events in a row are merged by inotify: opens, then closes.
+        assert seen and seen[0] == "open" and seen[-1] == "close"
+
+
+def test_copy_path_small_calls_keep_the_shared_fd(blob):
+    own_fds_ready()
+    p, data = blob
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        with probes.FileEvents(p) as ev:
+            fastio.read_blocks(fd, random_offsets(enough_blocks(2) - 1, len(data)), BLOCK,
+                               mode="copy", threads=2)
+            fastio.read_blocks(fd, random_offsets(4 * enough_blocks(2), len(data)), BLOCK,
+                               mode="copy", threads=1)
+            assert ev.events() == []
+    finally:
+        os.close(fd)
+
+
+def test_copy_path_own_fds_keep_the_callers_posix_locks(blob):
+    """close() drops every POSIX lock the process holds on the file, by
+    whichever descriptor: a worker's reopened fd lives in a table of its
+    own, whose close drops none (a reopen in the process's table would
+    free the lock below)."""
+    import fcntl
+    import subprocess
+    import sys
+    own_fds_ready()
+    p, data = blob
+    child = ("import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDWR)\n"
+             "try:\n    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+             "    print('free')\nexcept OSError:\n    print('held')\n")
+
+    def lock_state():
+        return subprocess.run([sys.executable, "-c", child, str(p)], capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    fd = os.open(p, os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        assert lock_state() == "held"
+        with probes.FileEvents(p) as ev:
+            fastio.read_blocks(fd, random_offsets(enough_blocks(2), len(data)), BLOCK,
+                               mode="copy", threads=2)
+            assert ev.events() == ["open", "close"]
+        assert lock_state() == "held"
+    finally:
+        os.close(fd)
+
+
+def test_copy_path_own_fds_on_an_unlinked_file_and_a_memfd(tmp_path):
+    own_fds_ready()
+    data = np.random.default_rng(5).integers(0, 256, 1 << 20, np.uint8).tobytes()
+    p = tmp_path / "gone.bin"
+    p.write_bytes(data)
+    unlinked = os.open(p, os.O_RDONLY)
+    os.unlink(p)
+    memfd = os.memfd_create("fastio-test", os.MFD_CLOEXEC)
+    os.write(memfd, data)
+    n = enough_blocks(2)
+    offs = np.random.default_rng(6).integers(0, len(data) - 100, n)  # unaligned too
+    try:
+        for fd in (unlinked, memfd):
+            before = fds()
+            with probes.FileEvents(f"/proc/self/fd/{fd}") as ev:
+                got = fastio.read_blocks(fd, offs, 100, mode="copy", threads=2)
+                assert ev.events() == ["open", "close"]
+            assert fds() == before
+            assert np.array_equal(got, np.stack([np.frombuffer(os.pread(fd, 100, int(o)),
+                                                               np.uint8) for o in offs]))
+    finally:
+        os.close(unlinked)
+        os.close(memfd)
+
+
+def test_copy_path_own_fds_closed_on_errors(blob):
+    """A block past the end of the file (EOFError) and a descriptor the
+    workers cannot reopen (write-only: EBADF from the shared fd, as
+    before; a pipe: ESPIPE) leave no fd and no open file behind."""
+    own_fds_ready()
+    p, data = blob
+    n = enough_blocks(2)
+    offs = random_offsets(n, len(data))
+    offs[n // 2] = len(data) - 10
+    fd = os.open(p, os.O_RDONLY)
+    wfd = os.open(p, os.O_WRONLY)
+    r, w = os.pipe()
+    try:
+        before = fds()
+        with probes.FileEvents(p) as ev:
+            with pytest.raises(EOFError, match=f"request {n // 2} at offset"):
+                fastio.read_blocks(fd, offs, BLOCK, mode="copy", threads=2)
+            assert ev.events() == ["open", "close"]
+            with pytest.raises(OSError) as ei:
+                fastio.read_blocks(wfd, offs, BLOCK, mode="copy", threads=2)
+            assert ei.value.errno == errno.EBADF
+            assert ev.events() == []  # a write-only fd is not reopened for reading
+        with pytest.raises(OSError) as ei:
+            fastio.read_blocks(r, offs, BLOCK, mode="copy", threads=2)
+        assert ei.value.errno == errno.ESPIPE
+        assert fds() == before
+    finally:
+        for x in (fd, wfd, r, w):
+            os.close(x)
+
+
+def test_copy_path_own_fds_closed_on_keyboard_interrupt(blob):
+    """Ctrl-C (a handler raising KeyboardInterrupt) during copy-path reads
+    with reopened fds: every worker's open has its close, no fd is left."""
+    import signal
+    own_fds_ready()
+    p, data = blob
+    n = 1 << 14
+    offs = random_offsets(n, len(data))
+    out = fastio.Buffer(n * BLOCK)
+    before = fds()
+    fd = os.open(p, os.O_RDONLY)
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        with probes.FileEvents(p) as ev:
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            with pytest.raises(KeyboardInterrupt):
+                for _ in range(100_000):
+                    fastio.read_blocks(fd, offs, BLOCK, out=out, mode="copy", threads=2)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            seen = ev.events()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        os.close(fd)
+    assert fds() == before
+    assert out.exports == 0
+    # One worker a call: open and close alternate, none merged.
+    assert seen and seen.count("open") == seen.count("close")
+    assert seen == ["open", "close"] * seen.count("open")
