@@ -185,20 +185,13 @@ def main():
         # read of a cell locks it (PyCell_GetRef), so a cell that all the
         # threads read (fd of this function) would serialize them on every
         # call. fastio_pread_cell keeps that form, to show its cost.
-        def os_pread(fds):
+        def preads(fds, pread, second):
+            """pread(fd, second(), off) for each offset: os.pread with the
+            size (BS), fastio.pread with a bytearray of its own per thread."""
             def make(i):
-                def run(offs=offsets[i], pread=os.pread, fd=fds[i]):
+                def run(offs=offsets[i], pread=pread, arg=second(), fd=fds[i]):
                     for off in offs:
-                        pread(fd, BS, off)
-                    return len(offs)
-                return run
-            return make
-
-        def fastio_pread(fds):
-            def make(i):
-                def run(offs=offsets[i], pread=fastio.pread, buf=bytearray(BS), fd=fds[i]):
-                    for off in offs:
-                        pread(fd, buf, off)
+                        pread(fd, arg, off)
                     return len(offs)
                 return run
             return make
@@ -237,11 +230,14 @@ def main():
 
         shared_fds = [fd] * nt
         workloads = [("python_loop", "pure-Python loop (control)", python_loop),
-                     ("os_pread", "os.pread, one fd (reference)", os_pread(shared_fds)),
-                     ("os_pread_own", "os.pread, fd per thread", os_pread(own_fds)),
-                     ("fastio_pread", "fastio.pread, one fd", fastio_pread(shared_fds)),
+                     ("os_pread", "os.pread, one fd (reference)",
+                      preads(shared_fds, os.pread, lambda: BS)),
+                     ("os_pread_own", "os.pread, fd per thread",
+                      preads(own_fds, os.pread, lambda: BS)),
+                     ("fastio_pread", "fastio.pread, one fd",
+                      preads(shared_fds, fastio.pread, lambda: bytearray(BS))),
                      ("fastio_pread_own", "fastio.pread, fd per thread",
-                      fastio_pread(own_fds)),
+                      preads(own_fds, fastio.pread, lambda: bytearray(BS))),
                      ("fastio_pread_cell", "fastio.pread, one fd read from a shared "
                       "closure cell", fastio_pread_cell),
                      ("mmap_slice_shared", "mmap slicing, one map",
