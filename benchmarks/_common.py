@@ -19,7 +19,9 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 
@@ -196,6 +198,27 @@ def print_table(rows, columns, first="contender", indent=""):
     for line in lines:
         print(f"{indent}{line[0]:<{widths[0]}}" +
               "".join(f"  {cell:>{w}}" for cell, w in zip(line[1:], widths[1:])))
+
+
+def compile_c(source, out_dir, attempts=((),)):
+    """Compile benchmarks/c/SOURCE (a plain C baseline) with $CC, cc or gcc
+    and -O2 -pthread into out_dir: (path of the program, the extra flags that
+    worked) for the first of attempts (lists of extra flags, e.g. an optional
+    library first, then none) that compiles, or (None, why) when there is no
+    compiler or every attempt fails: a benchmark then leaves out its C rows
+    and says why."""
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if cc is None:
+        return None, "no C compiler (cc, gcc or $CC)"
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "c", source)
+    exe = os.path.join(out_dir, os.path.splitext(source)[0])
+    p = None
+    for extra in attempts:
+        p = subprocess.run([cc, "-O2", "-pthread", "-o", exe, src] + list(extra),
+                           capture_output=True, text=True)
+        if p.returncode == 0:
+            return exe, list(extra)
+    return None, f"{os.path.basename(cc)} failed on {source}: {p.stderr.strip()[-300:]}"
 
 
 # ---------------------------------------------------------------- spread

@@ -15,19 +15,40 @@ round). On a machine with N free cores a ratio near N means the calls run in
 parallel; on a default build (with the GIL) Python-level loops cannot
 exceed about 1, since only the I/O itself runs with the GIL released.
 
-Workloads, per thread:
+Workloads, per thread (each thread's loop reads only its own locals, see
+below):
   pure-Python loop         the same loop over the offsets without any I/O: the
     (control)              control, which scales only where the interpreter
                            lets threads run in parallel and the machine has
                            the cores free
-  os.pread (reference)     os.pread(fd, 4096, off): the stdlib's call
-  fastio.pread             fastio.pread(fd, buf, off) into its own bytearray
+  os.pread, one fd         os.pread(fd, 4096, off), one fd shared by the
+    (reference)            threads: the stdlib's call
+  os.pread, fd per thread  the same, each thread on its own open() of the file
+  fastio.pread, one fd     fastio.pread(fd, buf, off) into its own bytearray
+  fastio.pread, fd per     the same, each thread on its own open() of the file
+    thread
+  fastio.pread, fd from    fastio.pread on one fd that each thread's loop reads
+    a shared closure cell  from a closure variable of the function that made
+                           the threads (what this script did before): on
+                           3.13t every read of a closure variable locks its
+                           cell (LOAD_DEREF -> PyCell_GetRef takes the cell's
+                           critical section), so a cell shared by the threads
+                           serializes them a little on every call
   mmap slicing, one map    m[off:off + 4096] on ONE fastio.mmap shared by the
                            threads (each slice takes the map's critical section)
   mmap slicing, own map    the same on a fastio.mmap per thread
   read_blocks              fastio.read_blocks(fd, offsets, 4096, out=..., queue=q)
                            with a Queue per thread (depth 64, backend auto): one
                            C call per thread, the GIL released inside
+
+The machine's ceiling, measured in the same rounds: benchmarks/c/pread_threads.c
+(compiled here with cc) does the same random 4 KiB preads from C threads
+(5x the calls, the clock inside the program, from a barrier to the last
+join): with one fd shared, an fd per thread (own open()), a dup()ed fd per
+thread (own fd, shared open file description) and forked processes (one
+description, single-threaded fd tables). The ratios "fraction of C" divide
+fastio.pread's figure by C's with the same fd arrangement and thread count,
+round by round. Without a C compiler those rows are left out, with a note.
 
 --compare PYTHON runs this script again under another interpreter (e.g. the
 default build when this one is free-threaded) with the same arguments, and
@@ -43,6 +64,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -52,8 +74,8 @@ import time
 
 import numpy as np
 
-from _common import (Report, add_json_argument, cache_state, machine_info, make_file,
-                     run_rounds, warm)
+from _common import (Report, add_json_argument, cache_state, compile_c, machine_info,
+                     make_file, run_rounds, warm)
 import fastio
 
 BS = 4096
@@ -99,6 +121,26 @@ def in_threads(nthreads, make_work, cpus=None):
     return sum(counts) / wall
 
 
+C_MODES = [("shared", "one fd shared"), ("own", "fd per thread (own open)"),
+           ("dup", "dup()ed fd per thread (shared description)"),
+           ("fork", "processes sharing one description (fork)")]
+# C's workers do 5x the calls of a Python thread: each C run then lasts about
+# 0.1 s (at ~2 M preads/s), well above its timer's and its threads' start-up noise.
+C_CALLS_FACTOR = 5
+
+
+def c_rate(exe, path, nworkers, mode, calls, cpus):
+    """Calls per second of benchmarks/c/pread_threads.c (its own clock, from
+    a barrier to the last join); appends the CPUs it kept busy to cpus."""
+    p = subprocess.run([exe, path, str(nworkers), mode, str(calls), str(BS)],
+                       capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(f"pread_threads {mode} failed: {p.stderr.strip()}")
+    rate, busy = p.stdout.split()
+    cpus.append(float(busy))
+    return float(rate)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -114,13 +156,18 @@ def main():
     size = 64 << 20
     fd_, path = tempfile.mkstemp(prefix="fastio_bench_threads_")
     os.close(fd_)
+    tmp = tempfile.mkdtemp(prefix="fastio_bench_threads_c_")
     try:
         machine_info(path)
         me = interpreter()
         print(f"python  : {me['version']} ({me['kind']})")
+        exe, why = compile_c("pread_threads.c", tmp)
+        if exe is None:
+            print(f"C rows left out: {why}")
         make_file(path, size)
         warm(path)
         fd = os.open(path, os.O_RDONLY)
+        own_fds = [os.open(path, os.O_RDONLY) for _ in range(nt)]
         rng = random.Random(1)
         offsets = [[rng.randrange(size // BS) * BS for _ in range(args.calls)]
                    for _ in range(nt)]
@@ -135,29 +182,34 @@ def main():
               f"of {BS} bytes per thread, 1 and {nt} threads, {args.rounds} rounds; "
               f"read_blocks backend: {queues[0].backend}")
 
-        def os_pread(i):
-            offs, pread = offsets[i], os.pread
+        # Every loop below takes what it uses as default arguments, i.e.
+        # locals of run(): a closure variable is a cell, and on 3.13t each
+        # read of a cell locks it (PyCell_GetRef), so a cell that all the
+        # threads read (fd of this function) would serialize them on every
+        # call. fastio_pread_cell keeps that form, to show its cost.
+        def preads(fds, pread, second):
+            """pread(fd, second(), off) for each offset: os.pread with the
+            size (BS), fastio.pread with a bytearray of its own per thread."""
+            def make(i):
+                def run(offs=offsets[i], pread=pread, arg=second(), fd=fds[i]):
+                    for off in offs:
+                        pread(fd, arg, off)
+                    return len(offs)
+                return run
+            return make
 
-            def run():
-                for off in offs:
-                    pread(fd, BS, off)
-                return len(offs)
-            return run
-
-        def fastio_pread(i):
+        def fastio_pread_cell(i):
             offs, pread, buf = offsets[i], fastio.pread, bytearray(BS)
 
             def run():
                 for off in offs:
-                    pread(fd, buf, off)
+                    pread(fd, buf, off)  # fd: a cell shared by the threads
                 return len(offs)
             return run
 
         def slicing(maps):
             def make(i):
-                offs, m = offsets[i], maps[i]
-
-                def run():
+                def run(offs=offsets[i], m=maps[i]):
                     for off in offs:
                         m[off:off + BS]
                     return len(offs)
@@ -165,26 +217,31 @@ def main():
             return make
 
         def read_blocks(i):
-            q, out, offs = queues[i], outs[i], offs_arr[i]
-
-            def run():
+            def run(q=queues[i], out=outs[i], offs=offs_arr[i], fd=fd):
                 fastio.read_blocks(fd, offs, BS, out=out, queue=q)
                 return len(offs)
             return run
 
         def python_loop(i):
-            offs = offsets[i]
-
-            def run():
+            def run(offs=offsets[i]):
                 x = 0
                 for off in offs:
                     x ^= off >> 12
                 return len(offs)
             return run
 
+        shared_fds = [fd] * nt
         workloads = [("python_loop", "pure-Python loop (control)", python_loop),
-                     ("os_pread", "os.pread (reference)", os_pread),
-                     ("fastio_pread", "fastio.pread", fastio_pread),
+                     ("os_pread", "os.pread, one fd (reference)",
+                      preads(shared_fds, os.pread, lambda: BS)),
+                     ("os_pread_own", "os.pread, fd per thread",
+                      preads(own_fds, os.pread, lambda: BS)),
+                     ("fastio_pread", "fastio.pread, one fd",
+                      preads(shared_fds, fastio.pread, lambda: bytearray(BS))),
+                     ("fastio_pread_own", "fastio.pread, fd per thread",
+                      preads(own_fds, fastio.pread, lambda: bytearray(BS))),
+                     ("fastio_pread_cell", "fastio.pread, one fd read from a shared "
+                      "closure cell", fastio_pread_cell),
                      ("mmap_slice_shared", "mmap slicing, one map",
                       slicing([shared_map] * nt)),
                      ("mmap_slice_own", "mmap slicing, own map", slicing(own_maps)),
@@ -196,8 +253,20 @@ def main():
                 cpus[(wid, n)] = []
                 contenders.append((f"{label} x{n}", lambda n=n, make=make, c=cpus[(wid, n)]:
                                    in_threads(n, make, c)))
+        c_rows = []
+        if exe is not None:
+            for mode, what in C_MODES:
+                wid, label = f"c_{mode}", f"C pread, {what}"
+                c_rows.append((wid, label))
+                for n in (1, nt):
+                    cpus[(wid, n)] = []
+                    contenders.append((f"{label} x{n}", lambda n=n, mode=mode,
+                                       c=cpus[(wid, n)]: c_rate(
+                                           exe, path, n, mode, args.calls * C_CALLS_FACTOR, c)))
         rates = run_rounds(contenders, args.rounds, once=lambda fn: fn())
         os.close(fd)
+        for f in own_fds:
+            os.close(f)
         shared_map.close()
         for m in own_maps:
             m.close()
@@ -208,13 +277,17 @@ def main():
                 params={"file_size": size, "block": BS, "calls_per_thread": args.calls,
                         "threads": nt, "rounds": args.rounds,
                         "read_blocks_backend": queues[0].backend,
-                        "interpreter": f"{me['version']} ({me['kind']})"})
+                        "interpreter": f"{me['version']} ({me['kind']})",
+                        "c_ceiling": ("benchmarks/c/pread_threads.c, "
+                                      f"{args.calls * C_CALLS_FACTOR} calls per worker")
+                        if exe is not None else f"left out: {why}"})
     finally:
         os.unlink(path)
+        shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"\n{me['version']} ({me['kind']}): calls per second of the process, "
           f"median (min-max) over {args.rounds} rounds")
-    for wid, label, _ in workloads:
+    for wid, label in [(w, lab) for w, lab, _ in workloads] + c_rows:
         one, many = rates[f"{label} x1"], rates[f"{label} x{nt}"]
         rep.figure(f"{wid}_1", f"{label}, 1 thread [{me['version']}]", "calls/s", one)
         rep.figure(f"{wid}_{nt}", f"{label}, {nt} threads [{me['version']}]", "calls/s", many)
@@ -223,7 +296,15 @@ def main():
         # Not a fastio figure: what the machine gave the run (warmup excluded).
         rep.figure(f"{wid}_cpus_{nt}", f"{label}, {nt} threads: CPUs busy (process CPU "
                    f"s per wall s) [{me['version']}]", "CPUs", cpus[(wid, nt)][-args.rounds:])
-
+    if c_rows:
+        # What fraction of the machine's ceiling fastio.pread gets, same fd
+        # arrangement and thread count, round by round.
+        for wid, c_wid, what in (("fastio_pread", "c_shared", "one fd"),
+                                 ("fastio_pread_own", "c_own", "fd per thread")):
+            for n in (1, nt):
+                rep.ratio(f"{wid}_{n}_of_c", f"fastio.pread, {what}, {n} thread"
+                          f"{'s' if n > 1 else ''}: fraction of C's [{me['version']}]",
+                          f"{wid}_{n}", f"{c_wid}_{n}")
     if args.compare:
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tf:
             other_json = tf.name
