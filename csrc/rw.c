@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -822,11 +823,17 @@ rw_pread_parallel(PyObject *Py_UNUSED(module), PyObject *const *args,
  *    reference at all.
  * The table starts empty (nothing copied: no reference held on the
  * process's other files, no ->flush of them when the thread ends, as a
- * full unshare(CLONE_FILES) would do), so from then on the worker cannot
- * use the caller's fd: a probe (an O_PATH open of the same link, whose
- * close drops no lock and calls no filesystem) checks first that the
- * link opens the same file (st_dev, st_ino) and is a regular file (never
- * a FIFO, socket or device, whose open could block or act). Read-only
+ * full unshare(CLONE_FILES) would do; a kernel without Linux 6.12's
+ * close_range fix, 678379e1d4f7, backported to some stable series,
+ * copies the first 64 descriptors and closes them in the new table,
+ * calling each one's ->flush: a FUSE file's FLUSH request, an NFS file's
+ * writeback; no lock is dropped, that table owns none), so from then on
+ * the worker cannot use the caller's fd: a probe (an O_PATH open of the
+ * same link, whose close drops no lock and calls no filesystem) checks
+ * first that the link opens the same file (st_dev, st_ino) and is a
+ * regular file (never a FIFO, socket or device, whose open could block or
+ * act) on a disk or memory filesystem (plain_open_fs), with no lease on
+ * fd. Read-only
  * (O_RDONLY even for an O_RDWR fd: the worker only reads, and a writable
  * open would count as a writer of the file), with the fd's O_DIRECT and
  * O_NOATIME. Anything that fails before the unshare leaves the worker on
@@ -849,6 +856,45 @@ same_file(const struct stat *a, const struct stat *b)
     return a->st_dev == b->st_dev && a->st_ino == b->st_ino && S_ISREG(b->st_mode);
 }
 
+/* Whether fd's file is on a filesystem whose open of a regular file is
+ * local and acts on nothing: disk and memory filesystems (memfds are on
+ * tmpfs or hugetlbfs). Not the others: a /proc, sysfs, debugfs or tracefs
+ * file's open runs the kernel's own code for it (/proc/PID/mem takes the
+ * mm the process has now, and checks ptrace access again; tracefs' trace
+ * stops the tracer while open); a FUSE open is a request to its daemon and
+ * an NFS or CIFS open a round trip to the server, either of which can
+ * block, with the worker's signals blocked, while the caller's cached
+ * reads would not. An allowlist: an unknown filesystem only keeps the
+ * shared fd, as before. */
+static int
+plain_open_fs(int fd)
+{
+    static const unsigned long magics[] = {
+        0xEF53,      /* ext2, ext3, ext4 */
+        0x58465342,  /* xfs */
+        0x9123683E,  /* btrfs */
+        0xF2F52010,  /* f2fs */
+        0x2FC12FC1,  /* zfs */
+        0xCA451A4E,  /* bcachefs */
+        0xE0F5E1E2,  /* erofs */
+        0x73717368,  /* squashfs */
+        0x794C7630,  /* overlayfs */
+        0x01021994,  /* tmpfs (and memfds) */
+        0x958458F6,  /* hugetlbfs (MFD_HUGETLB memfds) */
+        0x858458F6,  /* ramfs */
+    };
+    struct statfs sf;
+    if (fstatfs(fd, &sf) < 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof magics / sizeof magics[0]; i++) {
+        if ((unsigned long)(unsigned int)sf.f_type == magics[i]) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* fd reopened into this thread's own, otherwise empty, descriptor table;
  * OWN_FD_SHARED or OWN_FD_NONE when not. Called by worker threads only
  * (no GIL, every signal blocked: no EINTR). */
@@ -860,6 +906,13 @@ own_fd_open(int fd, pid_t caller_tid)
     if (fl < 0 || (fl & O_PATH) || (fl & O_ACCMODE) == O_WRONLY || fstat(fd, &st) < 0 ||
         !S_ISREG(st.st_mode)) {
         return OWN_FD_SHARED;  /* the reads report what is wrong, as before */
+    }
+    /* A lease on fd (F_SETLEASE): any open for reading breaks a write
+     * lease, O_NONBLOCK or not: the kernel sends the holder (this process)
+     * SIGIO, whose default action ends it, and downgrades the lease. The
+     * caller's reads break nothing: keep them on its fd. */
+    if (fcntl(fd, F_GETLEASE) != F_UNLCK || !plain_open_fs(fd)) {
+        return OWN_FD_SHARED;
     }
     char path[64];
     snprintf(path, sizeof path, "/proc/self/task/%ld/fd/%d", (long)caller_tid, fd);

@@ -700,3 +700,57 @@ def test_copy_path_own_fds_closed_on_keyboard_interrupt(blob):
     # One worker a call: open and close alternate, none merged.
     assert seen and seen.count("open") == seen.count("close")
     assert seen == ["open", "close"] * seen.count("open")
+
+
+_LEASE_CHILD = r"""
+import fcntl, os, sys
+import numpy as np
+import fastio
+fd = os.open(sys.argv[1], os.O_RDONLY)
+try:
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+except OSError as e:
+    print(f"F_SETLEASE F_WRLCK: {e}")
+    sys.exit(77)
+n, size = int(sys.argv[2]), int(sys.argv[3])
+offs = np.random.default_rng(1).integers(0, os.fstat(fd).st_size // size, n) * size
+got = fastio.read_blocks(fd, offs, size, mode="copy", threads=2)
+assert all(bytes(got[i]) == os.pread(fd, size, int(o)) for i, o in enumerate(offs))
+print("lease", fcntl.fcntl(fd, fcntl.F_GETLEASE) == fcntl.F_WRLCK)
+"""
+
+
+def test_copy_path_own_fds_leave_a_write_lease_alone(blob):
+    """Any other open of a file, even read-only and O_NONBLOCK, breaks a
+    write lease (F_SETLEASE) on it: the kernel sends the holder SIGIO,
+    whose default action ends the process, and downgrades the lease. A
+    worker's reopen did that to the caller; with a lease on the fd the
+    workers keep the caller's descriptor: the process lives, the lease
+    stays."""
+    import subprocess
+    import sys
+    own_fds_ready()
+    p, _ = blob
+    r = subprocess.run([sys.executable, "-c", _LEASE_CHILD, str(p), str(enough_blocks(2)),
+                        str(BLOCK)], capture_output=True, text=True, timeout=120)
+    if r.returncode == 77:
+        pytest.skip(f"no write lease here: {r.stdout.strip()}")
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr[-2000:])
+    assert r.stdout.split() == ["lease", "True"]
+
+
+def test_copy_path_own_fds_not_on_proc_files():
+    """A /proc file is a regular file whose open runs the kernel's code for
+    it (/proc/PID/mem takes the mm the process has now): the workers keep
+    the caller's descriptor, no second open happens."""
+    own_fds_ready()
+    fd = os.open("/proc/self/status", os.O_RDONLY)
+    n = enough_blocks(2)
+    try:
+        with probes.FileEvents(f"/proc/self/fd/{fd}") as ev:
+            got = fastio.read_blocks(fd, np.zeros(n, np.int64), 4, mode="copy", threads=2)
+            seen = ev.events()
+    finally:
+        os.close(fd)
+    assert (got == np.frombuffer(b"Name", np.uint8)).all()
+    assert seen == []
