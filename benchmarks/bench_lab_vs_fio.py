@@ -49,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 
-from _common import Report, add_json_argument, machine_info, run_rounds, with_spread
+from _common import Report, add_json_argument, compile_c, machine_info, run_rounds, with_spread
 import fastio
 from fastio import lab
 
@@ -101,22 +101,11 @@ def fio(path, size, *, rw, bs, engine, depth, direct, iolog=None, extra=(), want
             "p99": job["clat_ns"]["percentile"].get("99.000000")}
 
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
 def build_read_loop(tmp):
-    """Compile benchmarks/c/read_loop.c into tmp: (path, has io_uring), or
-    (None, why) when gcc is missing or fails."""
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        return None, "no C compiler"
-    src = os.path.join(HERE, "c", "read_loop.c")
-    exe = os.path.join(tmp, "read_loop")
-    for extra in (["-DWITH_URING", "-luring"], []):
-        p = subprocess.run([cc, "-O2", "-o", exe, src] + extra, capture_output=True, text=True)
-        if p.returncode == 0:
-            return exe, bool(extra)
-    return None, f"gcc failed: {p.stderr.strip()[-300:]}"
+    """Compile benchmarks/c/read_loop.c into tmp, with liburing when it
+    links: (path, has io_uring), or (None, why) when no compiler works."""
+    exe, flags = compile_c("read_loop.c", tmp, attempts=(["-DWITH_URING", "-luring"], []))
+    return (exe, bool(flags)) if exe else (None, flags)
 
 
 def c_loop(exe, path, offsets_file, *, engine, bs, depth):
