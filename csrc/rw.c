@@ -832,8 +832,11 @@ rw_pread_parallel(PyObject *Py_UNUSED(module), PyObject *const *args,
  * same link, whose close drops no lock and calls no filesystem) checks
  * first that the link opens the same file (st_dev, st_ino) and is a
  * regular file (never a FIFO, socket or device, whose open could block or
- * act) on a disk or memory filesystem (plain_open_fs), with no lease on
- * fd. Read-only
+ * act) on a disk or memory filesystem (plain_open_fs), readable by this
+ * process, with no lease on fd. After the unshare the worker takes an
+ * O_PATH reference to what the link names then, checks it again, and
+ * opens that very inode: a fd closed and reused meanwhile never gets
+ * another file opened. Read-only
  * (O_RDONLY even for an O_RDWR fd: the worker only reads, and a writable
  * open would count as a writer of the file), with the fd's O_DIRECT and
  * O_NOATIME. Anything that fails before the unshare leaves the worker on
@@ -916,25 +919,53 @@ own_fd_open(int fd, pid_t caller_tid)
     }
     char path[64];
     snprintf(path, sizeof path, "/proc/self/task/%ld/fd/%d", (long)caller_tid, fd);
+    /* Checks made while a failure can still leave this worker on the
+     * shared fd. The probe is an O_PATH open: it calls no filesystem's
+     * open, and its close drops no lock. The access check: the reopen
+     * below is a real open, which checks read permission on the inode
+     * again (a file whose mode changed since the caller opened it, or an
+     * fd passed from a more privileged process), and after the unshare a
+     * refusal would leave this worker idle. */
     int probe = open(path, O_PATH | O_CLOEXEC);
     if (probe < 0) {
         return OWN_FD_SHARED;  /* no /proc, or not allowed */
     }
-    int same = fstat(probe, &got) == 0 && same_file(&st, &got);
-    close(probe);
-    if (!same || syscall(__NR_close_range, 0U, ~0U, CLOSE_RANGE_UNSHARE) < 0) {
-        return OWN_FD_SHARED;  /* another file, or before Linux 5.9, or seccomp */
+    int ok = fstat(probe, &got) == 0 && same_file(&st, &got);
+    if (ok) {
+        char probe_path[64];
+        snprintf(probe_path, sizeof probe_path, "/proc/thread-self/fd/%d", probe);
+        ok = faccessat(AT_FDCWD, probe_path, R_OK, AT_EACCESS) == 0;
     }
-    /* O_NONBLOCK for the open only: the probe saw a regular file, but if
-     * the fd was closed and reused since, a FIFO's open must not wait. */
+    close(probe);
+    if (!ok || syscall(__NR_close_range, 0U, ~0U, CLOSE_RANGE_UNSHARE) < 0) {
+        return OWN_FD_SHARED;  /* another file, unreadable, before Linux 5.9, or seccomp */
+    }
+    /* Now in the private table. The caller's fd may have been closed and
+     * its number reused since the probe (by another thread of the caller):
+     * take an O_PATH reference to whatever it is now, check that, and
+     * open exactly that inode through this thread's own /proc entry
+     * (/proc/thread-self, not /proc/self, which is the main thread's
+     * table). Whatever fd became meanwhile, no other file is ever opened.
+     * O_NONBLOCK for the open only: an open for reading of a file under
+     * another process's write lease would otherwise wait for its break. */
+    int here = open(path, O_PATH | O_CLOEXEC);
+    if (here < 0) {
+        return OWN_FD_NONE;
+    }
+    if (fstat(here, &got) < 0 || !same_file(&st, &got)) {
+        close(here);
+        return OWN_FD_NONE;
+    }
+    char here_path[64];
+    snprintf(here_path, sizeof here_path, "/proc/thread-self/fd/%d", here);
     int keep = fl & (O_DIRECT | O_NOATIME | O_NONBLOCK);
-    int nfd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK |
-                             (fl & (O_DIRECT | O_NOATIME)));
+    int nfd = open(here_path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK |
+                                  (fl & (O_DIRECT | O_NOATIME)));
+    close(here);
     if (nfd < 0) {
         return OWN_FD_NONE;
     }
-    if (fstat(nfd, &got) < 0 || !same_file(&st, &got) ||
-        ((keep & O_NONBLOCK) == 0 && fcntl(nfd, F_SETFL, keep) < 0)) {
+    if ((keep & O_NONBLOCK) == 0 && fcntl(nfd, F_SETFL, keep) < 0) {
         close(nfd);
         return OWN_FD_NONE;
     }

@@ -767,3 +767,54 @@ def test_copy_path_own_fds_not_on_proc_files():
         os.close(fd)
     assert (got == np.frombuffer(b"Name", np.uint8)).all()
     assert seen == []
+
+
+def test_copy_path_own_fds_never_open_a_file_swapped_in_under_the_fd(tmp_path):
+    """Another thread dup2()s a FIFO onto the caller's fd number and back
+    while copy-path reads run. A worker checks the file its fd names and
+    then reopens it: the reopen must open the very inode it checked, never
+    whatever the number names by then (an open can act: a FIFO's, a
+    device's, a FUSE file's). inotify on the FIFO sees no open at all (the
+    workers' O_PATH probes make no event; the caller's reads of the FIFO
+    fail with ESPIPE, which is the caller's doing)."""
+    import threading
+    own_fds_ready()
+    size = 1 << 20
+    a, fifo = tmp_path / "a.bin", tmp_path / "fifo"
+    write_file(a, size)
+    os.mkfifo(fifo)
+    before = fds()
+    fd = os.open(a, os.O_RDONLY)
+    fd_a, fd_fifo = os.dup(fd), os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    offs = random_offsets(enough_blocks(2), size)
+    out = np.empty((len(offs), BLOCK), np.uint8)
+    stop = threading.Event()
+
+    def swap():
+        while not stop.is_set():
+            os.dup2(fd_fifo, fd)
+            os.dup2(fd_a, fd)
+
+    try:
+        with probes.FileEvents(fifo) as ev:
+            t = threading.Thread(target=swap)
+            t.start()
+            try:
+                deadline = time.monotonic() + 1.5
+                calls = read = 0
+                while time.monotonic() < deadline:
+                    try:
+                        fastio.read_blocks(fd, offs, BLOCK, out=out, mode="copy", threads=2)
+                        read += 1
+                    except OSError:
+                        pass
+                    calls += 1
+            finally:
+                stop.set()
+                t.join()
+            assert calls > 10 and read > 0
+            assert ev.events() == []
+    finally:
+        for x in (fd, fd_a, fd_fifo):
+            os.close(x)
+    assert fds() == before
