@@ -16,8 +16,8 @@ rounds, ratios as the median of the per-round ratios:
    mode='auto' with its worker threads kept on the caller's descriptor
    (fastio.blocks.OWN_FDS_MIN_BLOCKS raised for that contender), to show
    what their own descriptors give (docs/readwrite.md).
-2. a warm file read whole: read_file(mode='auto') against limit_read.c (a C
-   program compiled here: two threads pread 4 MiB chunks into fresh
+2. a warm file read whole: read_file(mode='auto') against
+   benchmarks/c/limit_read.c (a C program compiled here: two threads pread 4 MiB chunks into fresh
    anonymous memory with MADV_HUGEPAGE, the clock from the map to the
    join), the ceiling with no Python at all.
 3. the same file cold (evicted before every read, checked by mincore):
@@ -42,22 +42,11 @@ import time
 
 import numpy as np
 
-from _common import (Report, add_json_argument, cache_state, evict, machine_info, make_file,
+from _common import (Report, add_json_argument, cache_state, compile_c, evict, machine_info, make_file,
                      parse_size, residency, run_rounds, warm)
 import fastio
 
 BS = 4096
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def compile_limit(tmp):
-    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if cc is None:
-        return None
-    exe = os.path.join(tmp, "limit_read")
-    subprocess.run([cc, "-O2", "-pthread", "-o", exe, os.path.join(HERE, "limit_read.c")],
-                   check=True)
-    return exe
 
 
 def main():
@@ -172,9 +161,9 @@ def part_cached_random(rep, path, size, args, rng, ncpu):
 # ---------------------------------------------------------------- part 2
 
 def part_whole_file(rep, path, size, args, tmp, ncpu):
-    exe = compile_limit(tmp)
+    exe, why = compile_c("limit_read.c", tmp)
     if exe is None:
-        rep.note("part 2 skipped: no C compiler for limit_read.c")
+        rep.note(f"part 2 skipped: {why}")
         return
     chosen = {}
 
