@@ -1,6 +1,7 @@
 """fastio.read_files: many whole files in one call, against the stdlib
 (open().read()) as oracle, on every backend that works here."""
 import asyncio
+import gc
 import inspect
 import os
 import subprocess
@@ -327,9 +328,11 @@ def test_no_leaks(tmp_path, backend, case):
             assert 1 in errors
 
     once()  # warm-up: lazy imports, the probe cache
+    gc.collect()
     fds, threads = count_fds(), count_threads()
     for _ in range(20):
         once()
+    gc.collect()
     assert count_fds() == fds, "file descriptors leaked"
     assert count_threads() == threads, "threads left running"
 
