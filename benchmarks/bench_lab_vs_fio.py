@@ -168,30 +168,29 @@ def compare(title, rounds, lab_fn, fio_fn, key, fid, bound_fn=None, control=Fals
     print(f"{title}")
     print(f"  lab {with_spread(lv, ',.0f', unit):>36}  p50 {lp50 / 1e3:8.1f} us")
     print(f"  fio {with_spread(fv, ',.0f', unit):>36}  p50 {fp50 / 1e3:8.1f} us")
+
+    def extra(name, label, note):
+        """The figure of the contender `name`, printed with its note."""
+        v = [x[key] * scale for x in got[name]]
+        REP.figure(f"{fid}: {name}", f"{title}: {label}", unit, v)
+        print(f"  {name} {with_spread(v, ',.0f', unit)}  ({note})")
+
+    def ratio(a, b, label):
+        """Contender a / contender b, per round, as printed."""
+        rr = REP.ratio(f"{fid}: {a} / {b}", f"{title}: {label}", f"{fid}: {a}", f"{fid}: {b}")
+        return with_spread(rr["per_round"])
+
     if bound_fn is not None:
-        cv = [x[key] * scale for x in got["C loop"]]
-        REP.figure(f"{fid}: C loop", f"{title}: plain C loop, untimed", unit, cv)
-        rl = REP.ratio(f"{fid}: lab / C loop", f"{title}: lab / plain C loop",
-                       f"{fid}: lab", f"{fid}: C loop")
-        rf = REP.ratio(f"{fid}: fio / C loop", f"{title}: fio / plain C loop",
-                       f"{fid}: fio", f"{fid}: C loop")
-        print(f"  C   {with_spread(cv, ',.0f', unit):>36}  (plain loop, no per-request clock)")
-        print(f"  lab / C loop: {with_spread(rl['per_round'])}   "
-              f"fio / C loop: {with_spread(rf['per_round'])}")
+        extra("C loop", "plain C loop, untimed", "plain loop, no per-request clock")
+        print(f"  lab / C loop: {ratio('lab', 'C loop', 'lab / plain C loop')}   "
+              f"fio / C loop: {ratio('fio', 'C loop', 'fio / plain C loop')}")
     if lean_fn is not None:
-        nv = [x[key] * scale for x in got["fio lean"]]
-        REP.figure(f"{fid}: fio lean", f"{title}: fio --gtod_reduce=1", unit, nv)
-        rn = REP.ratio(f"{fid}: lab / fio lean", f"{title}: lab / fio --gtod_reduce=1",
-                       f"{fid}: lab", f"{fid}: fio lean")
-        print(f"  fio {with_spread(nv, ',.0f', unit):>36}  (--gtod_reduce=1: no latency clock)")
-        print(f"  lab / fio lean: {with_spread(rn['per_round'])}")
+        extra("fio lean", "fio --gtod_reduce=1", "--gtod_reduce=1: no latency clock")
+        print(f"  lab / fio lean: {ratio('lab', 'fio lean', 'lab / fio --gtod_reduce=1')}")
     if control:
-        av = [x[key] * scale for x in got["fio again"]]
-        REP.figure(f"{fid}: fio again", f"{title}: fio again (control)", unit, av)
-        rc = REP.ratio(f"{fid}: fio / fio again", f"{title}: fio / fio again (noise floor)",
-                       f"{fid}: fio", f"{fid}: fio again")
-        print(f"  fio {with_spread(av, ',.0f', unit):>36}  (again: the control)")
-        print(f"  noise floor fio/fio again: {with_spread(rc['per_round'])}")
+        extra("fio again", "fio again (control)", "again: the control")
+        print(f"  noise floor fio/fio again: "
+              f"{ratio('fio', 'fio again', 'fio / fio again (noise floor)')}")
     print(f"  ratio lab/fio: {with_spread(r['per_round'])}  (per-round ratios of {rounds} "
           f"rotating rounds; target 0.90..1.10)")
     return r["median"]
