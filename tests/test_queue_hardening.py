@@ -746,3 +746,57 @@ def test_io_uring_stale_tid_is_not_the_owner():
     if "single_issuer" not in PROBED["io_uring"].features:
         pytest.skip("no single-issuer io_uring here")
     check_child(run_child(STALE_TID))
+
+
+# ---------------------------------------------------------------- one integer converter
+
+class _Index:
+    """An integer through __index__ only; `hook` runs inside it."""
+
+    def __init__(self, value, hook=None):
+        self.value, self.hook = value, hook
+
+    def __index__(self):
+        if self.hook is not None:
+            self.hook()
+        return self.value
+
+
+class _Refuses:
+    def __index__(self):
+        raise TypeError("refused by __index__")
+
+
+def test_queue_integers_take_index_and_its_exception_propagates(blob):
+    p, fd, data = blob
+    with fastio.Queue(_Index(4), "threads", submit_batch=_Index(2), threads=_Index(1),
+                      sqpoll_idle_ms=_Index(0)) as q:
+        assert q.depth == 4 and q.submit_batch == 2
+        buf = bytearray(8)
+        q.read(fd, buf, _Index(16), tag="a")
+        assert q.wait(_Index(1)) == [("a", 8)]
+        assert bytes(buf) == data[16:24]
+        # The exception raised by __index__ is the caller's: the old
+        # converter replaced it with "... must be an integer".
+        for call in (lambda: fastio.Queue(_Refuses(), "threads"),
+                     lambda: fastio.Queue(4, "threads", submit_batch=_Refuses()),
+                     lambda: q.wait(_Refuses()),
+                     lambda: q.read(fd, buf, _Refuses())):
+            with pytest.raises(TypeError, match="^refused by __index__$"):
+                call()
+    assert fastio.Buffer(_Index(64)).nbytes == 64
+    with pytest.raises(TypeError, match="^refused by __index__$"):
+        fastio.Buffer(_Refuses())
+
+
+def test_queue_offset_conversion_that_closes_the_queue(blob):
+    """__index__ runs before the queue is entered: a close() from inside it
+    leaves nothing queued and the call raises the closed error."""
+    p, fd, data = blob
+    q = fastio.Queue(4, "threads")
+    buf = bytearray(8)
+    with pytest.raises(ValueError, match="closed"):
+        q.read(fd, buf, _Index(0, hook=q.close))
+    # buf was never pinned: it can be resized.
+    buf.extend(b"x")
+    assert len(buf) == 9
