@@ -30,6 +30,7 @@ import pytest
 import fastio
 
 from test_aio import JOIN_TIMEOUT, PROBED, Stuck
+from test_sync_hardening import _Index, _Refuses
 
 HERE = Path(__file__).resolve().parent
 TIMEOUT = 60
@@ -749,23 +750,6 @@ def test_io_uring_stale_tid_is_not_the_owner():
 
 
 # ---------------------------------------------------------------- one integer converter
-
-class _Index:
-    """An integer through __index__ only; `hook` runs inside it."""
-
-    def __init__(self, value, hook=None):
-        self.value, self.hook = value, hook
-
-    def __index__(self):
-        if self.hook is not None:
-            self.hook()
-        return self.value
-
-
-class _Refuses:
-    def __index__(self):
-        raise TypeError("refused by __index__")
-
 
 def test_queue_integers_take_index_and_its_exception_propagates(blob):
     p, fd, data = blob

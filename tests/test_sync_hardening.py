@@ -421,27 +421,31 @@ def test_truncated_file_is_mapping_error_not_sigbus(tmp_path, what):
 
 # ------------------------------------------------ one integer and timeout converter
 
-class _Index:
-    """An integer through __index__ only; `hook` runs inside it (Python
-    code that a conversion can run: here, closing the object)."""
+class _Hooked:
+    """A number whose conversion runs `hook` first (Python code that a
+    conversion can run: here, closing the object being called)."""
 
     def __init__(self, value, hook=None):
         self.value, self.hook = value, hook
+
+    def _value(self):
+        if self.hook is not None:
+            self.hook()
+        return self.value
+
+
+class _Index(_Hooked):
+    """An integer through __index__ only."""
 
     def __index__(self):
-        if self.hook is not None:
-            self.hook()
-        return self.value
+        return self._value()
 
 
-class _Seconds:
-    def __init__(self, value, hook=None):
-        self.value, self.hook = value, hook
+class _Seconds(_Hooked):
+    """A number of seconds through __float__ only."""
 
     def __float__(self):
-        if self.hook is not None:
-            self.hook()
-        return self.value
+        return self._value()
 
 
 class _Refuses:
