@@ -1113,8 +1113,8 @@ static PyMethodDef lock_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))lock_acquire_locked, METH_VARARGS | METH_KEYWORDS,
      "acquire($self, /, blocking=True, timeout=-1)\n--\n\n"
      "Acquire the lock, waiting with the GIL released; True if acquired.\n"
-     "timeout: seconds (float); -1 or None waits forever; False when it expires.\n"
-     "Raises OwnerDeadError (with the lock now held by the caller) when the\n"
+     "timeout: seconds (float); -1, None or inf waits forever; False when it\n"
+     "expires. Raises OwnerDeadError (with the lock now held by the caller) when the\n"
      "previous holder died holding it."},
     {"release", (PyCFunction)lock_release_locked, METH_NOARGS,
      "release($self, /)\n--\n\n"
@@ -1490,10 +1490,12 @@ static PyMethodDef sem_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))sem_acquire_locked, METH_VARARGS | METH_KEYWORDS,
      "acquire($self, /, blocking=True, timeout=-1)\n--\n\n"
      "Decrement the count, waiting with the GIL released while it is 0;\n"
-     "True if decremented, False when timeout (seconds) expires."},
+     "True if decremented, False when timeout (seconds; -1, None or inf:\n"
+     "forever) expires."},
     {"release", (PyCFunction)(void (*)(void))sem_release_locked, METH_VARARGS | METH_KEYWORDS,
      "release($self, /, n=1)\n--\n\nIncrement the count by n, waking waiters.\n"
-     "ValueError if the count would pass SEM_VALUE_MAX. A large n posts with the\n"
+     "n in [1, SEM_VALUE_MAX], else OverflowError; ValueError if the count\n"
+     "would pass SEM_VALUE_MAX. A large n posts with the\n"
      "GIL released, in chunks between which signals are handled."},
     {"close", (PyCFunction)semaphore_close_locked, METH_NOARGS,
      "close($self, /)\n--\n\nDrop this handle's hold on the segment. Idempotent."},
