@@ -110,47 +110,36 @@ buffer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                                      &populate)) {
         return NULL;
     }
-    /* Integers only (floats refused with the argument named), clamped
-     * rather than refused when huge: the checks below then say what is
-     * wrong with the value (negative, or too large) in their words. */
-    for (int i = 0; i < 2; i++) {
-        PyObject *o = i == 0 ? nbytes_obj : align_obj;
-        const char *name = i == 0 ? "nbytes" : "align";
-        if (o != NULL && !PyIndex_Check(o)) {
-            PyErr_Format(PyExc_TypeError, "%s must be an integer, got %s=%R (%.100s)",
-                         name, name, o, Py_TYPE(o)->tp_name);
-            return NULL;
-        }
-    }
-    Py_ssize_t nbytes = PyNumber_AsSsize_t(nbytes_obj, NULL);
-    if (nbytes == -1 && PyErr_Occurred()) {
+    /* Integers only (floats refused with the argument named); within
+     * Py_ssize_t the checks below say what is wrong with the value
+     * (negative, or too large) in their words. */
+    long long nbytes_ll, align_ll = 4096;
+    if (fastio_int_arg(nbytes_obj, "nbytes", PY_SSIZE_T_MIN, PY_SSIZE_T_MAX,
+                       &nbytes_ll) < 0 ||
+        (align_obj != NULL &&
+         fastio_int_arg(align_obj, "align", PY_SSIZE_T_MIN, PY_SSIZE_T_MAX,
+                        &align_ll) < 0)) {
         return NULL;
     }
-    Py_ssize_t align = 4096;
-    if (align_obj != NULL) {
-        align = PyNumber_AsSsize_t(align_obj, NULL);
-        if (align == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-    }
+    Py_ssize_t nbytes = (Py_ssize_t)nbytes_ll, align = (Py_ssize_t)align_ll;
     if (nbytes < 0) {
         PyErr_Format(PyExc_ValueError,
-                     "Buffer size must be >= 0, got nbytes=%R", nbytes_obj);
+                     "Buffer size must be >= 0, got nbytes=%zd", nbytes);
         return NULL;
     }
     if (align < (Py_ssize_t)sizeof(void *) || (align & (align - 1)) != 0) {
         PyErr_Format(PyExc_ValueError,
-                     "alignment must be a power of two >= %zu, got align=%R",
-                     sizeof(void *), align_obj);
+                     "alignment must be a power of two >= %zu, got align=%zd",
+                     sizeof(void *), align);
         return NULL;
     }
     /* Past this the rounding below could overflow; no machine has it. */
     if (nbytes > PY_SSIZE_T_MAX / 2) {
-        PyErr_Format(PyExc_OverflowError, "Buffer too large: nbytes=%R", nbytes_obj);
+        PyErr_Format(PyExc_OverflowError, "Buffer too large: nbytes=%zd", nbytes);
         return NULL;
     }
     if (align > PY_SSIZE_T_MAX / 4) {
-        PyErr_Format(PyExc_OverflowError, "alignment too large: align=%R", align_obj);
+        PyErr_Format(PyExc_OverflowError, "alignment too large: align=%zd", align);
         return NULL;
     }
 

@@ -980,21 +980,26 @@ done:
     return result;
 }
 
+/* The timeout (and _send_frame's kind) is converted before the buffers
+ * are taken: __float__ / __index__ can run Python code, and nothing of
+ * the call is held then. */
 static PyObject *
 channel_send_bytes(ChannelObject *self, PyObject *args, PyObject *kwds)
 {
     static char *keywords[] = {"data", "timeout", NULL};
-    Py_buffer data;
+    PyObject *data_obj;
     PyObject *timeout_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|O:send_bytes", keywords, &data,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:send_bytes", keywords, &data_obj,
                                      &timeout_obj)) {
         return NULL;
     }
     double timeout;
-    PyObject *r = NULL;
-    if (fastio_parse_timeout(timeout_obj, "timeout", &timeout) == 0) {
-        r = send_frame(self, KIND_BYTES, NULL, 0, &data, timeout);
+    Py_buffer data;
+    if (fastio_parse_timeout(timeout_obj, "timeout", &timeout) < 0 ||
+        PyObject_GetBuffer(data_obj, &data, PyBUF_SIMPLE) < 0) {
+        return NULL;
     }
+    PyObject *r = send_frame(self, KIND_BYTES, NULL, 0, &data, timeout);
     PyBuffer_Release(&data);
     return r;
 }
@@ -1002,29 +1007,31 @@ channel_send_bytes(ChannelObject *self, PyObject *args, PyObject *kwds)
 static PyObject *
 channel_send_frame(ChannelObject *self, PyObject *args)
 {
-    PyObject *kind_obj;
-    Py_buffer meta, data;
-    PyObject *timeout_obj;
-    /* kind as an object: "I" would silently truncate 2**32 + 1 to 1. */
-    if (!PyArg_ParseTuple(args, "O!y*y*O:_send_frame", &PyLong_Type, &kind_obj,
-                          &meta, &data, &timeout_obj)) {
+    PyObject *kind_obj, *meta_obj, *data_obj, *timeout_obj;
+    if (!PyArg_ParseTuple(args, "OOOO:_send_frame", &kind_obj, &meta_obj, &data_obj,
+                          &timeout_obj)) {
         return NULL;
     }
+    /* KIND_WRAP (0) marks the ring's wrap, never a message. */
+    long long kind;
     double timeout;
+    if (fastio_int_arg(kind_obj, "kind", KIND_WRAP + 1, UINT32_MAX, &kind) < 0 ||
+        fastio_parse_timeout(timeout_obj, "timeout", &timeout) < 0) {
+        return NULL;
+    }
+    Py_buffer meta, data;
+    if (PyObject_GetBuffer(meta_obj, &meta, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(data_obj, &data, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&meta);
+        return NULL;
+    }
     PyObject *r = NULL;
-    unsigned long kind = PyLong_AsUnsignedLong(kind_obj);
-    if (kind == (unsigned long)-1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        kind = (unsigned long)UINT32_MAX + 1;
-    }
-    if (kind == KIND_WRAP || kind > UINT32_MAX) {
-        PyErr_Format(PyExc_ValueError, "frame kind must be in [1, %lu], got kind=%R",
-                     (unsigned long)UINT32_MAX, kind_obj);
-    }
-    else if (meta.len > UINT32_MAX) {
+    if (meta.len > UINT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "frame meta too long");
     }
-    else if (fastio_parse_timeout(timeout_obj, "timeout", &timeout) == 0) {
+    else {
         r = send_frame(self, (uint32_t)kind, meta.buf, meta.len, &data, timeout);
     }
     PyBuffer_Release(&meta);

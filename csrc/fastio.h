@@ -433,8 +433,14 @@ fastio_realtime_after_ms(struct timespec *ts, long ms)
 void fastio_anchor_leave(fastio_anchor *a);
 /* Parse a timeout in seconds: None or inf -> *out = -1 (forever); a
  * number in [0, FASTIO_TIMEOUT_MAX] -> *out = seconds. Negative or NaN ->
- * ValueError, finite past the limit -> OverflowError, naming `argname`. */
+ * ValueError, finite past the limit -> OverflowError, a non-number ->
+ * TypeError, each naming `argname`. Anything with __float__ or __index__
+ * is taken: it can run Python code, so convert before taking any state. */
 int fastio_parse_timeout(PyObject *obj, const char *argname, double *out);
+/* The same, with FASTIO_TIMEOUT_MINUS_ONE: -1 also means forever (and the
+ * messages say so), threading.Lock.acquire's spelling of "no timeout". */
+#define FASTIO_TIMEOUT_MINUS_ONE 1
+int fastio_parse_timeout_ex(PyObject *obj, const char *argname, int flags, double *out);
 /* The longest finite timeout (seconds, about 31 years): its nanoseconds
  * plus CLOCK_MONOTONIC's stay far inside a long long. */
 #define FASTIO_TIMEOUT_MAX 1e9

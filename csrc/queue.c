@@ -284,57 +284,6 @@ get_fd(PyObject *obj, int *fd)
     return 0;
 }
 
-/* obj as a C integer in lo..hi, the error naming the argument: TypeError
- * for a non-integer (a float is refused, never truncated), OverflowError
- * past the C type, ValueError outside lo..hi. __index__ may run Python
- * code: callers convert before they take the queue's state. */
-static int
-get_ll(PyObject *obj, const char *name, long long lo, long long hi, long long *out)
-{
-    PyObject *idx = PyNumber_Index(obj);
-    if (idx == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyErr_Format(PyExc_TypeError, "%s must be an integer, got %s=%R", name,
-                         name, obj);
-        }
-        return -1;
-    }
-    int overflow;
-    long long v = PyLong_AsLongLongAndOverflow(idx, &overflow);
-    Py_DECREF(idx);
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (overflow != 0 || v < lo || v > hi) {
-        PyObject *kind = overflow ? PyExc_OverflowError : PyExc_ValueError;
-        int below = overflow < 0 || (overflow == 0 && v < lo);
-        if (hi == LLONG_MAX && below) {
-            PyErr_Format(kind, "%s must be >= %lld, got %s=%R", name, lo, name, obj);
-        }
-        else if (hi == LLONG_MAX) {
-            PyErr_Format(kind, "%s must be < 2**63, got %s=%R", name, name, obj);
-        }
-        else {
-            PyErr_Format(kind, "%s must be in %lld..%lld, got %s=%R", name, lo, hi, name,
-                         obj);
-        }
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-static int
-get_i64(PyObject *obj, const char *name, int64_t *out, int64_t lo)
-{
-    long long v;
-    if (get_ll(obj, name, (long long)lo, LLONG_MAX, &v) < 0) {
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 static int
 get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *func,
            const char *name)
@@ -1091,12 +1040,14 @@ Queue_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                                      &batch_o)) {
         return NULL;
     }
-    /* Every count range-checked and named (a float is refused). */
+    /* Every count range-checked and named (a float is refused), before
+     * anything is allocated: __index__ can run Python code. */
     long long depth = 64, submit_batch = SUBMIT_BATCH_DEFAULT, idle = 0, threads = 0;
-    if ((depth_o && get_ll(depth_o, "depth", 1, DEPTH_MAX, &depth) < 0) ||
-        (batch_o && get_ll(batch_o, "submit_batch", 1, LLONG_MAX, &submit_batch) < 0) ||
-        (idle_o && get_ll(idle_o, "sqpoll_idle_ms", 0, INT_MAX, &idle) < 0) ||
-        (threads_o && get_ll(threads_o, "threads", 0, INT_MAX, &threads) < 0)) {
+    if ((depth_o && fastio_int_arg(depth_o, "depth", 1, DEPTH_MAX, &depth) < 0) ||
+        (batch_o &&
+         fastio_int_arg(batch_o, "submit_batch", 1, LLONG_MAX, &submit_batch) < 0) ||
+        (idle_o && fastio_int_arg(idle_o, "sqpoll_idle_ms", 0, INT_MAX, &idle) < 0) ||
+        (threads_o && fastio_int_arg(threads_o, "threads", 0, INT_MAX, &threads) < 0)) {
         return NULL;
     }
     const fastio_aio_ops *ops = NULL;
@@ -1238,20 +1189,13 @@ Queue_dealloc(QueueObject *q)
 /* ================================================================== */
 /* Methods */
 
-/* q_add's work, the queue entered (busy): fetching the fd and buffer may
- * run Python code, making room releases the GIL. */
+/* q_add's work, the queue entered (busy): fetching the buffer may run
+ * Python code, making room releases the GIL. fd and offset were converted
+ * by q_add before it entered. */
 static PyObject *
-q_add_request(QueueObject *q, PyObject *const *args, uint8_t opcode, const char *func,
-              PyObject *tag)
+q_add_request(QueueObject *q, PyObject *const *args, int fd, int64_t offset,
+              uint8_t opcode, const char *func, PyObject *tag)
 {
-    int fd;
-    int64_t offset = 0;
-    if (get_fd(args[0], &fd) < 0) {
-        return NULL;
-    }
-    if (opcode != FASTIO_OP_FSYNC && get_i64(args[2], "offset", &offset, 0) < 0) {
-        return NULL;
-    }
     /* Make room: completions reaped but not yet asked for move to the
      * ready list; with none, wait for one. */
     if (q->nfree == 0) {
@@ -1346,10 +1290,19 @@ q_add(QueueObject *q, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
         }
         tag = args[nargs];
     }
+    /* fileno() and __index__ can run Python code: converted before the
+     * queue is entered. */
+    int fd;
+    long long offset = 0;
+    if (get_fd(args[0], &fd) < 0 ||
+        (opcode != FASTIO_OP_FSYNC &&
+         fastio_int_arg(args[2], "offset", 0, INT64_MAX, &offset) < 0)) {
+        return NULL;
+    }
     if (q_enter(q) < 0) {
         return NULL;
     }
-    return q_leave(q, q_add_request(q, args, opcode, func, tag));
+    return q_leave(q, q_add_request(q, args, fd, (int64_t)offset, opcode, func, tag));
 }
 
 PyDoc_STRVAR(read_doc,
@@ -1459,7 +1412,8 @@ Queue_wait(QueueObject *q, PyObject *args, PyObject *kwds)
         return NULL;
     }
     long long min_ll = 1;
-    if (min_o != NULL && get_ll(min_o, "min_complete", 0, PY_SSIZE_T_MAX, &min_ll) < 0) {
+    if (min_o != NULL &&
+        fastio_int_arg(min_o, "min_complete", 0, PY_SSIZE_T_MAX, &min_ll) < 0) {
         return NULL;
     }
     Py_ssize_t min_complete = (Py_ssize_t)min_ll;
@@ -1614,10 +1568,10 @@ Queue_batch(QueueObject *q, PyObject *const *args, Py_ssize_t nargs)
     }
     int writing = PyObject_IsTrue(args[0]);
     int fd;
-    int64_t size = 0;
+    long long size = 0;
     long long rw_flags = 0;
     if (writing < 0 || get_fd(args[1], &fd) < 0 ||
-        (args[3] == Py_None && get_i64(args[4], "size", &size, 0) < 0) ||
+        (args[3] == Py_None && fastio_int_arg(args[4], "size", 0, INT64_MAX, &size) < 0) ||
         (nargs == 8 && fastio_int_arg(args[7], "rw_flags", 0, UINT32_MAX, &rw_flags) < 0)) {
         return NULL;
     }

@@ -99,8 +99,12 @@ fastio_monotonic(void)
 }
 
 int
-fastio_parse_timeout(PyObject *obj, const char *argname, double *out)
+fastio_parse_timeout_ex(PyObject *obj, const char *argname, int flags, double *out)
 {
+    /* threading.Lock.acquire also spells "forever" as -1: the messages
+     * list it where it is accepted. */
+    int minus_one = (flags & FASTIO_TIMEOUT_MINUS_ONE) != 0;
+    const char *or_none = minus_one ? ", -1 or None" : " or None";
     if (obj == NULL || obj == Py_None) {
         *out = -1.0;
         return 0;
@@ -109,15 +113,19 @@ fastio_parse_timeout(PyObject *obj, const char *argname, double *out)
     if (t == -1.0 && PyErr_Occurred()) {
         if (PyErr_ExceptionMatches(PyExc_TypeError)) {
             PyErr_Format(PyExc_TypeError,
-                         "%s must be a number of seconds or None, got %s of type %.100s",
-                         argname, argname, Py_TYPE(obj)->tp_name);
+                         "%s must be a number of seconds%s, got %s of type %.100s",
+                         argname, or_none, argname, Py_TYPE(obj)->tp_name);
         }
         return -1;
     }
+    if (minus_one && t == -1.0) {
+        *out = -1.0;
+        return 0;
+    }
     if (!(t >= 0.0)) {  /* negative or NaN */
         PyErr_Format(PyExc_ValueError,
-                     "%s must be a non-negative number of seconds or None, got %s=%R",
-                     argname, argname, obj);
+                     "%s must be a non-negative number of seconds%s, got %s=%R",
+                     argname, or_none, argname, obj);
         return -1;
     }
     if (isinf(t)) {
@@ -126,13 +134,19 @@ fastio_parse_timeout(PyObject *obj, const char *argname, double *out)
     }
     if (t > FASTIO_TIMEOUT_MAX) {
         PyErr_Format(PyExc_OverflowError,
-                     "%s is too large: at most %lld seconds (or inf or None for no "
+                     "%s is too large: at most %lld seconds (or %sinf or None for no "
                      "limit), got %s=%R", argname, (long long)FASTIO_TIMEOUT_MAX,
-                     argname, obj);
+                     minus_one ? "-1, " : "", argname, obj);
         return -1;
     }
     *out = t;
     return 0;
+}
+
+int
+fastio_parse_timeout(PyObject *obj, const char *argname, double *out)
+{
+    return fastio_parse_timeout_ex(obj, argname, 0, out);
 }
 
 /* ================================================================== */
@@ -323,26 +337,12 @@ fastio_tag_check(PyTypeObject *tp, _Atomic uint64_t *tag, const uint32_t *versio
 int
 fastio_offset_converter(PyObject *obj, void *out)
 {
-    PyObject *idx = PyNumber_Index(obj);
-    if (idx == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyErr_Format(PyExc_TypeError, "offset must be an int, got offset of type %.100s",
-                         Py_TYPE(obj)->tp_name);
-        }
+    /* Runs before any state is taken (__index__ can run Python code). */
+    long long v;
+    if (fastio_int_arg(obj, "offset", 0, PY_SSIZE_T_MAX, &v) < 0) {
         return 0;
     }
-    Py_ssize_t v = PyLong_AsSsize_t(idx);
-    if (v == -1 && PyErr_Occurred()) {
-        /* Name the argument: the default says only "too large to convert". */
-        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
-            PyErr_Format(PyExc_OverflowError, "offset=%R is out of range (at most %zd)",
-                         idx, PY_SSIZE_T_MAX);
-        }
-        Py_DECREF(idx);
-        return 0;
-    }
-    Py_DECREF(idx);
-    *(Py_ssize_t *)out = v;
+    *(Py_ssize_t *)out = (Py_ssize_t)v;
     return 1;
 }
 
@@ -616,36 +616,15 @@ parse_acquire(PyObject *args, PyObject *kwds, const char *fname, double *wait)
                                      &timeout_obj)) {
         return -1;
     }
-    double timeout = -1.0;
-    if (timeout_obj != Py_None) {
-        timeout = PyFloat_AsDouble(timeout_obj);
-        if (timeout == -1.0 && PyErr_Occurred()) {
-            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-                PyErr_Format(PyExc_TypeError,
-                             "timeout must be a number of seconds, -1 or None, got "
-                             "timeout of type %.100s", Py_TYPE(timeout_obj)->tp_name);
-            }
-            return -1;
-        }
-        /* threading.Lock spells "forever" as -1 */
-        if (timeout != -1.0 && !(timeout >= 0.0)) {
-            PyErr_Format(PyExc_ValueError,
-                         "timeout must be a non-negative number of seconds, -1 or "
-                         "None, got timeout=%R", timeout_obj);
-            return -1;
-        }
-        if (isinf(timeout)) {
-            timeout = -1.0;  /* documented: inf waits without limit */
-        }
-        else if (timeout > FASTIO_TIMEOUT_MAX) {
-            PyErr_Format(PyExc_OverflowError,
-                         "timeout is too large: at most %lld seconds (or -1, inf or "
-                         "None for no limit), got timeout=%R",
-                         (long long)FASTIO_TIMEOUT_MAX, timeout_obj);
-            return -1;
-        }
+    double timeout;
+    if (fastio_parse_timeout_ex(timeout_obj, "timeout", FASTIO_TIMEOUT_MINUS_ONE,
+                                &timeout) < 0) {
+        return -1;
     }
-    if (!blocking && timeout_obj != Py_None && timeout != -1.0) {
+    /* threading.Lock takes timeout=-1 (no timeout) with blocking=False and
+     * refuses any other: None and inf, fastio's other spellings of -1,
+     * are taken as -1 is. */
+    if (!blocking && timeout != -1.0) {
         PyErr_SetString(PyExc_ValueError,
                         "can't specify a timeout for a non-blocking call");
         return -1;
@@ -1134,8 +1113,8 @@ static PyMethodDef lock_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))lock_acquire_locked, METH_VARARGS | METH_KEYWORDS,
      "acquire($self, /, blocking=True, timeout=-1)\n--\n\n"
      "Acquire the lock, waiting with the GIL released; True if acquired.\n"
-     "timeout: seconds (float); -1 or None waits forever; False when it expires.\n"
-     "Raises OwnerDeadError (with the lock now held by the caller) when the\n"
+     "timeout: seconds (float); -1, None or inf waits forever; False when it\n"
+     "expires. Raises OwnerDeadError (with the lock now held by the caller) when the\n"
      "previous holder died holding it."},
     {"release", (PyCFunction)lock_release_locked, METH_NOARGS,
      "release($self, /)\n--\n\n"
@@ -1239,28 +1218,10 @@ semaphore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                                      &value_obj, &create)) {
         return NULL;
     }
-    long value = 1;
-    if (value_obj != NULL) {
-        value = PyLong_AsLong(value_obj);
-        if (value == -1 && PyErr_Occurred()) {
-            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-                PyErr_Format(PyExc_TypeError,
-                             "Semaphore value must be an int, got value of type %.100s",
-                             Py_TYPE(value_obj)->tp_name);
-                return NULL;
-            }
-            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
-                return NULL;
-            }
-            PyErr_Clear();
-            value = -1;
-        }
-        if (value < 0 || value > SEM_VALUE_MAX) {
-            PyErr_Format(PyExc_ValueError,
-                         "Semaphore value must be in [0, %d], got value=%R",
-                         SEM_VALUE_MAX, value_obj);
-            return NULL;
-        }
+    long long value = 1;
+    if (value_obj != NULL &&
+        fastio_int_arg(value_obj, "value", 0, SEM_VALUE_MAX, &value) < 0) {
+        return NULL;
     }
     SemObject *self = (SemObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
@@ -1278,7 +1239,7 @@ semaphore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     sem_shared *sh = (sem_shared *)p;
     self->shared = sh;
     /* A semaphore has no unusable state: a live one is never replaced. */
-    sync_op o = {.op = OP_SEM_INIT, .obj = &sh->sem, .n = value};
+    sync_op o = {.op = OP_SEM_INIT, .obj = &sh->sem, .n = (long)value};
     if (sync_make((PyObject *)self, &sh->head, SEM_MAGIC, "Semaphore", offset, create,
                   &o, "sem_init", NULL, NULL) < 0) {
         goto fail;
@@ -1417,28 +1378,12 @@ sem_release(SemObject *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:release", keywords, &n_obj)) {
         return NULL;
     }
-    long n = 1;
-    if (n_obj != NULL) {
-        /* Any int, range-checked here so that 2**64 names n like 0 does. */
-        int overflow;
-        n = PyLong_AsLongAndOverflow(n_obj, &overflow);
-        if (n == -1 && PyErr_Occurred()) {
-            if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-                PyErr_Format(PyExc_TypeError, "n must be an int, got n of type %.100s",
-                             Py_TYPE(n_obj)->tp_name);
-            }
-            return NULL;
-        }
-        if (overflow) {
-            n = overflow < 0 ? -1 : (long)SEM_VALUE_MAX + 1;
-        }
-    }
-    if (sem_check(self) < 0) {
+    /* Converted before sem_check: __index__ may run Python code (close). */
+    long long n = 1;
+    if (n_obj != NULL && fastio_int_arg(n_obj, "n", 1, SEM_VALUE_MAX, &n) < 0) {
         return NULL;
     }
-    if (n < 1 || n > SEM_VALUE_MAX) {
-        PyErr_Format(PyExc_ValueError, "n must be in [1, %d], got n=%R",
-                     SEM_VALUE_MAX, n_obj != NULL ? n_obj : Py_None);
+    if (sem_check(self) < 0) {
         return NULL;
     }
     /* Refuse at once what would pass SEM_VALUE_MAX rather than post part
@@ -1448,13 +1393,13 @@ sem_release(SemObject *self, PyObject *args, PyObject *kwds)
     if (sync_call((PyObject *)self, &o, "Semaphore.release", self->shared) < 0) {
         return NULL;
     }
-    if (o.rc == 0 && o.value >= 0 && n > (long)SEM_VALUE_MAX - o.value) {
+    if (o.rc == 0 && o.value >= 0 && n > (long long)SEM_VALUE_MAX - o.value) {
         PyErr_Format(PyExc_ValueError,
-                     "release(n=%ld) would raise the count past %d (it is %d)",
+                     "release(n=%lld) would raise the count past %d (it is %d)",
                      n, SEM_VALUE_MAX, o.value);
         return NULL;
     }
-    return sem_post_n(self, n, "Semaphore.release");
+    return sem_post_n(self, (long)n, "Semaphore.release");
 }
 
 static PyObject *
@@ -1545,10 +1490,12 @@ static PyMethodDef sem_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))sem_acquire_locked, METH_VARARGS | METH_KEYWORDS,
      "acquire($self, /, blocking=True, timeout=-1)\n--\n\n"
      "Decrement the count, waiting with the GIL released while it is 0;\n"
-     "True if decremented, False when timeout (seconds) expires."},
+     "True if decremented, False when timeout (seconds; -1, None or inf:\n"
+     "forever) expires."},
     {"release", (PyCFunction)(void (*)(void))sem_release_locked, METH_VARARGS | METH_KEYWORDS,
      "release($self, /, n=1)\n--\n\nIncrement the count by n, waking waiters.\n"
-     "ValueError if the count would pass SEM_VALUE_MAX. A large n posts with the\n"
+     "n in [1, SEM_VALUE_MAX], else OverflowError; ValueError if the count\n"
+     "would pass SEM_VALUE_MAX. A large n posts with the\n"
      "GIL released, in chunks between which signals are handled."},
     {"close", (PyCFunction)semaphore_close_locked, METH_NOARGS,
      "close($self, /)\n--\n\nDrop this handle's hold on the segment. Idempotent."},

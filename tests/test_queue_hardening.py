@@ -30,6 +30,7 @@ import pytest
 import fastio
 
 from test_aio import JOIN_TIMEOUT, PROBED, Stuck
+from test_sync_hardening import _Index, _Refuses
 
 HERE = Path(__file__).resolve().parent
 TIMEOUT = 60
@@ -584,16 +585,16 @@ def test_posix_aio_partial_lio_listio(lio_shim, blob, queued, err):
     ("Q.read(FD, bytearray(4), 1.5)", TypeError,
      "offset must be an integer, got offset=1.5"),
     ("Q.read(FD, bytearray(4), 2**64)", OverflowError,
-     "offset must be < 2**63, got offset=18446744073709551616"),
+     "offset out of range [0, 9223372036854775807]: offset=18446744073709551616"),
     ("Q.wait(1.5)", TypeError, "min_complete must be an integer, got min_complete=1.5"),
-    ("fastio.Queue(2**70)", OverflowError, "depth must be in 1..65536, got depth=1180591620717411303424"),
+    ("fastio.Queue(2**70)", OverflowError, "depth out of range [1, 65536]: depth=1180591620717411303424"),
     ("fastio.Queue(4.0)", TypeError, "depth must be an integer, got depth=4.0"),
     ("fastio.Queue(4, 'threads', threads=1.5)", TypeError, "threads must be an integer, got threads=1.5"),
-    ("fastio.Queue(4, 'threads', threads=2**40)", ValueError, "threads must be in 0..2147483647"),
+    ("fastio.Queue(4, 'threads', threads=2**40)", OverflowError, "threads out of range [0, 2147483647]"),
     ("fastio.Queue(4, 'threads', submit_batch=2**64)", OverflowError,
-     "submit_batch must be < 2**63, got submit_batch=18446744073709551616"),
-    ("fastio.Queue(4, 'threads', sqpoll_idle_ms=-1)", ValueError,
-     "sqpoll_idle_ms must be in 0..2147483647, got sqpoll_idle_ms=-1"),
+     "submit_batch out of range [1, 9223372036854775807]: submit_batch=18446744073709551616"),
+    ("fastio.Queue(4, 'threads', sqpoll_idle_ms=-1)", OverflowError,
+     "sqpoll_idle_ms out of range [0, 2147483647]: sqpoll_idle_ms=-1"),
 ])
 def test_integers_are_integers(call, exc, words, blob):
     p, fd, data = blob
@@ -746,3 +747,40 @@ def test_io_uring_stale_tid_is_not_the_owner():
     if "single_issuer" not in PROBED["io_uring"].features:
         pytest.skip("no single-issuer io_uring here")
     check_child(run_child(STALE_TID))
+
+
+# ---------------------------------------------------------------- one integer converter
+
+def test_queue_integers_take_index_and_its_exception_propagates(blob):
+    p, fd, data = blob
+    with fastio.Queue(_Index(4), "threads", submit_batch=_Index(2), threads=_Index(1),
+                      sqpoll_idle_ms=_Index(0)) as q:
+        assert q.depth == 4 and q.submit_batch == 2
+        buf = bytearray(8)
+        q.read(fd, buf, _Index(16), tag="a")
+        assert q.wait(_Index(1)) == [("a", 8)]
+        assert bytes(buf) == data[16:24]
+        # The exception raised by __index__ is the caller's: the old
+        # converter replaced it with "... must be an integer".
+        for call in (lambda: fastio.Queue(_Refuses(), "threads"),
+                     lambda: fastio.Queue(4, "threads", submit_batch=_Refuses()),
+                     lambda: q.wait(_Refuses()),
+                     lambda: q.read(fd, buf, _Refuses())):
+            with pytest.raises(TypeError, match="^refused by __index__$"):
+                call()
+    assert fastio.Buffer(_Index(64)).nbytes == 64
+    with pytest.raises(TypeError, match="^refused by __index__$"):
+        fastio.Buffer(_Refuses())
+
+
+def test_queue_offset_conversion_that_closes_the_queue(blob):
+    """__index__ runs before the queue is entered: a close() from inside it
+    leaves nothing queued and the call raises the closed error."""
+    p, fd, data = blob
+    q = fastio.Queue(4, "threads")
+    buf = bytearray(8)
+    with pytest.raises(ValueError, match="closed"):
+        q.read(fd, buf, _Index(0, hook=q.close))
+    # buf was never pinned: it can be resized.
+    buf.extend(b"x")
+    assert len(buf) == 9

@@ -3,6 +3,7 @@ a held robust mutex unmapped (4), create over a live object (7), the
 Channel's double fetch (12), Semaphore.release(n) holding the GIL (15),
 two threads on one Channel endpoint, SIGBUS on a truncated ring or lock,
 and bounded timeouts. Crash-prone ones run in a child process."""
+import math
 import os
 import signal
 import threading
@@ -416,3 +417,124 @@ def test_truncated_file_is_mapping_error_not_sigbus(tmp_path, what):
         print("ok")
     """, tmp_path)
     assert r.returncode == 0 and "ok" in r.stdout, (r.returncode, r.stdout, r.stderr[-2000:])
+
+
+# ------------------------------------------------ one integer and timeout converter
+
+class _Hooked:
+    """A number whose conversion runs `hook` first (Python code that a
+    conversion can run: here, closing the object being called)."""
+
+    def __init__(self, value, hook=None):
+        self.value, self.hook = value, hook
+
+    def _value(self):
+        if self.hook is not None:
+            self.hook()
+        return self.value
+
+
+class _Index(_Hooked):
+    """An integer through __index__ only."""
+
+    def __index__(self):
+        return self._value()
+
+
+class _Seconds(_Hooked):
+    """A number of seconds through __float__ only."""
+
+    def __float__(self):
+        return self._value()
+
+
+class _Refuses:
+    def __index__(self):
+        raise TypeError("refused by __index__")
+
+
+def test_sync_integers_take_index_and_its_exception_propagates():
+    m = fastio.mmap(-1, 4096)
+    lock = fastio.Lock(m, _Index(0))
+    sem = fastio.Semaphore(m, _Index(64), value=_Index(3))
+    assert sem.value == 3
+    sem.release(_Index(2))
+    assert sem.value == 5
+    assert fastio.Semaphore(m, 128, value=True).value == 1  # a bool is an int
+    # The exception raised by __index__ is the caller's, not replaced by
+    # "must be an integer" (the old converters did that).
+    for call in (lambda: fastio.Lock(m, _Refuses()),
+                 lambda: fastio.Semaphore(m, 192, value=_Refuses()),
+                 lambda: sem.release(_Refuses()),
+                 lambda: fastio.Channel.attach(m, _Refuses())):
+        with pytest.raises(TypeError, match="^refused by __index__$"):
+            call()
+    lock.close()
+    sem.close()
+
+
+def test_sync_conversion_that_closes_the_object_runs_before_it_is_used():
+    m = fastio.mmap(-1, 4096)
+    sem = fastio.Semaphore(m, 0, value=0)
+    with pytest.raises(ValueError, match="closed"):
+        sem.release(_Index(1, hook=sem.close))
+    lock = fastio.Lock(m, 64)
+    with pytest.raises(ValueError, match="closed"):
+        lock.acquire(timeout=_Seconds(0.5, hook=lock.close))
+    ch = fastio.Channel(4096)
+    with pytest.raises(ValueError, match="closed"):
+        ch.send_bytes(b"x", timeout=_Seconds(1.0, hook=ch.close))
+
+
+@pytest.mark.parametrize("args", [(False, -1), (False, -1.0), (True, -1), (True, 0),
+                                  (True, 0.01), (False, 0), (False, 0.5), (True, -2),
+                                  (True, float("nan")), (True, 1e300), (True, "x")])
+def test_acquire_timeout_as_threading_lock(args):
+    """threading.Lock.acquire is the oracle for every value it takes or
+    refuses by type (its wording and its inf/None answers differ: docs)."""
+    def outcome(lock):
+        try:
+            got = lock.acquire(*args)
+        except Exception as e:  # noqa: BLE001 - the type is compared
+            return type(e)
+        if got:
+            lock.release()
+        return got
+
+    m = fastio.mmap(-1, 4096)
+    ours, theirs = fastio.Lock(m), threading.Lock()
+    assert outcome(ours) == outcome(theirs)
+    ours.acquire()
+    theirs.acquire()
+    try:
+        # Held by this thread: a non-blocking try answers as threading's
+        # (a blocking one is RuntimeError here, documented, not a deadlock).
+        if args[0] is False:
+            assert outcome(ours) == outcome(theirs)
+    finally:
+        ours.release()
+        theirs.release()
+    sem = fastio.Semaphore(m, 64, value=1)
+    assert outcome(sem) == outcome(threading.Lock())
+
+
+def test_acquire_timeout_spellings_of_forever():
+    m = fastio.mmap(-1, 4096)
+    lock = fastio.Lock(m)
+    for t in (None, -1, -1.0, math.inf):
+        assert lock.acquire(True, t) is True
+        lock.release()
+        assert lock.acquire(False, t) is True  # no timeout given, as -1
+        lock.release()
+    assert lock.acquire(timeout=_Index(1)) is True  # __index__ counts
+    lock.release()
+
+
+def test_send_frame_kind_range():
+    ch = fastio.Channel(4096)
+    for kind in (0, 2**32, -1):
+        with pytest.raises(OverflowError, match=rf"kind out of range \[1, 4294967295\]: kind={kind}$"):
+            ch._send_frame(kind, b"", b"x", None)
+    with pytest.raises(TypeError, match="kind must be an integer"):
+        ch._send_frame(1.0, b"", b"x", None)
+    ch.close()
