@@ -103,8 +103,11 @@ fastio_int_arg(PyObject *obj, const char *name, long long lo, long long hi,
         return -1;
     }
     if (overflow != 0 || v < lo || v > hi) {
-        PyErr_Format(PyExc_OverflowError, "%s out of range [%lld, %lld]: %s=%S",
-                     name, lo, hi, name, idx);
+        /* As Python does: OverflowError for a value no C integer holds,
+         * ValueError for one that fits but is not allowed (Queue(0),
+         * Semaphore.release(0), as threading.Semaphore says). */
+        PyErr_Format(overflow != 0 ? PyExc_OverflowError : PyExc_ValueError,
+                     "%s out of range [%lld, %lld]: %s=%S", name, lo, hi, name, idx);
         Py_DECREF(idx);
         return -1;
     }

@@ -83,7 +83,7 @@ def _check_depth(depth):
     depth = _index(depth, "depth")
     if not 1 <= depth <= 65536:
         kind = OverflowError if depth > 2**63 - 1 else ValueError
-        raise kind(f"depth must be in 1..65536, got depth={depth}")
+        raise kind(f"depth out of range [1, 65536]: depth={depth}")
     return depth
 
 

@@ -186,7 +186,7 @@ def read_files(paths, *, max_size=None, out=None, backend="auto", depth=64, dire
     if isinstance(depth, bool) or not isinstance(depth, int):
         raise TypeError(f"depth must be an int, got depth={depth!r}")
     if not 1 <= depth <= DEPTH_MAX:
-        raise ValueError(f"depth must be in [1, {DEPTH_MAX}], got depth={depth}")
+        raise ValueError(f"depth out of range [1, {DEPTH_MAX}]: depth={depth}")
     if missing not in ("raise", "skip"):
         raise ValueError(f"missing must be 'raise' or 'skip', got missing={missing!r}")
     if not isinstance(direct, bool):

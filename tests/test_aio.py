@@ -122,12 +122,12 @@ def test_named_backend_that_does_not_work_raises_why():
 
 @pytest.mark.smoke
 def test_bad_arguments():
-    with pytest.raises(OverflowError, match="depth"):
+    with pytest.raises(ValueError, match="depth"):
         fastio.Queue(0, "threads")
     with pytest.raises(ValueError, match="backend"):
         fastio.Queue(4, "nope")
     with fastio.Queue(4, "threads") as q:
-        with pytest.raises(OverflowError, match="offset"):
+        with pytest.raises(ValueError, match="offset"):
             q.read(0, bytearray(1), -1)
         with pytest.raises(TypeError, match="writable"):
             q.read(0, b"immutable", 0)
@@ -243,7 +243,7 @@ def test_submit_batch_default_and_bad_values():
         assert q.submit_batch == 8
     with fastio.Queue(4, "threads") as q:
         assert q.submit_batch == 4  # no more than depth can go in one call
-    with pytest.raises(OverflowError,
+    with pytest.raises(ValueError,
                        match=r"submit_batch out of range \[1, \d+\]: submit_batch=0"):
         fastio.Queue(4, "threads", submit_batch=0)
     with pytest.raises(TypeError):
