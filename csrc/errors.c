@@ -103,10 +103,30 @@ fastio_int_arg(PyObject *obj, const char *name, long long lo, long long hi,
         return -1;
     }
     if (overflow != 0 || v < lo || v > hi) {
-        /* As Python does: OverflowError for a value no C integer holds,
-         * ValueError for one that fits but is not allowed (Queue(0),
-         * Semaphore.release(0), as threading.Semaphore says). */
-        PyErr_Format(overflow != 0 ? PyExc_OverflowError : PyExc_ValueError,
+        /* As Python's own converters do: OverflowError for a value the C
+         * type of the argument cannot hold (an id past a C int, a negative
+         * unsigned flag word, anything past 64 bits), ValueError for one it
+         * holds but the call does not allow (Queue(0), a negative offset,
+         * Semaphore.release(0) as threading.Semaphore says). The type is
+         * the narrowest of int32, uint32, 32 bits of either sign, and int64
+         * that holds [lo, hi]. */
+        int fits;
+        if (overflow != 0) {
+            fits = 0;
+        }
+        else if (lo >= INT32_MIN && hi <= INT32_MAX) {
+            fits = v >= INT32_MIN && v <= INT32_MAX;
+        }
+        else if (lo >= 0 && hi <= (long long)UINT32_MAX) {
+            fits = v >= 0 && v <= (long long)UINT32_MAX;
+        }
+        else if (lo >= INT32_MIN && hi <= (long long)UINT32_MAX) {
+            fits = v >= INT32_MIN && v <= (long long)UINT32_MAX;  /* key_t: 32 bits, either sign */
+        }
+        else {
+            fits = 1;
+        }
+        PyErr_Format(fits ? PyExc_ValueError : PyExc_OverflowError,
                      "%s out of range [%lld, %lld]: %s=%S", name, lo, hi, name, idx);
         Py_DECREF(idx);
         return -1;

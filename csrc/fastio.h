@@ -205,7 +205,9 @@ PyObject *fastio_backend_unavailable(PyObject *cls, int neg_errno, PyObject *msg
 PyObject *fastio_oserror_errno(const char *syscall, PyObject *filename);
 /* Convert an integer argument (its __index__; floats refused with
  * TypeError) into [lo, hi], else an error naming `name` and the value:
- * OverflowError past 64 bits, ValueError for a 64-bit value outside [lo, hi].
+ * OverflowError when the value does not fit the argument's C type (the
+ * narrowest of int32, uint32, int64 holding [lo, hi]), ValueError when it
+ * fits but lies outside [lo, hi].
  * 0, or -1 with the exception set. It can run Python code (__index__):
  * re-check any state afterwards. */
 int fastio_int_arg(PyObject *obj, const char *name, long long lo, long long hi,

@@ -590,7 +590,7 @@ def test_posix_aio_partial_lio_listio(lio_shim, blob, queued, err):
     ("fastio.Queue(2**70)", OverflowError, "depth out of range [1, 65536]: depth=1180591620717411303424"),
     ("fastio.Queue(4.0)", TypeError, "depth must be an integer, got depth=4.0"),
     ("fastio.Queue(4, 'threads', threads=1.5)", TypeError, "threads must be an integer, got threads=1.5"),
-    ("fastio.Queue(4, 'threads', threads=2**40)", ValueError, "threads out of range [0, 2147483647]"),
+    ("fastio.Queue(4, 'threads', threads=2**40)", OverflowError, "threads out of range [0, 2147483647]"),
     ("fastio.Queue(4, 'threads', submit_batch=2**64)", OverflowError,
      "submit_batch out of range [1, 9223372036854775807]: submit_batch=18446744073709551616"),
     ("fastio.Queue(4, 'threads', sqpoll_idle_ms=-1)", ValueError,

@@ -306,7 +306,7 @@ def test_semaphore_counts(shared):
 def test_semaphore_bad_arguments(shared):
     with pytest.raises(ValueError, match="value=-1"):
         fastio.Semaphore(shared, value=-1)
-    with pytest.raises(ValueError, match=r"value=\d+"):
+    with pytest.raises(OverflowError, match=r"value=\d+"):
         fastio.Semaphore(shared, value=1 << 40)
     sem = fastio.Semaphore(shared)
     with pytest.raises(ValueError, match="n=0"):

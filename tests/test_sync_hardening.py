@@ -532,8 +532,10 @@ def test_acquire_timeout_spellings_of_forever():
 
 def test_send_frame_kind_range():
     ch = fastio.Channel(4096)
-    for kind in (0, 2**32, -1):
-        with pytest.raises(ValueError, match=rf"kind out of range \[1, 4294967295\]: kind={kind}$"):
+    # kind is a uint32: 0 fits and is refused (ValueError), 2**32 and -1
+    # do not fit (OverflowError).
+    for kind, exc in ((0, ValueError), (2**32, OverflowError), (-1, OverflowError)):
+        with pytest.raises(exc, match=rf"kind out of range \[1, 4294967295\]: kind={kind}$"):
             ch._send_frame(kind, b"", b"x", None)
     with pytest.raises(TypeError, match="kind must be an integer"):
         ch._send_frame(1.0, b"", b"x", None)
