@@ -9,7 +9,11 @@ The paths (docs/readwrite.md, "Reads that choose their path"):
   blocks they claim (_core._pread_blocks; the offsets are copied into C
   memory before the GIL is released). From OWN_FDS_MIN_BLOCKS blocks a
   thread, each thread but the caller's reads through its own open of the
-  file (threads sharing one descriptor contend on its struct file).
+  file (threads sharing one descriptor contend on its struct file). When
+  the call copies many blocks per 64 KiB window of the file it touches
+  (MAPCOPY_BLOCKS_PER_WINDOW), the threads copy them out of a read-only map
+  of the file made for the call instead (csrc/mapcopy.c; pread for the
+  blocks past the end and after a SIGBUS).
 - 'queue': the data is on the device, whose depth is the limit: a Queue
   (io_uring where it runs) keeps `depth` requests in flight.
 - 'direct': the queue on an O_DIRECT descriptor (the page cache bypassed).
@@ -329,7 +333,9 @@ def read_blocks(file, offsets, size, *, out=None, backend="auto", depth=64, dire
     6.14+), the page cache left as it was; OSError(EOPNOTSUPP) naming
     uncached=True where the kernel or filesystem refuses it. stats: a dict
     filled in with 'mode' (the path that ran), 'resident' (the sampled
-    share, or None), 'threads' and 'backend'.
+    share, or None), 'threads', 'backend' and 'mapped' (the copy path: how
+    many blocks were copied out of a read-only map of the file made for the
+    call, None when no map was asked for).
 
     A failed request raises its OSError (with a note naming the request);
     one that reaches the end of the file raises EOFError.
