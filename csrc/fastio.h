@@ -355,6 +355,9 @@ int fastio_guarded_call(void (*fn)(void *arg), void *arg, fastio_fault *fault);
  * 0, or -1 with *fault filled (dst then holds a partial copy). Call with the
  * GIL and the memory pinned; raise with fastio_mapping_error() on -1. */
 int fastio_memcpy_guarded(void *dst, const void *src, size_t n, fastio_fault *fault);
+/* Whether sigbus.c's handler is the one a SIGBUS reaches now (nothing
+ * installed in front of it since): 1 or 0. */
+int fastio_sigbus_guard_ready(void);
 /* With the GIL: raise fastio.MappingError (OSError, errno EFAULT when the
  * page is past the file's end, else EIO) for a fault during `op` on the
  * mapped bytes [data, data+size), which are the bytes [file_offset,

@@ -33,6 +33,9 @@
  *    So a thread copies from the map only after unblocking SIGBUS, and
  *    only SIGBUS, for itself (fastio_mapcopy_enter), and restores its mask
  *    when done (the caller's thread works too, and keeps its own mask).
+ *  - Only while sigbus.c's handler is the process's SIGBUS action (nothing
+ *    installed in front of it since: a Python handler would return into
+ *    the faulting copy forever).
  *  - Only regular files of disk filesystems (map_fs below), read-only
  *    descriptors or read-write ones (never write-only or O_PATH), never
  *    O_DIRECT (the caller asked the page cache to be bypassed), never with
@@ -101,6 +104,12 @@ fastio_mapcopy_open(int fd, const int64_t *offsets, size_t n, size_t size,
 {
     memset(m, 0, sizeof *m);
     if (n == 0 || size == 0) {
+        return 0;
+    }
+    /* The copies are safe only where a fault's SIGBUS reaches the guard:
+     * after a Python signal.signal(SIGBUS, ...) its handler would return
+     * into the faulting copy, again and again. pread needs no guard. */
+    if (!fastio_sigbus_guard_ready()) {
         return 0;
     }
     int fl = fcntl(fd, F_GETFL);

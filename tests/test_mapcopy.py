@@ -303,3 +303,34 @@ def test_truncation_during_mapped_copies_never_crashes(mapfile, tmp_path):
     assert calls > 0 and cycles > 0
     assert mapped > 0  # the map path ran
     assert fell_back > 0  # and met the truncations
+
+
+_HANDLER_CHILD = textwrap.dedent(r"""
+    import faulthandler, os, signal, sys
+    import numpy as np
+    import fastio
+    path = sys.argv[1]
+    offs = np.arange(2048, dtype=np.int64) % 256 * 4096
+    def mapped():
+        st = {}
+        fastio.read_blocks(path, offs, 4096, mode="copy", stats=st)
+        return st["mapped"]
+    seen = [mapped()]
+    faulthandler.enable()  # in front of fastio's handler: it chains to it
+    seen.append(mapped())
+    faulthandler.disable()  # fastio's handler back in front
+    seen.append(mapped())
+    signal.signal(signal.SIGBUS, lambda *a: None)  # would return into the fault
+    seen.append(mapped())
+    print(*seen)
+""")
+
+
+def test_map_only_while_fastio_handles_sigbus(mapfile):
+    """A SIGBUS handler installed in front of fastio's (a Python one would
+    return into the faulting copy forever) keeps the copy path on pread."""
+    p, _ = mapfile
+    proc = subprocess.run([sys.executable, "-c", _HANDLER_CHILD, str(p)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["2048", "0", "2048", "0"]
