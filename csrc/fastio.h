@@ -202,6 +202,9 @@ typedef struct {
 int fastio_mapcopy_open(int fd, const int64_t *offsets, size_t n, size_t size,
                         fastio_mapcopy *m);
 void fastio_mapcopy_close(fastio_mapcopy *m);
+/* Whether fd's file is on a filesystem whose statfs f_type is one of
+ * magics[0..n) (rw.c's and mapcopy.c's allowlists): 1 or 0. */
+int fastio_fs_is_one_of(int fd, const unsigned long *magics, size_t n);
 /* A thread unblocks SIGBUS (only) around its copies (par_run's workers
  * start with every signal blocked); *old is its mask to restore. */
 void fastio_mapcopy_enter(sigset_t *old);

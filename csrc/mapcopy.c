@@ -86,11 +86,17 @@ map_fs(int fd)
         0xE0F5E1E2,  /* erofs */
         0x73717368,  /* squashfs */
     };
+    return fastio_fs_is_one_of(fd, magics, sizeof magics / sizeof magics[0]);
+}
+
+int
+fastio_fs_is_one_of(int fd, const unsigned long *magics, size_t n)
+{
     struct statfs sf;
     if (fstatfs(fd, &sf) < 0) {
         return 0;
     }
-    for (size_t i = 0; i < sizeof magics / sizeof magics[0]; i++) {
+    for (size_t i = 0; i < n; i++) {
         if ((unsigned long)(unsigned int)sf.f_type == magics[i]) {
             return 1;
         }

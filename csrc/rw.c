@@ -23,7 +23,6 @@
 #include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -883,16 +882,7 @@ plain_open_fs(int fd)
         0x958458F6,  /* hugetlbfs (MFD_HUGETLB memfds) */
         0x858458F6,  /* ramfs */
     };
-    struct statfs sf;
-    if (fstatfs(fd, &sf) < 0) {
-        return 0;
-    }
-    for (size_t i = 0; i < sizeof magics / sizeof magics[0]; i++) {
-        if ((unsigned long)(unsigned int)sf.f_type == magics[i]) {
-            return 1;
-        }
-    }
-    return 0;
+    return fastio_fs_is_one_of(fd, magics, sizeof magics / sizeof magics[0]);
 }
 
 /* fd reopened into this thread's own, otherwise empty, descriptor table;
