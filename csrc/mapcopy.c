@@ -3,7 +3,7 @@
  * pread(2) each (rw.c's _pread_blocks, with mapped=).
  *
  * Why: a cached 4 KiB pread is a system call, an fd lookup, a page cache
- * lookup and a copy; two threads of them top out at ~1.4-1.7 M blocks/s on
+ * lookup and a copy; two threads of them top out at ~1.7 M blocks/s on
  * the 2-CPU VM, while the same copies out of a map run ~3.3 M/s
  * (benchmarks/c/map_copy_threads.c). The map made for the call is not
  * free: every 64 KiB window of the file the blocks touch costs a page
