@@ -15,11 +15,13 @@ rounds, ratios as the median of the per-round ratios:
    and mode='queue' (io_uring where it runs, depth 32) beside it, and
    mode='auto' with its worker threads kept on the caller's descriptor
    (fastio.blocks.OWN_FDS_MIN_BLOCKS raised for that contender), to show
-   what their own descriptors give (docs/readwrite.md).
+   what their own descriptors give (docs/readwrite.md), and mode='auto'
+   with every block pread (fastio.blocks.MAPCOPY_MIN_BLOCKS raised: no map
+   of the file made for the call, csrc/mapcopy.c), the path before the map.
 2. a warm file read whole: read_file(mode='auto') against
-   benchmarks/c/limit_read.c (a C program compiled here: two threads pread 4 MiB chunks into fresh
-   anonymous memory with MADV_HUGEPAGE, the clock from the map to the
-   join), the ceiling with no Python at all.
+   benchmarks/c/limit_read.c (a C program compiled here: two threads pread
+   4 MiB chunks into fresh anonymous memory with MADV_HUGEPAGE, the clock
+   from the map to the join), the ceiling with no Python at all.
 3. the same file cold (evicted before every read, checked by mincore):
    read_file(uncached=True) against read_file() (buffered), as 'auto' picks
    (the copy path for uncached=True, the queue for a cold buffered read),
@@ -101,6 +103,7 @@ def part_cached_random(rep, path, size, args, rng, ncpu):
     out.fill(1)  # touched before any clock
     fd = os.open(path, os.O_RDONLY)
     chosen = {}
+    mapped = {}
 
     def pread_loop():
         pread = os.pread
@@ -109,20 +112,26 @@ def part_cached_random(rep, path, size, args, rng, ncpu):
             pread(fd, BS, off)
         return time.perf_counter() - t0
 
-    def blocks(shared_fd=False, **kw):
+    def blocks(shared_fd=False, pread_only=False, **kw):
         def run():
             st = {}
+            saved = {k: getattr(fastio.blocks, k, None)
+                     for k in ("OWN_FDS_MIN_BLOCKS", "MAPCOPY_MIN_BLOCKS")}
             if shared_fd:
-                saved = fastio.blocks.OWN_FDS_MIN_BLOCKS
                 fastio.blocks.OWN_FDS_MIN_BLOCKS = 1 << 62
+            if pread_only:
+                fastio.blocks.MAPCOPY_MIN_BLOCKS = 1 << 62
             try:
                 t0 = time.perf_counter()
                 fastio.read_blocks(fd, offsets, BS, out=out, stats=st, **kw)
                 t = time.perf_counter() - t0
             finally:
-                if shared_fd:
-                    fastio.blocks.OWN_FDS_MIN_BLOCKS = saved
+                for k, v in saved.items():
+                    if v is not None:
+                        setattr(fastio.blocks, k, v)
             chosen[kw.get("mode", "auto") + str(kw.get("threads", ""))] = st["mode"]
+            if not (shared_fd or pread_only):
+                mapped[kw.get("mode", "auto") + str(kw.get("threads", ""))] = st.get("mapped")
             return t
         return run
 
@@ -134,7 +143,12 @@ def part_cached_random(rep, path, size, args, rng, ncpu):
     own_fds = hasattr(fastio.blocks, "OWN_FDS_MIN_BLOCKS")
     if own_fds:
         contenders["read_blocks(mode='auto'), one shared fd"] = blocks(mode="auto",
-                                                                       shared_fd=True)
+                                                                       shared_fd=True,
+                                                                       pread_only=True)
+    map_copy = hasattr(fastio.blocks, "MAPCOPY_MIN_BLOCKS")
+    if map_copy:
+        contenders["read_blocks(mode='auto'), pread only"] = blocks(mode="auto",
+                                                                    pread_only=True)
     try:
         times = run_rounds(contenders, args.rounds, once=lambda fn: fn())
     finally:
@@ -142,7 +156,8 @@ def part_cached_random(rep, path, size, args, rng, ncpu):
     ids = {"os.pread loop": "cached_pread_loop", "read_blocks(mode='auto')": "cached_auto",
            "read_blocks(mode='copy', threads=1)": "cached_copy_1t",
            "read_blocks(mode='queue'), depth 32": "cached_queue_d32",
-           "read_blocks(mode='auto'), one shared fd": "cached_auto_shared_fd"}
+           "read_blocks(mode='auto'), one shared fd": "cached_auto_shared_fd",
+           "read_blocks(mode='auto'), pread only": "cached_auto_pread"}
     rep.figures_from_times(times, "k reads/s", lambda t: n / t / 1e3, ids=ids)
     rep.ratio("cached_auto_vs_pread", "cached random 4 KiB: read_blocks(mode='auto') / "
               "os.pread loop", "cached_auto", "cached_pread_loop")
@@ -151,11 +166,19 @@ def part_cached_random(rep, path, size, args, rng, ncpu):
     rep.ratio("cached_copy1_vs_pread", "cached random 4 KiB: read_blocks(mode='copy', "
               "threads=1) / os.pread loop", "cached_copy_1t", "cached_pread_loop")
     if own_fds:
-        rep.ratio("cached_own_vs_shared_fd", "cached random 4 KiB: read_blocks(mode='auto'), "
-                  "a descriptor per worker / one shared descriptor", "cached_auto",
-                  "cached_auto_shared_fd")
+        rep.ratio("cached_own_vs_shared_fd", "cached random 4 KiB: read_blocks(mode='auto') "
+                  "preads, a descriptor per worker / one shared descriptor",
+                  "cached_auto_pread" if map_copy else "cached_auto", "cached_auto_shared_fd")
+    if map_copy:
+        rep.ratio("cached_auto_pread_vs_pread", "cached random 4 KiB: read_blocks(mode='auto') "
+                  "with its threads' preads only / os.pread loop", "cached_auto_pread",
+                  "cached_pread_loop")
+        rep.ratio("cached_map_vs_pread_threads", "cached random 4 KiB: read_blocks(mode='auto') "
+                  "/ the same with preads only (no map made for the call)", "cached_auto",
+                  "cached_auto_pread")
     rep.note(f"part 1: mode='auto' chose {chosen.get('auto')!r} on the warm file "
-             f"({ncpu} threads)")
+             f"({ncpu} threads), {mapped.get('auto')} of {n} blocks copied out of a map "
+             f"made for the call")
 
 
 # ---------------------------------------------------------------- part 2

@@ -15,6 +15,7 @@
 #include <structmember.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -185,6 +186,39 @@ ssize_t fastio_prw(int writing, int fd, void *buf, size_t len, int64_t offset,
                    unsigned flags);
 
 /* ------------------------------------------------------------------ */
+/* mapcopy.c: _pread_blocks' copies out of a read-only shared map of the
+ * file made for one call (why, when and the safety rules: mapcopy.c). */
+typedef struct {
+    char *map;     /* NULL: not mapped (every block is pread) */
+    size_t len;
+    int64_t lo;    /* the file offset of map[0] (page-aligned) */
+    int64_t hi;    /* the map's end offset, at most the file size at map time */
+    int nt;        /* copy with non-temporal stores */
+} fastio_mapcopy;
+/* Map the span of the n blocks of size bytes at offsets that lie inside
+ * fd's file, when fd is a plain regular file of a disk filesystem; m->map
+ * stays NULL when not (nothing to report: the caller preads). No GIL
+ * needed. Undo with fastio_mapcopy_close on every path. */
+int fastio_mapcopy_open(int fd, const int64_t *offsets, size_t n, size_t size,
+                        fastio_mapcopy *m);
+void fastio_mapcopy_close(fastio_mapcopy *m);
+/* Whether fd's file is on a filesystem whose statfs f_type is one of
+ * magics[0..n) (rw.c's and mapcopy.c's allowlists): 1 or 0. */
+int fastio_fs_is_one_of(int fd, const unsigned long *magics, size_t n);
+/* A thread unblocks SIGBUS (only) around its copies (par_run's workers
+ * start with every signal blocked); *old is its mask to restore. */
+void fastio_mapcopy_enter(sigset_t *old);
+void fastio_mapcopy_leave(const sigset_t *old);
+/* Copy blocks i, i+1, ... < last into base + i * size under the SIGBUS
+ * guard, results[i] = size each, while they lie inside the map; returns
+ * the first block not copied (last, one past the map, or the block whose
+ * copy faulted: then *use_map is set to 0, the map is not to be used
+ * again by this thread). */
+size_t fastio_mapcopy_blocks(const fastio_mapcopy *m, char *base, size_t size,
+                             const int64_t *offsets, int64_t *results, size_t i,
+                             size_t last, int *use_map);
+
+/* ------------------------------------------------------------------ */
 /* errors.c: the only place an OSError is built from an errno.
  *
  * Syscall helpers return -errno and touch nothing else; the Python-facing
@@ -327,6 +361,9 @@ int fastio_guarded_call(void (*fn)(void *arg), void *arg, fastio_fault *fault);
  * 0, or -1 with *fault filled (dst then holds a partial copy). Call with the
  * GIL and the memory pinned; raise with fastio_mapping_error() on -1. */
 int fastio_memcpy_guarded(void *dst, const void *src, size_t n, fastio_fault *fault);
+/* Whether sigbus.c's handler is the one a SIGBUS reaches now (nothing
+ * installed in front of it since): 1 or 0. */
+int fastio_sigbus_guard_ready(void);
 /* With the GIL: raise fastio.MappingError (OSError, errno EFAULT when the
  * page is past the file's end, else EIO) for a fault during `op` on the
  * mapped bytes [data, data+size), which are the bytes [file_offset,

@@ -23,7 +23,6 @@
 #include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -886,16 +885,7 @@ plain_open_fs(int fd)
         0x958458F6,  /* hugetlbfs (MFD_HUGETLB memfds) */
         0x858458F6,  /* ramfs */
     };
-    struct statfs sf;
-    if (fstatfs(fd, &sf) < 0) {
-        return 0;
-    }
-    for (size_t i = 0; i < sizeof magics / sizeof magics[0]; i++) {
-        if ((unsigned long)(unsigned int)sf.f_type == magics[i]) {
-            return 1;
-        }
-    }
-    return 0;
+    return fastio_fs_is_one_of(fd, magics, sizeof magics / sizeof magics[0]);
 }
 
 /* fd reopened into this thread's own, otherwise empty, descriptor table;
@@ -984,6 +974,8 @@ typedef struct {
     int own_fds;          /* workers reopen the file (own_fd_open) */
     pthread_t caller;     /* the thread that keeps fd */
     pid_t caller_tid;
+    fastio_mapcopy map;   /* map.map: copy the blocks inside it (mapcopy.c) */
+    atomic_size_t mapped; /* blocks copied from the map */
     atomic_size_t next;
     atomic_int stop;      /* an interrupt: leave the rest */
 } blocks_job;
@@ -993,7 +985,9 @@ blocks_work(void *arg)
 {
     blocks_job *job = arg;
     int fd = job->fd, own = OWN_FD_SHARED;
-    if (job->own_fds && !pthread_equal(pthread_self(), job->caller)) {
+    /* With a map the preads are the exceptions: no reopen for them. */
+    int use_map = job->map.map != NULL;
+    if (job->own_fds && !use_map && !pthread_equal(pthread_self(), job->caller)) {
         own = own_fd_open(job->fd, job->caller_tid);
         if (own == OWN_FD_NONE) {
             return;
@@ -1002,7 +996,11 @@ blocks_work(void *arg)
             fd = own;
         }
     }
-    size_t bad = 0;
+    size_t bad = 0, mapped = 0;
+    sigset_t mask;
+    if (use_map) {
+        fastio_mapcopy_enter(&mask);  /* SIGBUS unblocked: see mapcopy.c */
+    }
     for (;;) {
         if (atomic_load_explicit(&job->stop, memory_order_relaxed)) {
             break;
@@ -1013,6 +1011,18 @@ blocks_work(void *arg)
         }
         size_t last = first + BLOCKS_PER_CLAIM < job->n ? first + BLOCKS_PER_CLAIM : job->n;
         for (size_t i = first; i < last; i++) {
+            if (use_map) {
+                /* Copies from the map up to a block it cannot give (past
+                 * the file's end at map time, or a fault): pread that one. */
+                size_t to = fastio_mapcopy_blocks(&job->map, job->base, job->size,
+                                                  job->offsets, job->results, i, last,
+                                                  &use_map);
+                mapped += to - i;
+                if (to == last) {
+                    break;
+                }
+                i = to;
+            }
             char *dst = job->base + i * job->size;
             size_t done = 0;
             int64_t res = 0;
@@ -1036,6 +1046,10 @@ blocks_work(void *arg)
     }
     if (bad) {
         atomic_fetch_add(&job->bad, bad);
+    }
+    if (job->map.map != NULL) {
+        atomic_fetch_add(&job->mapped, mapped);
+        fastio_mapcopy_leave(&mask);
     }
     /* On every path out (an interrupt sets stop): the thread's table is
      * freed when it ends, but the file is released now, before the join. */
@@ -1074,7 +1088,7 @@ copy_offsets(PyObject *obj, const char *func, size_t *n)
 }
 
 PyDoc_STRVAR(pread_blocks_doc,
-"_pread_blocks($module, fd, offsets, size, buf, nthreads, flags, results, own_fds=0, /)\n--\n\n"
+"_pread_blocks($module, fd, offsets, size, buf, nthreads, flags, results, own_fds=0, mapped=None, /)\n--\n\n"
 "Read size bytes at each of offsets (an int64 buffer) into buf (block i\n"
 "at i * size) with nthreads threads, each doing pread(2) (preadv2 with\n"
 "flags, RWF_* bits) of the blocks it claims. The int64 buffer results\n"
@@ -1082,7 +1096,11 @@ PyDoc_STRVAR(pread_blocks_doc,
 "the return value is the number of blocks not read whole. offsets is\n"
 "copied into C memory before the GIL is released. own_fds:\n"
 "each thread but the calling one reads through its own open of the file\n"
-"(a regular file; /proc/self/fd), in a descriptor table of its own.");
+"(a regular file; /proc/self/fd), in a descriptor table of its own.\n"
+"mapped: None, or an int64 buffer of one item: the threads copy the\n"
+"blocks inside the file out of a read-only map of it made for the call\n"
+"(when fd is a plain regular file of a disk filesystem and flags is 0),\n"
+"pread the others, and mapped[0] receives how many were copied.");
 
 static PyObject *
 rw_pread_blocks(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
@@ -1090,14 +1108,14 @@ rw_pread_blocks(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
     int fd;
     long long size_ll, nthreads_ll, own_fds = 0;
     unsigned flags = 0;
-    if (check_nargs("_pread_blocks", nargs, 7, 8) < 0 || get_fd(args[0], &fd) < 0 ||
+    if (check_nargs("_pread_blocks", nargs, 7, 9) < 0 || get_fd(args[0], &fd) < 0 ||
         get_nonneg(args[2], "size", &size_ll) < 0 ||
         fastio_int_arg(args[4], "nthreads", 1, PAR_MAX_THREADS, &nthreads_ll) < 0 ||
         get_rw_flags(args[5], &flags) < 0 ||
-        (nargs == 8 && fastio_int_arg(args[7], "own_fds", 0, 1, &own_fds) < 0)) {
+        (nargs >= 8 && fastio_int_arg(args[7], "own_fds", 0, 1, &own_fds) < 0)) {
         return NULL;
     }
-    Py_buffer bufv, resv;
+    Py_buffer bufv, resv, mapv = {.obj = NULL};
     size_t n;
     int64_t *offsets = copy_offsets(args[1], "_pread_blocks", &n);
     if (offsets == NULL) {
@@ -1135,6 +1153,21 @@ rw_pread_blocks(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
         PyBuffer_Release(&bufv);
         goto free;
     }
+    if (nargs == 9 && args[8] != Py_None) {
+        if (get_buffer(args[8], &mapv, 1, "_pread_blocks", "mapped") < 0) {
+            PyBuffer_Release(&resv);
+            PyBuffer_Release(&bufv);
+            goto free;
+        }
+        if (mapv.len != sizeof(int64_t) || (uintptr_t)mapv.buf % _Alignof(int64_t)) {
+            PyErr_SetString(PyExc_ValueError,
+                            "mapped must be None or an aligned int64 array of one item");
+            PyBuffer_Release(&mapv);
+            PyBuffer_Release(&resv);
+            PyBuffer_Release(&bufv);
+            goto free;
+        }
+    }
     blocks_job job = {.fd = fd, .flags = flags, .base = bufv.buf, .size = (size_t)size_ll,
                       .n = n, .offsets = offsets, .results = resv.buf,
                       .own_fds = (int)own_fds, .caller = pthread_self(),
@@ -1142,6 +1175,7 @@ rw_pread_blocks(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
     atomic_init(&job.next, 0);
     atomic_init(&job.stop, 0);
     atomic_init(&job.bad, 0);
+    atomic_init(&job.mapped, 0);
     size_t nthreads = (size_t)nthreads_ll;
     size_t claims = (n + BLOCKS_PER_CLAIM - 1) / BLOCKS_PER_CLAIM;
     if (nthreads > claims) {
@@ -1152,7 +1186,24 @@ rw_pread_blocks(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
         memset(resv.buf, 0, n * sizeof(int64_t));  /* every block read whole */
     }
     else if (n) {
+        if (mapv.obj != NULL && flags == 0) {
+            /* Made before the threads start and unmapped after par_run
+             * joined them, interrupted or not: no map outlives the call.
+             * The GIL released: the munmap of a large span takes ms. */
+            Py_BEGIN_ALLOW_THREADS
+            fastio_mapcopy_open(fd, offsets, n, job.size, &job.map);
+            Py_END_ALLOW_THREADS
+        }
         interrupted = par_run(blocks_work, &job, &job.stop, nthreads) < 0;
+        if (job.map.map != NULL) {
+            Py_BEGIN_ALLOW_THREADS
+            fastio_mapcopy_close(&job.map);
+            Py_END_ALLOW_THREADS
+        }
+    }
+    if (mapv.obj != NULL) {
+        *(int64_t *)mapv.buf = (int64_t)atomic_load(&job.mapped);
+        PyBuffer_Release(&mapv);
     }
     PyBuffer_Release(&resv);
     PyBuffer_Release(&bufv);

@@ -149,7 +149,7 @@ def test_auto_takes_queue_when_an_engine_is_named(blob):
     stats = {}
     fastio.read_blocks(p, [0, 4096], BLOCK, backend="threads", stats=stats)
     assert stats == {"mode": "queue", "resident": None, "threads": None,
-                     "backend": "threads"}
+                     "backend": "threads", "mapped": None}
     with fastio.Queue(8, "threads") as q:
         fastio.read_blocks(p, [0], BLOCK, queue=q, stats=stats)
     assert stats["mode"] == "queue"
@@ -539,6 +539,14 @@ def test_queue_batch_takes_only_the_dontcache_flag(tmp_path):
 
 # ---------------------------------------------------------------- copy path: a descriptor per worker
 
+@pytest.fixture
+def pread_only(monkeypatch):
+    """The copy path's threads pread every block (no map made for the call,
+    csrc/mapcopy.c): the tests of their own descriptors need the preads."""
+    import fastio.blocks
+    monkeypatch.setattr(fastio.blocks, "MAPCOPY_MIN_BLOCKS", 1 << 62)
+
+
 def own_fds_ready():
     probes.skip_unless("own descriptor tables", probes.own_fd_table())
     probes.skip_unless("inotify", probes.inotify())
@@ -551,7 +559,7 @@ def enough_blocks(threads):
 
 
 @pytest.mark.parametrize("threads", [2, 4])
-def test_copy_path_workers_reopen_and_close(blob, threads):
+def test_copy_path_workers_reopen_and_close(pread_only, blob, threads):
     """From OWN_FDS_MIN_BLOCKS blocks a thread each worker opens the file
     once (inotify sees it; O_PATH probes make no event) and has closed it
     when the call returns; the bytes are os.pread's; no fd is left."""
@@ -578,7 +586,7 @@ def test_copy_path_workers_reopen_and_close(blob, threads):
         assert seen and seen[0] == "open" and seen[-1] == "close"
 
 
-def test_copy_path_small_calls_keep_the_shared_fd(blob):
+def test_copy_path_small_calls_keep_the_shared_fd(pread_only, blob):
     own_fds_ready()
     p, data = blob
     fd = os.open(p, os.O_RDONLY)
@@ -593,7 +601,7 @@ def test_copy_path_small_calls_keep_the_shared_fd(blob):
         os.close(fd)
 
 
-def test_copy_path_own_fds_keep_the_callers_posix_locks(blob):
+def test_copy_path_own_fds_keep_the_callers_posix_locks(pread_only, blob):
     """close() drops every POSIX lock the process holds on the file, by
     whichever descriptor: a worker's reopened fd lives in a table of its
     own, whose close drops none (a reopen in the process's table would
@@ -624,7 +632,7 @@ def test_copy_path_own_fds_keep_the_callers_posix_locks(blob):
         os.close(fd)
 
 
-def test_copy_path_own_fds_on_an_unlinked_file_and_a_memfd(tmp_path):
+def test_copy_path_own_fds_on_an_unlinked_file_and_a_memfd(pread_only, tmp_path):
     own_fds_ready()
     data = np.random.default_rng(5).integers(0, 256, 1 << 20, np.uint8).tobytes()
     p = tmp_path / "gone.bin"
@@ -649,7 +657,7 @@ def test_copy_path_own_fds_on_an_unlinked_file_and_a_memfd(tmp_path):
         os.close(memfd)
 
 
-def test_copy_path_own_fds_closed_on_errors(blob):
+def test_copy_path_own_fds_closed_on_errors(pread_only, blob):
     """A block past the end of the file (EOFError) and a descriptor the
     workers cannot reopen (write-only: EBADF from the shared fd, as
     before; a pipe: ESPIPE) leave no fd and no open file behind."""
@@ -680,7 +688,7 @@ def test_copy_path_own_fds_closed_on_errors(blob):
             os.close(x)
 
 
-def test_copy_path_own_fds_closed_on_keyboard_interrupt(blob):
+def test_copy_path_own_fds_closed_on_keyboard_interrupt(pread_only, blob):
     """Ctrl-C (a handler raising KeyboardInterrupt) during copy-path reads
     with reopened fds: every worker's open has its close, no fd is left."""
     import signal
@@ -733,7 +741,7 @@ print("lease", fcntl.fcntl(fd, fcntl.F_GETLEASE) == fcntl.F_WRLCK)
 """
 
 
-def test_copy_path_own_fds_leave_a_write_lease_alone(blob):
+def test_copy_path_own_fds_leave_a_write_lease_alone(pread_only, blob):
     """Any other open of a file, even read-only and O_NONBLOCK, breaks a
     write lease (F_SETLEASE) on it: the kernel sends the holder SIGIO,
     whose default action ends the process, and downgrades the lease. A
@@ -752,7 +760,7 @@ def test_copy_path_own_fds_leave_a_write_lease_alone(blob):
     assert r.stdout.split() == ["lease", "True"]
 
 
-def test_copy_path_own_fds_not_on_proc_files():
+def test_copy_path_own_fds_not_on_proc_files(pread_only):
     """A /proc file is a regular file whose open runs the kernel's code for
     it (/proc/PID/mem takes the mm the process has now): the workers keep
     the caller's descriptor, no second open happens."""
@@ -769,7 +777,7 @@ def test_copy_path_own_fds_not_on_proc_files():
     assert seen == []
 
 
-def test_copy_path_own_fds_never_open_a_file_swapped_in_under_the_fd(tmp_path):
+def test_copy_path_own_fds_never_open_a_file_swapped_in_under_the_fd(pread_only, tmp_path):
     """Another thread dup2()s a FIFO onto the caller's fd number and back
     while copy-path reads run. A worker checks the file its fd names and
     then reopens it: the reopen must open the very inode it checked, never
@@ -796,7 +804,7 @@ def test_copy_path_own_fds_never_open_a_file_swapped_in_under_the_fd(tmp_path):
             os.dup2(fd_a, fd)
 
     try:
-        with probes.FileEvents(fifo) as ev:
+        with probes.FileEvents(fifo) as ev, probes.FileEvents(a) as ev_a:
             t = threading.Thread(target=swap)
             t.start()
             try:
@@ -814,6 +822,7 @@ def test_copy_path_own_fds_never_open_a_file_swapped_in_under_the_fd(tmp_path):
                 t.join()
             assert calls > 10 and read > 0
             assert ev.events() == []
+            assert "open" in ev_a.events()  # the workers did reopen the file
     finally:
         for x in (fd, fd_a, fd_fifo):
             os.close(x)
