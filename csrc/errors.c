@@ -8,6 +8,7 @@
  */
 #include "fastio.h"
 
+#include <limits.h>
 #include <string.h>
 
 PyObject *
@@ -80,6 +81,34 @@ fastio_oserror_errno(const char *syscall, PyObject *filename)
 
 /* ------------------------------------------------------------------ */
 /* Integer arguments */
+
+int
+fastio_fd_arg(PyObject *obj, const char *name, int *fd)
+{
+    /* An int is taken as it is (no fileno() lookup on the hot path); any
+     * other object goes through PyObject_AsFileDescriptor (an int
+     * subclass's __index__, or fileno()), which can run Python code. */
+    if (PyLong_CheckExact(obj)) {
+        int overflow;
+        long v = PyLong_AsLongAndOverflow(obj, &overflow);
+        if (overflow == 0 && v >= 0 && v <= INT_MAX) {
+            *fd = (int)v;
+            return 0;
+        }
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s must be a non-negative file descriptor, got %s=%R", name, name,
+                         obj);
+        }
+        return -1;
+    }
+    int v = PyObject_AsFileDescriptor(obj);
+    if (v < 0) {
+        return -1;
+    }
+    *fd = v;
+    return 0;
+}
 
 int
 fastio_int_arg(PyObject *obj, const char *name, long long lo, long long hi,

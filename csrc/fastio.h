@@ -246,6 +246,10 @@ PyObject *fastio_oserror_errno(const char *syscall, PyObject *filename);
  * re-check any state afterwards. */
 int fastio_int_arg(PyObject *obj, const char *name, long long lo, long long hi,
                    long long *out);
+/* A file descriptor argument: an int in [0, INT_MAX] (ValueError naming
+ * `name` otherwise) or an object with fileno(). 0, or -1 with the
+ * exception set. It can run Python code (fileno()). */
+int fastio_fd_arg(PyObject *obj, const char *name, int *fd);
 
 /* ------------------------------------------------------------------ */
 /* region.c: memory that fastio exports through the buffer protocol.

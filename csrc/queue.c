@@ -261,30 +261,6 @@ q_forked(QueueObject *q)
 /* Helpers (GIL held) */
 
 static int
-get_fd(PyObject *obj, int *fd)
-{
-    if (PyLong_CheckExact(obj)) {
-        int overflow;
-        long v = PyLong_AsLongAndOverflow(obj, &overflow);
-        if (overflow == 0 && v >= 0 && v <= INT_MAX) {
-            *fd = (int)v;
-            return 0;
-        }
-        if (!PyErr_Occurred()) {
-            PyErr_Format(PyExc_ValueError,
-                         "file must be a non-negative file descriptor, got file=%R", obj);
-        }
-        return -1;
-    }
-    int v = PyObject_AsFileDescriptor(obj);
-    if (v < 0) {
-        return -1;
-    }
-    *fd = v;
-    return 0;
-}
-
-static int
 get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *func,
            const char *name)
 {
@@ -1294,7 +1270,7 @@ q_add(QueueObject *q, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
      * queue is entered. */
     int fd;
     long long offset = 0;
-    if (get_fd(args[0], &fd) < 0 ||
+    if (fastio_fd_arg(args[0], "file", &fd) < 0 ||
         (opcode != FASTIO_OP_FSYNC &&
          fastio_int_arg(args[2], "offset", 0, INT64_MAX, &offset) < 0)) {
         return NULL;
@@ -1570,7 +1546,7 @@ Queue_batch(QueueObject *q, PyObject *const *args, Py_ssize_t nargs)
     int fd;
     long long size = 0;
     long long rw_flags = 0;
-    if (writing < 0 || get_fd(args[1], &fd) < 0 ||
+    if (writing < 0 || fastio_fd_arg(args[1], "file", &fd) < 0 ||
         (args[3] == Py_None && fastio_int_arg(args[4], "size", 0, INT64_MAX, &size) < 0) ||
         (nargs == 8 && fastio_int_arg(args[7], "rw_flags", 0, UINT32_MAX, &rw_flags) < 0)) {
         return NULL;
@@ -1864,7 +1840,7 @@ Queue_register_files(QueueObject *q, PyObject *files)
         return PyErr_NoMemory();
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (get_fd(PyList_GET_ITEM(seq, i), &fds[i]) < 0) {
+        if (fastio_fd_arg(PyList_GET_ITEM(seq, i), "file", &fds[i]) < 0) {
             PyMem_Free(fds);
             Py_DECREF(seq);
             return NULL;
@@ -2268,7 +2244,7 @@ static PyObject *
 aio_dio_alignment(PyObject *Py_UNUSED(module), PyObject *arg)
 {
     int fd;
-    if (get_fd(arg, &fd) < 0) {
+    if (fastio_fd_arg(arg, "file", &fd) < 0) {
         return NULL;
     }
     unsigned mem, off;

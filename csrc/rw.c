@@ -35,29 +35,6 @@
 /* ================================================================== */
 /* Argument helpers (GIL held) */
 
-/* fd: an int, or an object with fileno(). */
-static inline int
-get_fd(PyObject *obj, int *fd)
-{
-    if (PyLong_CheckExact(obj)) {
-        int overflow;
-        long v = PyLong_AsLongAndOverflow(obj, &overflow);
-        if (overflow == 0 && v >= 0 && v <= INT_MAX) {
-            *fd = (int)v;
-            return 0;
-        }
-        PyErr_Format(PyExc_ValueError,
-                     "fd must be a non-negative file descriptor, got fd=%R", obj);
-        return -1;
-    }
-    int v = PyObject_AsFileDescriptor(obj);
-    if (v < 0) {
-        return -1;
-    }
-    *fd = v;
-    return 0;
-}
-
 /* A non-negative integer argument (offset, length) that fits in off_t. */
 static inline int
 get_nonneg(PyObject *obj, const char *name, long long *out)
@@ -182,7 +159,7 @@ pread_pwrite(PyObject *const *args, Py_ssize_t nargs, int writing)
     ssize_t n;
     int err;
 
-    if (check_nargs(func, nargs, 3, 3) < 0 || get_fd(args[0], &fd) < 0 ||
+    if (check_nargs(func, nargs, 3, 3) < 0 || fastio_fd_arg(args[0], "fd", &fd) < 0 ||
         get_nonneg(args[2], "offset", &offset) < 0 ||
         get_buffer(args[1], &view, !writing, func, "buf") < 0) {
         return NULL;
@@ -252,7 +229,7 @@ rw_readinto_full(PyObject *Py_UNUSED(module), PyObject *const *args,
     int fd;
     long long offset = 0;
     Py_buffer view;
-    if (check_nargs("readinto_full", nargs, 2, 3) < 0 || get_fd(args[0], &fd) < 0 ||
+    if (check_nargs("readinto_full", nargs, 2, 3) < 0 || fastio_fd_arg(args[0], "fd", &fd) < 0 ||
         (nargs > 2 && get_nonneg(args[2], "offset", &offset) < 0) ||
         get_buffer(args[1], &view, 1, "readinto_full", "buf") < 0) {
         return NULL;
@@ -310,7 +287,7 @@ vector_io(PyObject *const *args, Py_ssize_t nargs, int writing)
     const char *func = writing ? "pwritev" : "preadv";
     int fd;
     long long offset;
-    if (check_nargs(func, nargs, 3, 3) < 0 || get_fd(args[0], &fd) < 0 ||
+    if (check_nargs(func, nargs, 3, 3) < 0 || fastio_fd_arg(args[0], "fd", &fd) < 0 ||
         get_nonneg(args[2], "offset", &offset) < 0) {
         return NULL;
     }
@@ -433,7 +410,7 @@ rw_fadvise(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     int fd;
     long long offset, length;
-    if (check_nargs("fadvise", nargs, 4, 4) < 0 || get_fd(args[0], &fd) < 0 ||
+    if (check_nargs("fadvise", nargs, 4, 4) < 0 || fastio_fd_arg(args[0], "fd", &fd) < 0 ||
         get_nonneg(args[1], "offset", &offset) < 0 ||
         get_nonneg(args[2], "length", &length) < 0) {
         return NULL;
@@ -470,7 +447,7 @@ rw_readahead(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t narg
 {
     int fd;
     long long offset, length;
-    if (check_nargs("readahead", nargs, 3, 3) < 0 || get_fd(args[0], &fd) < 0 ||
+    if (check_nargs("readahead", nargs, 3, 3) < 0 || fastio_fd_arg(args[0], "fd", &fd) < 0 ||
         get_nonneg(args[1], "offset", &offset) < 0 ||
         get_nonneg(args[2], "length", &length) < 0) {
         return NULL;
@@ -719,7 +696,7 @@ rw_pread_parallel(PyObject *Py_UNUSED(module), PyObject *const *args,
     long long offset, nthreads_ll, chunk_ll;
     unsigned flags = 0;
     Py_buffer view;
-    if (check_nargs("pread_parallel", nargs, 5, 6) < 0 || get_fd(args[0], &fd) < 0 ||
+    if (check_nargs("pread_parallel", nargs, 5, 6) < 0 || fastio_fd_arg(args[0], "fd", &fd) < 0 ||
         get_nonneg(args[2], "offset", &offset) < 0 ||
         get_nonneg(args[3], "nthreads", &nthreads_ll) < 0 ||
         get_nonneg(args[4], "chunk", &chunk_ll) < 0 ||
@@ -1108,7 +1085,7 @@ rw_pread_blocks(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
     int fd;
     long long size_ll, nthreads_ll, own_fds = 0;
     unsigned flags = 0;
-    if (check_nargs("_pread_blocks", nargs, 7, 9) < 0 || get_fd(args[0], &fd) < 0 ||
+    if (check_nargs("_pread_blocks", nargs, 7, 9) < 0 || fastio_fd_arg(args[0], "fd", &fd) < 0 ||
         get_nonneg(args[2], "size", &size_ll) < 0 ||
         fastio_int_arg(args[4], "nthreads", 1, PAR_MAX_THREADS, &nthreads_ll) < 0 ||
         get_rw_flags(args[5], &flags) < 0 ||
@@ -1230,8 +1207,8 @@ rw_residency_sample(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize
 {
     int fd;
     long long length;
-    if (check_nargs("_residency_sample", nargs, 3, 3) < 0 || get_fd(args[0], &fd) < 0 ||
-        get_nonneg(args[2], "length", &length) < 0) {
+    if (check_nargs("_residency_sample", nargs, 3, 3) < 0 ||
+        fastio_fd_arg(args[0], "fd", &fd) < 0 || get_nonneg(args[2], "length", &length) < 0) {
         return NULL;
     }
     size_t n;
