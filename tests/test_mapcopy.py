@@ -105,6 +105,7 @@ def test_mapped_copies_equal_pread_block_by_block(mapfile, size, threads):
     assert np.array_equal(got, want)
 
 
+@pytest.mark.smoke
 def test_read_blocks_reports_the_map_path(mapfile):
     """stats['mapped']: the blocks copied out of the map; None when
     read_blocks did not ask for it (too few blocks per window, uncached, or
