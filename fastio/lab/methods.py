@@ -562,14 +562,16 @@ def _read_blocks(mode):
                        backend=stats.get("backend"), check=chk, check_offset=off,
                        io_ns=io_ns, extra={"mode": stats.get("mode"),
                                            "resident": stats.get("resident"),
-                                           "threads": stats.get("threads")})
+                                           "threads": stats.get("threads"),
+                                           "mapped": stats.get("mapped")})
     return fn
 
 
 for _m, _d, _direct in (
         ("auto", "samples the page cache (mincore), then 'copy' for cached data, "
                  "'queue' for the rest", "yes"),
-        ("copy", "C threads, one per CPU, pread the blocks (the path for cached data)",
+        ("copy", "C threads, one per CPU, copy the blocks out of a map of the file made "
+                 "for the call where that pays, else pread them (the path for cached data)",
          "no"),
         ("queue", "depth requests in flight on a Queue, io_uring where it runs (the path "
                   "for data on the device)", "yes")):
