@@ -747,6 +747,31 @@ class Stuck:
         self.w = None
         self.buf = self.mm
 
+    def wait_started(self, timeout=20):
+        """Until the read is under way, not only queued (a queued request
+        can still be cancelled, and on a loaded machine the backend's
+        thread may not have taken it yet): a fault pending on the
+        userfaultfd (it polls readable), or a thread of this process asleep
+        in the pipe's read (its wchan: anon_pipe_read, or pipe_read /
+        pipe_wait on older kernels). False after timeout seconds."""
+        import glob
+        import select
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.uffd is not None:
+                if select.select([self.uffd], [], [], 0.01)[0]:
+                    return True
+                continue
+            for path in glob.glob("/proc/self/task/*/wchan"):
+                try:
+                    with open(path) as f:
+                        if "pipe" in f.read():
+                            return True
+                except OSError:
+                    pass
+            time.sleep(0.01)
+        return False
+
     def release(self):
         if self.w is not None:
             os.write(self.w, b"x" * 16)

@@ -154,6 +154,10 @@ TWO_THREADS = """
     q = fastio.Queue(4, backend)
     q.read(stuck.fd, stuck.buf, 0, "stuck")
     q.submit()
+    # Under way, not only queued: a request no thread has taken yet is
+    # cancelled by close(), which then has nothing to wait for (on a loaded
+    # machine that made "close() did not wait" fail).
+    assert stuck.wait_started(), "the stuck read never started"
     out = {}
 
     def first():
